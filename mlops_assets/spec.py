@@ -1,0 +1,332 @@
+"""The declarative pipeline spec: pydantic models, YAML loading and errors that name file and field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from mlops_assets.generator import FraudGeneratorConfig
+
+BUILTIN_SPECS_DIR = Path(__file__).parent / "examples"
+
+AggFunction = Literal["count", "sum", "mean", "min", "max", "std", "n_unique", "last"]
+DType = Literal["string", "int", "float", "bool", "datetime", "date"]
+_NAME = r"^[a-z][a-z0-9_]*$"
+_DURATION = re.compile(r"^(\d+)(m|h|d|w)$")
+_UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+class SpecError(ValueError):
+    """A spec that cannot be used, with every problem located by file and field path."""
+
+    def __init__(self, path: Path | str, problems: Iterable[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        lines = "\n".join(f"  - {p}" for p in self.problems)
+        super().__init__(f"invalid spec {self.path}:\n{lines}")
+
+
+def parse_duration(text: str) -> timedelta:
+    """'15m', '1h', '7d', '2w' -> timedelta (the same strings polars accepts as window sizes)."""
+    match = _DURATION.match(text)
+    if not match or int(match.group(1)) == 0:
+        raise ValueError(f"expected a positive duration like '15m', '1h', '7d' or '2w', got {text!r}")
+    return timedelta(**{_UNITS[match.group(2)]: int(match.group(1))})
+
+
+Duration = Annotated[str, Field(pattern=_DURATION.pattern, examples=["1h", "7d", "30d"])]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Model):
+    """A declared column: its type and the value constraints that become its pandera checks."""
+
+    dtype: DType
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+    isin: list[str] | None = Field(default=None, description="allowed values (categorical columns)")
+
+
+class ConstraintSpec(_Model):
+    """Value constraints on a computed feature."""
+
+    nullable: bool = True
+    min: float | None = None
+    max: float | None = None
+
+
+class EntitySpec(_Model):
+    name: str = Field(pattern=_NAME)
+    keys: list[str] = Field(min_length=1)
+
+
+class SourceSpec(_Model):
+    """A table of events read from daily files (Parquet or CSV), optionally written there by a generator."""
+
+    path: str = Field(description="glob relative to the data folder; '{date}' is replaced by the partition day")
+    format: Literal["parquet", "csv"] | None = Field(default=None, description="inferred from the suffix")
+    generator: str | None = Field(default=None, description="'GENERATOR.TABLE' from the spec's generators")
+    event_timestamp: str
+    created_timestamp: str | None = Field(default=None, description="ingestion time, for as-of builds")
+    start_date: date
+    columns: dict[str, ColumnSpec] = Field(min_length=1)
+    max_rejected_share: float = Field(default=0.01, ge=0, le=1)
+
+    @property
+    def file_format(self) -> str:
+        return self.format or ("csv" if self.path.endswith(".csv") else "parquet")
+
+
+class AggregationSpec(_Model):
+    """Aggregations of one column over trailing windows; `count` needs no column."""
+
+    column: str | None = None
+    functions: list[AggFunction] = Field(min_length=1)
+    windows: list[Duration] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _column_needed(self) -> AggregationSpec:
+        if self.column is None and set(self.functions) != {"count"}:
+            raise ValueError("'column' is required for every function except 'count'")
+        return self
+
+    def feature_names(self) -> list[str]:
+        names: list[str] = []
+        for fn in self.functions:
+            if fn == "last":
+                names.append(f"{self.column}_last")
+                continue
+            for window in self.windows:
+                names.append(f"count_{window}" if fn == "count" else f"{self.column}_{fn}_{window}")
+        return names
+
+
+class FeatureViewSpec(_Model):
+    """Features per entity computed by one function, used offline and online alike."""
+
+    source: str
+    ttl: Duration
+    description: str = ""
+    aggregations: list[AggregationSpec] = Field(default_factory=list)
+    function: str | None = Field(
+        default=None, description="dotted path 'package.module:function', LazyFrame -> LazyFrame"
+    )
+    lookback: Duration | None = Field(
+        default=None, description="history a custom function needs (aggregations: the longest window)"
+    )
+    constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
+    max_rejected_share: float = Field(default=0.01, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_definition(self) -> FeatureViewSpec:
+        if bool(self.aggregations) == bool(self.function):
+            raise ValueError("declare exactly one of 'aggregations' or 'function'")
+        if self.function and not self.lookback:
+            raise ValueError("a 'function' view needs 'lookback' (how much history it reads)")
+        if self.function and not re.match(r"^[\w.]+:\w+$", self.function):
+            raise ValueError(f"'function' must look like 'package.module:function', got {self.function!r}")
+        return self
+
+    def feature_names(self) -> list[str] | None:
+        """Names of the aggregation features, or None for a custom function (known only when it runs)."""
+        if self.function:
+            return None
+        return [name for agg in self.aggregations for name in agg.feature_names()]
+
+    @property
+    def lookback_delta(self) -> timedelta:
+        if self.lookback:
+            return parse_duration(self.lookback)
+        return max(parse_duration(w) for agg in self.aggregations for w in agg.windows)
+
+
+class LabelSpec(_Model):
+    """Label events: what happened to a prediction, known only at `timestamp`, later than the prediction."""
+
+    source: str
+    column: str
+    timestamp: str = Field(description="when the label became known")
+    prediction_timestamp: str = Field(description="when the prediction was made; features are joined as of it")
+    feature_cutoff: Literal["at", "before"] = Field(
+        default="at",
+        description="'at': feature rows at or before the prediction time; 'before': strictly before, so an "
+        "event that is itself the prediction request does not count in its own features",
+    )
+
+
+class PipelineSpec(_Model):
+    name: str = Field(pattern=_NAME)
+    description: str = ""
+    owner: str | None = None
+    entity: EntitySpec
+    generators: dict[str, FraudGeneratorConfig] = Field(default_factory=dict)
+    sources: dict[Annotated[str, Field(pattern=_NAME)], SourceSpec] = Field(min_length=1)
+    feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(min_length=1)
+    request_features: dict[str, ColumnSpec] = Field(default_factory=dict)
+    label: LabelSpec
+
+    @field_validator("feature_views")
+    @classmethod
+    def _unique_feature_names(cls, views: dict[str, FeatureViewSpec]) -> dict[str, FeatureViewSpec]:
+        seen: dict[str, str] = {}
+        for view_name, view in views.items():
+            for feature in view.feature_names() or []:
+                if feature in seen:
+                    raise ValueError(f"feature {feature!r} is produced by both {seen[feature]!r} and {view_name!r}")
+                seen[feature] = view_name
+        return views
+
+    def cross_reference_problems(self) -> list[str]:
+        """References between sections that pydantic cannot check field by field."""
+        problems: list[str] = []
+        keys = self.entity.keys
+        for name, source in self.sources.items():
+            where = f"sources.{name}"
+            declared = source.columns
+            for field in ("event_timestamp", "created_timestamp"):
+                column = getattr(source, field)
+                if column is not None and declared.get(column, ColumnSpec(dtype="datetime")).dtype != "datetime":
+                    problems.append(f"{where}.{field}: column {column!r} must be declared with dtype datetime")
+                if column is not None and column not in declared:
+                    problems.append(f"{where}.{field}: {column!r} is not in {where}.columns")
+            if source.generator:
+                gen, _, table = source.generator.partition(".")
+                if gen not in self.generators:
+                    problems.append(f"{where}.generator: unknown generator {gen!r} (known: {sorted(self.generators)})")
+                if table not in ("transactions", "labels"):
+                    problems.append(f"{where}.generator: unknown table {table!r} (expected transactions or labels)")
+        for name, view in self.feature_views.items():
+            where = f"feature_views.{name}"
+            source = self.sources.get(view.source)
+            if source is None:
+                problems.append(f"{where}.source: unknown source {view.source!r} (known: {sorted(self.sources)})")
+                continue
+            problems += [
+                f"{where}.source: entity key {k!r} is not a column of source {view.source!r}"
+                for k in keys
+                if k not in source.columns
+            ]
+            for i, agg in enumerate(view.aggregations):
+                if agg.column is not None and agg.column not in source.columns:
+                    problems.append(
+                        f"{where}.aggregations[{i}].column: {agg.column!r} is not a column of source {view.source!r}"
+                    )
+            names = view.feature_names()
+            if names is not None:
+                problems += [
+                    f"{where}.constraints.{c}: not a feature of this view (features: {names})"
+                    for c in view.constraints
+                    if c not in names
+                ]
+        label = self.label
+        source = self.sources.get(label.source)
+        if source is None:
+            problems.append(f"label.source: unknown source {label.source!r} (known: {sorted(self.sources)})")
+        else:
+            needed = {"column": label.column, "timestamp": label.timestamp}
+            needed["prediction_timestamp"] = label.prediction_timestamp
+            problems += [
+                f"label.{field}: {column!r} is not a column of source {label.source!r}"
+                for field, column in needed.items()
+                if column not in source.columns
+            ]
+            problems += [
+                f"label.source: entity key {k!r} is not a column of source {label.source!r}"
+                for k in keys
+                if k not in source.columns
+            ]
+            problems += [
+                f"request_features.{f}: request features are taken from the label source in training, "
+                f"but {f!r} is not a column of source {label.source!r}"
+                for f in self.request_features
+                if f not in source.columns
+            ]
+        return problems
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(path, ["file not found"]) from None
+    except yaml.YAMLError as exc:
+        raise SpecError(path, [f"not valid YAML: {exc}"]) from None
+    if not isinstance(data, dict):
+        raise SpecError(path, ["expected a mapping at the top level"])
+    return data
+
+
+_SHARED_SECTIONS = ("generators", "sources", "feature_views")
+
+
+def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
+    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec."""
+    includes = data.pop("include", []) or []
+    if not isinstance(includes, list):
+        raise SpecError(path, ["include: expected a list of file paths relative to the spec"])
+    for entry in includes:
+        included_path = (path.parent / str(entry)).resolve()
+        included = _read_yaml(included_path)
+        unknown = set(included) - set(_SHARED_SECTIONS)
+        if unknown:
+            raise SpecError(
+                included_path, [f"{k}: an included file may only declare {_SHARED_SECTIONS}" for k in unknown]
+            )
+        for section in _SHARED_SECTIONS:
+            merged = dict(included.get(section) or {})
+            clashes = set(merged) & set(data.get(section) or {})
+            if clashes:
+                raise SpecError(path, [f"{section}.{c}: declared here and in {included_path}" for c in clashes])
+            merged.update(data.get(section) or {})
+            if merged:
+                data[section] = merged
+    return data
+
+
+def _format_loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def load_spec(path: Path | str) -> PipelineSpec:
+    """Parse and validate one spec file; every problem is reported with its field path."""
+    path = Path(path)
+    data = _merge_includes(path, _read_yaml(path))
+    try:
+        spec = PipelineSpec.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            message = "unknown key (not part of the spec)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"{_format_loc(err['loc'])}: {message}")
+        raise SpecError(path, problems) from None
+    problems = spec.cross_reference_problems()
+    if problems:
+        raise SpecError(path, problems)
+    return spec
+
+
+def load_specs(folder: Path | str | None = None) -> list[PipelineSpec]:
+    """All pipelines of a folder: its top-level *.yaml/*.yml files (shared fragments live in subfolders)."""
+    folder = Path(folder) if folder else BUILTIN_SPECS_DIR
+    if not folder.is_dir():
+        raise SpecError(folder, ["specs folder not found"])
+    files = sorted(p for p in folder.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
+    specs = [load_spec(p) for p in files]
+    names = [s.name for s in specs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise SpecError(folder, [f"name: pipeline {n!r} is declared by more than one file" for n in duplicates])
+    return specs
