@@ -48,7 +48,7 @@ def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Path, day: 
     return path
 
 
-def _read_file(path: Path, source: SourceSpec, source_name: str) -> pl.DataFrame:
+def _read_file(path: Path, source: SourceSpec, source_name: str, name: str) -> pl.DataFrame:
     try:
         # CSV is read as text: types are applied per column below so a bad value rejects its row only.
         csv = source.file_format == "csv"
@@ -62,7 +62,7 @@ def _read_file(path: Path, source: SourceSpec, source_name: str) -> pl.DataFrame
             f"(the file has {frame.columns})"
         )
     return frame.select(list(source.columns)).with_columns(
-        pl.lit(str(path)).alias(SOURCE_FILE_COLUMN),
+        pl.lit(name).alias(SOURCE_FILE_COLUMN),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW_COLUMN),
     )
 
@@ -81,9 +81,15 @@ def _typed(column: str, dtype: pl.DataType, current: pl.DataType) -> pl.Expr:
     return col.cast(dtype, strict=False)
 
 
-def ingest_day(source: SourceSpec, source_name: str, files: list[Path], day: date) -> Split:
-    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files."""
-    frames = [_read_file(p, source, source_name) for p in files]
+def ingest_day(
+    source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
+) -> Split:
+    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files.
+
+    Each row keeps the file it came from (relative to `relative_to`, so hashes do not depend on where the data
+    folder is) and its row number in that file.
+    """
+    frames = [_read_file(p, source, source_name, _name(p, relative_to)) for p in files]
     meta = [SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN]
     raw = pl.concat([f.with_columns(pl.exclude(meta).cast(pl.String)) for f in frames]) if frames else None
     if raw is None:
@@ -120,6 +126,10 @@ def ingest_day(source: SourceSpec, source_name: str, files: list[Path], day: dat
     partition = pl.lit(day.isoformat()).alias(PARTITION_COLUMN)
     split = split_valid(typed, schema, prior_reasons=prior, kept=raw)
     return Split(split.accepted.with_columns(partition), split.rejected.with_columns(partition))
+
+
+def _name(path: Path, root: Path | None) -> str:
+    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
 
 
 def source_files(source: SourceSpec, data_dir: Path, day: date) -> list[Path]:

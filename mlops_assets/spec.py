@@ -78,7 +78,6 @@ class SourceSpec(_Model):
     generator: str | None = Field(default=None, description="'GENERATOR.TABLE' from the spec's generators")
     event_timestamp: str
     created_timestamp: str | None = Field(default=None, description="ingestion time, for as-of builds")
-    start_date: date
     columns: dict[str, ColumnSpec] = Field(min_length=1)
     max_rejected_share: float = Field(default=0.01, ge=0, le=1)
 
@@ -168,6 +167,7 @@ class PipelineSpec(_Model):
     name: str = Field(pattern=_NAME)
     description: str = ""
     owner: str | None = None
+    start_date: date = Field(description="first daily partition of every source and feature view")
     entity: EntitySpec
     generators: dict[str, FraudGeneratorConfig] = Field(default_factory=dict)
     sources: dict[Annotated[str, Field(pattern=_NAME)], SourceSpec] = Field(min_length=1)

@@ -1,0 +1,11 @@
+"""Code location entry point (`dagster dev` reads it through workspace.yaml).
+
+MLOPS_SPECS_DIR chooses the folder of pipeline specs (default: the built-in examples) and MLOPS_DATA_DIR the
+data folder (default: ./data).
+"""
+
+import os
+
+from mlops_assets.definitions import build_definitions
+
+defs = build_definitions(os.environ.get("MLOPS_SPECS_DIR"), os.environ.get("MLOPS_DATA_DIR", "data"))

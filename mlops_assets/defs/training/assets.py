@@ -1,0 +1,79 @@
+"""The training set: a point-in-time join of label events to every feature view."""
+
+from datetime import datetime
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from mlops_assets.defs.common.metadata import markdown_table, table_metadata
+from mlops_assets.defs.common.resources import LakeResource
+from mlops_assets.defs.features.assets import feature_key
+from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.lake import PARTITION_COLUMN, overwrite_table, scan_table, table_path, table_version
+from mlops_assets.spec import PipelineSpec
+from mlops_assets.training import training_set
+
+
+class TrainingSetConfig(dg.Config):
+    as_of: str | None = Field(
+        default=None,
+        description="ISO time: build the training set as it could have been built then (labels and feature rows "
+        "known by then only). Empty: everything known now.",
+    )
+
+
+def training_set_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "training_set"])
+
+
+def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    label = spec.label
+    inputs = [raw_key(spec, label.source), *(feature_key(spec, v) for v in spec.feature_views)]
+    cutoff = "at or before" if label.feature_cutoff == "at" else "strictly before"
+
+    @dg.asset(
+        key=training_set_key(spec),
+        deps=inputs,
+        group_name=f"{spec.name}_training",
+        kinds={"delta", "polars"},
+        owners=[spec.owner] if spec.owner else None,
+        description=f"Each `{label.column}` label of `{label.source}` with the latest row of every feature view "
+        f"{cutoff} its `{label.prediction_timestamp}`, within each view's TTL (older rows are nulled and counted).",
+    )
+    def _training_set(
+        context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: LakeResource
+    ) -> dg.MaterializeResult:
+        as_of = datetime.fromisoformat(config.as_of) if config.as_of else None
+        paths = {key: table_path(lake.root, spec.name, key.path[-1]) for key in inputs}
+        labels = scan_table(paths[inputs[0]])
+        features = {v: scan_table(paths[feature_key(spec, v)]).drop(PARTITION_COLUMN) for v in spec.feature_views}
+        frame, stats = training_set(spec, labels, features, as_of=as_of)
+        path = table_path(lake.root, spec.name, "training_set")
+        overwrite_table(path, frame)
+        view_rows = [
+            {"feature_view": v, "no_row": stats.missing[v], "stale (past TTL)": stats.stale[v]}
+            for v in spec.feature_views
+        ]
+        time_range = frame.select(
+            pl.col(label.prediction_timestamp).min().alias("first_prediction"),
+            pl.col(label.prediction_timestamp).max().alias("last_prediction"),
+            pl.col(label.timestamp).max().alias("last_label"),
+        ).row(0, named=True)
+        context.log.info(f"training set: {stats.rows} rows, {stats.missing} without a feature row")
+        return dg.MaterializeResult(
+            metadata={
+                **table_metadata(path, frame),
+                "as_of": config.as_of or "now",
+                "labels_before_start_date": stats.before_start,
+                "label_rate": float(frame.get_column(label.column).mean()) if frame.height else 0.0,
+                **{k: str(v) for k, v in time_range.items()},
+                "input_delta_versions": {k.to_user_string(): table_version(p) for k, p in paths.items()},
+                "rows_by_feature_view": dg.MetadataValue.md(markdown_table(view_rows)),
+                "null_counts": dg.MetadataValue.md(
+                    markdown_table({"feature": f, "nulls": n} for f, n in stats.nulls.items())
+                ),
+            }
+        )
+
+    return _training_set
