@@ -1,0 +1,219 @@
+"""The `mlops` command: validate specs, materialize pipelines on the embedded defaults, open the UI."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mlops_assets.spec import SpecError, load_specs
+
+DAGSTER_HOME_DIR = ".dagster_home"
+CHUNK_DAYS = 10
+
+
+@dataclass
+class RunSummary:
+    """What a person wants to read after a materialization: rows and check verdicts per asset."""
+
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    checks: dict[str, list[tuple[bool, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    def add(self, result: Any) -> None:
+        # A run over a range of days records one materialization per day, all with the run's metadata.
+        latest = {
+            e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+        }
+        for key, metadata in latest.items():
+            meta = {k: getattr(v, "value", v) for k, v in metadata.items()}
+            self.rows[key] += int(meta.get("dagster/row_count", 0))
+            self.metadata[key] = meta
+        for evaluation in result.get_asset_check_evaluations():
+            severity = evaluation.severity.value if not evaluation.passed else "OK"
+            self.checks[evaluation.asset_key.to_user_string()].append(
+                (evaluation.passed, severity, evaluation.description or "")
+            )
+        for failure in result.get_step_failure_events():
+            error = failure.step_failure_data.error
+            self.failures.append(f"{failure.step_key}: {error.message.strip() if error else 'failed'}")
+        for skipped in result.get_step_skipped_events():
+            self.failures.append(f"{skipped.step_key}: skipped (a blocking check upstream failed)")
+
+
+def _instance() -> Any:
+    """The project-local Dagster instance that `mlops ui` (and `dagster dev` with DAGSTER_HOME) opens."""
+    import dagster as dg
+
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DAGSTER_HOME_DIR).resolve())))
+    home.mkdir(parents=True, exist_ok=True)
+    settings = home / "dagster.yaml"
+    if not settings.exists():
+        # Embedded default: SQLite storage in this folder; no telemetry (the machine may have no network).
+        settings.write_text("telemetry:\n  enabled: false\n")
+    return dg.DagsterInstance.get()
+
+
+def _quiet_run_config() -> dict[str, Any]:
+    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _fail(message: str) -> None:
+    click.secho(f"error: {message}", fg="red", err=True)
+    sys.exit(1)
+
+
+def materialize_pipeline(
+    pipeline: str, start: date | None, days: int, specs_dir: str | None, data_dir: str, training: bool = True
+) -> RunSummary:
+    """Run the daily job over `days` partitions (in chunks, with progress) and then the training job."""
+    from mlops_assets.definitions import build_definitions, daily_job_name, training_job_name
+
+    specs = {s.name: s for s in load_specs(specs_dir)}
+    if pipeline not in specs:
+        raise click.UsageError(f"unknown pipeline {pipeline!r}; the specs declare {sorted(specs)}")
+    spec = specs[pipeline]
+    start = start or spec.start_date
+    if start < spec.start_date:
+        raise click.UsageError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
+    defs = build_definitions(specs_dir, data_dir)
+    instance = _instance()
+    summary = RunSummary()
+    chunks = [(start + timedelta(days=i), min(CHUNK_DAYS, days - i)) for i in range(0, days, CHUNK_DAYS)]
+    daily = defs.resolve_job_def(daily_job_name(spec))
+    with click.progressbar(chunks, label=f"{pipeline}: ingest + features", show_pos=True) as bar:
+        for first, length in bar:
+            last = first + timedelta(days=length - 1)
+            result = daily.execute_in_process(
+                instance=instance,
+                run_config=_quiet_run_config(),
+                tags={
+                    "dagster/asset_partition_range_start": first.isoformat(),
+                    "dagster/asset_partition_range_end": last.isoformat(),
+                },
+                raise_on_error=False,
+            )
+            summary.add(result)
+            if not result.success:
+                return summary
+    if training:
+        click.echo(f"{pipeline}: building the point-in-time training set")
+        result = defs.resolve_job_def(training_job_name(spec)).execute_in_process(
+            instance=instance, run_config=_quiet_run_config(), raise_on_error=False
+        )
+        summary.add(result)
+    return summary
+
+
+def print_summary(summary: RunSummary) -> None:
+    width = max((len(k) for k in summary.rows), default=10) + 2
+    for key, rows in summary.rows.items():
+        verdicts = summary.checks.get(key, [])
+        worst = next((v for v in verdicts if not v[0] and v[1] == "ERROR"), None) or next(
+            (v for v in verdicts if not v[0]), None
+        )
+        check = "" if not verdicts else ("checks passed" if worst is None else f"{worst[1]}: {worst[2]}")
+        colour = "green" if worst is None else ("red" if worst[1] == "ERROR" else "yellow")
+        click.echo(f"  {key:<{width}}{rows:>10,} rows  " + click.style(check, fg=colour))
+    for key, meta in summary.metadata.items():
+        if key.endswith("/training_set"):
+            click.echo(
+                f"  training set: label rate {meta['label_rate']:.2%}, predictions "
+                f"{meta['first_prediction']} .. {meta['last_prediction']}, Delta version {meta['delta_version']}"
+            )
+    for failure in summary.failures:
+        click.secho(f"  FAILED {failure}", fg="red")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--specs",
+    envvar="MLOPS_SPECS_DIR",
+    type=click.Path(file_okay=False),
+    help="Folder of pipeline specs (env MLOPS_SPECS_DIR; default: the built-in examples).",
+)
+@click.option(
+    "--data-dir", envvar="MLOPS_DATA_DIR", default="data", show_default=True, help="Data folder (env MLOPS_DATA_DIR)."
+)
+@click.pass_context
+def main(ctx: click.Context, specs: str | None, data_dir: str) -> None:
+    """Declarative MLOps on Dagster assets.
+
+    Example: mlops demo    (generates the fraud example and materializes it end to end)
+    """
+    ctx.obj = {"specs": specs, "data_dir": data_dir}
+
+
+@main.command()
+@click.pass_context
+def check(ctx: click.Context) -> None:
+    """Validate every spec of the specs folder and print precise errors.
+
+    Example: mlops --specs my_specs/ check
+    """
+    try:
+        specs = load_specs(ctx.obj["specs"])
+    except SpecError as exc:
+        _fail(str(exc))
+    for spec in specs:
+        views = ", ".join(spec.feature_views)
+        click.echo(f"{spec.name}: ok ({len(spec.sources)} sources; feature views: {views})")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First day (default: the spec's start_date).")
+@click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="Number of daily partitions.")
+@click.option("--no-training", is_flag=True, help="Only ingest and compute features.")
+@click.pass_context
+def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool) -> None:
+    """Materialize a pipeline's daily partitions, then its training set.
+
+    Example: mlops materialize fraud --start 2026-01-01 --days 14
+    """
+    first = start.date() if start else None
+    try:
+        summary = materialize_pipeline(pipeline, first, days, ctx.obj["specs"], ctx.obj["data_dir"], not no_training)
+    except SpecError as exc:
+        _fail(str(exc))
+    print_summary(summary)
+    if summary.failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True, help="Days of data to generate.")
+@click.pass_context
+def demo(ctx: click.Context, days: int) -> None:
+    """Generate the built-in fraud example and run it end to end: raw -> checks -> features -> training set.
+
+    Example: mlops demo --days 30
+    """
+    ctx.obj["specs"] = None  # the demo is the built-in example, whatever specs folder is configured
+    ctx.invoke(materialize, pipeline="fraud", start=None, days=days, no_training=False)
+    home = os.environ.get("DAGSTER_HOME", DAGSTER_HOME_DIR)
+    click.echo(f"\nEvery run, materialization and check result is in the Dagster instance at {home}.")
+    click.echo("Browse them with:  mlops ui   (then open http://127.0.0.1:3000)")
+
+
+@main.command()
+@click.option("--port", default=3000, show_default=True)
+def ui(port: int) -> None:
+    """Open the Dagster UI on the project-local instance (runs `dagster dev` with DAGSTER_HOME set).
+
+    Example: mlops ui --port 3000
+    """
+    _instance()
+    dagster = Path(sys.executable).with_name("dagster")
+    os.execv(str(dagster), [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
+
+
+if __name__ == "__main__":
+    main()
