@@ -6,7 +6,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.defs.common.partitions import daily_partitions
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
@@ -29,7 +28,6 @@ def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
         dg.define_asset_job(
             daily_job_name(spec),
             selection=dg.AssetSelection.assets(*daily),
-            partitions_def=daily_partitions(spec),
             description="Ingest a day (or a range of days) of every source and compute its feature views.",
         ),
         dg.define_asset_job(

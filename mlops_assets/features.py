@@ -60,7 +60,8 @@ def aggregate_features(
 
     Events at the same time share one window (all of them are in it), so their rows are identical and kept once.
     """
-    ordered = events.sort([*keys, event_timestamp]).set_sorted(event_timestamp)
+    # Stable, so that of events tied at one time `last` is the last one in the input, on every run.
+    ordered = events.sort([*keys, event_timestamp], maintain_order=True).set_sorted(event_timestamp)
     by_window = _windows(view)
     longest = max(by_window, key=_window_delta)
     parts = []

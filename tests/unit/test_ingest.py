@@ -1,0 +1,88 @@
+from datetime import date, datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mlops_assets.ingest import SourceDataError, ingest_day, source_files
+from mlops_assets.spec import load_specs
+from mlops_assets.validation import REASONS_COLUMN
+from tests.conftest import ORDERS, write_day_files
+
+DAY = date(2026, 3, 2)
+
+
+@pytest.fixture
+def orders(shop: tuple[Path, Path]):
+    specs, data = shop
+    (spec,) = load_specs(specs)
+    return spec.sources["orders"], data
+
+
+def test_bad_rows_are_quarantined_with_reasons_and_nothing_is_lost(orders) -> None:
+    source, data = orders
+    split = ingest_day(source, "orders", source_files(source, data, DAY), DAY, relative_to=data)
+    assert split.accepted.height + split.rejected.height == 5
+    assert split.accepted.get_column("amount").to_list() == [3.0, 2.0, 8.0]
+    reasons = dict(zip(split.rejected["user_id"], split.rejected[REASONS_COLUMN], strict=True))
+    assert "amount: cannot parse abc as float" in reasons["u2"]
+    assert "amount: greater_than_or_equal_to(0" in reasons["u3"]
+    assert "channel: isin" in reasons["u3"]
+    # Rejected rows are kept as they were read (text), with the file and row they came from.
+    assert split.rejected.filter(pl.col("user_id") == "u2")["amount"].item() == "abc"
+    assert set(split.rejected["source_file"]) == {"landing/orders/2026-03-02.csv"}
+    assert split.rejected["source_row"].to_list() == [1, 2]
+    assert split.accepted.schema["ts"] == pl.Datetime("us")
+    assert set(split.accepted["partition_date"]) == {"2026-03-02"}
+
+
+def test_missing_column_names_file_and_column(orders, tmp_path: Path) -> None:
+    source, data = orders
+    write_day_files(data, "orders", {"2026-03-03": "user_id,amount,ts\nu1,1.0,2026-03-03T00:00:00\n"})
+    with pytest.raises(SourceDataError, match=r"2026-03-03\.csv: missing column\(s\) \['channel'\]"):
+        ingest_day(source, "orders", source_files(source, data, date(2026, 3, 3)), date(2026, 3, 3))
+
+
+def test_events_of_another_day_are_quarantined(orders) -> None:
+    source, data = orders
+    write_day_files(data, "orders", {"2026-03-04": ORDERS["2026-03-01"]})
+    split = ingest_day(source, "orders", source_files(source, data, date(2026, 3, 4)), date(2026, 3, 4))
+    assert split.accepted.height == 0
+    assert split.rejected.height == 3
+    assert "ts: event day 2026-03-01 is not the partition day 2026-03-04" in split.rejected[REASONS_COLUMN][0]
+
+
+def test_empty_day_gives_an_empty_partition_and_no_day_is_an_error(orders) -> None:
+    source, data = orders
+    write_day_files(data, "orders", {"2026-03-05": "user_id,amount,channel,ts\n"})
+    split = ingest_day(source, "orders", source_files(source, data, date(2026, 3, 5)), date(2026, 3, 5))
+    assert split.accepted.height == split.rejected.height == 0
+    assert split.accepted.schema["amount"] == pl.Float64
+    with pytest.raises(SourceDataError, match="no files for 2026-03-09"):
+        ingest_day(source, "orders", source_files(source, data, date(2026, 3, 9)), date(2026, 3, 9))
+
+
+def test_parquet_with_wrong_physical_types_is_typed_per_value(orders, tmp_path: Path) -> None:
+    source, _ = orders
+    path = tmp_path / "day.parquet"
+    pl.DataFrame(
+        {
+            "user_id": ["u1", "u2"],
+            "amount": ["1.5", "n/a"],  # text where a float was declared
+            "channel": ["web", "app"],
+            "ts": pl.Series([datetime(2026, 3, 6, 1), datetime(2026, 3, 6, 23)]).dt.replace_time_zone("Europe/Paris"),
+        }
+    ).write_parquet(path)
+    split = ingest_day(source.model_copy(update={"format": "parquet"}), "orders", [path], date(2026, 3, 6))
+    assert split.accepted["amount"].to_list() == [1.5]
+    assert "amount: cannot parse n/a as float" in split.rejected[REASONS_COLUMN][0]
+    # Time zones are converted to naive UTC: 01:00 in Paris is 00:00 UTC, the same day.
+    assert split.accepted["ts"].to_list() == [datetime(2026, 3, 6, 0)]
+
+
+def test_unreadable_file_is_named(orders, tmp_path: Path) -> None:
+    source, _ = orders
+    path = tmp_path / "broken.parquet"
+    path.write_bytes(b"not parquet")
+    with pytest.raises(SourceDataError, match=r"broken\.parquet: cannot read as parquet"):
+        ingest_day(source.model_copy(update={"format": "parquet"}), "orders", [path], date(2026, 3, 6))

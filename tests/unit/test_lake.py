@@ -1,0 +1,66 @@
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from mlops_assets.lake import (
+    PARTITION_COLUMN,
+    TableNotFoundError,
+    content_hash,
+    overwrite_table,
+    replace_partitions,
+    scan_table,
+    table_version,
+)
+
+
+def _day(day: str, values: list[int]) -> pl.DataFrame:
+    return pl.DataFrame({PARTITION_COLUMN: [day] * len(values), "x": values})
+
+
+def test_replacing_a_partition_is_idempotent_and_leaves_others_alone(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    replace_partitions(
+        path, pl.concat([_day("2026-01-01", [1, 2]), _day("2026-01-02", [3])]), ["2026-01-01", "2026-01-02"]
+    )
+    before = scan_table(path).collect().sort("x")
+    for _ in range(2):
+        replace_partitions(path, _day("2026-01-01", [1, 2]), ["2026-01-01"])
+    assert scan_table(path).collect().sort("x").equals(before)
+    replace_partitions(path, _day("2026-01-01", [9]), ["2026-01-01"])
+    assert scan_table(path).collect().sort("x")["x"].to_list() == [3, 9]
+    assert scan_table(path, ["2026-01-02"]).collect()["x"].to_list() == [3]
+    assert table_version(path) == 3  # four commits, versions count from 0
+
+
+def test_replacing_with_no_rows_empties_the_partition(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    replace_partitions(path, _day("2026-01-01", [1]), ["2026-01-01"])
+    replace_partitions(path, _day("2026-01-01", []).cast({"x": pl.Int64}), ["2026-01-01"])
+    assert scan_table(path).collect().height == 0
+
+
+def test_rows_outside_the_replaced_partitions_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="1 rows of t fall outside"):
+        replace_partitions(tmp_path / "t", _day("2026-01-03", [1]), ["2026-01-01"])
+    assert table_version(tmp_path / "t") is None
+
+
+def test_reading_a_table_never_written_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(TableNotFoundError, match="materialize its asset first"):
+        scan_table(tmp_path / "nothing")
+
+
+def test_overwrite_replaces_schema_too(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    overwrite_table(path, pl.DataFrame({"a": [1]}))
+    overwrite_table(path, pl.DataFrame({"b": ["x", "y"]}))
+    assert scan_table(path).collect().columns == ["b"]
+
+
+def test_content_hash_ignores_row_order_but_not_content() -> None:
+    frame = pl.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]})
+    assert content_hash(frame) == content_hash(frame.reverse())
+    assert content_hash(frame) != content_hash(frame.with_columns(pl.col("a") + 1))
+    assert content_hash(frame) != content_hash(frame.rename({"a": "c"}))
+    assert content_hash(frame) != content_hash(pl.concat([frame, frame]))
