@@ -7,13 +7,12 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
-from mlops_assets.defs.common.checks import grade_rows, rows_valid_spec
-from mlops_assets.defs.common.metadata import table_metadata
-from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, lookback_days, partition_days
+from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.defs.ingest.assets import KINDS, quarantine_key, raw_key
+from mlops_assets.defs.common.validated import publish_split, validated_table_specs
+from mlops_assets.defs.ingest.assets import raw_key
 from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, compute_features
-from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path, table_version
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.validation import build_schema, split_valid
 
@@ -25,10 +24,8 @@ def feature_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
 def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinition:
     view = spec.feature_views[view_name]
     key, upstream = feature_key(spec, view_name), raw_key(spec, view.source)
-    q_key = quarantine_key(key)
     history = lookback_days(view.lookback_delta)
     how = f"function `{view.function}`" if view.function else "windowed aggregations"
-    group = f"{spec.name}_features"
     with warnings.catch_warnings():
         # Beta parameter, needed: the first partitions' windows reach back before the pipeline's start date.
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -38,29 +35,16 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
 
     @dg.multi_asset(
         name=f"{spec.name}__{view_name}",
-        specs=[
-            dg.AssetSpec(
-                key,
-                deps=[dg.AssetDep(upstream, partition_mapping=history_mapping)],
-                description=(view.description + "\n\n" if view.description else "")
-                + f"Feature view `{view_name}` of `{view.source}` ({how}), one row per "
-                f"{spec.entity.name} and event time; valid for {view.ttl}.",
-                group_name=group,
-                kinds=KINDS,
-                owners=[spec.owner] if spec.owner else None,
-            ),
-            dg.AssetSpec(
-                q_key,
-                deps=[key],
-                description=f"Feature rows of `{view_name}` that broke its constraints, with reasons.",
-                group_name=group,
-                kinds=KINDS,
-                owners=[spec.owner] if spec.owner else None,
-            ),
-        ],
-        check_specs=[rows_valid_spec(key, q_key)],
-        partitions_def=daily_partitions(spec),
-        backfill_policy=SINGLE_RUN,
+        **validated_table_specs(
+            spec,
+            key,
+            stage="features",
+            deps=[dg.AssetDep(upstream, partition_mapping=history_mapping)],
+            description=(view.description + "\n\n" if view.description else "")
+            + f"Feature view `{view_name}` of `{view.source}` ({how}), one row per "
+            f"{spec.entity.name} and event time; valid for {view.ttl}.",
+            quarantine_description=f"Feature rows of `{view_name}` that broke its constraints, with reasons.",
+        ),
     )
     def _features(
         context: dg.AssetExecutionContext, lake: LakeResource
@@ -82,20 +66,18 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
             split = split_valid(frame, build_schema(f"feature_views.{view_name}", view.constraints))
         except (FeatureFunctionError, ValueError) as exc:
             raise dg.Failure(description=f"feature view {view_name}: {exc}", allow_retries=False) from exc
-        path, q_path = table_path(lake.root, spec.name, view_name), table_path(lake.root, spec.name, q_key.path[-1])
-        replace_partitions(q_path, split.rejected, labels)
-        replace_partitions(path, split.accepted, labels)
-        yield dg.MaterializeResult(
-            asset_key=key,
-            metadata={
-                **table_metadata(path, split.accepted),
+        yield from publish_split(
+            table_path(lake.root, spec.name, view_name),
+            key,
+            split,
+            labels,
+            view.max_rejected_share,
+            {
                 "entities": split.accepted.select(pl.struct(spec.entity.keys).n_unique()).item(),
                 "input_delta_versions": {upstream.to_user_string(): table_version(raw_path)},
                 "lookback_days": history,
             },
         )
-        yield dg.MaterializeResult(asset_key=q_key, metadata=table_metadata(q_path, split.rejected))
-        yield grade_rows(key, split, view.max_rejected_share, labels)
 
     return _features
 

@@ -1,0 +1,57 @@
+"""A validated table: a daily-partitioned Delta table, its quarantine table and the blocking rows_valid check."""
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.defs.common.checks import grade_rows, rows_valid_spec
+from mlops_assets.defs.common.metadata import table_metadata
+from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions
+from mlops_assets.lake import replace_partitions
+from mlops_assets.spec import PipelineSpec
+from mlops_assets.validation import Split
+
+KINDS = {"delta", "polars", "pandera"}
+
+
+def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
+    return dg.AssetKey([*key.path[:-1], f"{key.path[-1]}_quarantine"])
+
+
+def validated_table_specs(
+    spec: PipelineSpec,
+    key: dg.AssetKey,
+    *,
+    stage: str,
+    description: str,
+    quarantine_description: str,
+    deps: Sequence[dg.AssetDep] = (),
+) -> dict[str, Any]:
+    """The multi_asset arguments shared by every validated table: its specs, check and partitioning."""
+    common = {"group_name": f"{spec.name}_{stage}", "kinds": KINDS, "owners": [spec.owner] if spec.owner else None}
+    q_key = quarantine_key(key)
+    return {
+        "specs": [
+            dg.AssetSpec(key, deps=deps, description=description, **common),
+            dg.AssetSpec(q_key, deps=[key], description=quarantine_description, **common),
+        ],
+        "check_specs": [rows_valid_spec(key, q_key)],
+        "partitions_def": daily_partitions(spec),
+        "backfill_policy": SINGLE_RUN,
+    }
+
+
+def publish_split(
+    path: Path, key: dg.AssetKey, split: Split, days: list[str], max_share: float, metadata: dict[str, Any]
+) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+    """Replace the days in the quarantine table, then in the table; report both and grade the rows."""
+    q_key = quarantine_key(key)
+    q_path = path.with_name(q_key.path[-1])
+    # Quarantine first: if the run dies between the two commits, a re-run restores both.
+    replace_partitions(q_path, split.rejected, days)
+    replace_partitions(path, split.accepted, days)
+    yield dg.MaterializeResult(asset_key=key, metadata={**table_metadata(path, split.accepted), **metadata})
+    yield dg.MaterializeResult(asset_key=q_key, metadata=table_metadata(q_path, split.rejected))
+    yield grade_rows(key, split, max_share, days)
