@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -45,6 +46,10 @@ Duration = Annotated[str, Field(pattern=_DURATION.pattern, examples=["1h", "7d",
 
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def fingerprint(self) -> str:
+        """A short stable hash of this declaration: the asset's code version, so a spec change shows as unsynced."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
 class ColumnSpec(_Model):

@@ -25,6 +25,7 @@ def graph_snapshot(defs: dg.Definitions) -> dict[str, object]:
             "kinds": sorted(node.kinds),
             "deps": sorted(k.to_user_string() for k in node.parent_keys),
             "partitioned": node.partitions_def is not None,
+            "has_code_version": node.code_version is not None,
             "checks": sorted(c.name for c in node.check_keys),
             "blocking_checks": sorted(s.name for s in node.assets_def.check_specs if s.asset_key == key and s.blocking),
         }

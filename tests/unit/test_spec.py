@@ -132,3 +132,11 @@ def test_duplicate_pipeline_names_in_a_folder(tmp_path: Path) -> None:
     _write(tmp_path, text, "b.yml")
     with pytest.raises(SpecError, match="pipeline 'fraud' is declared by more than one file"):
         load_specs(tmp_path)
+
+
+def test_fingerprint_changes_with_the_declaration_only() -> None:
+    (spec,) = load_specs()
+    (again,) = load_specs()
+    assert spec.fingerprint() == again.fingerprint()
+    view = spec.feature_views["customer_spend"]
+    assert view.fingerprint() != view.model_copy(update={"ttl": "7d"}).fingerprint()

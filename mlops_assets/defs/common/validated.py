@@ -27,6 +27,7 @@ def validated_table_specs(
     stage: str,
     description: str,
     quarantine_description: str,
+    code_version: str,
     deps: Sequence[dg.AssetDep] = (),
 ) -> dict[str, Any]:
     """The multi_asset arguments shared by every validated table: its specs, check and partitioning."""
@@ -34,8 +35,8 @@ def validated_table_specs(
     q_key = quarantine_key(key)
     return {
         "specs": [
-            dg.AssetSpec(key, deps=deps, description=description, **common),
-            dg.AssetSpec(q_key, deps=[key], description=quarantine_description, **common),
+            dg.AssetSpec(key, deps=deps, description=description, code_version=code_version, **common),
+            dg.AssetSpec(q_key, deps=[key], description=quarantine_description, code_version=code_version, **common),
         ],
         "check_specs": [rows_valid_spec(key, q_key)],
         "partitions_def": daily_partitions(spec),

@@ -39,6 +39,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
             spec,
             key,
             stage="features",
+            code_version=view.fingerprint(),
             deps=[dg.AssetDep(upstream, partition_mapping=history_mapping)],
             description=(view.description + "\n\n" if view.description else "")
             + f"Feature view `{view_name}` of `{view.source}` ({how}), one row per "

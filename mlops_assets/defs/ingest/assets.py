@@ -30,6 +30,7 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
             spec,
             key,
             stage="ingest",
+            code_version=source.fingerprint(),
             description=f"Events of source `{source_name}` ({origin}files `{source.path}`), typed and "
             f"validated, one partition per day of `{source.event_timestamp}`.",
             quarantine_description=f"Rows of `{source_name}` that failed validation, as read, with reasons.",

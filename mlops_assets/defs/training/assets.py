@@ -36,6 +36,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         key=training_set_key(spec),
         deps=inputs,
         group_name=f"{spec.name}_training",
+        code_version=spec.fingerprint(),
         kinds={"delta", "polars"},
         owners=[spec.owner] if spec.owner else None,
         description=f"Each `{label.column}` label of `{label.source}` with the latest row of every feature view "
