@@ -101,7 +101,9 @@ def custom_features(
     missing = [c for c in [*keys, FEATURE_TIMESTAMP] if c not in columns]
     if missing:
         raise FeatureFunctionError(f"{view.function} returned no column(s) {missing}; it returned {columns}")
-    out = out.sort([*keys, FEATURE_TIMESTAMP]).unique([*keys, FEATURE_TIMESTAMP], keep="last", maintain_order=True)
+    out = out.sort([*keys, FEATURE_TIMESTAMP], maintain_order=True).unique(
+        [*keys, FEATURE_TIMESTAMP], keep="last", maintain_order=True
+    )
     if created is None:
         return out
     known = (

@@ -88,7 +88,7 @@ def point_in_time_join(
         rows=stats["rows"],
         missing={name: stats[f"__missing_{name}"] for name, *_ in checks},
         stale={name: stats[f"__stale_{name}"] for name, *_ in checks},
-        nulls=out.select(pl.col(feature_columns).null_count()).row(0, named=True) if out.height else {},
+        nulls=out.select(pl.col(feature_columns).null_count()).row(0, named=True),
     )
 
 
@@ -102,7 +102,8 @@ def training_set(
     """
     label = spec.label
     start = datetime.combine(spec.start_date, time())
-    before_start = labels.filter(pl.col(label.prediction_timestamp) < start).select(pl.len()).collect().item()
+    known = labels if as_of is None else labels.filter(pl.col(label.timestamp) <= as_of)
+    before_start = known.filter(pl.col(label.prediction_timestamp) < start).select(pl.len()).collect().item()
     columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
     views = {name: ViewInput(features[name], parse_duration(view.ttl)) for name, view in spec.feature_views.items()}
     frame, stats = point_in_time_join(
