@@ -146,3 +146,15 @@ def test_cli_reports_bad_specs_and_usage(tmp_path: Path) -> None:
     assert result.exit_code == 0 and "fraud: ok" in result.output
     result = CliRunner().invoke(main, ["materialize", "nope"])
     assert result.exit_code == 2 and "unknown pipeline 'nope'" in result.output
+
+
+def test_feature_view_says_which_history_days_it_lacked(shop: tuple[Path, Path]) -> None:
+    specs, data = shop
+    defs = build_definitions(specs, str(data))
+    with dg.instance_for_test() as instance:
+        result = _run(defs, "shop_daily", instance, "2026-03-02")
+        assert result.success
+        events = {e.asset_key.to_user_string(): e for e in result.get_asset_materialization_events()}
+        metadata = events["shop/user_orders"].materialization.metadata
+        # user_orders' 1d windows reach into 2026-03-01, which this run did not ingest.
+        assert metadata["input_days_without_rows"].value == "2026-03-01"

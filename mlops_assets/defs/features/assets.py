@@ -57,6 +57,11 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
         raw_path = table_path(lake.root, spec.name, upstream.path[-1])
         source_columns = list(spec.sources[view.source].columns)
         events = scan_table(raw_path, reads).select(source_columns)
+        present = set(scan_table(raw_path, reads).select(PARTITION_COLUMN).unique().collect().to_series())
+        # Windows over days that were never ingested are silently short: say so.
+        missing = [d for d in reads if d >= spec.start_date.isoformat() and d not in present]
+        if missing:
+            context.log.warning(f"{upstream.to_user_string()} has no rows for {missing}: windows there are short")
         try:
             frame = (
                 compute_features(spec, view_name, events)
@@ -77,6 +82,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 "entities": split.accepted.select(pl.struct(spec.entity.keys).n_unique()).item(),
                 "input_delta_versions": {upstream.to_user_string(): table_version(raw_path)},
                 "lookback_days": history,
+                "input_days_without_rows": ", ".join(missing) or "none",
             },
         )
 
