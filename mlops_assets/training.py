@@ -8,7 +8,7 @@ from datetime import datetime, time, timedelta
 
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
 from mlops_assets.spec import PipelineSpec, parse_duration
 
 
@@ -77,7 +77,7 @@ def point_in_time_join(
     joined = joined.with_columns(flags).with_columns(
         pl.when(~pl.col(f"__stale_{name}")).then(pl.col(f)).alias(f) for name, *_, features in checks for f in features
     )
-    result = joined.collect()
+    result = collect(joined)
     stats = result.select(
         pl.len().alias("rows"),
         *[pl.col(c).sum() for c in result.columns if c.startswith(("__missing_", "__stale_"))],

@@ -11,7 +11,7 @@ from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, compute_features
+from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, collect, compute_features
 from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path, table_version
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.validation import build_schema, split_valid
@@ -67,7 +67,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 compute_features(spec, view_name, events)
                 .with_columns(pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN))
                 .filter(pl.col(PARTITION_COLUMN).is_in(labels))
-                .collect()
+                .pipe(collect)
             )
             split = split_valid(frame, build_schema(f"feature_views.{view_name}", view.constraints))
         except (FeatureFunctionError, ValueError) as exc:
