@@ -128,6 +128,10 @@ def print_summary(summary: RunSummary) -> None:
                 f"  training set: label rate {meta['label_rate']:.2%}, predictions "
                 f"{meta['first_prediction']} .. {meta['last_prediction']}, Delta version {meta['delta_version']}"
             )
+        if key.endswith("/champion"):
+            click.echo(
+                f"  champion: version {meta['version']} ({meta['reason']}; previous: {meta['previous'] or 'none'})"
+            )
     for failure in summary.failures:
         click.secho(f"  FAILED {failure}", fg="red")
 
@@ -201,6 +205,100 @@ def demo(ctx: click.Context, days: int) -> None:
     home = os.environ.get("DAGSTER_HOME", DAGSTER_HOME_DIR)
     click.echo(f"\nEvery run, materialization and check result is in the Dagster instance at {home}.")
     click.echo("Browse them with:  mlops ui   (then open http://127.0.0.1:3000)")
+
+
+def _model_spec(ctx: click.Context, pipeline: str) -> Any:
+    try:
+        specs = {s.name: s for s in load_specs(ctx.obj["specs"])}
+    except SpecError as exc:
+        _fail(str(exc))
+    if pipeline not in specs:
+        raise click.UsageError(f"unknown pipeline {pipeline!r}; the specs declare {sorted(specs)}")
+    if specs[pipeline].model is None:
+        raise click.UsageError(f"pipeline {pipeline!r} declares no model")
+    return specs[pipeline]
+
+
+def _registry(ctx: click.Context) -> Any:
+    from mlops_assets.defs.common.resources import mlflow_resource
+
+    return mlflow_resource(ctx.obj["data_dir"], os.environ.get("MLFLOW_TRACKING_URI")).registry()
+
+
+def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) -> None:
+    """Change the champion through the registry and record it as a champion materialization, as the asset does."""
+    import dagster as dg
+
+    from mlops_assets.defs.models.assets import champion_metadata, model_keys
+    from mlops_assets.registry import RegistryError
+
+    registry = _registry(ctx)
+    user = os.environ.get("USER", "unknown")
+    try:
+        if change == "promote":
+            event = registry.promote(
+                spec.name, kwargs["version"], f"manual promotion: {kwargs['reason']}", f"cli ({user})"
+            )
+        else:
+            event = registry.rollback(spec.name, f"cli ({user})")
+    except RegistryError as exc:
+        _fail(str(exc))
+    metrics = registry.version_metrics(spec.name, event.version)
+    _instance().report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=champion_metadata(event, metrics))
+    )
+    click.echo(f"{spec.name}: champion is now version {event.version} (was {event.previous or 'none'}): {event.reason}")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.argument("version")
+@click.option("--reason", required=True, help="Why, in words: recorded in the champion history.")
+@click.pass_context
+def promote(ctx: click.Context, pipeline: str, version: str, reason: str) -> None:
+    """Make a registered version the champion (recorded in the champion history).
+
+    Example: mlops promote fraud 3 --reason "validated in shadow for a week"
+    """
+    _record_champion(ctx, _model_spec(ctx, pipeline), "promote", version=version, reason=reason)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.pass_context
+def rollback(ctx: click.Context, pipeline: str) -> None:
+    """Move the champion back to the version it replaced (recorded as a rollback).
+
+    Example: mlops rollback fraud
+    """
+    _record_champion(ctx, _model_spec(ctx, pipeline), "rollback")
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, as_json: bool) -> None:
+    """Per pipeline: champion and challenger versions, since when, and their key metrics.
+
+    Example: mlops status --json
+    """
+    import json
+
+    try:
+        specs = [s for s in load_specs(ctx.obj["specs"]) if s.model is not None]
+    except SpecError as exc:
+        _fail(str(exc))
+    registry = _registry(ctx)
+    report = {spec.name: registry.status(spec.name, spec.promotion.metric) for spec in specs}
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    for name, models in report.items():
+        click.echo(f"{name}:")
+        if not models:
+            click.echo("  no champion yet: materialize its training job (mlops materialize)")
+        for alias, info in models.items():
+            click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {info['metrics']}")
 
 
 @main.command()

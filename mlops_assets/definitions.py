@@ -6,9 +6,10 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.defs.common.resources import LakeResource
+from mlops_assets.defs.common.resources import LakeResource, mlflow_resource
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
+from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import PipelineSpec, load_specs
 
@@ -23,7 +24,7 @@ def training_job_name(spec: PipelineSpec) -> str:
 
 def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
     daily = [*build_ingest_assets(spec), *build_feature_assets(spec)]
-    training = build_training_set_asset(spec)
+    training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
     jobs = [
         dg.define_asset_job(
             daily_job_name(spec),
@@ -32,20 +33,30 @@ def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
         ),
         dg.define_asset_job(
             training_job_name(spec),
-            selection=dg.AssetSelection.assets(training),
-            description="Rebuild the point-in-time training set from the labels and feature views.",
+            selection=dg.AssetSelection.assets(*training),
+            description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    return dg.Definitions(assets=[*daily, training], jobs=jobs)
+    return dg.Definitions(assets=[*daily, *training], jobs=jobs)
 
 
-def build_definitions(specs_dir: Path | str | None = None, data_dir: str = "data") -> dg.Definitions:
-    """Every pipeline of the specs folder (built-in examples by default), sharing one lake resource.
+def build_definitions(
+    specs_dir: Path | str | None = None, data_dir: str = "data", tracking_uri: str | None = None
+) -> dg.Definitions:
+    """Every pipeline of the specs folder (built-in examples by default), sharing one lake and one MLflow.
+
+    MLflow defaults to SQLite in the data folder with artifacts beside it; `tracking_uri` points it at a server.
 
     Runs execute in-process: on a small machine the multiprocess executor costs about a second per step.
     """
     specs = load_specs(specs_dir)
     return dg.Definitions.merge(
         *(pipeline_definitions(spec) for spec in specs),
-        dg.Definitions(resources={"lake": LakeResource(data_dir=data_dir)}, executor=dg.in_process_executor),
+        dg.Definitions(
+            resources={
+                "lake": LakeResource(data_dir=data_dir),
+                "mlflow_store": mlflow_resource(data_dir, tracking_uri),
+            },
+            executor=dg.in_process_executor,
+        ),
     )

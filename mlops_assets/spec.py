@@ -168,6 +168,50 @@ class LabelSpec(_Model):
     )
 
 
+Metric = Literal["roc_auc", "pr_auc", "log_loss", "precision", "recall"]
+
+
+class PreprocessingSpec(_Model):
+    """How model inputs are prepared inside the logged pipeline (so serving never re-implements it)."""
+
+    numeric_impute: Literal["median", "mean", "zero"] = "median"
+    scale: bool = True
+    categorical_encoding: Literal["onehot", "ordinal"] = "onehot"
+    categorical: list[str] | None = Field(default=None, description="default: the string-typed inputs")
+    max_categories: int = Field(default=20, ge=2)
+
+
+class ModelSpec(_Model):
+    """A scikit-learn classifier trained on the training set, evaluated on its most recent period."""
+
+    estimator: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", examples=["sklearn.linear_model.LogisticRegression"]
+    )
+    params: dict[str, Any] = Field(default_factory=dict)
+    features: list[str] | None = Field(default=None, description="default: every feature and request feature")
+    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
+    holdout: Duration = Field(default="7d", description="the most recent period of predictions, held out")
+    seed: int = 0
+    threshold: float = Field(default=0.5, ge=0, le=1, description="score at or above which the decision is positive")
+    metrics: list[Metric] = Field(default_factory=lambda: ["roc_auc", "pr_auc", "log_loss", "precision", "recall"])
+    slice_by: str | None = Field(default=None, description="a categorical column: metrics per value")
+
+
+class PromotionSpec(_Model):
+    """When a candidate may replace the champion."""
+
+    metric: Metric = "roc_auc"
+    minimum: float = Field(description="the absolute floor of the metric (a ceiling for log_loss)")
+    min_improvement: float = Field(default=0.0, ge=0)
+    improvement: Literal["absolute", "relative"] = "absolute"
+    max_slice_drop: float | None = Field(default=None, ge=0, description="no slice may get worse by more")
+    min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are too noisy to guard")
+    policy: Literal["champion", "challenger"] = Field(
+        default="champion", description="a passing candidate becomes champion directly, or challenger only"
+    )
+    retention: Duration = Field(default="30d", description="archive never-promoted versions older than this")
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -179,6 +223,8 @@ class PipelineSpec(_Model):
     feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(min_length=1)
     request_features: dict[str, ColumnSpec] = Field(default_factory=dict)
     label: LabelSpec
+    model: ModelSpec | None = None
+    promotion: PromotionSpec | None = None
 
     @field_validator("feature_views")
     @classmethod
@@ -233,6 +279,13 @@ class PipelineSpec(_Model):
                     for c in view.constraints
                     if c not in names
                 ]
+        if (self.model is None) != (self.promotion is None):
+            problems.append("promotion: 'model' and 'promotion' are declared together (a model needs a gate)")
+        if self.model is not None and self.promotion is not None and self.promotion.metric not in self.model.metrics:
+            problems.append(f"promotion.metric: {self.promotion.metric!r} is not in model.metrics")
+        if self.model is not None and self.model.slice_by and self.model.slice_by not in self.request_features:
+            names = self.model.slice_by
+            problems.append(f"model.slice_by: {names!r} is not a request feature (slices come with the request)")
         label = self.label
         source = self.sources.get(label.source)
         if source is None:

@@ -122,18 +122,19 @@ def test_demo_pipeline_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("MLOPS_SPECS_DIR", raising=False)
-    result = CliRunner().invoke(main, ["--data-dir", "data", "materialize", "fraud", "--days", "6"])
+    result = CliRunner().invoke(main, ["--data-dir", "data", "materialize", "fraud", "--days", "12"])
     assert result.exit_code == 0, result.output
     assert "fraud/training_set" in result.output and "checks passed" in result.output
+    assert "champion: version 1" in result.output
     training = scan_table(table_path(tmp_path / "data", "fraud", "training_set")).collect()
     assert training.height > 1000
     # Labels of transactions before the start date have no feature history and are left out.
     assert training["transaction_ts"].min() >= datetime(2026, 1, 1)
-    assert training["confirmed_at"].max() < datetime(2026, 1, 7)
-    assert (tmp_path / "data" / "landing" / "card_transactions" / "transactions" / "2026-01-06.parquet").exists()
+    assert training["confirmed_at"].max() < datetime(2026, 1, 13)
+    assert (tmp_path / "data" / "landing" / "card_transactions" / "transactions" / "2026-01-12.parquet").exists()
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         jobs = sorted(r.job_name for r in instance.get_runs())
-        assert jobs == ["fraud_daily", "fraud_training"]
+        assert jobs == ["fraud_daily", "fraud_daily", "fraud_training"]  # days in runs of 10
         assert instance.get_latest_materialization_event(dg.AssetKey(["fraud", "training_set"])) is not None
 
 

@@ -1,9 +1,13 @@
 """Resources shared by every pipeline's assets."""
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
+
+if TYPE_CHECKING:
+    from mlops_assets.registry import ModelRegistry
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -14,3 +18,24 @@ class LakeResource(dg.ConfigurableResource):
     @property
     def root(self) -> Path:
         return Path(self.data_dir).resolve()
+
+
+class MlflowResource(dg.ConfigurableResource):
+    """MLflow tracking and registry: SQLite in the data folder by default, a server when MLFLOW_TRACKING_URI is set."""
+
+    tracking_uri: str = Field(description="e.g. sqlite:///data/mlflow.db or http://127.0.0.1:5000")
+    artifact_root: str = Field(description="where new experiments keep artifacts (file store)")
+
+    def registry(self) -> "ModelRegistry":
+        # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
+        from mlops_assets.registry import ModelRegistry
+
+        return ModelRegistry(self.tracking_uri, Path(self.artifact_root).resolve())
+
+
+def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
+    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
+    root = Path(data_dir).resolve()
+    return MlflowResource(
+        tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
+    )

@@ -1,0 +1,103 @@
+"""Model cards: what a version is for, what it was trained on, how good it is, and how it compares."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from mlops_assets.modeling import LOWER_IS_BETTER, Evaluation, GateDecision
+from mlops_assets.spec import PipelineSpec
+
+
+def metrics_rows(candidate: Evaluation, champion: Evaluation | None) -> list[dict[str, str]]:
+    """One row per metric: candidate, champion and the change (sign: positive is better)."""
+    rows = []
+    for name, value in candidate.metrics.items():
+        old = champion.metrics.get(name) if champion else None
+        change = "" if old is None else f"{(old - value) if name in LOWER_IS_BETTER else (value - old):+.4f}"
+        rows.append(
+            {
+                "metric": name,
+                "candidate": f"{value:.4f}",
+                "champion": "" if old is None else f"{old:.4f}",
+                "better by": change,
+            }
+        )
+    return rows
+
+
+def _table(rows: list[Mapping[str, object]]) -> str:
+    if not rows:
+        return "_(none)_"
+    header = list(rows[0])
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
+
+
+def render_card(
+    spec: PipelineSpec,
+    version: str,
+    tags: Mapping[str, str],
+    candidate: Evaluation,
+    champion: Evaluation | None,
+    champion_version: str | None,
+    importance: Mapping[str, float],
+    decision: GateDecision,
+) -> str:
+    """A markdown card for one registered version."""
+    assert spec.model is not None and spec.promotion is not None
+    model = spec.model
+    slices = [
+        {"slice": name, **{k: "" if v is None else (f"{v:.4f}" if k != "rows" else v) for k, v in values.items()}}
+        for name, values in candidate.slices.items()
+    ]
+    top = [{"input": k, "PR AUC drop when shuffled": f"{v:.4f}"} for k, v in list(importance.items())[:10]]
+    comparison = (
+        f"Compared with champion version {champion_version} on the same frozen holdout:"
+        if champion is not None
+        else "There was no champion to compare with: this is the first model."
+    )
+    return "\n".join(
+        [
+            f"# {spec.name} — model version {version}",
+            "",
+            "## Intended use",
+            spec.description or "(no description in the spec)",
+            f"Scores one {spec.entity.name} event; the label is `{spec.label.column}` of `{spec.label.source}`, "
+            f"the decision threshold {model.threshold}. Owner: {spec.owner or 'not declared'}.",
+            "",
+            "## Model",
+            f"`{model.estimator}` with `{model.params}`, seed {model.seed}; preprocessing "
+            f"`{model.preprocessing.model_dump()}`, logged with the estimator as one pipeline.",
+            "",
+            "## Data",
+            f"- training set Delta version {tags.get('training_set_delta_version')}, hash "
+            f"`{tags.get('training_set_hash')}`",
+            f"- inputs: `{tags.get('input_delta_versions')}`",
+            f"- trained on predictions up to {tags.get('holdout_cutoff')}; holdout: the {model.holdout} after it "
+            f"({candidate.rows} labelled predictions)",
+            f"- spec `{tags.get('spec_hash')}`, code `{tags.get('git_commit')}`",
+            "",
+            "## Metrics",
+            comparison,
+            "",
+            _table(metrics_rows(candidate, champion)),
+            "",
+            f"### Per `{model.slice_by}`" if model.slice_by else "### Per slice",
+            _table(slices),
+            "",
+            "## Most important inputs",
+            _table(top),
+            "",
+            "## Promotion gate",
+            f"**{'passed' if decision.passed else 'failed'}** on `{spec.promotion.metric}`:",
+            *[f"- {reason}" for reason in decision.reasons],
+            "",
+            "## Known limitations",
+            f"- Evaluated on the most recent {model.holdout} of labelled predictions only: labels arrive late, so "
+            "the latest predictions are under-represented until their labels are confirmed.",
+            "- Slices with fewer than "
+            f"{spec.promotion.min_slice_rows} rows or a single class are not guarded by the gate.",
+            "- Trained on historical data: a shift in the input distribution or in the pattern itself "
+            "degrades it without notice until labels arrive.",
+        ]
+    )

@@ -1,0 +1,263 @@
+"""Models as assets: candidate (trained and registered), evaluation with the promotion gate, card, champion."""
+
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.cards import metrics_rows, render_card
+from mlops_assets.defs.common.metadata import markdown_table
+from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.training.assets import training_set_key
+from mlops_assets.lake import content_hash, scan_table, table_path, table_version
+from mlops_assets.modeling import (
+    ModelError,
+    evaluate,
+    frozen_holdout,
+    model_columns,
+    promotion_gate,
+    to_pandas,
+    train_candidate,
+)
+from mlops_assets.provenance import git_commit, package_versions
+from mlops_assets.registry import ChampionEvent, RegistryError
+from mlops_assets.spec import PipelineSpec
+
+PROMOTION_GATE = "promotion_gate"
+KINDS = {"mlflow", "sklearn"}
+
+
+def model_keys(spec: PipelineSpec) -> dict[str, dg.AssetKey]:
+    names = ("model_candidate", "candidate_evaluation", "model_card", "champion")
+    return {n: dg.AssetKey([spec.name, n]) for n in names}
+
+
+def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, field: str) -> Any:
+    """A value recorded by the latest materialization of an upstream asset (e.g. which version it registered)."""
+    event = context.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None or field not in event.asset_materialization.metadata:
+        raise dg.Failure(
+            description=f"{key.to_user_string()} has no materialization recording {field!r}: materialize it first"
+        )
+    return event.asset_materialization.metadata[field].value
+
+
+def triggered_by(context: dg.AssetExecutionContext) -> str:
+    tags = context.run.tags
+    origin = tags.get("dagster/schedule_name") or tags.get("dagster/sensor_name") or tags.get("user") or "manual run"
+    return f"dagster run {context.run.run_id} ({origin})"
+
+
+def champion_metadata(event: ChampionEvent, metrics: dict[str, float]) -> dict[str, Any]:
+    """What every champion materialization records, from an asset or from the CLI alike."""
+    return {**event.as_metadata(), **{f"metric/{k}": v for k, v in metrics.items()}}
+
+
+def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
+    assert spec.model is not None and spec.promotion is not None
+    model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
+    common = {"group_name": f"{spec.name}_models", "owners": [spec.owner] if spec.owner else None}
+    label = spec.label.column
+
+    @dg.asset(
+        key=keys["model_candidate"],
+        deps=[training_set_key(spec)],
+        kinds=KINDS,
+        code_version=model.fingerprint(),
+        description=f"Trains `{model.estimator}` (with its preprocessing, as one pipeline) on all but the last "
+        f"{model.holdout} of the training set, logs it to MLflow with its lineage and registers a new version "
+        f"of the `{spec.name}` model.",
+        **common,
+    )
+    def model_candidate(
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+    ) -> dg.MaterializeResult:
+        path = table_path(lake.root, spec.name, "training_set")
+        version = table_version(path)
+        training = scan_table(path).collect()
+        try:
+            trained = train_candidate(spec, training)
+        except ModelError as exc:
+            raise dg.Failure(description=f"{spec.name} model: {exc}", allow_retries=False) from exc
+        evaluation = trained.evaluation
+        inputs = latest_metadata(context, training_set_key(spec), "input_delta_versions")
+        tags = {
+            "dagster_run_id": context.run.run_id,
+            "pipeline": spec.name,
+            "spec_hash": spec.fingerprint(),
+            "git_commit": git_commit(),
+            "training_set_hash": content_hash(training),
+            "training_set_delta_version": str(version),
+            "input_delta_versions": json.dumps(inputs, sort_keys=True),
+            "holdout_cutoff": trained.cutoff.isoformat(),
+            "seed": str(model.seed),
+        }
+        slice_metrics = {
+            f"slice.{name}.{metric}": value
+            for name, values in evaluation.slices.items()
+            for metric, value in values.items()
+            if value is not None and metric != "rows"
+        }
+        logged = mlflow_store.registry().log_candidate(
+            spec.name,
+            trained.pipeline,
+            to_pandas(training.head(20), trained.columns),
+            params={
+                "estimator": model.estimator,
+                **{f"param.{k}": v for k, v in model.params.items()},
+                "preprocessing": model.preprocessing.model_dump(),
+                "features": trained.columns.all,
+                "holdout": model.holdout,
+                "threshold": model.threshold,
+                "seed": model.seed,
+            },
+            metrics={
+                **evaluation.metrics,
+                **slice_metrics,
+                "train_rows": trained.train_rows,
+                "holdout_rows": evaluation.rows,
+            },
+            tags=tags,
+            artifacts={
+                "slices.json": evaluation.slices,
+                "feature_importance.json": trained.importance,
+                "packages.json": package_versions(),
+                "spec.json": spec.model_dump(mode="json"),
+            },
+            required={name for name, column in spec.request_features.items() if not column.nullable},
+        )
+        top = [{"input": k, "importance": v} for k, v in list(trained.importance.items())[:10]]
+        return dg.MaterializeResult(
+            metadata={
+                "model_version": logged.version,
+                "model_uri": logged.model_uri,
+                "mlflow_run_id": logged.run_id,
+                "tracking_uri": mlflow_store.tracking_uri,
+                **{k: v for k, v in evaluation.metrics.items()},
+                "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
+                "feature_importance": dg.MetadataValue.md(markdown_table(top)),
+                "training_set_delta_version": version,
+                "holdout_cutoff": trained.cutoff.isoformat(),
+                "train_rows": trained.train_rows,
+                "holdout_rows": evaluation.rows,
+            }
+        )
+
+    @dg.multi_asset(
+        name=f"{spec.name}__candidate_evaluation",
+        specs=[
+            dg.AssetSpec(
+                keys["candidate_evaluation"],
+                deps=[keys["model_candidate"]],
+                kinds=KINDS,
+                description="The candidate and the current champion scored on the candidate's frozen holdout "
+                "(rebuilt from the training set's Delta version); the promotion gate grades the result.",
+                **common,
+            ),
+            dg.AssetSpec(
+                keys["model_card"],
+                deps=[keys["model_candidate"]],
+                kinds={"mlflow", "markdown"},
+                description="A markdown card per registered version: intended use, data, metrics, comparison.",
+                **common,
+            ),
+        ],
+        check_specs=[
+            dg.AssetCheckSpec(
+                PROMOTION_GATE,
+                asset=keys["candidate_evaluation"],
+                blocking=True,
+                description=f"{promotion.metric} >= {promotion.minimum}, better than the champion by "
+                f"{promotion.min_improvement} ({promotion.improvement}), no slice worse by more than "
+                f"{promotion.max_slice_drop}.",
+            )
+        ],
+    )
+    def candidate_evaluation(
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        registry = mlflow_store.registry()
+        version = str(latest_metadata(context, keys["model_candidate"], "model_version"))
+        tags = registry.version(spec.name, version).tags
+        path = table_path(lake.root, spec.name, "training_set")
+        training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
+        holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
+        columns = model_columns(spec, training)
+        candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label)
+        champion_version = registry.aliases(spec.name).get("champion")
+        champion = None
+        if champion_version is not None:
+            champion = evaluate(registry.load_sklearn(spec.name, champion_version), holdout, columns, model, label)
+        decision = promotion_gate(candidate, champion, promotion)
+        run_id = registry.version(spec.name, version).run_id
+        for name, value in (champion.metrics if champion else {}).items():
+            registry.client.log_metric(run_id, f"champion.{name}", value)
+        registry.client.set_tag(run_id, "promotion_gate", "passed" if decision.passed else "failed")
+        registry.client.set_model_version_tag(spec.name, version, "promotion_gate", "; ".join(decision.reasons))
+        importance = registry.json_artifact(run_id, "feature_importance.json")
+        card = render_card(spec, version, tags, candidate, champion, champion_version, importance, decision)
+        card_path = lake.root / "model_cards" / spec.name / f"v{version}.md"
+        card_path.parent.mkdir(parents=True, exist_ok=True)
+        card_path.write_text(card)
+        registry.client.log_artifact(run_id, str(card_path))
+        table = metrics_rows(candidate, champion)
+        yield dg.MaterializeResult(
+            asset_key=keys["candidate_evaluation"],
+            metadata={
+                "candidate_version": version,
+                "champion_version": champion_version or "none",
+                "metrics": dg.MetadataValue.md(markdown_table(table)),
+                **{f"candidate/{k}": v for k, v in candidate.metrics.items()},
+                **{f"champion/{k}": v for k, v in (champion.metrics if champion else {}).items()},
+                "holdout_rows": candidate.rows,
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key=keys["model_card"],
+            metadata={
+                "model_version": version,
+                "path": dg.MetadataValue.path(str(card_path)),
+                "card": dg.MetadataValue.md(card),
+            },
+        )
+        yield dg.AssetCheckResult(
+            asset_key=keys["candidate_evaluation"],
+            check_name=PROMOTION_GATE,
+            passed=decision.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description="; ".join(decision.reasons),
+            metadata={
+                "candidate_version": version,
+                "champion_version": champion_version or "none",
+                "metrics": dg.MetadataValue.md(markdown_table(table)),
+            },
+        )
+
+    @dg.asset(
+        key=keys["champion"],
+        deps=[keys["candidate_evaluation"]],
+        kinds=KINDS,
+        output_required=False,
+        description="The live model: each materialization is one change of the `champion` alias (gate passed, "
+        "manual promotion or rollback), with the previous version, the reason and who triggered it.",
+        **common,
+    )
+    def champion(context: dg.AssetExecutionContext, mlflow_store: MlflowResource) -> Iterator[dg.MaterializeResult]:
+        registry = mlflow_store.registry()
+        version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
+        metrics = registry.version_metrics(spec.name, version)
+        first = "champion" not in registry.aliases(spec.name)
+        if promotion.policy == "challenger" and not first:
+            registry.set_challenger(spec.name, version)
+            context.log.info(f"version {version} passed the gate and is now the challenger (policy: challenger)")
+            return
+        try:
+            event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))
+        except RegistryError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        yield dg.MaterializeResult(metadata=champion_metadata(event, metrics))
+
+    return [model_candidate, candidate_evaluation, champion]

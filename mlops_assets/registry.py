@@ -1,0 +1,200 @@
+"""The model registry on MLflow: candidates logged with their lineage, champion/challenger aliases, rollback.
+
+Which version is live is the `champion` alias; each promotion tags the new champion with the version it replaced,
+so a rollback walks back one step and a history of promotions can always be rebuilt from the registry.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import skops.io
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types.schema import ColSpec, Schema
+from sklearn.pipeline import Pipeline
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+class RegistryError(RuntimeError):
+    """A registry operation that cannot be done (unknown version, nothing to roll back to)."""
+
+
+@dataclass(frozen=True)
+class ChampionEvent:
+    """One change of the live model: what a champion materialization records."""
+
+    version: str
+    previous: str | None
+    reason: str
+    triggered_by: str
+    at: str
+
+    def as_metadata(self) -> dict[str, str]:
+        return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class LoggedCandidate:
+    version: str
+    run_id: str
+    model_uri: str
+
+
+class ModelRegistry:
+    """MLflow tracking and registry at one URI (SQLite file by default, a tracking server when configured)."""
+
+    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+        self.tracking_uri = tracking_uri
+        self.artifact_root = artifact_root
+        self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def experiment_id(self, name: str) -> str:
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
+        return self.client.create_experiment(name, artifact_location=location)
+
+    def log_candidate(
+        self,
+        name: str,
+        pipeline: Pipeline,
+        example: pd.DataFrame,
+        *,
+        params: dict[str, Any],
+        metrics: dict[str, float],
+        tags: dict[str, str],
+        artifacts: dict[str, Any],
+        required: set[str],
+    ) -> LoggedCandidate:
+        """Log the fitted inference pipeline with its evidence and register it as a new version of `name`."""
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        scores = pipeline.predict_proba(example)[:, 1]
+        inferred = infer_signature(example, scores)
+        # Required-ness comes from the spec, not from whether the few example rows happened to have nulls.
+        inputs = Schema([ColSpec(c.type, c.name, required=c.name in required) for c in inferred.inputs.inputs])
+        signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+        # skops refuses types it does not know; these are the types of the pipeline we just built from the spec.
+        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+        with mlflow.start_run(experiment_id=self.experiment_id(name), tags=tags) as run:
+            mlflow.log_params({k: _param(v) for k, v in params.items()})
+            mlflow.log_metrics(metrics)
+            with tempfile.TemporaryDirectory() as folder:
+                for file_name, content in artifacts.items():
+                    path = Path(folder) / file_name
+                    path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
+                    mlflow.log_artifact(str(path))
+            info = mlflow.sklearn.log_model(
+                pipeline,
+                name="model",
+                signature=signature,
+                input_example=example.head(5),
+                pyfunc_predict_fn="predict_proba",
+                skops_trusted_types=trusted,
+                registered_model_name=name,
+                await_registration_for=60,
+            )
+        version = str(info.registered_model_version)
+        for key, value in tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        return LoggedCandidate(version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
+
+    def aliases(self, name: str) -> dict[str, str]:
+        """alias -> version; empty when nothing is registered yet (SQL stores need get_registered_model for this)."""
+        try:
+            return {alias: str(v) for alias, v in self.client.get_registered_model(name).aliases.items()}
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return {}
+            raise
+
+    def version(self, name: str, version: str) -> Any:
+        try:
+            return self.client.get_model_version(name, version)
+        except MlflowException as exc:
+            raise RegistryError(f"model {name!r} has no version {version!r}") from exc
+
+    def load(self, name: str, version: str) -> Any:
+        """The registered inference pipeline as a pyfunc model (its signature is enforced on predict)."""
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+    def load_sklearn(self, name: str, version: str) -> Pipeline:
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+    def version_metrics(self, name: str, version: str) -> dict[str, float]:
+        """The overall holdout metrics the version was logged with (per-slice metrics left out)."""
+        run = self.client.get_run(self.version(name, version).run_id)
+        return {k: v for k, v in run.data.metrics.items() if "." not in k}
+
+    def status(self, name: str, metric: str) -> dict[str, dict[str, Any]]:
+        """champion/challenger -> version, since when and the primary metric."""
+        report = {}
+        for alias, version in sorted(self.aliases(name).items()):
+            tags = self.version(name, version).tags
+            created = datetime.fromtimestamp(self.version(name, version).creation_timestamp / 1000, UTC)
+            since = tags.get("promoted_at") if alias == CHAMPION else None
+            report[alias] = {
+                "version": version,
+                "since": since or created.isoformat(timespec="seconds"),
+                "metrics": {metric: self.version_metrics(name, version).get(metric)},
+            }
+        return report
+
+    def json_artifact(self, run_id: str, path: str) -> Any:
+        with tempfile.TemporaryDirectory() as folder:
+            return json.loads(Path(self.client.download_artifacts(run_id, path, folder)).read_text())
+
+    def set_challenger(self, name: str, version: str) -> None:
+        self.client.set_registered_model_alias(name, CHALLENGER, version)
+
+    def promote(self, name: str, version: str, reason: str, triggered_by: str) -> ChampionEvent:
+        """Make `version` the champion, remembering which version it replaces."""
+        self.version(name, version)
+        previous = self.aliases(name).get(CHAMPION)
+        if previous == version:
+            raise RegistryError(f"version {version} of {name!r} is already the champion")
+        if previous is not None:
+            self.client.set_model_version_tag(name, version, PREVIOUS_CHAMPION_TAG, previous)
+        self.client.set_registered_model_alias(name, CHAMPION, version)
+        if self.aliases(name).get(CHALLENGER) == version:
+            self.client.delete_registered_model_alias(name, CHALLENGER)
+        event = ChampionEvent(version, previous, reason, triggered_by, _now())
+        self.client.set_model_version_tag(name, version, "promoted_at", event.at)
+        return event
+
+    def rollback(self, name: str, triggered_by: str) -> ChampionEvent:
+        """Move the champion back to the version it replaced."""
+        current = self.aliases(name).get(CHAMPION)
+        if current is None:
+            raise RegistryError(f"model {name!r} has no champion to roll back")
+        previous = self.version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
+        if not previous:
+            raise RegistryError(f"champion version {current} of {name!r} replaced no earlier champion")
+        self.client.set_registered_model_alias(name, CHAMPION, previous)
+        event = ChampionEvent(previous, current, f"rollback from version {current}", triggered_by, _now())
+        self.client.set_model_version_tag(name, current, "rolled_back_at", event.at)
+        return event
+
+
+def _param(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, dict | list) else value
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
