@@ -34,7 +34,8 @@ class RunSummary:
         }
         for key, metadata in latest.items():
             meta = {k: getattr(v, "value", v) for k, v in metadata.items()}
-            self.rows[key] += int(meta.get("dagster/row_count", 0))
+            if "dagster/row_count" in meta:
+                self.rows[key] += int(meta["dagster/row_count"])
             self.metadata[key] = meta
         for evaluation in result.get_asset_check_evaluations():
             severity = evaluation.severity.value if not evaluation.passed else "OK"
@@ -112,16 +113,21 @@ def materialize_pipeline(
     return summary
 
 
+def _version(meta: dict[str, Any]) -> str:
+    return str(meta.get("model_version") or meta.get("candidate_version") or meta.get("version") or "?")
+
+
 def print_summary(summary: RunSummary) -> None:
-    width = max((len(k) for k in summary.rows), default=10) + 2
-    for key, rows in summary.rows.items():
+    width = max((len(k) for k in summary.metadata), default=10) + 2
+    for key, meta in summary.metadata.items():
         verdicts = summary.checks.get(key, [])
         worst = next((v for v in verdicts if not v[0] and v[1] == "ERROR"), None) or next(
             (v for v in verdicts if not v[0]), None
         )
         check = "" if not verdicts else ("checks passed" if worst is None else f"{worst[1]}: {worst[2]}")
         colour = "green" if worst is None else ("red" if worst[1] == "ERROR" else "yellow")
-        click.echo(f"  {key:<{width}}{rows:>10,} rows  " + click.style(check, fg=colour))
+        fact = f"{summary.rows[key]:>10,} rows" if key in summary.rows else f"version {_version(meta):>4}"
+        click.echo(f"  {key:<{width}}{fact}  " + click.style(check, fg=colour))
     for key, meta in summary.metadata.items():
         if key.endswith("/training_set"):
             click.echo(

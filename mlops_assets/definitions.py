@@ -10,6 +10,7 @@ from mlops_assets.defs.common.resources import LakeResource, mlflow_resource
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
+from mlops_assets.defs.models.jobs import build_retention
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import PipelineSpec, load_specs
 
@@ -37,7 +38,12 @@ def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
             description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    return dg.Definitions(assets=[*daily, *training], jobs=jobs)
+    schedules = []
+    if spec.model:
+        retention_job, schedule = build_retention(spec)
+        jobs.append(retention_job)
+        schedules.append(schedule)
+    return dg.Definitions(assets=[*daily, *training], jobs=jobs, schedules=schedules)
 
 
 def build_definitions(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import tempfile
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -155,6 +155,32 @@ class ModelRegistry:
                 "metrics": {metric: self.version_metrics(name, version).get(metric)},
             }
         return report
+
+    def archive_stale(self, name: str, retention: timedelta, now: datetime | None = None) -> list[str]:
+        """Archive versions never promoted and older than `retention`: tag them and drop their aliases.
+
+        Nothing is deleted (runs, artifacts and lineage stay), and the champion, the version it replaced and the
+        challenger are never touched.
+        """
+        now = now or datetime.now(UTC)
+        aliases = self.aliases(name)
+        protected = {aliases.get(CHAMPION), aliases.get(CHALLENGER)}
+        if aliases.get(CHAMPION):
+            protected.add(self.version(name, aliases[CHAMPION]).tags.get(PREVIOUS_CHAMPION_TAG))
+        archived = []
+        for mv in self.client.search_model_versions(f"name='{name}'"):
+            created = datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC)
+            tags = mv.tags or {}
+            if str(mv.version) in protected or "promoted_at" in tags or "archived_at" in tags:
+                continue
+            if now - created <= retention:
+                continue
+            for alias, version in aliases.items():
+                if version == str(mv.version):
+                    self.client.delete_registered_model_alias(name, alias)
+            self.client.set_model_version_tag(name, str(mv.version), "archived_at", now.isoformat(timespec="seconds"))
+            archived.append(str(mv.version))
+        return sorted(archived, key=int)
 
     def json_artifact(self, run_id: str, path: str) -> Any:
         with tempfile.TemporaryDirectory() as folder:

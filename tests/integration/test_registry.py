@@ -1,0 +1,78 @@
+"""The MLflow registry operations on a real (SQLite) tracking store, with tiny models."""
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+
+from mlops_assets.definitions import build_definitions
+from mlops_assets.registry import ModelRegistry, RegistryError
+
+pytestmark = pytest.mark.integration
+
+
+def tiny_version(registry: ModelRegistry, name: str = "fraud") -> str:
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"amount": rng.normal(size=60)})
+    pipeline = Pipeline([("estimator", LogisticRegression())]).fit(x, (x["amount"] > 0).astype(int))
+    logged = registry.log_candidate(
+        name,
+        pipeline,
+        x.head(5),
+        params={},
+        metrics={"pr_auc": 0.9},
+        tags={"pipeline": name},
+        artifacts={},
+        required={"amount"},
+    )
+    return logged.version
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> ModelRegistry:
+    return ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "artifacts")
+
+
+def test_retention_archives_only_stale_unpromoted_versions(registry: ModelRegistry) -> None:
+    versions = [tiny_version(registry) for _ in range(5)]
+    registry.promote("fraud", "1", "first", "test")
+    registry.promote("fraud", "2", "better", "test")  # 1 is now the previous champion
+    registry.set_challenger("fraud", "3")
+    registry.client.set_registered_model_alias("fraud", "staging", "4")
+    assert versions == ["1", "2", "3", "4", "5"]
+
+    assert registry.archive_stale("fraud", timedelta(days=30)) == []  # nothing is old yet
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert registry.archive_stale("fraud", timedelta(days=30), now=later) == ["4", "5"]
+    assert registry.aliases("fraud") == {"champion": "2", "challenger": "3"}
+    assert "archived_at" in registry.version("fraud", "4").tags
+    # Archived, not deleted: the version and its run are still there.
+    assert registry.client.get_run(registry.version("fraud", "5").run_id).info.lifecycle_stage == "active"
+    assert registry.archive_stale("fraud", timedelta(days=30), now=later) == []
+
+
+def test_promote_and_rollback_refuse_what_makes_no_sense(registry: ModelRegistry) -> None:
+    with pytest.raises(RegistryError, match="has no champion to roll back"):
+        registry.rollback("fraud", "test")
+    tiny_version(registry)
+    with pytest.raises(RegistryError, match="has no version '7'"):
+        registry.promote("fraud", "7", "typo", "test")
+    registry.promote("fraud", "1", "first", "test")
+    with pytest.raises(RegistryError, match="already the champion"):
+        registry.promote("fraud", "1", "again", "test")
+
+
+def test_retention_job_runs_against_the_configured_store(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    registry = ModelRegistry(f"sqlite:///{tmp_path / 'data' / 'mlflow.db'}", tmp_path / "data" / "mlartifacts")
+    tiny_version(registry)
+    defs = build_definitions(data_dir=str(tmp_path / "data"))
+    with dg.instance_for_test() as instance:
+        result = defs.resolve_job_def("fraud_retention").execute_in_process(instance=instance)
+    assert result.success
+    assert "archived_at" not in registry.version("fraud", "1").tags  # a minute old: kept
