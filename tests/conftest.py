@@ -2,10 +2,22 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import textwrap
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
+import dagster as dg
 import pytest
+
+from mlops_assets.definitions import build_definitions
+from mlops_assets.spec import BUILTIN_SPECS_DIR
+
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+DAYS = ("2026-01-01", "2026-01-16")
 
 SMALL_SPEC = textwrap.dedent(
     """
@@ -77,3 +89,68 @@ def shop(tmp_path: Path) -> tuple[Path, Path]:
     write_day_files(data, "orders", ORDERS)
     write_day_files(data, "returns", RETURNS)
     return specs, data
+
+
+def small_fraud_specs(folder: Path, **replace: str) -> Path:
+    """The built-in example at a tenth of its size, with a fast model; `replace` edits fraud.yaml."""
+    shutil.copytree(BUILTIN_SPECS_DIR / "shared", folder / "shared")
+    shared = folder / "shared" / "card_transactions.yaml"
+    text = (
+        shared.read_text()
+        .replace("customers: 5000", "customers: 300")
+        .replace("transactions_per_day: 10000", "transactions_per_day: 1500")
+    )
+    shared.write_text(text)
+    spec = (BUILTIN_SPECS_DIR / "fraud.yaml").read_text()
+    spec = spec.replace("params: {max_iter: 150, learning_rate: 0.1, max_leaf_nodes: 31}", "params: {max_iter: 30}")
+    spec = spec.replace("holdout: 5d", "holdout: 3d").replace("minimum: 0.3", "minimum: 0.05")
+    for old, new in replace.items():
+        assert old in spec
+        spec = spec.replace(old, new)
+    (folder / "fraud.yaml").write_text(spec)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(specs, data) with 16 days ingested and their features computed."""
+    root = tmp_path_factory.mktemp("lake")
+    specs, data = small_fraud_specs(root / "specs"), root / "data"
+    defs = build_definitions(specs, str(data))
+    with dg.instance_for_test() as instance:
+        tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
+        assert (
+            defs.resolve_job_def("fraud_daily")
+            .execute_in_process(instance=instance, tags=tags, run_config=QUIET)
+            .success
+        )
+    return specs, data
+
+
+def require_service(name: str, port: int) -> None:
+    """Skip a test whose service is not reachable on loopback, with the reason; in CI (CI=true) fail instead."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as exc:
+        message = f"{name} is not reachable on 127.0.0.1:{port} ({exc})"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{message}: services are mandatory in CI")
+        pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards."""
+    require_service("PostgreSQL", 5432)
+    import psycopg
+
+    name = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    admin = psycopg.connect(host="127.0.0.1", port=5432, user="postgres", dbname="postgres", autocommit=True)
+    with admin.cursor() as cursor:
+        cursor.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.cursor() as cursor:
+            cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()

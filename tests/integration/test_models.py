@@ -1,6 +1,5 @@
 """Train -> evaluate -> gate -> champion on a small copy of the fraud example, with MLflow on SQLite."""
 
-import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -15,47 +14,10 @@ from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
 from mlops_assets.lake import content_hash, table_path
 from mlops_assets.modeling import frozen_holdout, model_columns, scores, to_pandas, train_candidate
-from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs
+from mlops_assets.spec import load_specs
+from tests.conftest import QUIET, small_fraud_specs
 
 pytestmark = pytest.mark.integration
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-DAYS = ("2026-01-01", "2026-01-16")
-
-
-def small_fraud_specs(folder: Path, **replace: str) -> Path:
-    """The built-in example at a tenth of its size, with a fast model; `replace` edits fraud.yaml."""
-    shutil.copytree(BUILTIN_SPECS_DIR / "shared", folder / "shared")
-    shared = folder / "shared" / "card_transactions.yaml"
-    text = (
-        shared.read_text()
-        .replace("customers: 5000", "customers: 300")
-        .replace("transactions_per_day: 10000", "transactions_per_day: 1500")
-    )
-    shared.write_text(text)
-    spec = (BUILTIN_SPECS_DIR / "fraud.yaml").read_text()
-    spec = spec.replace("params: {max_iter: 150, learning_rate: 0.1, max_leaf_nodes: 31}", "params: {max_iter: 30}")
-    spec = spec.replace("holdout: 5d", "holdout: 3d").replace("minimum: 0.3", "minimum: 0.05")
-    for old, new in replace.items():
-        assert old in spec
-        spec = spec.replace(old, new)
-    (folder / "fraud.yaml").write_text(spec)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(specs, data) with 16 days ingested and their features computed."""
-    root = tmp_path_factory.mktemp("lake")
-    specs, data = small_fraud_specs(root / "specs"), root / "data"
-    defs = build_definitions(specs, str(data))
-    with dg.instance_for_test() as instance:
-        tags = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
-        assert (
-            defs.resolve_job_def("fraud_daily")
-            .execute_in_process(instance=instance, tags=tags, run_config=QUIET)
-            .success
-        )
-    return specs, data
 
 
 def _champion_history(instance: dg.DagsterInstance) -> list[tuple[str, str, str]]:

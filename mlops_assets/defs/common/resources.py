@@ -24,18 +24,20 @@ class MlflowResource(dg.ConfigurableResource):
     """MLflow tracking and registry: SQLite in the data folder by default, a server when MLFLOW_TRACKING_URI is set."""
 
     tracking_uri: str = Field(description="e.g. sqlite:///data/mlflow.db or http://127.0.0.1:5000")
-    artifact_root: str = Field(description="where new experiments keep artifacts (file store)")
+    artifact_root: str = Field(
+        default="", description="where new experiments keep artifacts; empty: the tracking server decides"
+    )
 
     def registry(self) -> "ModelRegistry":
         # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
         from mlops_assets.registry import ModelRegistry
 
-        return ModelRegistry(self.tracking_uri, Path(self.artifact_root).resolve())
+        return ModelRegistry(self.tracking_uri, Path(self.artifact_root).resolve() if self.artifact_root else None)
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
     """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
+    if tracking_uri:
+        return MlflowResource(tracking_uri=tracking_uri)
     root = Path(data_dir).resolve()
-    return MlflowResource(
-        tracking_uri=tracking_uri or f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts")
-    )
+    return MlflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts"))
