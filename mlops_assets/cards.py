@@ -73,7 +73,8 @@ def render_card(
             f"- training set Delta version {tags.get('training_set_delta_version')}, hash "
             f"`{tags.get('training_set_hash')}`",
             f"- inputs: `{tags.get('input_delta_versions')}`",
-            f"- trained on predictions up to {tags.get('holdout_cutoff')}; holdout: the {model.holdout} after it "
+            f"- trained on predictions from {tags.get('training_from')} to {tags.get('holdout_cutoff')}; "
+            f"holdout: the {model.holdout} after it "
             f"({candidate.rows} labelled predictions)",
             f"- spec `{tags.get('spec_hash')}`, code `{tags.get('git_commit')}`",
             "",

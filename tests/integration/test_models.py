@@ -54,6 +54,7 @@ def test_train_gate_promote_and_roll_back(
         assert registry.aliases("fraud") == {"champion": "1"}
         card = (data / "model_cards" / "fraud" / "v2.md").read_text()
         assert "Compared with champion version 1" in card and "**failed**" in card
+        assert "trained on predictions from 2026-01-01" in card and "training set Delta version" in card
 
         result = CliRunner().invoke(main, [*cli, "promote", "fraud", "2", "--reason", "reviewed by hand"])
         assert result.exit_code == 0, result.output

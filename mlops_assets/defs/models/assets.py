@@ -92,6 +92,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "training_set_hash": content_hash(training),
             "training_set_delta_version": str(version),
             "input_delta_versions": json.dumps(inputs, sort_keys=True),
+            "training_from": str(training.get_column(spec.label.prediction_timestamp).min()),
             "holdout_cutoff": trained.cutoff.isoformat(),
             "seed": str(model.seed),
         }
