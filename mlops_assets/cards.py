@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from mlops_assets.markdown import markdown_table
 from mlops_assets.modeling import LOWER_IS_BETTER, Evaluation, GateDecision
 from mlops_assets.spec import PipelineSpec
 
@@ -23,14 +24,6 @@ def metrics_rows(candidate: Evaluation, champion: Evaluation | None) -> list[dic
             }
         )
     return rows
-
-
-def _table(rows: list[Mapping[str, object]]) -> str:
-    if not rows:
-        return "_(none)_"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows])
 
 
 def render_card(
@@ -81,13 +74,13 @@ def render_card(
             "## Metrics",
             comparison,
             "",
-            _table(metrics_rows(candidate, champion)),
+            markdown_table(metrics_rows(candidate, champion)),
             "",
             f"### Per `{model.slice_by}`" if model.slice_by else "### Per slice",
-            _table(slices),
+            markdown_table(slices),
             "",
             "## Most important inputs",
-            _table(top),
+            markdown_table(top),
             "",
             "## Promotion gate",
             f"**{'passed' if decision.passed else 'failed'}** on `{spec.promotion.metric}`:",

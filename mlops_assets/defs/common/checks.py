@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from mlops_assets.defs.common.metadata import markdown_table
+from mlops_assets.markdown import markdown_table
 from mlops_assets.validation import REASONS_COLUMN, Split, reason_counts
 
 ROWS_VALID = "rows_valid"

@@ -1,6 +1,5 @@
 """Metadata written for people: schemas, markdown tables, Delta table facts."""
 
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +16,6 @@ def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None =
             dg.TableColumn(name, str(dtype), description=descriptions.get(name)) for name, dtype in frame_schema.items()
         ]
     )
-
-
-def markdown_table(rows: Iterable[dict[str, Any]]) -> str:
-    rows = list(rows)
-    if not rows:
-        return "_(none)_"
-    header = list(rows[0])
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(str(r[h]) for h in header) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def table_metadata(path: Path, frame: pl.DataFrame) -> dict[str, Any]:

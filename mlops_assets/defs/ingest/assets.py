@@ -5,12 +5,12 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from mlops_assets.defs.common.metadata import markdown_table
 from mlops_assets.defs.common.partitions import partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.ingest import SourceDataError, ensure_generated, ingest_day, source_files
 from mlops_assets.lake import content_hash, table_path
+from mlops_assets.markdown import markdown_table
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.validation import Split
 

@@ -9,10 +9,10 @@ import dagster as dg
 import polars as pl
 
 from mlops_assets.cards import metrics_rows, render_card
-from mlops_assets.defs.common.metadata import markdown_table
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
 from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.lake import content_hash, scan_table, table_path, table_version
+from mlops_assets.markdown import markdown_table
 from mlops_assets.modeling import (
     ModelError,
     evaluate,
@@ -187,11 +187,18 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
         holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
         columns = model_columns(spec, training)
-        candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label)
         champion_version = registry.aliases(spec.name).get("champion")
-        champion = None
-        if champion_version is not None:
-            champion = evaluate(registry.load_sklearn(spec.name, champion_version), holdout, columns, model, label)
+        try:
+            candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label)
+            champion = None
+            if champion_version is not None:
+                champion = evaluate(registry.load_sklearn(spec.name, champion_version), holdout, columns, model, label)
+        except (ModelError, ValueError) as exc:
+            # e.g. a champion trained on other inputs cannot score this holdout: a person must decide.
+            raise dg.Failure(
+                description=f"cannot compare version {version} with champion {champion_version}: {exc}",
+                allow_retries=False,
+            ) from exc
         decision = promotion_gate(candidate, champion, promotion)
         run_id = registry.version(spec.name, version).run_id
         for name, value in (champion.metrics if champion else {}).items():

@@ -6,11 +6,12 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mlops_assets.defs.common.metadata import markdown_table, table_metadata
+from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.features.assets import feature_key
 from mlops_assets.defs.ingest.assets import raw_key
 from mlops_assets.lake import PARTITION_COLUMN, overwrite_table, scan_table, table_path, table_version
+from mlops_assets.markdown import markdown_table
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.training import training_set
 
