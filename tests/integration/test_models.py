@@ -115,30 +115,35 @@ def test_registered_version_is_reproducible_from_delta_history(lake: tuple[Path,
 
 
 @pytest.mark.parametrize(
-    ("edit", "message"),
+    ("edit", "message", "as_of"),
     [
         (
             {"estimator: sklearn.ensemble.HistGradientBoostingClassifier": "estimator: sklearn.ensemble.NoSuchModel"},
             "model.estimator: cannot import 'sklearn.ensemble.NoSuchModel'",
+            None,
         ),
         (
             {"params: {max_iter: 30}": "params: {max_iter: 30, depth: 3}"},
             "model.params: sklearn.ensemble.HistGradientBoostingClassifier rejects",
+            None,
         ),
-        ({"params: {max_iter: 30}": "params: {max_iter: -5}"}, "model.params: the estimator failed to fit"),
-        ({"holdout: 3d": "holdout: 60d"}, "model.holdout: a holdout of 60 days"),
+        ({"params: {max_iter: 30}": "params: {max_iter: -5}"}, "model.params: the estimator failed to fit", None),
+        ({"holdout: 3d": "holdout: 60d"}, "model.holdout: a holdout of 60 days", None),
+        # As of the first morning no label is known yet: an empty training set.
+        ({}, "the training set is empty", "2026-01-01T06:00:00"),
     ],
 )
 def test_bad_models_fail_the_candidate_and_register_nothing(
-    lake: tuple[Path, Path], tmp_path: Path, edit: dict[str, str], message: str
+    lake: tuple[Path, Path], tmp_path: Path, edit: dict[str, str], message: str, as_of: str | None
 ) -> None:
     _, data = lake
     specs = small_fraud_specs(tmp_path / "specs", **edit)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     defs = build_definitions(specs, str(data), tracking_uri=uri)
     with dg.instance_for_test() as instance:
+        config = {"ops": {"fraud__training_set": {"config": {"as_of": as_of}}}}
         result = defs.resolve_job_def("fraud_training").execute_in_process(
-            instance=instance, run_config=QUIET, raise_on_error=False
+            instance=instance, run_config={**QUIET, **config}, raise_on_error=False
         )
     assert not result.success
     (failure,) = result.get_step_failure_events()
