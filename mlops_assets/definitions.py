@@ -6,11 +6,12 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.defs.common.resources import LakeResource, mlflow_resource
+from mlops_assets.defs.common.resources import LakeResource, mlflow_resource, online_store_resource
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.models.jobs import build_retention
+from mlops_assets.defs.serving.assets import build_online_assets
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import PipelineSpec, load_specs
 
@@ -24,13 +25,14 @@ def training_job_name(spec: PipelineSpec) -> str:
 
 
 def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
-    daily = [*build_ingest_assets(spec), *build_feature_assets(spec)]
+    daily = [*build_ingest_assets(spec), *build_feature_assets(spec), *build_online_assets(spec)]
     training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
     jobs = [
         dg.define_asset_job(
             daily_job_name(spec),
             selection=dg.AssetSelection.assets(*daily),
-            description="Ingest a day (or a range of days) of every source and compute its feature views.",
+            description="Ingest a day (or a range of days) of every source, compute its feature views and sync the "
+            "online store.",
         ),
         dg.define_asset_job(
             training_job_name(spec),
@@ -47,11 +49,15 @@ def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
 
 
 def build_definitions(
-    specs_dir: Path | str | None = None, data_dir: str = "data", tracking_uri: str | None = None
+    specs_dir: Path | str | None = None,
+    data_dir: str = "data",
+    tracking_uri: str | None = None,
+    online_store_url: str | None = None,
 ) -> dg.Definitions:
     """Every pipeline of the specs folder (built-in examples by default), sharing one lake and one MLflow.
 
     MLflow defaults to SQLite in the data folder with artifacts beside it; `tracking_uri` points it at a server.
+    The online store defaults to SQLite in the data folder; `online_store_url` (redis://...) points it at Redis.
 
     Runs execute in-process: on a small machine the multiprocess executor costs about a second per step.
     """
@@ -62,6 +68,7 @@ def build_definitions(
             resources={
                 "lake": LakeResource(data_dir=data_dir),
                 "mlflow_store": mlflow_resource(data_dir, tracking_uri),
+                "online_store": online_store_resource(data_dir, online_store_url),
             },
             executor=dg.in_process_executor,
         ),

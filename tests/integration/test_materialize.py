@@ -1,6 +1,6 @@
 """Materialize real asset graphs end to end in temporary folders and instances."""
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
@@ -10,6 +10,7 @@ from click.testing import CliRunner
 from mlops_assets.cli import main
 from mlops_assets.definitions import build_definitions
 from mlops_assets.lake import content_hash, scan_table, table_path
+from mlops_assets.online import SQLiteOnlineStore, lookup
 
 pytestmark = pytest.mark.integration
 
@@ -159,3 +160,27 @@ def test_feature_view_says_which_history_days_it_lacked(shop: tuple[Path, Path])
         metadata = events["shop/user_orders"].materialization.metadata
         # user_orders' 1d windows reach into 2026-03-01, which this run did not ingest.
         assert metadata["input_days_without_rows"].value == "2026-03-01"
+
+
+def test_daily_run_syncs_the_online_store_incrementally(shop: tuple[Path, Path]) -> None:
+    specs, data = shop
+    defs = build_definitions(specs, str(data))
+    store = SQLiteOnlineStore(data / "online.db")
+    with dg.instance_for_test() as instance:
+        first = _run(defs, "shop_daily", instance, "2026-03-01")
+        assert first.success
+        rows = lookup(
+            store, "shop", "user_orders", [("u1",), ("u2",), ("u3",)], timedelta(days=2), datetime(2026, 3, 2)
+        )
+        # The latest offline row of each entity: u1's at 12:00 counts both of its orders of the day.
+        assert rows[0].values == {"count_1d": 2, "amount_sum_1d": 17.0, "amount_max_1d": 10.0}
+        assert rows[0].feature_timestamp == datetime(2026, 3, 1, 12)
+        assert rows[1].values == {"count_1d": 1, "amount_sum_1d": 5.5, "amount_max_1d": 5.5}
+        assert not rows[2].found
+        second = _run(defs, "shop_daily", instance, "2026-03-02")
+        events = {e.asset_key.to_user_string(): e for e in second.get_asset_materialization_events()}
+        # Day 2 brings new rows for u1 and u3 only (u2's order was quarantined).
+        assert events["shop/online/user_orders"].materialization.metadata["entities_written"].value == 2
+        again = _run(defs, "shop_daily", instance, "2026-03-02")
+        events = {e.asset_key.to_user_string(): e for e in again.get_asset_materialization_events()}
+        assert events["shop/online/user_orders"].materialization.metadata["entities_written"].value == 0

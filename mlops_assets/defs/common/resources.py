@@ -7,6 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 if TYPE_CHECKING:
+    from mlops_assets.online import OnlineStore
     from mlops_assets.registry import ModelRegistry
 
 
@@ -41,3 +42,18 @@ def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowRes
         return MlflowResource(tracking_uri=tracking_uri)
     root = Path(data_dir).resolve()
     return MlflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts"))
+
+
+class OnlineStoreResource(dg.ConfigurableResource):
+    """The online store: SQLite in the data folder by default, Redis when MLOPS_ONLINE_STORE_URL=redis://..."""
+
+    url: str = Field(description="redis://host:port/db, or sqlite:///path/to/online.db")
+
+    def store(self) -> "OnlineStore":
+        from mlops_assets.online import open_store
+
+        return open_store(self.url)
+
+
+def online_store_resource(data_dir: str, url: str | None = None) -> OnlineStoreResource:
+    return OnlineStoreResource(url=url or f"sqlite:///{Path(data_dir).resolve() / 'online.db'}")

@@ -1,0 +1,229 @@
+"""The online store: the latest feature row per entity and view, for serving; SQLite (embedded) or Redis.
+
+Rows are those the offline feature function produced (no second implementation): the online path keeps the
+latest one per entity. A write never replaces a stored row with an older one, so replays are harmless, and the
+TTL is applied when reading: a row past its view's TTL comes back marked stale, never as fresh.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import polars as pl
+
+from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
+from mlops_assets.lake import PARTITION_COLUMN
+
+Entity = tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class OnlineRow:
+    """One entity's features as served: None values when the entity is unknown or its row is stale."""
+
+    entity: Entity
+    values: dict[str, Any] | None
+    feature_timestamp: datetime | None
+    stale: bool
+
+    @property
+    def found(self) -> bool:
+        return self.feature_timestamp is not None
+
+
+class OnlineStore(Protocol):
+    def write(self, pipeline: str, view: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Upsert (entity, feature timestamp ISO, payload JSON), keeping the newer row per entity, atomically."""
+
+    def read(self, pipeline: str, view: str, entities: Sequence[str]) -> list[str | None]:
+        """Payloads for a batch of entities in one round trip (None where unknown)."""
+
+    def watermark(self, pipeline: str, view: str) -> str | None: ...
+
+    def set_watermark(self, pipeline: str, view: str, value: str) -> None: ...
+
+
+def entity_id(values: Sequence[Any]) -> str:
+    return "|".join(str(v) for v in values)
+
+
+def latest_rows(features: pl.LazyFrame, keys: list[str]) -> pl.DataFrame:
+    """The latest feature row per entity (what serving would have computed after the entity's last event)."""
+    return collect(
+        features.drop(PARTITION_COLUMN, KNOWN_AT, strict=False)
+        .sort([*keys, FEATURE_TIMESTAMP], maintain_order=True)
+        .group_by(keys, maintain_order=True)
+        .last()
+    )
+
+
+def encode(frame: pl.DataFrame, keys: list[str]) -> list[tuple[str, str, str]]:
+    """(entity id, feature timestamp, JSON payload of the feature values) per row."""
+    features = [c for c in frame.columns if c not in (*keys, FEATURE_TIMESTAMP)]
+    return [
+        (
+            entity_id([row[k] for k in keys]),
+            row[FEATURE_TIMESTAMP].isoformat(),
+            json.dumps({f: row[f] for f in features}),
+        )
+        for row in frame.iter_rows(named=True)
+    ]
+
+
+def lookup(
+    store: OnlineStore, pipeline: str, view: str, entities: Sequence[Entity], ttl: timedelta, now: datetime
+) -> list[OnlineRow]:
+    """Batch point lookup with the TTL enforced: a row older than `ttl` at `now` is returned stale, values withheld."""
+    payloads = store.read(pipeline, view, [entity_id(e) for e in entities])
+    rows = []
+    for entity, payload in zip(entities, payloads, strict=True):
+        if payload is None:
+            rows.append(OnlineRow(entity, None, None, stale=False))
+            continue
+        stamp, values = payload.split("\n", 1)
+        timestamp = datetime.fromisoformat(stamp)
+        stale = now - timestamp > ttl
+        rows.append(OnlineRow(entity, None if stale else json.loads(values), timestamp, stale))
+    return rows
+
+
+class SQLiteOnlineStore:
+    """The embedded default: one SQLite file, upserts in one transaction, WAL so readers never wait on writers."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _connect(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(self.path, timeout=10)
+        connection.execute("PRAGMA journal_mode=WAL")
+        connection.executescript(
+            """
+            CREATE TABLE IF NOT EXISTS online_features (
+                pipeline TEXT, view TEXT, entity TEXT, feature_timestamp TEXT, payload TEXT,
+                PRIMARY KEY (pipeline, view, entity));
+            CREATE TABLE IF NOT EXISTS watermarks (pipeline TEXT, view TEXT, value TEXT, PRIMARY KEY (pipeline, view));
+            """
+        )
+        return connection
+
+    def write(self, pipeline: str, view: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        with self._connect() as connection:
+            connection.executemany(
+                """INSERT INTO online_features VALUES (?, ?, ?, ?, ?)
+                   ON CONFLICT (pipeline, view, entity) DO UPDATE
+                   SET feature_timestamp = excluded.feature_timestamp, payload = excluded.payload
+                   WHERE excluded.feature_timestamp > online_features.feature_timestamp""",
+                [(pipeline, view, entity, stamp, payload) for entity, stamp, payload in rows],
+            )
+
+    def read(self, pipeline: str, view: str, entities: Sequence[str]) -> list[str | None]:
+        if not entities:
+            return []
+        with self._connect() as connection:
+            marks = ",".join("?" * len(entities))
+            found = dict(
+                connection.execute(
+                    "SELECT entity, feature_timestamp || char(10) || payload FROM online_features "
+                    f"WHERE pipeline = ? AND view = ? AND entity IN ({marks})",
+                    [pipeline, view, *entities],
+                ).fetchall()
+            )
+        return [found.get(e) for e in entities]
+
+    def watermark(self, pipeline: str, view: str) -> str | None:
+        with self._connect() as connection:
+            row = connection.execute(
+                "SELECT value FROM watermarks WHERE pipeline = ? AND view = ?", (pipeline, view)
+            ).fetchone()
+        return row[0] if row else None
+
+    def set_watermark(self, pipeline: str, view: str, value: str) -> None:
+        with self._connect() as connection:
+            connection.execute(
+                "INSERT INTO watermarks VALUES (?, ?, ?) "
+                "ON CONFLICT (pipeline, view) DO UPDATE SET value = excluded.value",
+                (pipeline, view, value),
+            )
+
+
+# Keeps the newer row per field: ARGV holds (entity, timestamp, payload) triples; stored values are "ts\npayload".
+_UPSERT_NEWER = """
+for i = 1, #ARGV, 3 do
+  local current = redis.call('HGET', KEYS[1], ARGV[i])
+  local stamp = current and string.match(current, '^[^\\n]*') or nil
+  if (not stamp) or ARGV[i + 1] > stamp then
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1] .. '\\n' .. ARGV[i + 2])
+  end
+end
+return 1
+"""
+
+
+class RedisOnlineStore:
+    """Redis: one hash per pipeline and view, entity -> 'timestamp\\npayload'; batch reads are one HMGET."""
+
+    def __init__(self, url: str, prefix: str = "mlops") -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, socket_connect_timeout=5)
+        self.prefix = prefix
+        self._upsert = self.client.register_script(_UPSERT_NEWER)
+
+    def _key(self, pipeline: str, view: str) -> str:
+        return f"{self.prefix}:{pipeline}:{view}"
+
+    def write(self, pipeline: str, view: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        # One script call per chunk: each is atomic, and a chunk never blocks Redis for long.
+        for start in range(0, len(rows), 2000):
+            args = [part for row in rows[start : start + 2000] for part in row]
+            self._upsert(keys=[self._key(pipeline, view)], args=args)
+
+    def read(self, pipeline: str, view: str, entities: Sequence[str]) -> list[str | None]:
+        return list(self.client.hmget(self._key(pipeline, view), list(entities))) if entities else []
+
+    def watermark(self, pipeline: str, view: str) -> str | None:
+        return self.client.hget(f"{self.prefix}:watermarks", f"{pipeline}:{view}")
+
+    def set_watermark(self, pipeline: str, view: str, value: str) -> None:
+        self.client.hset(f"{self.prefix}:watermarks", f"{pipeline}:{view}", value)
+
+
+def open_store(url: str) -> OnlineStore:
+    """'redis://…' for Redis, 'sqlite:///path' (or a plain path) for the embedded SQLite store."""
+    if url.startswith(("redis://", "rediss://", "unix://")):
+        return RedisOnlineStore(url)
+    return SQLiteOnlineStore(Path(url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else url))
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    entities_written: int
+    watermark: str | None
+
+
+def sync_view(store: OnlineStore, pipeline: str, view: str, features: pl.LazyFrame, keys: list[str]) -> SyncResult:
+    """Write the latest row of every entity with rows newer than the view's watermark, then move the watermark.
+
+    A crash between the two leaves the watermark behind: the next sync rewrites the same rows, which the
+    newer-only upsert makes harmless.
+    """
+    mark = store.watermark(pipeline, view)
+    if mark is not None:
+        since = datetime.fromisoformat(mark)
+        features = features.filter(
+            (pl.col(PARTITION_COLUMN) >= since.date().isoformat()) & (pl.col(FEATURE_TIMESTAMP) > since)
+        )
+    latest = latest_rows(features, keys)
+    if latest.height == 0:
+        return SyncResult(0, mark)
+    store.write(pipeline, view, encode(latest, keys))
+    newest = latest.get_column(FEATURE_TIMESTAMP).max().isoformat()
+    store.set_watermark(pipeline, view, newest)
+    return SyncResult(latest.height, newest)
