@@ -126,7 +126,12 @@ def print_summary(summary: RunSummary) -> None:
         )
         check = "" if not verdicts else ("checks passed" if worst is None else f"{worst[1]}: {worst[2]}")
         colour = "green" if worst is None else ("red" if worst[1] == "ERROR" else "yellow")
-        fact = f"{summary.rows[key]:>10,} rows" if key in summary.rows else f"version {_version(meta):>4}"
+        if key in summary.rows:
+            fact = f"{summary.rows[key]:>10,} rows"
+        elif "entities_written" in meta:
+            fact = f"{meta['entities_written']:>10,} entities synced"
+        else:
+            fact = f"version {_version(meta):>4}"
         click.echo(f"  {key:<{width}}{fact}  " + click.style(check, fg=colour))
     for key, meta in summary.metadata.items():
         if key.endswith("/training_set"):
