@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -98,8 +99,13 @@ class SQLiteOnlineStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._local = threading.local()
 
     def _connect(self) -> sqlite3.Connection:
+        """This thread's connection, opened (and the schema created) on first use: lookups skip both."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10)
         connection.execute("PRAGMA journal_mode=WAL")
@@ -111,6 +117,7 @@ class SQLiteOnlineStore:
             CREATE TABLE IF NOT EXISTS watermarks (pipeline TEXT, view TEXT, value TEXT, PRIMARY KEY (pipeline, view));
             """
         )
+        self._local.connection = connection
         return connection
 
     def write(self, pipeline: str, view: str, rows: Sequence[tuple[str, str, str]]) -> None:
