@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -20,6 +20,7 @@ import polars as pl
 
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
 from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.spec import PipelineSpec, parse_duration
 
 Entity = tuple[str, ...]
 
@@ -234,3 +235,35 @@ def sync_view(store: OnlineStore, pipeline: str, view: str, features: pl.LazyFra
     newest = latest.get_column(FEATURE_TIMESTAMP).max().isoformat()
     store.set_watermark(pipeline, view, newest)
     return SyncResult(latest.height, newest)
+
+
+@dataclass(frozen=True)
+class FeatureVector:
+    """The model inputs for one request as serving sees them, with what was missing or stale, per view."""
+
+    values: dict[str, Any]
+    missing: list[str]
+    stale: list[str]
+
+
+def feature_vectors(
+    spec: PipelineSpec, store: OnlineStore, requests: Sequence[Mapping[str, Any]], now: datetime
+) -> list[FeatureVector]:
+    """Request fields plus every view's online row, nulled past its TTL exactly as the training set nulls them.
+
+    One batch lookup per view for all requests. Feature names come from the stored rows, so a user function's
+    columns need no declaration; a view with no row for an entity contributes nulls for its known columns.
+    """
+    keys = spec.entity.keys
+    entities = [tuple(str(r[k]) for k in keys) for r in requests]
+    vectors = [FeatureVector({f: r.get(f) for f in spec.request_features}, [], []) for r in requests]
+    for view_name, view in spec.feature_views.items():
+        rows = lookup(store, spec.name, view_name, entities, parse_duration(view.ttl), now)
+        columns = view.feature_names() or next((list(r.values) for r in rows if r.values), [])
+        for vector, row in zip(vectors, rows, strict=True):
+            if not row.found:
+                vector.missing.append(view_name)
+            elif row.stale:
+                vector.stale.append(view_name)
+            vector.values.update(row.values or dict.fromkeys(columns))
+    return vectors

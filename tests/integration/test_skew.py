@@ -1,0 +1,53 @@
+"""Skew contract: the feature vector serving builds equals the training-set row for the same entity and time."""
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mlops_assets.features import FEATURE_TIMESTAMP
+from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path
+from mlops_assets.modeling import model_columns, scores, train_candidate
+from mlops_assets.online import SQLiteOnlineStore, feature_vectors, sync_view
+from mlops_assets.spec import load_specs
+from mlops_assets.training import training_set
+
+pytestmark = pytest.mark.integration
+
+
+def test_served_vectors_and_scores_equal_the_training_rows(lake: tuple[Path, Path], tmp_path: Path) -> None:
+    specs, data = lake
+    (spec,) = load_specs(specs)
+    keys, label = spec.entity.keys, spec.label
+    views = {v: scan_table(table_path(data, "fraud", v)).drop(PARTITION_COLUMN) for v in spec.feature_views}
+    training, _ = training_set(spec, scan_table(table_path(data, "fraud", "raw_labels")), views)
+    sample = training.sample(40, seed=7)
+    assert sample.select(pl.col("count_1h").is_null().sum()).item() < 40  # most rows have history
+
+    served = []
+    for i, row in enumerate(sample.iter_rows(named=True)):
+        # The online store as it stood at the prediction time: every feature row strictly before it
+        # (the spec's feature_cutoff is 'before'), synced by the same code the online asset runs.
+        store = SQLiteOnlineStore(tmp_path / f"online-{i}.db")
+        entity = pl.all_horizontal(pl.col(k) == row[k] for k in keys)
+        for name, frame in views.items():
+            history = frame.filter(entity & (pl.col(FEATURE_TIMESTAMP) < row[label.prediction_timestamp]))
+            sync_view(
+                store,
+                "fraud",
+                name,
+                history.with_columns(pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN)),
+                keys,
+            )
+        (vector,) = feature_vectors(spec, store, [row], now=row[label.prediction_timestamp])
+        served.append(vector.values)
+
+    columns = model_columns(spec, training)
+    for expected, got in zip(sample.select(columns.all).iter_rows(named=True), served, strict=True):
+        assert {c: got.get(c) for c in columns.all} == expected  # bit for bit: no float tolerance is declared
+
+    model = spec.model.model_copy(update={"params": {"max_iter": 20}})
+    trained = train_candidate(spec.model_copy(update={"model": model}), training)
+    served_frame = pl.DataFrame(served, schema={c: training.schema[c] for c in columns.all})
+    assert np.array_equal(scores(trained.pipeline, served_frame, columns), scores(trained.pipeline, sample, columns))
