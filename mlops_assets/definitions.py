@@ -11,7 +11,7 @@ from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.models.jobs import build_retention
-from mlops_assets.defs.serving.assets import build_online_assets
+from mlops_assets.defs.serving.assets import build_online_assets, build_prediction_log_asset
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import PipelineSpec, load_specs
 
@@ -25,7 +25,12 @@ def training_job_name(spec: PipelineSpec) -> str:
 
 
 def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
-    daily = [*build_ingest_assets(spec), *build_feature_assets(spec), *build_online_assets(spec)]
+    daily = [
+        *build_ingest_assets(spec),
+        *build_feature_assets(spec),
+        *build_online_assets(spec),
+        build_prediction_log_asset(spec),
+    ]
     training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
     jobs = [
         dg.define_asset_job(

@@ -9,7 +9,8 @@ from mlops_assets.spec import PipelineSpec
 
 
 def daily_partitions(spec: PipelineSpec) -> dg.DailyPartitionsDefinition:
-    return dg.DailyPartitionsDefinition(start_date=spec.start_date.isoformat())
+    """From the spec's start date through today: today's partition is partial, and re-running it replaces it."""
+    return dg.DailyPartitionsDefinition(start_date=spec.start_date.isoformat(), end_offset=1)
 
 
 def partition_days(context: dg.AssetExecutionContext) -> list[date]:

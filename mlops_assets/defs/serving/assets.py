@@ -1,11 +1,18 @@
-"""The online store as assets: per feature view, the latest row of every entity, synced incrementally."""
+"""Serving's assets: the online store (latest row per entity and view, synced incrementally) and the prediction log."""
+
+import warnings
+from pathlib import Path
 
 import dagster as dg
+import polars as pl
 
+from mlops_assets.defs.common.metadata import table_metadata
+from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
 from mlops_assets.defs.common.resources import LakeResource, OnlineStoreResource
 from mlops_assets.defs.features.assets import feature_key
-from mlops_assets.lake import scan_table, table_path, table_version
+from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.online import sync_view
+from mlops_assets.prediction_log import read_day
 from mlops_assets.spec import PipelineSpec
 
 
@@ -44,3 +51,46 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
 
 def build_online_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     return [build_online_asset(spec, name) for name in spec.feature_views]
+
+
+def prediction_log_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "prediction_log"])
+
+
+def prediction_log_folder(root: Path, spec: PipelineSpec) -> Path:
+    """Where serving writes its batches for this pipeline (one folder per day)."""
+    return root / "prediction_log" / spec.name
+
+
+def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    # backfill_policy on @asset is beta; a whole range of days must ingest in one run, like the other daily assets.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+
+        @dg.asset(
+            key=prediction_log_key(spec),
+            group_name=f"{spec.name}_serving",
+            kinds={"delta", "polars"},
+            owners=[spec.owner] if spec.owner else None,
+            partitions_def=daily_partitions(spec),
+            backfill_policy=SINGLE_RUN,
+            description="Every logged prediction of the day (request, features used, scores and model versions, "
+            "degraded flag, latency), ingested from serving's batch files; once per request id.",
+        )
+        def _prediction_log(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+            days = partition_days(context)
+            folder = prediction_log_folder(lake.root, spec)
+            frame = pl.concat(
+                [read_day(folder, day).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN)) for day in days]
+            )
+            path = table_path(lake.root, spec.name, "prediction_log")
+            replace_partitions(path, frame, [d.isoformat() for d in days])
+            return dg.MaterializeResult(
+                metadata={
+                    **table_metadata(path, frame),
+                    "degraded_share": float(frame.get_column("degraded").mean() or 0.0) if frame.height else 0.0,
+                    "model_versions": ", ".join(sorted(set(frame.get_column("model_version").drop_nulls()))) or "none",
+                }
+            )
+
+    return _prediction_log

@@ -1,0 +1,107 @@
+"""The prediction log: every prediction recorded durably, in batches, with a stated loss bound.
+
+Records are buffered in memory and written as one JSON-lines file per batch, atomically (temporary file, fsync,
+rename), when `batch_size` records are waiting or `flush_interval` seconds have passed. A process killed at any
+moment loses at most the records not yet flushed: fewer than `batch_size`, and none older than `flush_interval`
+seconds (plus the time of one write). Readers only ever see whole files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+LOG_SCHEMA = {
+    "request_id": pl.String,
+    "timestamp": pl.Datetime("us"),
+    "entity": pl.String,
+    "features": pl.String,
+    "request": pl.String,
+    "model_version": pl.String,
+    "score": pl.Float64,
+    "shadow_version": pl.String,
+    "shadow_score": pl.Float64,
+    "degraded": pl.Boolean,
+    "degraded_reason": pl.String,
+    "latency_ms": pl.Float64,
+}
+
+
+class PredictionLogWriter:
+    """Buffered, batch-flushing writer of prediction records into `folder/<day>/<batch>.jsonl`."""
+
+    def __init__(self, folder: Path, batch_size: int = 200, flush_interval: float = 1.0) -> None:
+        self.folder = folder
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._buffer: list[str] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically, name="prediction-log", daemon=True)
+        self._flusher.start()
+
+    def log(self, record: Mapping[str, Any]) -> None:
+        line = encode(record)
+        with self._lock:
+            self._buffer.append(line)
+            full = len(self._buffer) >= self.batch_size
+        if full:
+            self.flush()
+
+    def flush(self) -> None:
+        with self._lock:
+            lines, self._buffer = self._buffer, []
+        if lines:
+            write_batch(self.folder, lines)
+
+    def _flush_periodically(self) -> None:
+        while not self._stop.wait(self.flush_interval):
+            self.flush()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._flusher.join()
+        self.flush()
+
+
+def encode(record: Mapping[str, Any]) -> str:
+    """One JSON line; nested values (entity, features, request) become JSON text columns of their own."""
+    flat = {k: json.dumps(v, default=str) if isinstance(v, dict | list) else v for k, v in record.items()}
+    return json.dumps(flat, default=str)
+
+
+def write_batch(folder: Path, lines: list[str], day: date | None = None) -> Path:
+    """One batch file, all or nothing: readers see it whole or not at all."""
+    target = folder / (day or datetime.now(UTC).date()).isoformat()
+    target.mkdir(parents=True, exist_ok=True)
+    name = f"{datetime.now(UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
+    temporary = target / f".{name}.tmp"
+    with open(temporary, "w") as handle:
+        handle.write("\n".join(lines) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temporary, target / name)
+    return target / name
+
+
+def read_day(folder: Path, day: date) -> pl.DataFrame:
+    """The day's logged predictions, typed, once per request id (a batch written twice is counted once)."""
+    files = sorted((folder / day.isoformat()).glob("*.jsonl"))
+    frames = [pl.read_ndjson(f, schema={k: pl.String for k in LOG_SCHEMA}) for f in files]
+    if not frames:
+        return pl.DataFrame(schema=LOG_SCHEMA)
+    text = pl.concat(frames)
+    typed = text.with_columns(
+        pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC").dt.replace_time_zone(None),
+        pl.col("score", "shadow_score", "latency_ms").cast(pl.Float64),
+        pl.col("degraded").str.to_lowercase().eq("true"),
+    )
+    return typed.unique("request_id", keep="first", maintain_order=True).select(list(LOG_SCHEMA))

@@ -1,0 +1,42 @@
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from mlops_assets.prediction_log import PredictionLogWriter, read_day
+
+
+def _record(i: int) -> dict[str, object]:
+    return {
+        "request_id": f"r{i}",
+        "timestamp": datetime.now(UTC).isoformat(),
+        "entity": {"customer_id": "c"},
+        "features": {"x": 1.5, "y": None},
+        "request": {"amount": 3.0},
+        "model_version": "2",
+        "score": 0.5,
+        "degraded": i % 2 == 0,
+        "degraded_reason": "online store timeout" if i % 2 == 0 else None,
+        "latency_ms": 2.0,
+    }
+
+
+def test_batches_flush_by_size_by_time_and_on_close(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(tmp_path, batch_size=3, flush_interval=0.2)
+    today = datetime.now(UTC).date()
+    for i in range(4):
+        writer.log(_record(i))
+    assert read_day(tmp_path, today).height == 3  # one full batch; the fourth waits
+    time.sleep(0.5)
+    assert read_day(tmp_path, today).height == 4  # flushed by time
+    writer.log(_record(4))
+    writer.close()
+    frame = read_day(tmp_path, today)
+    assert frame["request_id"].to_list() == [f"r{i}" for i in range(5)]
+    assert frame["degraded"].to_list() == [True, False, True, False, True]
+    assert frame["features"][0] == '{"x": 1.5, "y": null}'
+    assert frame.schema["timestamp"].time_zone is None
+
+
+def test_an_empty_day_reads_as_an_empty_typed_frame(tmp_path: Path) -> None:
+    frame = read_day(tmp_path, datetime(2026, 1, 1).date())
+    assert frame.height == 0 and frame.schema["score"].is_float()
