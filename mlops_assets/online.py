@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -246,24 +249,106 @@ class FeatureVector:
     stale: list[str]
 
 
-def feature_vectors(
+def view_rows(
     spec: PipelineSpec, store: OnlineStore, requests: Sequence[Mapping[str, Any]], now: datetime
-) -> list[FeatureVector]:
-    """Request fields plus every view's online row, nulled past its TTL exactly as the training set nulls them.
+) -> dict[str, list[OnlineRow]]:
+    """One batch lookup per view for all requests, TTL applied."""
+    entities = [tuple(str(r[k]) for k in spec.entity.keys) for r in requests]
+    return {
+        name: lookup(store, spec.name, name, entities, parse_duration(view.ttl), now)
+        for name, view in spec.feature_views.items()
+    }
 
-    One batch lookup per view for all requests. Feature names come from the stored rows, so a user function's
-    columns need no declaration; a view with no row for an entity contributes nulls for its known columns.
-    """
-    keys = spec.entity.keys
-    entities = [tuple(str(r[k]) for k in keys) for r in requests]
+
+def assemble(
+    spec: PipelineSpec, requests: Sequence[Mapping[str, Any]], rows: Mapping[str, list[OnlineRow]]
+) -> list[FeatureVector]:
+    """Request fields plus every view's row; a view with no usable row contributes nulls for its columns."""
     vectors = [FeatureVector({f: r.get(f) for f in spec.request_features}, [], []) for r in requests]
-    for view_name, view in spec.feature_views.items():
-        rows = lookup(store, spec.name, view_name, entities, parse_duration(view.ttl), now)
-        columns = view.feature_names() or next((list(r.values) for r in rows if r.values), [])
-        for vector, row in zip(vectors, rows, strict=True):
+    for view_name, view_rows_ in rows.items():
+        declared = spec.feature_views[view_name].feature_names()
+        columns = declared or next((list(r.values) for r in view_rows_ if r.values), [])
+        for vector, row in zip(vectors, view_rows_, strict=True):
             if not row.found:
                 vector.missing.append(view_name)
             elif row.stale:
                 vector.stale.append(view_name)
             vector.values.update(row.values or dict.fromkeys(columns))
     return vectors
+
+
+def feature_vectors(
+    spec: PipelineSpec, store: OnlineStore, requests: Sequence[Mapping[str, Any]], now: datetime
+) -> list[FeatureVector]:
+    """Request fields plus every view's online row, nulled past its TTL exactly as the training set nulls them.
+
+    Feature names come from the stored rows, so a user function's columns need no declaration.
+    """
+    return assemble(spec, requests, view_rows(spec, store, requests, now))
+
+
+@dataclass(frozen=True)
+class ServedVector:
+    """A feature vector as served, and whether it is degraded (the online store failed) and why."""
+
+    values: dict[str, Any]
+    missing: list[str]
+    stale: list[str]
+    degraded: bool
+    reason: str | None
+
+
+class ResilientFeatures:
+    """Online lookups that never hang: a declared timeout, then a bounded cache of recent rows within their TTL.
+
+    When the store fails or is slow, each view's value comes from the cache if this process served that entity
+    recently and the row is still within TTL; otherwise the view is missing. Either way the vector is marked
+    degraded with the reason, and the next successful lookup refills the cache.
+    """
+
+    def __init__(self, spec: PipelineSpec, store: OnlineStore, timeout: float = 0.1, cache_size: int = 10_000) -> None:
+        self.spec, self.store, self.timeout, self.cache_size = spec, store, timeout, cache_size
+        self._cache: OrderedDict[tuple[str, Entity], tuple[datetime, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="online-lookup")
+
+    def vectors(self, requests: Sequence[Mapping[str, Any]], now: datetime) -> list[ServedVector]:
+        future = self._pool.submit(self._lookup_all, requests, now)
+        try:
+            looked_up = future.result(timeout=self.timeout)
+        except FutureTimeout:
+            return self._from_cache(requests, now, f"online store slower than {self.timeout * 1000:.0f} ms")
+        except Exception as exc:  # any store failure (connection refused, I/O error) degrades the same way
+            return self._from_cache(requests, now, f"online store unavailable ({type(exc).__name__}: {exc})")
+        return [ServedVector(v.values, v.missing, v.stale, False, None) for v in looked_up]
+
+    def _lookup_all(self, requests: Sequence[Mapping[str, Any]], now: datetime) -> list[FeatureVector]:
+        rows = view_rows(self.spec, self.store, requests, now)
+        with self._lock:
+            for view, found in rows.items():
+                for row in found:
+                    if row.values is not None and row.feature_timestamp is not None:
+                        self._cache[(view, row.entity)] = (row.feature_timestamp, row.values)
+                        self._cache.move_to_end((view, row.entity))
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return assemble(self.spec, requests, rows)
+
+    def _from_cache(self, requests: Sequence[Mapping[str, Any]], now: datetime, reason: str) -> list[ServedVector]:
+        keys = self.spec.entity.keys
+        served = []
+        for request in requests:
+            entity = tuple(str(request[k]) for k in keys)
+            values = {f: request.get(f) for f in self.spec.request_features}
+            missing = []
+            for view, view_spec in self.spec.feature_views.items():
+                with self._lock:
+                    cached = self._cache.get((view, entity))
+                if cached is None or now - cached[0] > parse_duration(view_spec.ttl):
+                    missing.append(view)
+                    values.update(dict.fromkeys(view_spec.feature_names() or []))
+                else:
+                    values.update(cached[1])
+            detail = f"{reason}; " + (f"no cached features for {missing}" if missing else "features from cache")
+            served.append(ServedVector(values, missing, [], True, detail))
+        return served
