@@ -270,3 +270,9 @@ def permutation_importance_of(
     )
     ranked = sorted(zip(columns.all, result.importances_mean, strict=True), key=lambda item: -item[1])
     return {name: round(float(value), 6) for name, value in ranked}
+
+
+def fitted_columns(pipeline: Pipeline) -> Columns:
+    """The inputs a fitted inference pipeline expects, split as it was trained."""
+    parts = {name: list(columns) for name, _, columns in pipeline.named_steps["preprocess"].transformers_}
+    return Columns(parts.get("numeric", []), parts.get("categorical", []))

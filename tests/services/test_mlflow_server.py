@@ -50,6 +50,7 @@ def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        cwd=tmp_path,  # anything the server writes relative to its folder stays in the test's folder
     )
     url = f"http://127.0.0.1:{port}"
     try:

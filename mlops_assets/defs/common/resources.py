@@ -37,11 +37,14 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
-    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
-    if tracking_uri:
-        return MlflowResource(tracking_uri=tracking_uri)
+    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given.
+
+    A local store (SQLite, files) keeps artifacts in the data folder; a tracking server decides for itself.
+    """
     root = Path(data_dir).resolve()
-    return MlflowResource(tracking_uri=f"sqlite:///{root / 'mlflow.db'}", artifact_root=str(root / "mlartifacts"))
+    uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+    remote = uri.startswith(("http://", "https://", "databricks"))
+    return MlflowResource(tracking_uri=uri, artifact_root="" if remote else str(root / "mlartifacts"))
 
 
 class OnlineStoreResource(dg.ConfigurableResource):
