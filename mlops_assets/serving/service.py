@@ -81,32 +81,46 @@ class PredictionService:
 
     @bentoml.api
     def predict(self, request: Request) -> Prediction:  # type: ignore[valid-type]
+        """Score one request."""
+        return self._score([request])[0]
+
+    @bentoml.api(batchable=True, max_batch_size=100, max_latency_ms=1000)
+    def predict_batch(self, requests: list[Request]) -> list[Prediction]:  # type: ignore[valid-type]
+        """Score many requests; concurrent calls are batched together (adaptive batching)."""
+        return self._score(requests)
+
+    def _score(self, requests: list[Any]) -> list[Prediction]:
         started = time.perf_counter()
-        body = request.model_dump()
-        request_id = body.pop("request_id") or uuid.uuid4().hex
-        (vector,) = self.features.vectors([body], datetime.now(UTC).replace(tzinfo=None))
-        frame = pl.DataFrame([{c: vector.values.get(c) for c in self.columns.all}])
-        score = float(self.model.predict_proba(to_pandas(frame, self.columns))[0, 1])
-        answer = Prediction(
-            request_id=request_id,
-            score=score,
-            decision=score >= SPEC.model.threshold,
-            model_version=self.version,
-            degraded=vector.degraded,
-            reason=vector.reason or (f"no online features for {vector.missing}" if vector.missing else None),
-        )
-        self.log.log(
-            {
-                "request_id": request_id,
-                "timestamp": datetime.now(UTC).isoformat(),
-                "entity": {k: body[k] for k in SPEC.entity.keys},
-                "features": vector.values,
-                "request": body,
-                "model_version": self.version,
-                "score": score,
-                "degraded": vector.degraded,
-                "degraded_reason": answer.reason,
-                "latency_ms": (time.perf_counter() - started) * 1000,
-            }
-        )
-        return answer
+        bodies = [r.model_dump() for r in requests]
+        ids = [b.pop("request_id") or uuid.uuid4().hex for b in bodies]
+        vectors = self.features.vectors(bodies, datetime.now(UTC).replace(tzinfo=None))
+        frame = pl.DataFrame([{c: v.values.get(c) for c in self.columns.all} for v in vectors])
+        scores = self.model.predict_proba(to_pandas(frame, self.columns))[:, 1]
+        latency = (time.perf_counter() - started) * 1000
+        answers = []
+        for request_id, body, vector, score in zip(ids, bodies, vectors, scores, strict=True):
+            reason = vector.reason or (f"no online features for {vector.missing}" if vector.missing else None)
+            answer = Prediction(
+                request_id=request_id,
+                score=float(score),
+                decision=bool(score >= SPEC.model.threshold),
+                model_version=self.version,
+                degraded=vector.degraded,
+                reason=reason,
+            )
+            self.log.log(
+                {
+                    "request_id": request_id,
+                    "timestamp": datetime.now(UTC).isoformat(),
+                    "entity": {k: body[k] for k in SPEC.entity.keys},
+                    "features": vector.values,
+                    "request": body,
+                    "model_version": self.version,
+                    "score": answer.score,
+                    "degraded": vector.degraded,
+                    "degraded_reason": reason,
+                    "latency_ms": latency,
+                }
+            )
+            answers.append(answer)
+        return answers

@@ -123,3 +123,17 @@ def test_bad_requests_get_a_400_naming_the_field(service: tuple[str, Path]) -> N
     assert status == 400 and ("request", "customer_id") in {tuple(d["loc"]) for d in error["detail"]}
     with urllib.request.urlopen(f"{url}/docs.json", timeout=5) as response:
         assert "/predict" in json.loads(response.read())["paths"]
+
+
+def test_predict_batch_scores_each_request_as_predict_does(service: tuple[str, Path]) -> None:
+    url, _ = service
+    bodies = [
+        {"customer_id": f"c{i:06d}", "amount": 10.0 * (i + 1), "channel": "pos", "request_id": f"batch-{i}"}
+        for i in range(5)
+    ]
+    status, answers = _post(f"{url}/predict_batch", {"requests": bodies})
+    assert status == 200, answers
+    assert [a["request_id"] for a in answers] == [f"batch-{i}" for i in range(5)]
+    for body, answer in zip(bodies, answers, strict=True):
+        _, single = _post(f"{url}/predict", {"request": {**body, "request_id": "single"}})
+        assert single["score"] == answer["score"]
