@@ -5,7 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 import textwrap
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,15 +130,39 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return specs, data
 
 
+def service_missing(message: str) -> None:
+    """Skip a test whose service is missing, with the reason; in CI (CI=true) services are mandatory: fail."""
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"{message}: services are mandatory in CI")
+    pytest.skip(message)
+
+
 def require_service(name: str, port: int) -> None:
-    """Skip a test whose service is not reachable on loopback, with the reason; in CI (CI=true) fail instead."""
     try:
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
     except OSError as exc:
-        message = f"{name} is not reachable on 127.0.0.1:{port} ({exc})"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{message}: services are mandatory in CI")
-        pytest.skip(message)
+        service_missing(f"{name} is not reachable on 127.0.0.1:{port} ({exc})")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
+    """Until `url` answers 200; the server's log in the error if it exits or never does."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"{url} never answered: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
 
 
 @pytest.fixture

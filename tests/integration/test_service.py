@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ import pytest
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.prediction_log import read_day
-from tests.conftest import DAYS, QUIET
+from tests.conftest import DAYS, QUIET, free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -46,9 +45,7 @@ def service(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
             .execute_in_process(instance=instance, tags=tags, run_config=QUIET)
             .success
         )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     log = (home / "serve.log").open("w")
     process = subprocess.Popen(
         [
@@ -70,17 +67,7 @@ def service(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -
         cwd=home,
     )
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((home / "serve.log").read_text()[-3000:])
-        time.sleep(0.5)
+    wait_for_http(f"{url}/readyz", process, home / "serve.log", timeout=90)
     yield url, data
     process.terminate()
     process.wait(timeout=30)

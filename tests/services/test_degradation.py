@@ -1,6 +1,5 @@
 """Serving features with the online store (a Redis of this test's own) stopped and restarted."""
 
-import os
 import shutil
 import socket
 import subprocess
@@ -16,6 +15,7 @@ from mlops_assets.features import FEATURE_TIMESTAMP
 from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.online import RedisOnlineStore, ResilientFeatures, sync_view
 from mlops_assets.spec import PipelineSpec, load_specs
+from tests.conftest import free_port, service_missing
 
 pytestmark = pytest.mark.services
 NOW = datetime(2026, 1, 20, 12)
@@ -25,9 +25,7 @@ class RedisProcess:
     """A redis-server on a free loopback port, without persistence, that the test may kill and restart."""
 
     def __init__(self, folder: Path) -> None:
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.folder = folder
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -66,9 +64,7 @@ class RedisProcess:
 @pytest.fixture
 def redis_process(tmp_path: Path) -> Iterator[RedisProcess]:
     if shutil.which("redis-server") is None:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail("redis-server is not installed: services are mandatory in CI")
-        pytest.skip("redis-server is not installed")
+        service_missing("redis-server is not installed")
     server = RedisProcess(tmp_path)
     server.start()
     yield server

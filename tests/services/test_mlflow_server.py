@@ -1,10 +1,7 @@
 """Train -> register -> promote -> rollback against a real MLflow tracking server backed by PostgreSQL."""
 
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,21 +12,15 @@ from click.testing import CliRunner
 from mlops_assets.cli import main
 from mlops_assets.definitions import build_definitions
 from mlops_assets.registry import ModelRegistry
-from tests.conftest import QUIET
+from tests.conftest import QUIET, free_port, wait_for_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
     """`mlflow server` on loopback, its backend store a fresh PostgreSQL database, artifacts served by it."""
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "mlflow-server.log").open("w")
     process = subprocess.Popen(
         [
@@ -54,19 +45,7 @@ def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(tmp_path / 'mlflow-server.log').read_text()[-3000:]}"
-                )
-            time.sleep(0.5)
+        wait_for_http(f"{url}/health", process, tmp_path / "mlflow-server.log")
         yield url
     finally:
         process.terminate()
