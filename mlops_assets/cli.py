@@ -110,7 +110,20 @@ def materialize_pipeline(
             instance=instance, run_config=_quiet_run_config(), raise_on_error=False
         )
         summary.add(result)
+        if result.success and spec.model:
+            click.echo(f"{pipeline}: building the bento of the live models")
+            summary.add(build_bento_run(specs_dir, data_dir, spec))
     return summary
+
+
+def build_bento_run(specs_dir: str | None, data_dir: str, spec: Any) -> Any:
+    """Run the pipeline's bento job (a no-op when the live models, specs and code have not changed)."""
+    from mlops_assets.definitions import bento_job_name, build_definitions
+
+    defs = build_definitions(specs_dir, data_dir, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    return defs.resolve_job_def(bento_job_name(spec)).execute_in_process(
+        instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
+    )
 
 
 def _version(meta: dict[str, Any]) -> str:
@@ -259,6 +272,9 @@ def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) 
         dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=champion_metadata(event, metrics))
     )
     click.echo(f"{spec.name}: champion is now version {event.version} (was {event.previous or 'none'}): {event.reason}")
+    click.echo(f"{spec.name}: a running service answers with it within {spec.serving.refresh_seconds:g} s")
+    if not build_bento_run(ctx.obj["specs"], ctx.obj["data_dir"], spec).success:
+        _fail(f"the champion moved, but rebuilding the bento failed: materialize {spec.name}/bento to see why")
 
 
 @main.command()
@@ -316,20 +332,30 @@ def status(ctx: click.Context, as_json: bool) -> None:
 @click.argument("pipeline")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3001, show_default=True)
+@click.option("--from-source", is_flag=True, help="Serve this checkout's code and the registry's models, not a bento.")
 @click.pass_context
-def serve(ctx: click.Context, pipeline: str, host: str, port: int) -> None:
-    """Serve the pipeline's champion over HTTP (BentoML): POST /predict, OpenAPI at /docs.json, /livez, /metrics.
+def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool) -> None:
+    """Serve the pipeline's latest bento over HTTP: POST /predict and /predict_batch, /docs.json, /livez, /metrics.
+
+    Binds to 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 for every interface).
 
     Example: mlops serve fraud --port 3001
     """
+    from mlops_assets.bundle import SERVICE, bento_name
+
     _model_spec(ctx, pipeline)
-    env = {**os.environ, "MLOPS_PIPELINE": pipeline, "MLOPS_DATA_DIR": str(Path(ctx.obj["data_dir"]).resolve())}
-    if ctx.obj["specs"]:
-        env["MLOPS_SPECS_DIR"] = str(Path(ctx.obj["specs"]).resolve())
-    env.setdefault("BENTOML_HOME", str(Path(ctx.obj["data_dir"]).resolve() / "bentoml"))
+    data_dir = Path(ctx.obj["data_dir"]).resolve()
+    env = {**os.environ, "MLOPS_DATA_DIR": str(data_dir)}
+    env.setdefault("BENTOML_HOME", str(data_dir / "bentoml"))
+    target = f"{bento_name(pipeline)}:latest"
+    if from_source:
+        target, env["MLOPS_PIPELINE"] = SERVICE, pipeline
+        if ctx.obj["specs"]:
+            env["MLOPS_SPECS_DIR"] = str(Path(ctx.obj["specs"]).resolve())
+    elif not (Path(env["BENTOML_HOME"]) / "bentos" / bento_name(pipeline) / "latest").exists():
+        _fail(f"no bento of {pipeline!r} in {env['BENTOML_HOME']}: `mlops materialize {pipeline}` builds one")
     bentoml = Path(sys.executable).with_name("bentoml")
-    service = "mlops_assets.serving.service:PredictionService"
-    os.execve(str(bentoml), [str(bentoml), "serve", service, "--host", host, "--port", str(port)], env)
+    os.execve(str(bentoml), [str(bentoml), "serve", target, "--host", host, "--port", str(port)], env)
 
 
 @main.command()

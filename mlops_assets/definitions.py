@@ -6,14 +6,19 @@ from pathlib import Path
 
 import dagster as dg
 
-from mlops_assets.defs.common.resources import LakeResource, mlflow_resource, online_store_resource
+from mlops_assets.defs.common.resources import (
+    LakeResource,
+    bento_resource,
+    mlflow_resource,
+    online_store_resource,
+)
 from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.models.jobs import build_retention
-from mlops_assets.defs.serving.assets import build_online_assets, build_prediction_log_asset
+from mlops_assets.defs.serving.assets import build_bento_asset, build_online_assets, build_prediction_log_asset
 from mlops_assets.defs.training.assets import build_training_set_asset
-from mlops_assets.spec import PipelineSpec, load_specs
+from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
 
 
 def daily_job_name(spec: PipelineSpec) -> str:
@@ -24,7 +29,11 @@ def training_job_name(spec: PipelineSpec) -> str:
     return f"{spec.name}_training"
 
 
-def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
+def bento_job_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}_bento"
+
+
+def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     daily = [
         *build_ingest_assets(spec),
         *build_feature_assets(spec),
@@ -46,11 +55,20 @@ def pipeline_definitions(spec: PipelineSpec) -> dg.Definitions:
         ),
     ]
     schedules = []
+    serving = []
     if spec.model:
         retention_job, schedule = build_retention(spec)
         jobs.append(retention_job)
         schedules.append(schedule)
-    return dg.Definitions(assets=[*daily, *training], jobs=jobs, schedules=schedules)
+        serving.append(build_bento_asset(spec, specs_dir))
+        jobs.append(
+            dg.define_asset_job(
+                bento_job_name(spec),
+                selection=dg.AssetSelection.assets(*serving),
+                description="Build the BentoML bundle of the live models (a no-op when they have not changed).",
+            )
+        )
+    return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules)
 
 
 def build_definitions(
@@ -66,14 +84,16 @@ def build_definitions(
 
     Runs execute in-process: on a small machine the multiprocess executor costs about a second per step.
     """
-    specs = load_specs(specs_dir)
+    folder = Path(specs_dir).resolve() if specs_dir else BUILTIN_SPECS_DIR
+    specs = load_specs(folder)
     return dg.Definitions.merge(
-        *(pipeline_definitions(spec) for spec in specs),
+        *(pipeline_definitions(spec, folder) for spec in specs),
         dg.Definitions(
             resources={
                 "lake": LakeResource(data_dir=data_dir),
                 "mlflow_store": mlflow_resource(data_dir, tracking_uri),
                 "online_store": online_store_resource(data_dir, online_store_url),
+                "bentoml_store": bento_resource(data_dir),
             },
             executor=dg.in_process_executor,
         ),

@@ -137,6 +137,13 @@ class ModelRegistry:
         mlflow.set_tracking_uri(self.tracking_uri)
         return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
+    def download_model(self, name: str, version: str, target: Path) -> Path:
+        """The registered version's MLflow model folder, copied into `target`."""
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        target.mkdir(parents=True, exist_ok=True)
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target)))
+
     def version_metrics(self, name: str, version: str) -> dict[str, float]:
         """The overall holdout metrics the version was logged with (per-slice metrics left out)."""
         run = self.client.get_run(self.version(name, version).run_id)

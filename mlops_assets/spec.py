@@ -166,6 +166,11 @@ class LabelSpec(_Model):
         description="'at': feature rows at or before the prediction time; 'before': strictly before, so an "
         "event that is itself the prediction request does not count in its own features",
     )
+    request_id: str | None = Field(
+        default=None,
+        description="the column holding the id the prediction request was made with (its request_id): joins "
+        "logged predictions to their labels, to compare champion and challenger on live traffic",
+    )
 
 
 Metric = Literal["roc_auc", "pr_auc", "log_loss", "precision", "recall"]
@@ -212,6 +217,67 @@ class PromotionSpec(_Model):
     retention: Duration = Field(default="30d", description="archive never-promoted versions older than this")
 
 
+class FallbackRule(_Model):
+    """A rule on a request feature: the first matching rule gives the fallback score."""
+
+    feature: str
+    above: float | None = None
+    below: float | None = None
+    isin: list[str] | None = None
+    score: float = Field(ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _one_condition(self) -> FallbackRule:
+        if sum(c is not None for c in (self.above, self.below, self.isin)) != 1:
+            raise ValueError("declare exactly one of 'above', 'below' or 'isin'")
+        return self
+
+    def matches(self, request: dict[str, Any]) -> bool:
+        value = request.get(self.feature)
+        if value is None:
+            return False
+        if self.isin is not None:
+            return str(value) in self.isin
+        return value > self.above if self.above is not None else value < self.below  # type: ignore[operator]
+
+
+class FallbackSpec(_Model):
+    """The answer when features cannot be had (online store down, nothing cached within TTL): low confidence."""
+
+    score: float = Field(ge=0, le=1, description="the default score")
+    rules: list[FallbackRule] = Field(default_factory=list, description="request-feature rules, first match wins")
+
+    def score_for(self, request: dict[str, Any]) -> tuple[float, str]:
+        """(score, which rule gave it) for one request."""
+        for i, rule in enumerate(self.rules):
+            if rule.matches(request):
+                return rule.score, f"fallback rule {i} ({rule.feature})"
+        return self.score, "fallback default score"
+
+
+class ServingSpec(_Model):
+    """How the prediction service answers: online lookups, fallback, rollout of a challenger, logging, auth."""
+
+    online_timeout_ms: float = Field(default=100, gt=0, description="an online lookup slower than this degrades")
+    cache_size: int = Field(default=10_000, ge=0, description="recent feature rows kept to answer during outages")
+    fallback: FallbackSpec | None = Field(
+        default=None, description="default: score with the missing features imputed, marked degraded"
+    )
+    rollout: Literal["champion_only", "shadow", "canary"] = Field(
+        default="shadow",
+        description="with a challenger: 'shadow' scores it beside the champion without changing the answer; "
+        "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows",
+    )
+    canary_share: float = Field(default=0.0, ge=0, le=1)
+    refresh_seconds: float = Field(default=10, gt=0, description="how often the service re-reads the aliases")
+    log_batch_size: int = Field(default=200, ge=1, description="prediction log: records per flushed file")
+    log_flush_seconds: float = Field(default=1.0, gt=0, description="prediction log: longest wait before a flush")
+    api_key_env: str = Field(
+        default="MLOPS_API_KEY",
+        description="environment variable holding the API key; when it is set, prediction endpoints require it",
+    )
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -225,6 +291,7 @@ class PipelineSpec(_Model):
     label: LabelSpec
     model: ModelSpec | None = None
     promotion: PromotionSpec | None = None
+    serving: ServingSpec = Field(default_factory=ServingSpec)
 
     @field_validator("feature_views")
     @classmethod
@@ -286,6 +353,12 @@ class PipelineSpec(_Model):
         if self.model is not None and self.model.slice_by and self.model.slice_by not in self.request_features:
             names = self.model.slice_by
             problems.append(f"model.slice_by: {names!r} is not a request feature (slices come with the request)")
+        fallback = self.serving.fallback
+        for i, rule in enumerate(fallback.rules if fallback else []):
+            if rule.feature not in self.request_features:
+                problems.append(f"serving.fallback.rules[{i}].feature: {rule.feature!r} is not a request feature")
+        if self.serving.rollout == "canary" and self.serving.canary_share == 0:
+            problems.append("serving.canary_share: a canary rollout needs a share above 0")
         label = self.label
         source = self.sources.get(label.source)
         if source is None:
@@ -293,6 +366,8 @@ class PipelineSpec(_Model):
         else:
             needed = {"column": label.column, "timestamp": label.timestamp}
             needed["prediction_timestamp"] = label.prediction_timestamp
+            if label.request_id:
+                needed["request_id"] = label.request_id
             problems += [
                 f"label.{field}: {column!r} is not a column of source {label.source!r}"
                 for field, column in needed.items()

@@ -1,126 +1,180 @@
-"""The prediction service (BentoML): features from the online store, the champion's score, every answer logged.
+"""The prediction service (BentoML): thin wiring of `Scorer` into HTTP endpoints, metrics and API-key auth.
 
-Configured by environment, read when the service module is loaded by `bentoml serve` (never by the Dagster code
-location): MLOPS_PIPELINE (required), MLOPS_SPECS_DIR, MLOPS_DATA_DIR, MLFLOW_TRACKING_URI, MLOPS_ONLINE_STORE_URL,
-MLOPS_ONLINE_TIMEOUT_MS.
+Which pipeline it serves comes from bento arguments (`--arg pipeline=fraud`, recorded in a built bento), or from
+MLOPS_PIPELINE; the services from the environment, read when `bentoml serve` loads this module (never by the
+Dagster code location): MLOPS_SPECS_DIR, MLOPS_DATA_DIR, MLFLOW_TRACKING_URI, MLOPS_ONLINE_STORE_URL and the API key
+variable named by the spec (`serving.api_key_env`, MLOPS_API_KEY by default).
 """
 
 from __future__ import annotations
 
+import hmac
+import json
+import logging
 import os
-import time
-import uuid
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
 import bentoml
-import polars as pl
 from pydantic import BaseModel, Field, create_model
 
+from mlops_assets.bundle import bundled_aliases, load_version
 from mlops_assets.defs.common.resources import mlflow_resource, online_store_resource
-from mlops_assets.modeling import fitted_columns, to_pandas
 from mlops_assets.online import ResilientFeatures
 from mlops_assets.prediction_log import PredictionLogWriter
+from mlops_assets.serving.scorer import LiveModels, Prediction, Scorer
 from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
 
+log = logging.getLogger(__name__)
 _PY_TYPES: dict[str, type] = {"string": str, "int": int, "float": float, "bool": bool, "datetime": datetime}
+PREDICTION_PATHS = ("/predict", "/predict_batch")
 
 
 def request_model(spec: PipelineSpec) -> type[BaseModel]:
     """The request of one prediction, from the spec: entity keys and request features with their constraints."""
     fields: dict[str, Any] = {
-        k: (str, Field(min_length=1, description=f"{spec.entity.name} key")) for k in spec.entity.keys
+        k: (str, Field(min_length=1, max_length=200, description=f"{spec.entity.name} key")) for k in spec.entity.keys
     }
     for name, column in spec.request_features.items():
         fields[name] = _field(column)
-    fields["request_id"] = (str | None, Field(default=None, description="echoed back and logged; generated if absent"))
+    fields["request_id"] = (
+        str | None,
+        Field(default=None, max_length=200, description="echoed back and logged; generated if absent"),
+    )
     return create_model(f"{spec.name.title()}Request", **fields)
 
 
 def _field(column: ColumnSpec) -> tuple[Any, Any]:
     kind: Any = Literal[tuple(column.isin)] if column.isin else _PY_TYPES[column.dtype]  # type: ignore[misc]
+    extra: dict[str, Any] = {"allow_inf_nan": False} if column.dtype == "float" else {}
     if column.nullable:
-        return (kind | None, Field(default=None, ge=column.min, le=column.max))
-    return (kind, Field(ge=column.min, le=column.max))
+        return (kind | None, Field(default=None, ge=column.min, le=column.max, **extra))
+    return (kind, Field(ge=column.min, le=column.max, **extra))
 
 
-class Prediction(BaseModel):
-    request_id: str
-    score: float | None = Field(description="probability of the positive label; null when no model could answer")
-    decision: bool | None
-    model_version: str
-    degraded: bool
-    reason: str | None
+class ApiKeyMiddleware:
+    """Requires the API key on the prediction endpoints (X-API-Key or Authorization: Bearer), compared in constant
+    time; health, metrics and docs stay open. Without a key in the environment, nothing is required."""
+
+    def __init__(self, app: Any, key: str | None) -> None:
+        self.app, self.key = app, key.encode() if key else None
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if self.key and scope["type"] == "http" and scope["path"] in PREDICTION_PATHS:
+            sent = dict(scope["headers"])
+            given = sent.get(b"x-api-key") or sent.get(b"authorization", b"").removeprefix(b"Bearer ")
+            if not hmac.compare_digest(given, self.key):
+                body = json.dumps({"error": "missing or wrong API key: send it as X-API-Key or a Bearer token"})
+                await send(
+                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]}
+                )
+                await send({"type": "http.response.body", "body": body.encode()})
+                return
+        await self.app(scope, receive, send)
 
 
-def _spec() -> PipelineSpec:
-    name = os.environ["MLOPS_PIPELINE"]
-    specs = {s.name: s for s in load_specs(os.environ.get("MLOPS_SPECS_DIR"))}
-    return specs[name]
+class PrometheusMetrics:
+    """Our counters beside BentoML's on /metrics (created in the worker, after BentoML set up multiprocess mode)."""
+
+    def __init__(self, pipeline: str) -> None:
+        from prometheus_client import Counter
+
+        self.predictions = Counter(
+            "mlops_predictions", "Answers by model version", ["pipeline", "model_version", "degraded"]
+        )
+        self.degraded = Counter("mlops_degraded_responses", "Answers marked degraded", ["pipeline", "fallback"])
+        self.shadow = Counter("mlops_shadow_predictions", "Requests scored by the shadow model", ["pipeline"])
+        self.disagreements = Counter(
+            "mlops_shadow_disagreements", "Shadow decisions that differ from the answer", ["pipeline"]
+        )
+        self.refresh_failures = Counter("mlops_alias_refresh_failures", "Failed registry reads", ["pipeline"])
+        self.pipeline = pipeline
+
+    def answered(self, model_version: str, degraded: bool, fallback: bool) -> None:
+        self.predictions.labels(self.pipeline, model_version, str(degraded).lower()).inc()
+        if degraded:
+            self.degraded.labels(self.pipeline, str(fallback).lower()).inc()
+
+    def shadow_scored(self, disagreed: bool) -> None:
+        self.shadow.labels(self.pipeline).inc()
+        if disagreed:
+            self.disagreements.labels(self.pipeline).inc()
 
 
-SPEC = _spec()
+def _arguments() -> tuple[str, str | None]:
+    args = bentoml.use_arguments()
+    pipeline = getattr(args, "pipeline", None) or os.environ.get("MLOPS_PIPELINE")
+    if not pipeline:
+        raise RuntimeError("which pipeline? serve with --arg pipeline=NAME (or set MLOPS_PIPELINE)")
+    return pipeline, getattr(args, "specs_dir", None) or os.environ.get("MLOPS_SPECS_DIR")
+
+
+PIPELINE, SPECS_DIR = _arguments()
+SPEC = {s.name: s for s in load_specs(SPECS_DIR)}[PIPELINE]
 Request = request_model(SPEC)
 
 
 @bentoml.service(name=f"mlops_{SPEC.name}", traffic={"timeout": 10})
 class PredictionService:
-    """Scores one request with the champion, from the same feature rows the training set was built from."""
+    """Scores requests with the champion (a challenger in shadow or canary), from the online store's features."""
 
     def __init__(self) -> None:
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
+        serving = SPEC.serving
         registry = mlflow_resource(data_dir, os.environ.get("MLFLOW_TRACKING_URI")).registry()
-        self.version = registry.aliases(SPEC.name)["champion"]
-        self.model = registry.load_sklearn(SPEC.name, self.version)
-        self.columns = fitted_columns(self.model)
+        self.metrics = PrometheusMetrics(SPEC.name)
+        models = LiveModels(
+            lambda: registry.aliases(SPEC.name),
+            lambda version: load_version(SPEC.name, version, registry),
+            initial=_initial_aliases(registry),
+        )
+        models.watch(serving.refresh_seconds, self._refresh_failed)
         store = online_store_resource(data_dir, os.environ.get("MLOPS_ONLINE_STORE_URL")).store()
-        timeout = float(os.environ.get("MLOPS_ONLINE_TIMEOUT_MS", "100")) / 1000
-        self.features = ResilientFeatures(SPEC, store, timeout=timeout)
-        self.log = PredictionLogWriter(Path(data_dir).resolve() / "prediction_log" / SPEC.name)
+        features = ResilientFeatures(
+            SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size
+        )
+        writer = PredictionLogWriter(
+            Path(data_dir).resolve() / "prediction_log" / SPEC.name,
+            batch_size=serving.log_batch_size,
+            flush_interval=serving.log_flush_seconds,
+        )
+        self.scorer = Scorer(SPEC, models, features, writer, self.metrics)
+
+    def _refresh_failed(self, exc: Exception) -> None:
+        self.metrics.refresh_failures.labels(SPEC.name).inc()
+        log.warning("could not re-read the registry aliases, still serving %s: %s", self.scorer.models.versions(), exc)
 
     @bentoml.api
     def predict(self, request: Request) -> Prediction:  # type: ignore[valid-type]
         """Score one request."""
-        return self._score([request])[0]
+        return self.scorer.score([request.model_dump()])[0]  # type: ignore[attr-defined]
 
     @bentoml.api(batchable=True, max_batch_size=100, max_latency_ms=1000)
     def predict_batch(self, requests: list[Request]) -> list[Prediction]:  # type: ignore[valid-type]
         """Score many requests; concurrent calls are batched together (adaptive batching)."""
-        return self._score(requests)
+        return self.scorer.score([r.model_dump() for r in requests])
 
-    def _score(self, requests: list[Any]) -> list[Prediction]:
-        started = time.perf_counter()
-        bodies = [r.model_dump() for r in requests]
-        ids = [b.pop("request_id") or uuid.uuid4().hex for b in bodies]
-        vectors = self.features.vectors(bodies, datetime.now(UTC).replace(tzinfo=None))
-        frame = pl.DataFrame([{c: v.values.get(c) for c in self.columns.all} for v in vectors])
-        scores = self.model.predict_proba(to_pandas(frame, self.columns))[:, 1]
-        latency = (time.perf_counter() - started) * 1000
-        answers = []
-        for request_id, body, vector, score in zip(ids, bodies, vectors, scores, strict=True):
-            reason = vector.reason or (f"no online features for {vector.missing}" if vector.missing else None)
-            answer = Prediction(
-                request_id=request_id,
-                score=float(score),
-                decision=bool(score >= SPEC.model.threshold),
-                model_version=self.version,
-                degraded=vector.degraded,
-                reason=reason,
-            )
-            self.log.log(
-                {
-                    "request_id": request_id,
-                    "timestamp": datetime.now(UTC).isoformat(),
-                    "entity": {k: body[k] for k in SPEC.entity.keys},
-                    "features": vector.values,
-                    "request": body,
-                    "model_version": self.version,
-                    "score": answer.score,
-                    "degraded": vector.degraded,
-                    "degraded_reason": reason,
-                    "latency_ms": latency,
-                }
-            )
-            answers.append(answer)
-        return answers
+    @bentoml.api
+    def models(self) -> dict[str, str]:
+        """The model versions answering now: champion and, when there is one, challenger."""
+        return self.scorer.models.versions()
+
+    @bentoml.on_shutdown
+    def shutdown(self) -> None:
+        self.scorer.close()
+
+
+PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
+
+
+def _initial_aliases(registry: Any) -> dict[str, str]:
+    """The registry's aliases; when it cannot be reached at start, the versions recorded in the bento."""
+    try:
+        return registry.aliases(SPEC.name)
+    except Exception as exc:
+        bundled = bundled_aliases()
+        if not bundled:
+            raise
+        log.warning("registry unreachable (%s): serving the bento's recorded versions %s", exc, bundled)
+        return bundled

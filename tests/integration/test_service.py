@@ -1,28 +1,91 @@
-"""The prediction service over real HTTP: `mlops serve` (BentoML) on loopback against the small fraud lake."""
+"""The prediction service over real HTTP: the built bento served by `mlops serve` on loopback, small fraud lake."""
+
+from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
+import bentoml
 import dagster as dg
 import pytest
 
 from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.common.resources import mlflow_resource
+from mlops_assets.lake import scan_table, table_path
 from mlops_assets.prediction_log import read_day
 from tests.conftest import DAYS, QUIET, free_port, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+KEY = "test-key-5f1c"
+BODY = {
+    "customer_id": "c000042",
+    "amount": 120.5,
+    "merchant_category": "electronics",
+    "channel": "online",
+    "country": "FR",
+}
 
 
-def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
-    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+@dataclass
+class Served:
+    specs: Path
+    data: Path
+    home: Path
+    tracking: str
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
+        return subprocess.run(
+            [*command, *args], env=self.env(), cwd=self.home, capture_output=True, text=True, timeout=300
+        )
+
+    def env(self) -> dict[str, str]:
+        return {
+            **os.environ,
+            "MLFLOW_TRACKING_URI": self.tracking,
+            "MLOPS_API_KEY": KEY,
+            "DAGSTER_HOME": str(self.home / "dagster"),
+        }
+
+    def start(self, name: str) -> tuple[str, subprocess.Popen[bytes]]:
+        """`mlops serve` in a process group of its own (so a test can kill the server and its workers at once)."""
+        port, log = free_port(), self.home / f"{name}.log"
+        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
+        process = subprocess.Popen(
+            [*command, "serve", "fraud", "--port", str(port)],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            cwd=self.home,
+            start_new_session=True,
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/readyz", process, log, timeout=90)
+        return url, process
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def post(url: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
+    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
+    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status, json.loads(response.read())
@@ -30,97 +93,174 @@ def _post(url: str, body: dict[str, object]) -> tuple[int, dict[str, object]]:
         return error.code, json.loads(error.read())
 
 
+def logged_today(data: Path) -> Any:
+    return read_day(data / "prediction_log" / "fraud", datetime.now(UTC).date())
+
+
 @pytest.fixture(scope="module")
-def service(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+def served(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Served:
+    """A champion, its bento and the online store synced; the spec re-reads the aliases every second."""
     specs, data = lake
     home = tmp_path_factory.mktemp("home")
+    shutil.copytree(specs, home / "specs")
+    spec_file = home / "specs" / "fraud.yaml"
+    spec_file.write_text(spec_file.read_text().replace("refresh_seconds: 10", "refresh_seconds: 1"))
     tracking = f"sqlite:///{home / 'mlflow.db'}"  # a registry of its own: other tests promote in the shared one
-    defs = build_definitions(specs, str(data), tracking_uri=tracking)
+    defs = build_definitions(home / "specs", str(data), tracking_uri=tracking)
     with dg.DagsterInstance.ephemeral() as instance:
-        # A champion, and the online store synced (the daily job ends with it).
         assert defs.resolve_job_def("fraud_training").execute_in_process(instance=instance, run_config=QUIET).success
         tags = {"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]}
-        assert (
-            defs.resolve_job_def("fraud_daily")
-            .execute_in_process(instance=instance, tags=tags, run_config=QUIET)
-            .success
-        )
-    port = free_port()
-    log = (home / "serve.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlops_assets.cli",
-            "--specs",
-            str(specs),
-            "--data-dir",
-            str(data),
-            "serve",
-            "fraud",
-            "--port",
-            str(port),
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "BENTOML_HOME": str(home / "bentoml"), "MLFLOW_TRACKING_URI": tracking},
-        cwd=home,
-    )
-    url = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{url}/readyz", process, home / "serve.log", timeout=90)
-    yield url, data
-    process.terminate()
-    process.wait(timeout=30)
-    log.close()
+        daily = defs.resolve_job_def("fraud_daily")
+        assert daily.execute_in_process(instance=instance, tags=tags, run_config=QUIET).success
+        assert defs.resolve_job_def("fraud_bento").execute_in_process(instance=instance, run_config=QUIET).success
+    return Served(home / "specs", data, home, tracking)
 
 
-def test_predict_answers_with_the_champion_and_logs_it(service: tuple[str, Path]) -> None:
-    url, data = service
-    body = {
-        "customer_id": "c000042",
-        "amount": 120.5,
-        "merchant_category": "electronics",
-        "channel": "online",
-        "country": "FR",
-        "request_id": "req-1",
-    }
-    status, answer = _post(f"{url}/predict", {"request": body})
+@pytest.fixture(scope="module")
+def service(served: Served) -> Iterator[str]:
+    url, process = served.start("serve")
+    yield url
+    stop(process)
+
+
+def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Served) -> None:
+    status, answer = post(f"{service}/predict", {"request": {**BODY, "request_id": "req-1"}})
     assert status == 200, answer
     assert answer["request_id"] == "req-1" and answer["model_version"] == "1"
     assert 0.0 <= answer["score"] <= 1.0 and answer["decision"] == (answer["score"] >= 0.5)
     assert answer["degraded"] is False
-    status, unknown = _post(f"{url}/predict", {"request": {**body, "customer_id": "nobody", "request_id": "req-2"}})
+    status, unknown = post(f"{service}/predict", {"request": {**BODY, "customer_id": "nobody", "request_id": "req-2"}})
     assert status == 200 and unknown["reason"].startswith("no online features for")
 
     time.sleep(1.5)  # one flush interval
-    logged = read_day(data / "prediction_log" / "fraud", datetime.now(UTC).date())
+    logged = logged_today(served.data)
     assert {"req-1", "req-2"} <= set(logged["request_id"])
     row = logged.filter(logged["request_id"] == "req-1").row(0, named=True)
     assert row["model_version"] == "1" and abs(row["score"] - answer["score"]) < 1e-12
     assert json.loads(row["features"])["amount"] == 120.5
 
 
-def test_bad_requests_get_a_400_naming_the_field(service: tuple[str, Path]) -> None:
-    url, _ = service
-    status, error = _post(f"{url}/predict", {"request": {"customer_id": "c1", "amount": -3, "channel": "fax"}})
+def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
+    status, error = post(f"{service}/predict", {"request": {"customer_id": "c1", "amount": -3, "channel": "fax"}})
     assert status == 400
     fields = {tuple(d["loc"]) for d in error["detail"]}
     assert fields == {("request", "amount"), ("request", "channel")}
-    status, error = _post(f"{url}/predict", {"request": {"amount": 3}})
+    status, error = post(f"{service}/predict", {"request": {"amount": 3}})
     assert status == 400 and ("request", "customer_id") in {tuple(d["loc"]) for d in error["detail"]}
-    with urllib.request.urlopen(f"{url}/docs.json", timeout=5) as response:
+    status, error = post(f"{service}/predict", {"request": {**BODY, "amount": "a lot"}})
+    assert status == 400 and ("request", "amount") in {tuple(d["loc"]) for d in error["detail"]}
+    with urllib.request.urlopen(f"{service}/docs.json", timeout=5) as response:
         assert "/predict" in json.loads(response.read())["paths"]
 
 
-def test_predict_batch_scores_each_request_as_predict_does(service: tuple[str, Path]) -> None:
-    url, _ = service
+def test_predict_batch_scores_each_request_as_predict_does(service: str) -> None:
     bodies = [
         {"customer_id": f"c{i:06d}", "amount": 10.0 * (i + 1), "channel": "pos", "request_id": f"batch-{i}"}
         for i in range(5)
     ]
-    status, answers = _post(f"{url}/predict_batch", {"requests": bodies})
+    status, answers = post(f"{service}/predict_batch", {"requests": bodies})
     assert status == 200, answers
     assert [a["request_id"] for a in answers] == [f"batch-{i}" for i in range(5)]
     for body, answer in zip(bodies, answers, strict=True):
-        _, single = _post(f"{url}/predict", {"request": {**body, "request_id": "single"}})
+        _, single = post(f"{service}/predict", {"request": {**body, "request_id": "single"}})
         assert single["score"] == answer["score"]
+
+
+def test_the_api_key_guards_predictions_but_not_health(service: str) -> None:
+    assert post(f"{service}/predict", {"request": BODY}, key=None)[0] == 401
+    status, error = post(f"{service}/predict_batch", {"requests": [BODY]}, key="wrong")
+    assert status == 401 and "API key" in error["error"]
+    for path in ("/livez", "/readyz", "/metrics"):
+        with urllib.request.urlopen(f"{service}{path}", timeout=5) as response:
+            assert response.status == 200
+
+
+def test_bentoml_client_and_our_metrics(service: str) -> None:
+    with bentoml.SyncHTTPClient(service, token=KEY) as client:
+        answer = client.predict(request=BODY)
+        assert answer["model_version"] == "1"
+    with urllib.request.urlopen(f"{service}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    assert 'mlops_predictions_total{degraded="false",model_version="1",pipeline="fraud"}' in metrics
+
+
+def _models(service: str) -> dict[str, str]:
+    return post(f"{service}/models", {})[1]
+
+
+def _until(condition: Any, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "the running service never picked up the registry change"
+        time.sleep(0.2)
+
+
+def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(service: str, served: Served) -> None:
+    registry = mlflow_resource(str(served.data), served.tracking).registry()
+    first = registry.version("fraud", "1")
+    second = registry.client.create_model_version("fraud", first.source, first.run_id)
+    registry.set_challenger("fraud", str(second.version))
+    _until(lambda: _models(service) == {"champion": "1", "challenger": "2"})
+    status, answer = post(f"{service}/predict", {"request": {**BODY, "request_id": "shadowed"}})
+    assert status == 200 and answer["model_version"] == "1"  # the shadow never answers
+    _until(lambda: "shadowed" in set(logged_today(served.data)["request_id"]), timeout=5)
+    row = logged_today(served.data).filter(request_id="shadowed").row(0, named=True)
+    assert (row["shadow_version"], row["shadow_score"]) == ("2", row["score"])  # same artifacts, same score
+
+    promoted = served.cli("promote", "fraud", "2", "--reason", "shadowed without disagreement")
+    assert promoted.returncode == 0, promoted.stderr
+    _until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "2")
+    rolled_back = served.cli("rollback", "fraud")
+    assert rolled_back.returncode == 0, rolled_back.stderr
+    _until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "1")
+    assert _models(service) == {"champion": "1"}
+
+
+def test_sigkill_under_load_loses_at_most_one_unflushed_batch(served: Served) -> None:
+    """Clients record every answered request; after SIGKILL the log holds all of them but the last batch."""
+    url, process = served.start("kill")
+    answered: list[str] = []
+    stop_at = time.monotonic() + 4
+
+    def client(n: int) -> None:
+        i = 0
+        while time.monotonic() < stop_at:
+            request_id = f"kill-{n}-{i}"
+            try:
+                status, _ = post(f"{url}/predict", {"request": {**BODY, "request_id": request_id}})
+            except OSError:
+                return  # the server is gone
+            if status == 200:
+                answered.append(request_id)
+            i += 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3.5)
+    os.killpg(process.pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join()
+    process.wait(timeout=10)
+
+    logged = logged_today(served.data).filter(logged_today(served.data)["request_id"].str.starts_with("kill-"))
+    ids = logged["request_id"].to_list()
+    assert len(ids) == len(set(ids))
+    lost = set(answered) - set(ids)
+    batch_size = 200  # serving.log_batch_size: one process, so fewer than one batch may be lost
+    assert len(answered) > 100 and len(lost) < batch_size, (len(answered), len(lost))
+
+    job = build_definitions(served.specs, str(served.data), tracking_uri=served.tracking).resolve_job_def("fraud_daily")
+    today = datetime.now(UTC).date().isoformat()
+    with dg.DagsterInstance.ephemeral() as instance:
+        for _ in range(2):  # ingesting twice gives the same table
+            result = job.execute_in_process(
+                instance=instance,
+                partition_key=today,
+                asset_selection=[dg.AssetKey(["fraud", "prediction_log"])],
+                run_config=QUIET,
+            )
+            assert result.success
+            table = scan_table(table_path(served.data, "fraud", "prediction_log")).collect()
+            kills = table.filter(table["request_id"].str.starts_with("kill-"))
+            assert sorted(kills["request_id"].to_list()) == sorted(ids)

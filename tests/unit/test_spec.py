@@ -140,3 +140,28 @@ def test_fingerprint_changes_with_the_declaration_only() -> None:
     assert spec.fingerprint() == again.fingerprint()
     view = spec.feature_views["customer_spend"]
     assert view.fingerprint() != view.model_copy(update={"ttl": "7d"}).fingerprint()
+
+
+def test_serving_section_errors_name_the_field(tmp_path: Path) -> None:
+    path = _fraud_with(
+        tmp_path,
+        "rules:\n      - {feature: amount, above: 2000, score: 0.5}\n  rollout: shadow",
+        "rules:\n      - {feature: amount_typo, above: 2000, score: 0.5}\n      - {feature: amount, score: 0.1}\n"
+        "  rollout: canary",
+    )
+    text = path.read_text().replace("canary_share: 0.1", "canary_share: 0")
+    path.write_text(text)
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "serving.fallback.rules[1]: Value error, declare exactly one of 'above', 'below' or 'isin'" in str(err.value)
+    path.write_text(text.replace("      - {feature: amount, score: 0.1}\n", ""))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "serving.fallback.rules[0].feature: 'amount_typo' is not a request feature" in str(err.value)
+    assert "serving.canary_share: a canary rollout needs a share above 0" in str(err.value)
+
+
+def test_label_request_id_must_be_a_column_of_the_label_source(tmp_path: Path) -> None:
+    path = _fraud_with(tmp_path, "request_id: transaction_id", "request_id: txn")
+    with pytest.raises(SpecError, match=r"label\.request_id: 'txn' is not a column of source 'labels'"):
+        load_spec(path)

@@ -47,6 +47,20 @@ def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowRes
     return MlflowResource(tracking_uri=uri, artifact_root="" if remote else str(root / "mlartifacts"))
 
 
+class BentoResource(dg.ConfigurableResource):
+    """BentoML's home (model store and bentos): `bentoml` in the data folder by default."""
+
+    home: str = Field(description="the BENTOML_HOME folder the bento asset builds into and `mlops serve` serves from")
+
+    @property
+    def root(self) -> Path:
+        return Path(self.home).resolve()
+
+
+def bento_resource(data_dir: str, home: str | None = None) -> BentoResource:
+    return BentoResource(home=home or str(Path(data_dir).resolve() / "bentoml"))
+
+
 class OnlineStoreResource(dg.ConfigurableResource):
     """The online store: SQLite in the data folder by default, Redis when MLOPS_ONLINE_STORE_URL=redis://..."""
 

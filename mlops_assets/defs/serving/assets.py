@@ -8,8 +8,9 @@ import polars as pl
 
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
-from mlops_assets.defs.common.resources import LakeResource, OnlineStoreResource
+from mlops_assets.defs.common.resources import BentoResource, LakeResource, MlflowResource, OnlineStoreResource
 from mlops_assets.defs.features.assets import feature_key
+from mlops_assets.defs.models.assets import model_keys
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.online import sync_view
 from mlops_assets.prediction_log import read_day
@@ -94,3 +95,40 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
 
     return _prediction_log
+
+
+def bento_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "bento"])
+
+
+def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=bento_key(spec),
+        deps=[model_keys(spec)["champion"]],
+        group_name=f"{spec.name}_serving",
+        kinds={"bentoml"},
+        owners=[spec.owner] if spec.owner else None,
+        description="The BentoML bundle that serves this pipeline: the champion, the challenger and the version "
+        "the champion replaced, imported from the MLflow registry by alias, with the specs and the feature code. "
+        "Rebuilt only when those change; `mlops serve` serves the latest.",
+    )
+    def _bento(mlflow_store: MlflowResource, bentoml_store: BentoResource) -> dg.MaterializeResult:
+        from mlops_assets.bundle import BundleError, build_bento
+
+        try:
+            built = build_bento(spec.name, specs_dir, mlflow_store.registry(), bentoml_store.root)
+        except BundleError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        return dg.MaterializeResult(
+            metadata={
+                "bento_tag": built.tag,
+                "rebuilt": not built.reused,
+                **{f"model_version/{alias}": version for alias, version in built.versions.items()},
+                "size_bytes": built.size_bytes,
+                "path": dg.MetadataValue.path(built.path),
+                "source_hash": built.source_hash,
+                "serve": f"mlops serve {spec.name}   (or: BENTOML_HOME={bentoml_store.root} bentoml serve {built.tag})",
+            }
+        )
+
+    return _bento

@@ -1,0 +1,292 @@
+"""What the prediction service does, without the HTTP server: live models, routing, shadow, fallback, logging.
+
+The BentoML service (service.py) is thin wiring around `Scorer`, so every rule here is tested in-process.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import numpy as np
+import polars as pl
+from pydantic import BaseModel, Field
+from sklearn.pipeline import Pipeline
+
+from mlops_assets.modeling import Columns, fitted_columns, to_pandas
+from mlops_assets.online import ResilientFeatures, ServedVector
+from mlops_assets.prediction_log import PredictionLogWriter
+from mlops_assets.registry import CHALLENGER, CHAMPION
+from mlops_assets.spec import PipelineSpec
+
+log = logging.getLogger(__name__)
+FALLBACK_VERSION = "fallback"
+
+
+class Prediction(BaseModel):
+    request_id: str
+    score: float = Field(description="probability of the positive label (the fallback's score when degraded)")
+    decision: bool = Field(description="score at or above the spec's threshold")
+    model_version: str = Field(description="the registered model version that answered, or 'fallback'")
+    degraded: bool = Field(description="true when a dependency failed and the answer is of lower quality")
+    reason: str | None = Field(description="why the answer is degraded or features were missing")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    version: str
+    pipeline: Pipeline
+    columns: Columns
+
+    def scores(self, vectors: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        frame = pl.DataFrame([{c: v.get(c) for c in self.columns.all} for v in vectors])
+        return self.pipeline.predict_proba(to_pandas(frame, self.columns))[:, 1]
+
+
+@dataclass(frozen=True)
+class Live:
+    champion: LoadedModel
+    challenger: LoadedModel | None
+
+
+class LiveModels:
+    """The champion and challenger the registry's aliases name, reloaded when an alias moves.
+
+    `refresh` loads a new version before swapping it in (one attribute assignment), so a request is always
+    answered by a complete model; only the versions in use stay in memory.
+    """
+
+    def __init__(
+        self,
+        aliases: Callable[[], dict[str, str]],
+        load: Callable[[str], Pipeline],
+        initial: dict[str, str] | None = None,
+    ) -> None:
+        self._aliases, self._load = aliases, load
+        self._loaded: dict[str, LoadedModel] = {}
+        self.live = self._resolve(aliases() if initial is None else initial)
+        self._stop = threading.Event()
+
+    def _model(self, version: str) -> LoadedModel:
+        if version not in self._loaded:
+            pipeline = self._load(version)
+            self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline))
+        return self._loaded[version]
+
+    def _resolve(self, aliases: dict[str, str]) -> Live:
+        if CHAMPION not in aliases:
+            raise RuntimeError(f"the registry names no {CHAMPION!r}: train and promote a model first")
+        challenger = aliases.get(CHALLENGER)
+        live = Live(self._model(aliases[CHAMPION]), self._model(challenger) if challenger else None)
+        in_use = {live.champion.version, challenger}
+        self._loaded = {v: m for v, m in self._loaded.items() if v in in_use}
+        return live
+
+    def refresh(self) -> bool:
+        """Re-read the aliases; True when the live models changed."""
+        before = self.versions()
+        self.live = self._resolve(self._aliases())
+        return self.versions() != before
+
+    def versions(self) -> dict[str, str]:
+        live = self.live
+        return {CHAMPION: live.champion.version, **({CHALLENGER: live.challenger.version} if live.challenger else {})}
+
+    def watch(self, every: float, on_error: Callable[[Exception], None]) -> threading.Thread:
+        """Refresh every `every` seconds in a daemon thread; a failed refresh keeps the current models."""
+
+        def loop() -> None:
+            while not self._stop.wait(every):
+                try:
+                    if self.refresh():
+                        log.info("live models changed: %s", self.versions())
+                except Exception as exc:  # the registry may be unreachable: keep serving what is loaded
+                    on_error(exc)
+
+        thread = threading.Thread(target=loop, name="alias-refresh", daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def canary_bucket(pipeline: str, entity: Sequence[str]) -> float:
+    """A stable number in [0, 1) per entity: the same entity always falls in the same bucket."""
+    digest = hashlib.sha256(f"{pipeline}\x00{'|'.join(entity)}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+class ServingMetrics(Protocol):
+    def answered(self, model_version: str, degraded: bool, fallback: bool) -> None: ...
+
+    def shadow_scored(self, disagreed: bool) -> None: ...
+
+
+class NoMetrics:
+    def answered(self, model_version: str, degraded: bool, fallback: bool) -> None:
+        pass
+
+    def shadow_scored(self, disagreed: bool) -> None:
+        pass
+
+
+class Scorer:
+    """Scores requests: features from the online store, the routed model, the shadow in the background, the log.
+
+    With a challenger and rollout 'shadow', the champion answers and the challenger scores the same vectors in a
+    background thread; with 'canary', the challenger answers for a sticky share of entities and the champion
+    shadows. Either way both scores are logged with the request id, and the shadow never changes or delays the
+    answer. When features cannot be had and the spec declares a fallback, the fallback answers.
+    """
+
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        models: LiveModels,
+        features: ResilientFeatures,
+        log_writer: PredictionLogWriter,
+        metrics: ServingMetrics | None = None,
+        shadow_backlog: int = 1000,
+    ) -> None:
+        self.spec, self.models, self.features, self.log = spec, models, features, log_writer
+        self.metrics = metrics or NoMetrics()
+        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
+        self._backlog = threading.BoundedSemaphore(shadow_backlog)
+
+    def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
+        serving = self.spec.serving
+        if serving.rollout != "canary":
+            return False
+        entity = [str(request[k]) for k in self.spec.entity.keys]
+        return canary_bucket(self.spec.name, entity) < serving.canary_share
+
+    def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+        started = time.perf_counter()
+        now = datetime.now(UTC)
+        bodies = [dict(r) for r in requests]
+        ids = [b.pop("request_id", None) or uuid.uuid4().hex for b in bodies]
+        live = self.models.live
+        vectors = self.features.vectors(bodies, now.replace(tzinfo=None))
+        fallback = self.spec.serving.fallback
+        use_fallback = [fallback is not None and v.degraded and bool(v.missing) for v in vectors]
+        canary = [live.challenger is not None and self.routed_to_challenger(b) for b in bodies]
+        answering = [live.challenger if c else live.champion for c in canary]
+        scored = _score_by_model(answering, vectors, skip=use_fallback)
+        threshold = self.spec.model.threshold if self.spec.model else 0.5
+        answers, records = [], []
+        for i, (request_id, body, vector) in enumerate(zip(ids, bodies, vectors, strict=True)):
+            if use_fallback[i]:
+                assert fallback is not None
+                score, rule = fallback.score_for(body)
+                version, reason = FALLBACK_VERSION, f"{vector.reason}; answered by the {rule}"
+            else:
+                score, version, reason = float(scored[i]), answering[i].version, _reason(vector)  # type: ignore[union-attr]
+            answer = Prediction(
+                request_id=request_id,
+                score=score,
+                decision=score >= threshold,
+                model_version=version,
+                degraded=vector.degraded,
+                reason=reason,
+            )
+            self.metrics.answered(version, vector.degraded, use_fallback[i])
+            answers.append(answer)
+            records.append(self._record(answer, body, vector, now))
+        latency = (time.perf_counter() - started) * 1000
+        for record in records:
+            record["latency_ms"] = latency
+        self._log_with_shadow(live, records, vectors, canary, use_fallback)
+        return answers
+
+    def _record(self, answer: Prediction, body: dict[str, Any], vector: ServedVector, now: datetime) -> dict[str, Any]:
+        return {
+            "request_id": answer.request_id,
+            "timestamp": now.isoformat(),
+            "entity": {k: body[k] for k in self.spec.entity.keys},
+            "features": vector.values,
+            "request": body,
+            "model_version": answer.model_version,
+            "score": answer.score,
+            "shadow_version": None,
+            "shadow_score": None,
+            "degraded": answer.degraded,
+            "degraded_reason": answer.reason if answer.degraded else None,
+        }
+
+    def _log_with_shadow(
+        self,
+        live: Live,
+        records: list[dict[str, Any]],
+        vectors: list[ServedVector],
+        canary: list[bool],
+        skip: list[bool],
+    ) -> None:
+        """Log the records; with a challenger, after the other model has scored them (in the background)."""
+        if live.challenger is None or all(skip) or not self._backlog.acquire(blocking=False):
+            # No shadow, or its backlog is full: log now rather than queue without bound.
+            for record in records:
+                self.log.log(record)
+            return
+        shadows = [live.champion if c else live.challenger for c in canary]
+
+        def shadow() -> None:
+            try:
+                scored = _score_by_model(shadows, vectors, skip=skip)
+                threshold = self.spec.model.threshold if self.spec.model else 0.5
+                for i, record in enumerate(records):
+                    if skip[i]:
+                        continue
+                    record["shadow_version"], record["shadow_score"] = shadows[i].version, float(scored[i])
+                    disagreed = (record["score"] >= threshold) != (scored[i] >= threshold)
+                    self.metrics.shadow_scored(bool(disagreed))
+            except Exception:  # a failing shadow must never cost the answer or its log record
+                log.exception("shadow scoring failed; the records are logged without shadow scores")
+            finally:
+                for record in records:
+                    self.log.log(record)
+                self._backlog.release()
+
+        self._shadow.submit(shadow)
+
+    def close(self) -> None:
+        """Finish the shadow backlog and flush the log (a graceful shutdown loses nothing)."""
+        self.models.stop()
+        self._shadow.shutdown(wait=True)
+        self.log.close()
+
+
+def _score_by_model(
+    models: Sequence[LoadedModel | None], vectors: Sequence[ServedVector], skip: Sequence[bool]
+) -> list[float | None]:
+    """Each row scored by its model, one batch per model; skipped rows get None."""
+    out: list[float | None] = [None] * len(vectors)
+    groups: dict[str, list[int]] = {}
+    by_version: dict[str, LoadedModel] = {}
+    for i, model in enumerate(models):
+        if model is not None and not skip[i]:
+            groups.setdefault(model.version, []).append(i)
+            by_version[model.version] = model
+    for version, rows in groups.items():
+        scored = by_version[version].scores([vectors[i].values for i in rows])
+        for i, value in zip(rows, scored, strict=True):
+            out[i] = float(value)
+    return out
+
+
+def _reason(vector: ServedVector) -> str | None:
+    if vector.reason:
+        return vector.reason
+    if vector.missing:
+        return f"no online features for {vector.missing}"
+    if vector.stale:
+        return f"online features past their TTL for {vector.stale}"
+    return None

@@ -1,0 +1,183 @@
+"""The serving rules in-process: shadow, canary, fallback, alias refresh and the prediction log records."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import yaml
+
+from mlops_assets.modeling import Columns, build_pipeline, fit, to_pandas
+from mlops_assets.online import ResilientFeatures, SQLiteOnlineStore
+from mlops_assets.prediction_log import PredictionLogWriter, read_day
+from mlops_assets.serving.scorer import FALLBACK_VERSION, LiveModels, Scorer, canary_bucket
+from mlops_assets.spec import PipelineSpec, load_spec
+from tests.conftest import SMALL_SPEC
+
+MODEL = textwrap.dedent(
+    """
+    model: {estimator: sklearn.linear_model.LogisticRegression, seed: 1, threshold: 0.5}
+    promotion: {metric: roc_auc, minimum: 0.5}
+    """
+)
+COLUMNS = Columns(["amount", "count_1d", "amount_sum_1d", "amount_max_1d"], [])
+
+
+def _spec(tmp_path: Path, **serving: Any) -> PipelineSpec:
+    data = yaml.safe_load(SMALL_SPEC + MODEL)
+    data["serving"] = serving
+    path = tmp_path / "shop.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def _pipeline(spec: PipelineSpec, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    frame = pl.DataFrame({c: rng.normal(size=200) for c in COLUMNS.all}).with_columns(
+        (pl.col("amount") + pl.col("count_1d") * seed > 0).cast(pl.Int64).alias("returned")
+    )
+    assert spec.model is not None
+    return fit(build_pipeline(spec.model, COLUMNS), frame, COLUMNS, "returned")
+
+
+class Registry:
+    """Aliases and versions as a registry would give them; tests move the aliases."""
+
+    def __init__(self, spec: PipelineSpec) -> None:
+        self.models = {"1": _pipeline(spec, 1), "2": _pipeline(spec, 3)}
+        self.aliases: dict[str, str] = {"champion": "1"}
+        self.loads: list[str] = []
+
+    def load(self, version: str) -> Any:
+        self.loads.append(version)
+        return self.models[version]
+
+
+class BrokenStore(SQLiteOnlineStore):
+    def read(self, pipeline: str, view: str, entities: Any) -> list[str | None]:
+        raise ConnectionError("connection refused")
+
+
+def _scorer(spec: PipelineSpec, registry: Registry, tmp_path: Path, store: Any = None) -> Scorer:
+    if store is None:
+        store = SQLiteOnlineStore(tmp_path / "online.db")
+        stamp = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+        payload = {"count_1d": 2, "amount_sum_1d": 30.0, "amount_max_1d": 20.0}
+        store.write("shop", "user_orders", [(f"u{i}", stamp, json.dumps(payload)) for i in range(50)])
+    models = LiveModels(lambda: dict(registry.aliases), registry.load)
+    log = PredictionLogWriter(tmp_path / "log", batch_size=1000, flush_interval=60)
+    return Scorer(spec, models, ResilientFeatures(spec, store, timeout=1), log)
+
+
+def _requests(n: int) -> list[dict[str, Any]]:
+    return [{"user_id": f"u{i}", "amount": float(i % 7), "request_id": f"r{i}"} for i in range(n)]
+
+
+def _logged(scorer: Scorer, tmp_path: Path) -> pl.DataFrame:
+    scorer.close()
+    return read_day(tmp_path / "log", datetime.now(UTC).date()).sort("request_id")
+
+
+def test_canary_buckets_are_sticky_and_uniform() -> None:
+    buckets = [canary_bucket("shop", [f"u{i}"]) for i in range(20_000)]
+    assert buckets == [canary_bucket("shop", [f"u{i}"]) for i in range(20_000)]
+    assert 0.09 < np.mean(np.array(buckets) < 0.1) < 0.11
+    assert canary_bucket("shop", ["u1"]) != canary_bucket("other", ["u1"])
+
+
+def test_the_shadow_changes_nothing_in_the_answer_and_both_scores_are_logged(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rollout="shadow")
+    registry = Registry(spec)
+    alone = _scorer(spec, registry, tmp_path / "alone").score(_requests(20))
+    registry.aliases["challenger"] = "2"
+    scorer = _scorer(spec, registry, tmp_path)
+    answers = scorer.score(_requests(20))
+    assert [a.model_dump() for a in answers] == [a.model_dump() for a in alone]
+    assert {a.model_version for a in answers} == {"1"}
+    logged = _logged(scorer, tmp_path)
+    # The logged vectors, scored by the challenger directly.
+    expected = registry.models["2"].predict_proba(_frame(logged))[:, 1]
+    assert logged["shadow_version"].to_list() == ["2"] * 20
+    assert np.allclose(logged["shadow_score"].to_numpy(), expected, rtol=0, atol=0)
+    assert logged["score"].to_list() == [a.score for a in sorted(answers, key=lambda a: a.request_id)]
+
+
+def _frame(logged: pl.DataFrame) -> Any:
+    return to_pandas(pl.DataFrame([json.loads(f) for f in logged["features"]]), COLUMNS)
+
+
+def test_a_failing_shadow_costs_neither_the_answer_nor_its_record(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rollout="shadow")
+    registry = Registry(spec)
+    registry.aliases["challenger"] = "2"
+    scorer = _scorer(spec, registry, tmp_path)
+    assert scorer.models.live.challenger is not None
+    broken = scorer.models.live.challenger.pipeline
+
+    def fail(*_: Any) -> Any:
+        raise ValueError("the challenger cannot score")
+
+    broken.predict_proba = fail  # type: ignore[method-assign]
+    answers = scorer.score(_requests(5))
+    assert all(a.model_version == "1" and not a.degraded for a in answers)
+    logged = _logged(scorer, tmp_path)
+    assert logged.height == 5 and logged["shadow_score"].null_count() == 5
+
+
+def test_canary_sends_a_sticky_share_of_entities_to_the_challenger(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rollout="canary", canary_share=0.3)
+    registry = Registry(spec)
+    registry.aliases["challenger"] = "2"
+    scorer = _scorer(spec, registry, tmp_path)
+    first = scorer.score(_requests(50))
+    again = scorer.score(_requests(50))
+    assert [a.model_version for a in first] == [a.model_version for a in again]
+    for request, answer in zip(_requests(50), first, strict=True):
+        to_challenger = canary_bucket("shop", [request["user_id"]]) < 0.3
+        assert answer.model_version == ("2" if to_challenger else "1")
+    assert 0 < sum(a.model_version == "2" for a in first) < 50
+    logged = _logged(scorer, tmp_path)
+    # Whoever answered, the other model shadowed it.
+    assert all({a, s} == {"1", "2"} for a, s in zip(logged["model_version"], logged["shadow_version"], strict=True))
+
+
+def test_without_a_store_the_fallback_answers_degraded(tmp_path: Path) -> None:
+    fallback = {"score": 0.02, "rules": [{"feature": "amount", "above": 5, "score": 0.7}]}
+    spec = _spec(tmp_path, fallback=fallback)
+    scorer = _scorer(spec, Registry(spec), tmp_path, store=BrokenStore(tmp_path / "x.db"))
+    answers = scorer.score(_requests(7))
+    assert all(a.degraded and a.model_version == FALLBACK_VERSION for a in answers)
+    assert [a.score for a in answers] == [0.02] * 6 + [0.7]  # amount 6 is above 5
+    assert "connection refused" in (answers[0].reason or "") and "fallback" in (answers[0].reason or "")
+    assert answers[-1].decision and not answers[0].decision
+    logged = _logged(scorer, tmp_path)
+    assert logged["degraded"].all() and logged["model_version"].to_list() == [FALLBACK_VERSION] * 7
+
+
+def test_without_a_declared_fallback_the_model_scores_with_imputed_features(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    scorer = _scorer(spec, Registry(spec), tmp_path, store=BrokenStore(tmp_path / "x.db"))
+    (answer,) = scorer.score(_requests(1))
+    assert answer.degraded and answer.model_version == "1" and "no cached features" in (answer.reason or "")
+
+
+def test_live_models_follow_the_aliases_and_keep_serving_when_the_registry_fails(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    registry = Registry(spec)
+    models = LiveModels(lambda: dict(registry.aliases), registry.load)
+    assert models.versions() == {"champion": "1"} and not models.refresh()
+    registry.aliases = {"champion": "2", "challenger": "1"}
+    assert models.refresh() and models.versions() == {"champion": "2", "challenger": "1"}
+    registry.aliases = {"champion": "1"}
+    assert models.refresh() and models.versions() == {"champion": "1"}
+    assert registry.loads == ["1", "2"]  # a version in use is never loaded twice
+    registry.aliases = {}
+    with pytest.raises(RuntimeError, match="no 'champion'"):
+        models.refresh()
+    assert models.versions() == {"champion": "1"}
