@@ -279,15 +279,49 @@ def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) 
 
 @main.command()
 @click.argument("pipeline")
-@click.argument("version")
-@click.option("--reason", required=True, help="Why, in words: recorded in the champion history.")
+@click.argument("version", required=False)
+@click.option("--reason", help="Why, in words: recorded in the champion history (required with VERSION).")
+@click.option(
+    "--from-shadow", is_flag=True, help="Promote the challenger only if it beats the champion on labelled live traffic."
+)
 @click.pass_context
-def promote(ctx: click.Context, pipeline: str, version: str, reason: str) -> None:
+def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str | None, from_shadow: bool) -> None:
     """Make a registered version the champion (recorded in the champion history).
 
-    Example: mlops promote fraud 3 --reason "validated in shadow for a week"
+    With --from-shadow, the challenger's logged shadow (or canary) scores and the champion's are evaluated on the
+    live requests whose labels have arrived, and the promotion gate decides.
+
+    Examples: mlops promote fraud 3 --reason "reviewed"      mlops promote fraud --from-shadow
     """
-    _record_champion(ctx, _model_spec(ctx, pipeline), "promote", version=version, reason=reason)
+    spec = _model_spec(ctx, pipeline)
+    if from_shadow == bool(version):
+        raise click.UsageError("give either VERSION (with --reason) or --from-shadow")
+    if version:
+        if not reason:
+            raise click.UsageError("--reason is required: it is recorded in the champion history")
+        _record_champion(ctx, spec, "promote", version=version, reason=reason)
+        return
+    gate = _shadow_gate(ctx, spec)
+    _record_champion(ctx, spec, "promote", version=gate["version"], reason=f"shadow comparison: {gate['reasons']}")
+
+
+def _shadow_gate(ctx: click.Context, spec: Any) -> dict[str, str]:
+    """Run the shadow evaluation asset; the challenger's version and the gate's reasons if it passed, else exit 1."""
+    from mlops_assets.definitions import build_definitions, shadow_job_name
+
+    defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"], tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    result = defs.resolve_job_def(shadow_job_name(spec)).execute_in_process(
+        instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
+    )
+    checks = result.get_asset_check_evaluations()
+    if checks and not checks[0].passed:  # a failed blocking check also fails the run: its evidence says why
+        _fail(f"the challenger of {spec.name!r} stays challenger: {checks[0].description}")
+    summary = RunSummary()
+    summary.add(result)
+    if summary.failures or not checks:
+        _fail(f"the shadow evaluation of {spec.name!r} failed: {'; '.join(summary.failures)}")
+    meta = {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}
+    return {"version": str(meta["challenger_version"]), "reasons": checks[0].description or ""}
 
 
 @main.command()

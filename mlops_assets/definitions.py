@@ -16,7 +16,12 @@ from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.models.jobs import build_retention
-from mlops_assets.defs.serving.assets import build_bento_asset, build_online_assets, build_prediction_log_asset
+from mlops_assets.defs.serving.assets import (
+    build_bento_asset,
+    build_online_assets,
+    build_prediction_log_asset,
+    build_shadow_evaluation_asset,
+)
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
 
@@ -31,6 +36,10 @@ def training_job_name(spec: PipelineSpec) -> str:
 
 def bento_job_name(spec: PipelineSpec) -> str:
     return f"{spec.name}_bento"
+
+
+def shadow_job_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}_shadow_evaluation"
 
 
 def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
@@ -60,14 +69,20 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         retention_job, schedule = build_retention(spec)
         jobs.append(retention_job)
         schedules.append(schedule)
-        serving.append(build_bento_asset(spec, specs_dir))
-        jobs.append(
+        bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
+        serving += [bento, shadow]
+        jobs += [
             dg.define_asset_job(
                 bento_job_name(spec),
-                selection=dg.AssetSelection.assets(*serving),
+                selection=dg.AssetSelection.assets(bento),
                 description="Build the BentoML bundle of the live models (a no-op when they have not changed).",
-            )
-        )
+            ),
+            dg.define_asset_job(
+                shadow_job_name(spec),
+                selection=dg.AssetSelection.assets(shadow),
+                description="Compare champion and challenger on labelled live traffic through the promotion gate.",
+            ),
+        ]
     return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules)
 
 

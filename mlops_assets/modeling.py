@@ -160,14 +160,23 @@ def compute_metrics(y: np.ndarray, p: np.ndarray, metrics: list[str], threshold:
 
 
 def evaluate(pipeline: Pipeline, holdout: pl.DataFrame, columns: Columns, model: ModelSpec, label: str) -> Evaluation:
-    p = scores(pipeline, holdout, columns)
-    y = holdout.get_column(label).to_numpy()
+    slice_values = holdout.get_column(model.slice_by) if model.slice_by else None
+    try:
+        return evaluate_scores(
+            holdout.get_column(label).to_numpy(), scores(pipeline, holdout, columns), slice_values, model
+        )
+    except ModelError as exc:
+        raise ModelError(f"the holdout has a single class of {label!r}: choose a longer model.holdout") from exc
+
+
+def evaluate_scores(y: np.ndarray, p: np.ndarray, slice_values: pl.Series | None, model: ModelSpec) -> Evaluation:
+    """The declared metrics overall and per slice value, from labels and scores."""
     overall = compute_metrics(y, p, model.metrics, model.threshold)
     if any(v is None for v in overall.values()):
-        raise ModelError(f"the holdout has a single class of {label!r}: choose a longer model.holdout")
+        raise ModelError("the labels have a single class: ranking metrics are undefined")
     slices: dict[str, dict[str, float | None]] = {}
-    if model.slice_by:
-        values = holdout.get_column(model.slice_by).fill_null("(null)").to_numpy()
+    if slice_values is not None:
+        values = slice_values.cast(pl.String).fill_null("(null)").to_numpy()
         for value in sorted(set(values.tolist())):
             mask = values == value
             slices[str(value)] = {

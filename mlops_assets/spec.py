@@ -215,6 +215,9 @@ class PromotionSpec(_Model):
         default="champion", description="a passing candidate becomes champion directly, or challenger only"
     )
     retention: Duration = Field(default="30d", description="archive never-promoted versions older than this")
+    min_shadow_rows: int = Field(
+        default=200, ge=1, description="labelled live predictions needed before a shadow comparison can promote"
+    )
 
 
 class FallbackRule(_Model):

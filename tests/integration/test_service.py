@@ -20,6 +20,7 @@ from typing import Any
 
 import bentoml
 import dagster as dg
+import polars as pl
 import pytest
 
 from mlops_assets.definitions import build_definitions
@@ -207,6 +208,22 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
     row = logged_today(served.data).filter(request_id="shadowed").row(0, named=True)
     assert (row["shadow_version"], row["shadow_score"]) == ("2", row["score"])  # same artifacts, same score
 
+    # Live traffic whose labels exist (request ids are transaction ids): the gate compares v2 with v1 on it.
+    labels = scan_table(table_path(served.data, "fraud", "raw_labels")).collect()
+    sample = pl.concat([labels.filter(is_fraud=1).head(40), labels.filter(is_fraud=0).head(260)])
+    fields = ["customer_id", "amount", "merchant_category", "channel", "country"]
+    requests = [
+        {**{f: row[f] for f in fields}, "request_id": row["transaction_id"]} for row in sample.iter_rows(named=True)
+    ]
+    for start in range(0, len(requests), 100):
+        assert post(f"{service}/predict_batch", {"requests": requests[start : start + 100]})[0] == 200
+    time.sleep(1.5)
+    _ingest_todays_log(served)
+    refused = served.cli("promote", "fraud", "--from-shadow")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "stays challenger" in refused.stderr and "improves on the champion by +0.0000" in refused.stderr
+    assert _models(service) == {"champion": "1", "challenger": "2"}
+
     promoted = served.cli("promote", "fraud", "2", "--reason", "shadowed without disagreement")
     assert promoted.returncode == 0, promoted.stderr
     _until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "2")
@@ -250,17 +267,21 @@ def test_sigkill_under_load_loses_at_most_one_unflushed_batch(served: Served) ->
     batch_size = 200  # serving.log_batch_size: one process, so fewer than one batch may be lost
     assert len(answered) > 100 and len(lost) < batch_size, (len(answered), len(lost))
 
+    for _ in range(2):  # ingesting twice gives the same table
+        table = _ingest_todays_log(served)
+        kills = table.filter(table["request_id"].str.starts_with("kill-"))
+        assert sorted(kills["request_id"].to_list()) == sorted(ids)
+
+
+def _ingest_todays_log(served: Served) -> pl.DataFrame:
+    """Materialize today's partition of the prediction log asset; the whole Delta table after it."""
     job = build_definitions(served.specs, str(served.data), tracking_uri=served.tracking).resolve_job_def("fraud_daily")
-    today = datetime.now(UTC).date().isoformat()
     with dg.DagsterInstance.ephemeral() as instance:
-        for _ in range(2):  # ingesting twice gives the same table
-            result = job.execute_in_process(
-                instance=instance,
-                partition_key=today,
-                asset_selection=[dg.AssetKey(["fraud", "prediction_log"])],
-                run_config=QUIET,
-            )
-            assert result.success
-            table = scan_table(table_path(served.data, "fraud", "prediction_log")).collect()
-            kills = table.filter(table["request_id"].str.starts_with("kill-"))
-            assert sorted(kills["request_id"].to_list()) == sorted(ids)
+        result = job.execute_in_process(
+            instance=instance,
+            partition_key=datetime.now(UTC).date().isoformat(),
+            asset_selection=[dg.AssetKey(["fraud", "prediction_log"])],
+            run_config=QUIET,
+        )
+    assert result.success
+    return scan_table(table_path(served.data, "fraud", "prediction_log")).collect()

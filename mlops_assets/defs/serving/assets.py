@@ -1,6 +1,7 @@
 """Serving's assets: the online store (latest row per entity and view, synced incrementally) and the prediction log."""
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -10,10 +11,14 @@ from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
 from mlops_assets.defs.common.resources import BentoResource, LakeResource, MlflowResource, OnlineStoreResource
 from mlops_assets.defs.features.assets import feature_key
+from mlops_assets.defs.ingest.assets import raw_key
 from mlops_assets.defs.models.assets import model_keys
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.markdown import markdown_table
 from mlops_assets.online import sync_view
-from mlops_assets.prediction_log import read_day
+from mlops_assets.prediction_log import LOG_SCHEMA, read_day
+from mlops_assets.registry import CHALLENGER, CHAMPION
+from mlops_assets.shadow import ShadowError, compare
 from mlops_assets.spec import PipelineSpec
 
 
@@ -132,3 +137,74 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
         )
 
     return _bento
+
+
+SHADOW_GATE = "shadow_gate"
+
+
+def shadow_evaluation_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "shadow_evaluation"])
+
+
+def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    assert spec.promotion is not None
+    promotion = spec.promotion
+    key = shadow_evaluation_key(spec)
+
+    @dg.asset(
+        key=key,
+        deps=[prediction_log_key(spec), raw_key(spec, spec.label.source)],
+        group_name=f"{spec.name}_serving",
+        kinds={"polars", "mlflow"},
+        owners=[spec.owner] if spec.owner else None,
+        description="Champion and challenger on live traffic: every logged prediction that both scored (one "
+        "answering, the other in shadow or canary) joined to its label, both evaluated on the same rows. Its "
+        "blocking check applies the promotion gate; `mlops promote PIPELINE --from-shadow` promotes on a pass.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                SHADOW_GATE,
+                asset=key,
+                blocking=True,
+                description=f"The challenger beats the champion on labelled live traffic by the promotion gate "
+                f"({promotion.metric}, at least {promotion.min_shadow_rows} labelled predictions).",
+            )
+        ],
+    )
+    def _shadow_evaluation(
+        lake: LakeResource, mlflow_store: MlflowResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        aliases = mlflow_store.registry().aliases(spec.name)
+        if CHALLENGER not in aliases or CHAMPION not in aliases:
+            raise dg.Failure(description=f"{spec.name!r} has no champion and challenger to compare: {aliases}")
+        champion, challenger = aliases[CHAMPION], aliases[CHALLENGER]
+        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log = pl.read_delta(str(log_path)) if log_path.exists() else pl.DataFrame(schema=LOG_SCHEMA)
+        labels = pl.read_delta(str(table_path(lake.root, spec.name, f"raw_{spec.label.source}")))
+        versions = {"champion_version": champion, "challenger_version": challenger}
+        try:
+            result = compare(spec, log, labels, champion, challenger, promotion.min_shadow_rows)
+        except ShadowError as exc:
+            yield dg.MaterializeResult(metadata={**versions, "labelled_rows": 0, "problem": str(exc)})
+            yield dg.AssetCheckResult(check_name=SHADOW_GATE, passed=False, description=str(exc))
+            return
+        table = [
+            {"metric": m, "champion": f"{v:.4f}", "challenger": f"{result.challenger.metrics[m]:.4f}"}
+            for m, v in result.champion.metrics.items()
+        ]
+        yield dg.MaterializeResult(
+            metadata={
+                **versions,
+                "labelled_rows": result.rows,
+                "metrics": dg.MetadataValue.md(markdown_table(table)),
+                f"champion/{promotion.metric}": result.champion.metrics[promotion.metric],
+                f"challenger/{promotion.metric}": result.challenger.metrics[promotion.metric],
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=SHADOW_GATE,
+            passed=result.decision.passed,
+            description="; ".join(result.decision.reasons),
+            metadata={**versions, "labelled_rows": result.rows},
+        )
+
+    return _shadow_evaluation

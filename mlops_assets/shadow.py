@@ -1,0 +1,88 @@
+"""Champion and challenger compared on live traffic: logged predictions joined to the labels that came later.
+
+Every logged prediction with a shadow score carries both models' scores for the same request and feature vector
+(whichever answered); once its label arrives (joined on `label.request_id`), both are evaluated on exactly the same
+rows and the promotion gate of the models stage decides, as it does for a freshly trained candidate.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import polars as pl
+
+from mlops_assets.modeling import Evaluation, GateDecision, ModelError, evaluate_scores, promotion_gate
+from mlops_assets.spec import PipelineSpec
+
+
+class ShadowError(ValueError):
+    """A comparison that cannot be made (no challenger, no request id in the labels, too few labelled rows)."""
+
+
+@dataclass(frozen=True)
+class ShadowComparison:
+    champion_version: str
+    challenger_version: str
+    rows: int
+    champion: Evaluation
+    challenger: Evaluation
+    decision: GateDecision
+
+
+def paired_scores(
+    log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str
+) -> pl.DataFrame:
+    """One row per labelled request scored by both versions: label, champion score, challenger score, slice."""
+    request_id = spec.label.request_id
+    if request_id is None:
+        raise ShadowError("label.request_id is not declared: logged predictions cannot be joined to their labels")
+    versions = pl.col("model_version"), pl.col("shadow_version")
+
+    def score_of(version: str) -> pl.Expr:
+        return (
+            pl.when(versions[0] == version)
+            .then(pl.col("score"))
+            .when(versions[1] == version)
+            .then(pl.col("shadow_score"))
+        )
+
+    paired = (
+        log.filter(pl.col("shadow_score").is_not_null())
+        .with_columns(score_of(champion).alias("champion_score"), score_of(challenger).alias("challenger_score"))
+        .drop_nulls(["champion_score", "challenger_score"])
+        .unique("request_id", keep="first", maintain_order=True)
+    )
+    known = labels.select(
+        pl.col(request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
+    ).unique("request_id", keep="last", maintain_order=True)
+    joined = paired.join(known, on="request_id", how="inner")
+    slice_by = spec.model.slice_by if spec.model else None
+    slices = [json.loads(r).get(slice_by) if slice_by else None for r in joined.get_column("request")]
+    return joined.select("request_id", "label", "champion_score", "challenger_score").with_columns(
+        pl.Series("slice", slices, dtype=pl.String)
+    )
+
+
+def compare(
+    spec: PipelineSpec, log: pl.DataFrame, labels: pl.DataFrame, champion: str, challenger: str, min_rows: int = 200
+) -> ShadowComparison:
+    """Both versions evaluated on the same labelled live requests, and the promotion gate's verdict."""
+    assert spec.model is not None and spec.promotion is not None
+    rows = paired_scores(log, labels, spec, champion, challenger)
+    if rows.height < min_rows:
+        raise ShadowError(
+            f"only {rows.height} logged predictions scored by both version {champion} and version {challenger} "
+            f"have a label yet; at least {min_rows} are needed to compare them"
+        )
+    y = rows.get_column("label").to_numpy()
+    slices = rows.get_column("slice") if spec.model.slice_by else None
+    try:
+        evaluations = [
+            evaluate_scores(y, rows.get_column(column).to_numpy(), slices, spec.model)
+            for column in ("champion_score", "challenger_score")
+        ]
+    except ModelError as exc:
+        raise ShadowError(f"the {rows.height} labelled shadow predictions cannot be compared: {exc}") from exc
+    decision = promotion_gate(evaluations[1], evaluations[0], spec.promotion)
+    return ShadowComparison(champion, challenger, rows.height, evaluations[0], evaluations[1], decision)

@@ -1,0 +1,71 @@
+"""Champion vs challenger on logged live traffic joined to labels, through the promotion gate."""
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+
+from mlops_assets.shadow import ShadowError, compare, paired_scores
+from mlops_assets.spec import PipelineSpec, load_specs
+
+N = 400
+
+
+@pytest.fixture(scope="module")
+def spec() -> PipelineSpec:
+    (fraud,) = load_specs()
+    return fraud
+
+
+def _traffic(challenger_quality: float, canary_every: int = 0, seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """A log where champion v1 scores with noise and challenger v2 with `challenger_quality` (0 = noise)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, N)
+    champion = np.clip(0.5 * y + rng.uniform(0, 0.6, N), 0, 1)
+    challenger = np.clip(challenger_quality * y + rng.uniform(0, 1 - challenger_quality, N), 0, 1)
+    canary = [bool(canary_every) and i % canary_every == 0 for i in range(N)]
+    log = pl.DataFrame(
+        {
+            "request_id": [f"t{i}" for i in range(N)],
+            "request": [json.dumps({"channel": ["online", "pos"][i % 2]}) for i in range(N)],
+            "model_version": ["2" if c else "1" for c in canary],
+            "score": [float(b if c else a) for a, b, c in zip(champion, challenger, canary, strict=True)],
+            "shadow_version": ["1" if c else "2" for c in canary],
+            "shadow_score": [float(a if c else b) for a, b, c in zip(champion, challenger, canary, strict=True)],
+        }
+    )
+    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y})
+    return log, labels
+
+
+def test_pairs_each_labelled_request_with_both_scores_whoever_answered(spec: PipelineSpec) -> None:
+    log, labels = _traffic(0.9, canary_every=3)
+    unlabelled = log.head(3).with_columns(pl.lit("no-label").alias("request_id"))
+    no_shadow = log.head(2).with_columns(pl.lit(None, pl.Float64).alias("shadow_score"))
+    rows = paired_scores(pl.concat([log, unlabelled, no_shadow, log.head(5)]), labels, spec, "1", "2")
+    assert rows.height == N  # the unlabelled, unshadowed and duplicated records are left out
+    canary_row = rows.filter(request_id="t0").row(0, named=True)  # answered by v2
+    logged = log.filter(request_id="t0").row(0, named=True)
+    assert (canary_row["challenger_score"], canary_row["champion_score"]) == (logged["score"], logged["shadow_score"])
+    assert set(rows["slice"]) == {"online", "pos"}
+
+
+def test_a_better_challenger_passes_the_gate_and_a_worse_one_does_not(spec: PipelineSpec) -> None:
+    better = compare(spec, *_traffic(0.9), "1", "2")
+    assert better.decision.passed and better.rows == N
+    assert better.challenger.metrics["pr_auc"] > better.champion.metrics["pr_auc"]
+    worse = compare(spec, *_traffic(0.05), "1", "2")
+    assert not worse.decision.passed
+    assert any("improves on the champion by -" in r for r in worse.decision.reasons)
+
+
+def test_too_few_labels_or_no_request_id_cannot_compare(spec: PipelineSpec) -> None:
+    log, labels = _traffic(0.9)
+    with pytest.raises(ShadowError, match=r"only 100 logged predictions .* have a label yet; at least 200"):
+        compare(spec, log, labels.head(100), "1", "2", min_rows=200)
+    no_id = spec.model_copy(update={"label": spec.label.model_copy(update={"request_id": None})})
+    with pytest.raises(ShadowError, match=r"label\.request_id is not declared"):
+        compare(no_id, log, labels, "1", "2")
+    with pytest.raises(ShadowError, match="single class"):
+        compare(spec, log, labels.with_columns(pl.lit(0).alias("is_fraud")), "1", "2")
