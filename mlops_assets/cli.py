@@ -143,6 +143,8 @@ def print_summary(summary: RunSummary) -> None:
             fact = f"{summary.rows[key]:>10,} rows"
         elif "entities_written" in meta:
             fact = f"{meta['entities_written']:>10,} entities synced"
+        elif "bento_tag" in meta:
+            fact = f"{meta['bento_tag']} ({'built' if meta['rebuilt'] else 'unchanged'})"
         else:
             fact = f"version {_version(meta):>4}"
         click.echo(f"  {key:<{width}}{fact}  " + click.style(check, fg=colour))

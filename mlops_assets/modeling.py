@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -128,6 +129,27 @@ def to_pandas(frame: pl.DataFrame, columns: Columns) -> pd.DataFrame:
     for c in columns.categorical:
         out[c] = out[c].astype(object).where(out[c].notna(), None)
     return out
+
+
+def rows_to_pandas(rows: Sequence[Mapping[str, Any]], columns: Columns) -> pd.DataFrame:
+    """`to_pandas` for a few rows given as dicts (serving's request path), without building a polars frame first.
+
+    Same values and dtypes as `to_pandas(pl.DataFrame(rows), columns)`: a test holds the two equal.
+    """
+    data: dict[str, Any] = {
+        c: np.array([np.nan if (v := r.get(c)) is None else float(v) for r in rows], dtype=np.float64)
+        for c in columns.numeric
+    }
+    for c in columns.categorical:
+        data[c] = np.array([_as_string(r.get(c)) for r in rows], dtype=object)
+    return pd.DataFrame(data, columns=columns.all)
+
+
+def _as_string(value: Any) -> str | None:
+    """A value as polars casts it to String (booleans are 'true'/'false')."""
+    if value is None or isinstance(value, str):
+        return value
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def fit(pipeline: Pipeline, train: pl.DataFrame, columns: Columns, label: str) -> Pipeline:

@@ -17,11 +17,10 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
-import polars as pl
 from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
-from mlops_assets.modeling import Columns, fitted_columns, to_pandas
+from mlops_assets.modeling import Columns, fitted_columns, rows_to_pandas
 from mlops_assets.online import ResilientFeatures, ServedVector
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import CHALLENGER, CHAMPION
@@ -47,8 +46,7 @@ class LoadedModel:
     columns: Columns
 
     def scores(self, vectors: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        frame = pl.DataFrame([{c: v.get(c) for c in self.columns.all} for v in vectors])
-        return self.pipeline.predict_proba(to_pandas(frame, self.columns))[:, 1]
+        return self.pipeline.predict_proba(rows_to_pandas(vectors, self.columns))[:, 1]
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,8 @@ def test_demo_pipeline_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     result = CliRunner().invoke(main, ["--data-dir", "data", "materialize", "fraud", "--days", "12"])
     assert result.exit_code == 0, result.output
     assert "fraud/training_set" in result.output and "checks passed" in result.output
-    assert "champion: version 1" in result.output
+    assert "champion: version 1" in result.output and "fraud/bento" in result.output and "mlops_fraud:" in result.output
+    assert (tmp_path / "data" / "bentoml" / "bentos" / "mlops_fraud" / "latest").exists()
     training = scan_table(table_path(tmp_path / "data", "fraud", "training_set")).collect()
     assert training.height > 1000
     # Labels of transactions before the start date have no feature history and are left out.
@@ -135,7 +136,7 @@ def test_demo_pipeline_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     assert (tmp_path / "data" / "landing" / "card_transactions" / "transactions" / "2026-01-12.parquet").exists()
     with dg.DagsterInstance.from_config(str(tmp_path / ".dagster_home")) as instance:
         jobs = sorted(r.job_name for r in instance.get_runs())
-        assert jobs == ["fraud_daily", "fraud_daily", "fraud_training"]  # days in runs of 10
+        assert jobs == ["fraud_bento", "fraud_daily", "fraud_daily", "fraud_training"]  # days in runs of 10
         assert instance.get_latest_materialization_event(dg.AssetKey(["fraud", "training_set"])) is not None
 
 

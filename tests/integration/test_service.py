@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,94 +23,13 @@ from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
 from mlops_assets.lake import scan_table, table_path
 from mlops_assets.prediction_log import read_day
-from tests.conftest import DAYS, QUIET, free_port, wait_for_http
+from tests.conftest import BODY, KEY, QUIET, Served, post, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-KEY = "test-key-5f1c"
-BODY = {
-    "customer_id": "c000042",
-    "amount": 120.5,
-    "merchant_category": "electronics",
-    "channel": "online",
-    "country": "FR",
-}
-
-
-@dataclass
-class Served:
-    specs: Path
-    data: Path
-    home: Path
-    tracking: str
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
-        return subprocess.run(
-            [*command, *args], env=self.env(), cwd=self.home, capture_output=True, text=True, timeout=300
-        )
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": self.tracking,
-            "MLOPS_API_KEY": KEY,
-            "DAGSTER_HOME": str(self.home / "dagster"),
-        }
-
-    def start(self, name: str) -> tuple[str, subprocess.Popen[bytes]]:
-        """`mlops serve` in a process group of its own (so a test can kill the server and its workers at once)."""
-        port, log = free_port(), self.home / f"{name}.log"
-        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
-        process = subprocess.Popen(
-            [*command, "serve", "fraud", "--port", str(port)],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            env=self.env(),
-            cwd=self.home,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/readyz", process, log, timeout=90)
-        return url, process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-def post(url: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
-    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
 
 
 def logged_today(data: Path) -> Any:
     return read_day(data / "prediction_log" / "fraud", datetime.now(UTC).date())
-
-
-@pytest.fixture(scope="module")
-def served(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Served:
-    """A champion, its bento and the online store synced; the spec re-reads the aliases every second."""
-    specs, data = lake
-    home = tmp_path_factory.mktemp("home")
-    shutil.copytree(specs, home / "specs")
-    spec_file = home / "specs" / "fraud.yaml"
-    spec_file.write_text(spec_file.read_text().replace("refresh_seconds: 10", "refresh_seconds: 1"))
-    tracking = f"sqlite:///{home / 'mlflow.db'}"  # a registry of its own: other tests promote in the shared one
-    defs = build_definitions(home / "specs", str(data), tracking_uri=tracking)
-    with dg.DagsterInstance.ephemeral() as instance:
-        assert defs.resolve_job_def("fraud_training").execute_in_process(instance=instance, run_config=QUIET).success
-        tags = {"dagster/asset_partition_range_start": DAYS[1], "dagster/asset_partition_range_end": DAYS[1]}
-        daily = defs.resolve_job_def("fraud_daily")
-        assert daily.execute_in_process(instance=instance, tags=tags, run_config=QUIET).success
-        assert defs.resolve_job_def("fraud_bento").execute_in_process(instance=instance, run_config=QUIET).success
-    return Served(home / "specs", data, home, tracking)
 
 
 @pytest.fixture(scope="module")

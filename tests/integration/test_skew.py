@@ -10,6 +10,7 @@ from mlops_assets.features import FEATURE_TIMESTAMP
 from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path
 from mlops_assets.modeling import model_columns, scores, train_candidate
 from mlops_assets.online import SQLiteOnlineStore, feature_vectors, sync_view
+from mlops_assets.serving.scorer import LoadedModel
 from mlops_assets.spec import load_specs
 from mlops_assets.training import training_set
 
@@ -49,5 +50,6 @@ def test_served_vectors_and_scores_equal_the_training_rows(lake: tuple[Path, Pat
 
     model = spec.model.model_copy(update={"params": {"max_iter": 20}})
     trained = train_candidate(spec.model_copy(update={"model": model}), training)
-    served_frame = pl.DataFrame(served, schema={c: training.schema[c] for c in columns.all})
-    assert np.array_equal(scores(trained.pipeline, served_frame, columns), scores(trained.pipeline, sample, columns))
+    # The service's scoring path (request dicts -> model input) against the training path (frames -> model input).
+    served_scores = LoadedModel("candidate", trained.pipeline, columns).scores(served)
+    assert np.array_equal(served_scores, scores(trained.pipeline, sample, columns))

@@ -4,18 +4,21 @@ import shutil
 import socket
 import subprocess
 import time
+import urllib.request
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 
+from mlops_assets.definitions import build_definitions
 from mlops_assets.features import FEATURE_TIMESTAMP
 from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.online import RedisOnlineStore, ResilientFeatures, sync_view
 from mlops_assets.spec import PipelineSpec, load_specs
-from tests.conftest import free_port, service_missing
+from tests.conftest import BODY, QUIET, Served, free_port, post, service_missing, stop
 
 pytestmark = pytest.mark.services
 NOW = datetime(2026, 1, 20, 12)
@@ -111,3 +114,43 @@ def test_store_down_degrades_with_cache_and_recovers(redis_process: RedisProcess
     recovered = features.vectors(requests, NOW)
     assert [v.degraded for v in recovered] == [False, False]
     assert recovered[0].values["count_1h"] == 1.0
+
+
+def test_the_served_bento_degrades_while_redis_is_down_and_recovers(
+    served: Served, redis_process: RedisProcess
+) -> None:
+    url = f"redis://127.0.0.1:{redis_process.port}/0"
+    sync_online_store(served, url)
+    service, process = served.start("redis", MLOPS_ONLINE_STORE_URL=url)
+    try:
+        status, normal = post(f"{service}/predict", {"request": BODY})
+        assert status == 200 and not normal["degraded"] and normal["model_version"] == "1"
+
+        redis_process.kill()
+        for _ in range(20):
+            started = time.monotonic()
+            status, answer = post(f"{service}/predict", {"request": BODY})
+            assert time.monotonic() - started < 2  # never hangs
+            assert status == 200 and answer["degraded"] and answer["model_version"] == "fallback"
+            assert "online store unavailable" in answer["reason"] and answer["score"] == 0.02  # the spec's fallback
+        with urllib.request.urlopen(f"{service}/metrics", timeout=5) as response:
+            assert 'mlops_degraded_responses_total{fallback="true",pipeline="fraud"} 20.0' in response.read().decode()
+
+        redis_process.start()  # back, empty: the online assets sync everything again
+        sync_online_store(served, url)
+        status, recovered = post(f"{service}/predict", {"request": BODY})
+        assert status == 200 and not recovered["degraded"] and recovered["model_version"] == "1"
+        assert recovered["score"] == normal["score"]
+    finally:
+        stop(process)
+
+
+def sync_online_store(served: Served, url: str) -> None:
+    defs = build_definitions(served.specs, str(served.data), tracking_uri=served.tracking, online_store_url=url)
+    (spec,) = load_specs(served.specs)
+    keys = [dg.AssetKey([spec.name, "online", view]) for view in spec.feature_views]
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = defs.resolve_job_def("fraud_daily").execute_in_process(
+            instance=instance, asset_selection=keys, run_config=QUIET
+        )
+    assert result.success

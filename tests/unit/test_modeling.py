@@ -1,10 +1,14 @@
 from datetime import datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mlops_assets.modeling import (
+    Columns,
     Evaluation,
     ModelError,
     build_pipeline,
@@ -14,8 +18,10 @@ from mlops_assets.modeling import (
     load_estimator,
     model_columns,
     promotion_gate,
+    rows_to_pandas,
     scores,
     time_split,
+    to_pandas,
 )
 from mlops_assets.spec import ModelSpec, PromotionSpec, load_specs
 
@@ -140,3 +146,26 @@ def test_gate_understands_lower_is_better_and_relative_margins() -> None:
     assert promotion_gate(_eval(0.18, metric="log_loss"), _eval(0.2, metric="log_loss"), gate).passed
     assert not promotion_gate(_eval(0.19, metric="log_loss"), _eval(0.2, metric="log_loss"), gate).passed
     assert not promotion_gate(_eval(0.35, metric="log_loss"), None, gate).passed
+
+
+_ROWS = st.lists(
+    st.fixed_dictionaries(
+        {
+            "n": st.one_of(st.none(), st.floats(allow_nan=False, allow_infinity=False)),
+            "i": st.one_of(st.none(), st.integers(-(2**40), 2**40)),
+            "c": st.one_of(st.none(), st.text(max_size=5)),
+            "k": st.one_of(st.none(), st.booleans()),
+        }
+    ),
+    min_size=1,
+    max_size=8,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_ROWS)
+def test_serving_rows_become_the_same_model_input_as_training_frames(rows: list[dict[str, object]]) -> None:
+    """The request path (dicts -> pandas) and the training path (polars -> pandas) give identical inputs."""
+    columns = Columns(["n", "i"], ["c", "k"])
+    frame = pl.DataFrame(rows, schema={"n": pl.Float64, "i": pl.Int64, "c": pl.String, "k": pl.Boolean})
+    pd.testing.assert_frame_equal(rows_to_pandas(rows, columns), to_pandas(frame, columns))
