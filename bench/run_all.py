@@ -16,6 +16,8 @@ HERE = Path(__file__).parent
 BENCHMARKS = {
     "bench_training_set.py": ["--labels", "200000", "--feature-rows", "300000", "--entities", "10000"],
     "bench_features.py": ["--events", "1000000", "--entities", "10000"],
+    "bench_online.py": ["--entities", "10000", "--repeat", "300"],
+    "bench_serving.py": ["--entities", "5000", "--requests", "400", "--batches", "10"],
 }
 
 

@@ -238,9 +238,22 @@ class Served:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
+    """A graceful stop: BentoML's arbiter stops its workers (which run in sessions of their own)."""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def kill_server(process: subprocess.Popen[bytes]) -> int:
+    """SIGKILL a server and every process it started, at once (a crash); returns how many were killed."""
+    import psutil
+
+    victims = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
+    for victim in victims:
+        victim.kill()
+    process.wait(timeout=10)
+    psutil.wait_procs(victims, timeout=10)
+    return len(victims)
 
 
 def post(url: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:

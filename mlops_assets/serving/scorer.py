@@ -153,7 +153,7 @@ class Scorer:
         features: ResilientFeatures,
         log_writer: PredictionLogWriter,
         metrics: ServingMetrics | None = None,
-        shadow_backlog: int = 1000,
+        shadow_backlog: int = 64,
     ) -> None:
         self.spec, self.models, self.features, self.log = spec, models, features, log_writer
         self.metrics = metrics or NoMetrics()

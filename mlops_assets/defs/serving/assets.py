@@ -113,6 +113,8 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
         group_name=f"{spec.name}_serving",
         kinds={"bentoml"},
         owners=[spec.owner] if spec.owner else None,
+        # A champion change (gate, `mlops promote`, `mlops rollback`) requests a new bento when automation runs.
+        automation_condition=dg.AutomationCondition.eager(),
         description="The BentoML bundle that serves this pipeline: the champion, the challenger and the version "
         "the champion replaced, imported from the MLflow registry by alias, with the specs and the feature code. "
         "Rebuilt only when those change; `mlops serve` serves the latest.",
