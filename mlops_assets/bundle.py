@@ -39,7 +39,6 @@ RUNTIME_PACKAGES = (
     "redis",
     "deltalake",
     "pandera",
-    "dagster",
 )
 
 

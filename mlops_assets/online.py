@@ -311,9 +311,15 @@ class ResilientFeatures:
         self._cache: OrderedDict[tuple[str, Entity], tuple[datetime, dict[str, Any]]] = OrderedDict()
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="online-lookup")
+        # Lookups still running after their timeout hold a slot: when all are taken (a hanging store), requests
+        # go to the cache at once instead of queueing behind them without bound.
+        self._slots = threading.BoundedSemaphore(4)
 
     def vectors(self, requests: Sequence[Mapping[str, Any]], now: datetime) -> list[ServedVector]:
+        if not self._slots.acquire(blocking=False):
+            return self._from_cache(requests, now, "online store saturated (every lookup slot is waiting on it)")
         future = self._pool.submit(self._lookup_all, requests, now)
+        future.add_done_callback(lambda _: self._slots.release())
         try:
             looked_up = future.result(timeout=self.timeout)
         except FutureTimeout:

@@ -157,6 +157,7 @@ class Scorer:
     ) -> None:
         self.spec, self.models, self.features, self.log = spec, models, features, log_writer
         self.metrics = metrics or NoMetrics()
+        self.threshold = spec.model.threshold if spec.model else 0.5
         self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._backlog = threading.BoundedSemaphore(shadow_backlog)
 
@@ -179,7 +180,6 @@ class Scorer:
         canary = [live.challenger is not None and self.routed_to_challenger(b) for b in bodies]
         answering = [live.challenger if c else live.champion for c in canary]
         scored = _score_by_model(answering, vectors, skip=use_fallback)
-        threshold = self.spec.model.threshold if self.spec.model else 0.5
         answers, records = [], []
         for i, (request_id, body, vector) in enumerate(zip(ids, bodies, vectors, strict=True)):
             if use_fallback[i]:
@@ -191,7 +191,7 @@ class Scorer:
             answer = Prediction(
                 request_id=request_id,
                 score=score,
-                decision=score >= threshold,
+                decision=score >= self.threshold,
                 model_version=version,
                 degraded=vector.degraded,
                 reason=reason,
@@ -239,12 +239,11 @@ class Scorer:
         def shadow() -> None:
             try:
                 scored = _score_by_model(shadows, vectors, skip=skip)
-                threshold = self.spec.model.threshold if self.spec.model else 0.5
                 for i, record in enumerate(records):
                     if skip[i]:
                         continue
                     record["shadow_version"], record["shadow_score"] = shadows[i].version, float(scored[i])
-                    disagreed = (record["score"] >= threshold) != (scored[i] >= threshold)
+                    disagreed = (record["score"] >= self.threshold) != (scored[i] >= self.threshold)
                     self.metrics.shadow_scored(bool(disagreed))
             except Exception:  # a failing shadow must never cost the answer or its log record
                 log.exception("shadow scoring failed; the records are logged without shadow scores")

@@ -20,10 +20,11 @@ import bentoml
 from pydantic import BaseModel, Field, create_model
 
 from mlops_assets.bundle import bundled_aliases, load_version
-from mlops_assets.defs.common.resources import mlflow_resource, online_store_resource
-from mlops_assets.online import ResilientFeatures
+from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
+from mlops_assets.registry import ModelRegistry
 from mlops_assets.serving.scorer import LiveModels, Prediction, Scorer
+from mlops_assets.settings import mlflow_settings, online_store_url
 from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,8 @@ class PredictionService:
     def __init__(self) -> None:
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
-        registry = mlflow_resource(data_dir, os.environ.get("MLFLOW_TRACKING_URI")).registry()
+        uri, artifact_root = mlflow_settings(data_dir, os.environ.get("MLFLOW_TRACKING_URI"))
+        registry = ModelRegistry(uri, Path(artifact_root) if artifact_root else None)
         self.metrics = PrometheusMetrics(SPEC.name)
         models = LiveModels(
             lambda: registry.aliases(SPEC.name),
@@ -130,7 +132,7 @@ class PredictionService:
             initial=_initial_aliases(registry),
         )
         models.watch(serving.refresh_seconds, self._refresh_failed)
-        store = online_store_resource(data_dir, os.environ.get("MLOPS_ONLINE_STORE_URL")).store()
+        store = open_store(online_store_url(data_dir, os.environ.get("MLOPS_ONLINE_STORE_URL")))
         features = ResilientFeatures(
             SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size
         )

@@ -1,7 +1,9 @@
 """The online store contract, on SQLite always and on the machine's Redis when it is reachable."""
 
+import threading
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -10,7 +12,16 @@ import pytest
 
 from mlops_assets.features import FEATURE_TIMESTAMP
 from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore, latest_rows, lookup, sync_view
+from mlops_assets.online import (
+    OnlineStore,
+    RedisOnlineStore,
+    ResilientFeatures,
+    SQLiteOnlineStore,
+    latest_rows,
+    lookup,
+    sync_view,
+)
+from mlops_assets.spec import load_specs
 from tests.conftest import require_service
 
 T0 = datetime(2026, 1, 10, 12)
@@ -77,3 +88,30 @@ def test_views_and_pipelines_do_not_mix(store: OnlineStore) -> None:
     assert store.read("fraud", "velocity", ["a"]) == [None]
     assert store.read("other", "spend", ["a"]) == [None]
     assert store.read("fraud", "spend", []) == []
+
+
+class HangingStore(SQLiteOnlineStore):
+    """A store whose reads hang (a server that accepts connections and never answers)."""
+
+    def __init__(self, path: Path, release: threading.Event) -> None:
+        super().__init__(path)
+        self.release = release
+
+    def read(self, pipeline: str, view: str, entities: Sequence[str]) -> list[str | None]:
+        self.release.wait(10)
+        return super().read(pipeline, view, entities)
+
+
+def test_a_hanging_store_never_queues_requests_without_bound(tmp_path: Path) -> None:
+    (spec,) = load_specs()
+    release = threading.Event()
+    features = ResilientFeatures(spec, HangingStore(tmp_path / "online.db", release), timeout=0.05)
+    started = time.monotonic()
+    answers = [features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0] for _ in range(10)]
+    assert time.monotonic() - started < 2  # four timeouts, then immediate answers
+    assert all(a.degraded for a in answers)
+    assert sum("slower than 50 ms" in (a.reason or "") for a in answers) == 4
+    assert sum("saturated" in (a.reason or "") for a in answers) == 6
+    release.set()
+    time.sleep(0.2)  # the hung lookups finish and give their slots back
+    assert not features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0].degraded

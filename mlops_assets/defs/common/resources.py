@@ -6,6 +6,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
+from mlops_assets.settings import mlflow_settings, online_store_url
+
 if TYPE_CHECKING:
     from mlops_assets.online import OnlineStore
     from mlops_assets.registry import ModelRegistry
@@ -37,14 +39,9 @@ class MlflowResource(dg.ConfigurableResource):
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
-    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given.
-
-    A local store (SQLite, files) keeps artifacts in the data folder; a tracking server decides for itself.
-    """
-    root = Path(data_dir).resolve()
-    uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
-    remote = uri.startswith(("http://", "https://", "databricks"))
-    return MlflowResource(tracking_uri=uri, artifact_root="" if remote else str(root / "mlartifacts"))
+    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
+    uri, artifact_root = mlflow_settings(data_dir, tracking_uri)
+    return MlflowResource(tracking_uri=uri, artifact_root=artifact_root)
 
 
 class BentoResource(dg.ConfigurableResource):
@@ -73,4 +70,4 @@ class OnlineStoreResource(dg.ConfigurableResource):
 
 
 def online_store_resource(data_dir: str, url: str | None = None) -> OnlineStoreResource:
-    return OnlineStoreResource(url=url or f"sqlite:///{Path(data_dir).resolve() / 'online.db'}")
+    return OnlineStoreResource(url=online_store_url(data_dir, url))
