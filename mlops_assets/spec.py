@@ -73,6 +73,19 @@ class ConstraintSpec(_Model):
 class EntitySpec(_Model):
     name: str = Field(pattern=_NAME)
     keys: list[str] = Field(min_length=1)
+    pattern: str | None = Field(
+        default=None, description="a regular expression every key value must match; serving answers 400 otherwise"
+    )
+
+    @field_validator("pattern")
+    @classmethod
+    def _compiles(cls, pattern: str | None) -> str | None:
+        if pattern is not None:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ValueError(f"not a regular expression: {exc}") from None
+        return pattern
 
 
 class SourceSpec(_Model):

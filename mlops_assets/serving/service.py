@@ -34,9 +34,8 @@ PREDICTION_PATHS = ("/predict", "/predict_batch")
 
 def request_model(spec: PipelineSpec) -> type[BaseModel]:
     """The request of one prediction, from the spec: entity keys and request features with their constraints."""
-    fields: dict[str, Any] = {
-        k: (str, Field(min_length=1, max_length=200, description=f"{spec.entity.name} key")) for k in spec.entity.keys
-    }
+    key = Field(min_length=1, max_length=200, pattern=spec.entity.pattern, description=f"{spec.entity.name} key")
+    fields: dict[str, Any] = {k: (str, key) for k in spec.entity.keys}
     for name, column in spec.request_features.items():
         fields[name] = _field(column)
     fields["request_id"] = (

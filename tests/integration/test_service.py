@@ -20,6 +20,7 @@ import pytest
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
 from mlops_assets.lake import scan_table, table_path
+from mlops_assets.modeling import fitted_columns, rows_to_pandas
 from mlops_assets.prediction_log import read_day
 from tests.conftest import BODY, KEY, QUIET, Served, kill_server, post, stop
 
@@ -43,15 +44,20 @@ def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Ser
     assert answer["request_id"] == "req-1" and answer["model_version"] == "1"
     assert 0.0 <= answer["score"] <= 1.0 and answer["decision"] == (answer["score"] >= 0.5)
     assert answer["degraded"] is False
-    status, unknown = post(f"{service}/predict", {"request": {**BODY, "customer_id": "nobody", "request_id": "req-2"}})
+    status, unknown = post(f"{service}/predict", {"request": {**BODY, "customer_id": "c999999", "request_id": "req-2"}})
     assert status == 200 and unknown["reason"].startswith("no online features for")
 
     time.sleep(1.5)  # one flush interval
     logged = logged_today(served.data)
     assert {"req-1", "req-2"} <= set(logged["request_id"])
     row = logged.filter(logged["request_id"] == "req-1").row(0, named=True)
-    assert row["model_version"] == "1" and abs(row["score"] - answer["score"]) < 1e-12
-    assert json.loads(row["features"])["amount"] == 120.5
+    assert row["model_version"] == "1" and row["score"] == answer["score"]
+    # The served score is the registered model's score on the feature vector the service used (and logged).
+    registry = mlflow_resource(str(served.data), served.tracking).registry()
+    model = registry.load_sklearn("fraud", "1")
+    vector = json.loads(row["features"])
+    assert vector["amount"] == 120.5
+    assert model.predict_proba(rows_to_pandas([vector], fitted_columns(model)))[0, 1] == answer["score"]
 
 
 def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
@@ -63,6 +69,8 @@ def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
     assert status == 400 and ("request", "customer_id") in {tuple(d["loc"]) for d in error["detail"]}
     status, error = post(f"{service}/predict", {"request": {**BODY, "amount": "a lot"}})
     assert status == 400 and ("request", "amount") in {tuple(d["loc"]) for d in error["detail"]}
+    status, error = post(f"{service}/predict", {"request": {**BODY, "customer_id": "DROP TABLE"}})
+    assert status == 400 and [tuple(d["loc"]) for d in error["detail"]] == [("request", "customer_id")]
     with urllib.request.urlopen(f"{service}/docs.json", timeout=5) as response:
         assert "/predict" in json.loads(response.read())["paths"]
 

@@ -165,3 +165,9 @@ def test_label_request_id_must_be_a_column_of_the_label_source(tmp_path: Path) -
     path = _fraud_with(tmp_path, "request_id: transaction_id", "request_id: txn")
     with pytest.raises(SpecError, match=r"label\.request_id: 'txn' is not a column of source 'labels'"):
         load_spec(path)
+
+
+def test_an_entity_pattern_must_be_a_regular_expression(tmp_path: Path) -> None:
+    path = _fraud_with(tmp_path, "pattern: '^c\\d{6}$'", "pattern: '^c(['")
+    with pytest.raises(SpecError, match=r"entity\.pattern: Value error, not a regular expression"):
+        load_spec(path)
