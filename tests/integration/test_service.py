@@ -61,7 +61,7 @@ def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Ser
 
 
 def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
-    status, error = post(f"{service}/predict", {"request": {"customer_id": "c1", "amount": -3, "channel": "fax"}})
+    status, error = post(f"{service}/predict", {"request": {"customer_id": "c000001", "amount": -3, "channel": "fax"}})
     assert status == 400
     fields = {tuple(d["loc"]) for d in error["detail"]}
     assert fields == {("request", "amount"), ("request", "channel")}
