@@ -16,6 +16,9 @@ from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models.assets import build_model_assets
 from mlops_assets.defs.models.jobs import build_retention
+from mlops_assets.defs.monitoring.assets import build_drift_report_asset, build_performance_asset
+from mlops_assets.defs.monitoring.schedules import daily_schedule
+from mlops_assets.defs.monitoring.sensors import build_retraining_sensor
 from mlops_assets.defs.serving.assets import (
     build_bento_asset,
     build_online_assets,
@@ -42,6 +45,14 @@ def shadow_job_name(spec: PipelineSpec) -> str:
     return f"{spec.name}_shadow_evaluation"
 
 
+def monitoring_job_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}_monitoring"
+
+
+def retraining_job_name(spec: PipelineSpec) -> str:
+    return f"{spec.name}_retraining"
+
+
 def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     daily = [
         *build_ingest_assets(spec),
@@ -63,7 +74,8 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
             description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    schedules = []
+    schedules = [daily_schedule(daily_job_name(spec), "30 0 * * *")]
+    sensors = []
     serving = []
     if spec.model:
         retention_job, schedule = build_retention(spec)
@@ -83,7 +95,23 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
                 description="Compare champion and challenger on labelled live traffic through the promotion gate.",
             ),
         ]
-    return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules)
+        drift, performance = build_drift_report_asset(spec), build_performance_asset(spec)
+        serving += [drift, performance]
+        monitoring_job = dg.define_asset_job(
+            monitoring_job_name(spec),
+            selection=dg.AssetSelection.assets(drift, performance),
+            description="A day's drift report and live performance with their checks (the daily job ingests the "
+            "prediction log first).",
+        )
+        retraining_job = dg.define_asset_job(
+            retraining_job_name(spec),
+            selection=dg.AssetSelection.assets(*training, bento),
+            description="Retrain: training set, candidate, evaluation and gate, card, champion, bento.",
+        )
+        jobs += [monitoring_job, retraining_job]
+        schedules.append(daily_schedule(monitoring_job_name(spec), "30 1 * * *"))
+        sensors.append(build_retraining_sensor(spec, retraining_job_name(spec)))
+    return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules, sensors=sensors)
 
 
 def build_definitions(

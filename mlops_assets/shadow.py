@@ -30,13 +30,19 @@ class ShadowComparison:
     decision: GateDecision
 
 
+def labels_by_request(labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """request_id -> label, from the label source (the latest label of a request wins)."""
+    if spec.label.request_id is None:
+        raise ShadowError("label.request_id is not declared: logged predictions cannot be joined to their labels")
+    return labels.select(
+        pl.col(spec.label.request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
+    ).unique("request_id", keep="last", maintain_order=True)
+
+
 def paired_scores(
     log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str
 ) -> pl.DataFrame:
     """One row per labelled request scored by both versions: label, champion score, challenger score, slice."""
-    request_id = spec.label.request_id
-    if request_id is None:
-        raise ShadowError("label.request_id is not declared: logged predictions cannot be joined to their labels")
     versions = pl.col("model_version"), pl.col("shadow_version")
 
     def score_of(version: str) -> pl.Expr:
@@ -53,10 +59,7 @@ def paired_scores(
         .drop_nulls(["champion_score", "challenger_score"])
         .unique("request_id", keep="first", maintain_order=True)
     )
-    known = labels.select(
-        pl.col(request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
-    ).unique("request_id", keep="last", maintain_order=True)
-    joined = paired.join(known, on="request_id", how="inner")
+    joined = paired.join(labels_by_request(labels, spec), on="request_id", how="inner")
     slice_by = spec.model.slice_by if spec.model else None
     slices = [json.loads(r).get(slice_by) if slice_by else None for r in joined.get_column("request")]
     return joined.select("request_id", "label", "champion_score", "challenger_score").with_columns(

@@ -294,6 +294,80 @@ class ServingSpec(_Model):
     )
 
 
+class Threshold(_Model):
+    """Levels of one effect size: at or above `warn` a check warns, at or above `error` it fails."""
+
+    warn: float = Field(ge=0)
+    error: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Threshold:
+        if self.error < self.warn:
+            raise ValueError(f"error ({self.error}) must be at least warn ({self.warn})")
+        return self
+
+    def level(self, value: float | None) -> Literal["ok", "warn", "error"]:
+        if value is None or value < self.warn:
+            return "ok"
+        return "error" if value >= self.error else "warn"
+
+
+class DriftThresholds(_Model):
+    """Effect sizes that count as drift (never bare p-values: with enough rows, every trivial shift is significant)."""
+
+    ks: Threshold = Field(default_factory=lambda: Threshold(warn=0.1, error=0.2), description="numeric: KS statistic")
+    psi: Threshold = Field(default_factory=lambda: Threshold(warn=0.1, error=0.25), description="population stability")
+    null_rate_increase: Threshold = Field(
+        default_factory=lambda: Threshold(warn=0.05, error=0.2), description="current minus reference null share"
+    )
+    unseen_share: Threshold = Field(
+        default_factory=lambda: Threshold(warn=0.01, error=0.05),
+        description="categorical: share of current values the reference never had",
+    )
+
+
+class RetrainingPolicy(_Model):
+    """When sustained drift (or a performance drop) retrains, and what happens to the retrained model."""
+
+    sustained_k: int = Field(default=2, ge=1, description="retrain when k of the last n windows failed a check")
+    sustained_n: int = Field(default=3, ge=1)
+    cooldown: Duration = Field(default="3d", description="no retraining this long after the last one")
+    max_per_week: int = Field(default=2, ge=0, description="at most this many retraining runs in any 7 days")
+    promotion: Literal["automatic", "manual"] = Field(
+        default="automatic", description="automatic: through the promotion gate; manual: waits for `mlops promote`"
+    )
+
+    @model_validator(mode="after")
+    def _k_of_n(self) -> RetrainingPolicy:
+        if self.sustained_k > self.sustained_n:
+            raise ValueError(f"sustained_k ({self.sustained_k}) cannot exceed sustained_n ({self.sustained_n})")
+        return self
+
+
+class MonitoringSpec(_Model):
+    """How drift is measured against the reference (the champion's training set) and when it retrains."""
+
+    reference: Literal["champion_training_set"] = "champion_training_set"
+    window: Literal["1d"] = Field(default="1d", description="one drift report per daily partition")
+    psi_bins: int = Field(default=10, ge=2, description="numeric PSI: quantile bins of the reference")
+    min_rows: int = Field(default=200, ge=1, description="a window with fewer rows is reported, never graded")
+    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    dataset_drift_share: Threshold = Field(
+        default_factory=lambda: Threshold(warn=0.2, error=0.3),
+        description="share of features at error level that counts as dataset drift",
+    )
+    prediction_drift: DriftThresholds = Field(
+        default_factory=DriftThresholds, description="the score distribution against the reference scores"
+    )
+    fallback_rate: Threshold = Field(
+        default_factory=lambda: Threshold(warn=0.01, error=0.05), description="share of degraded answers"
+    )
+    performance_floor: float | None = Field(
+        default=None, description="the champion's promotion metric on labelled live traffic must stay above it"
+    )
+    retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)
+
+
 class PipelineSpec(_Model):
     name: str = Field(pattern=_NAME)
     description: str = ""
@@ -308,6 +382,7 @@ class PipelineSpec(_Model):
     model: ModelSpec | None = None
     promotion: PromotionSpec | None = None
     serving: ServingSpec = Field(default_factory=ServingSpec)
+    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
 
     @field_validator("feature_views")
     @classmethod

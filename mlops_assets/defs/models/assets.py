@@ -258,9 +258,12 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
         metrics = registry.version_metrics(spec.name, version)
         first = "champion" not in registry.aliases(spec.name)
-        if promotion.policy == "challenger" and not first:
+        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
+        manual = context.run.tags.get("mlops/promotion") == "manual"
+        if (promotion.policy == "challenger" or manual) and not first:
             registry.set_challenger(spec.name, version)
-            context.log.info(f"version {version} passed the gate and is now the challenger (policy: challenger)")
+            why = "retraining.promotion: manual" if manual else "policy: challenger"
+            context.log.info(f"version {version} passed the gate and is now the challenger ({why})")
             return
         try:
             event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))

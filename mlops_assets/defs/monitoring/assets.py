@@ -1,0 +1,191 @@
+"""The drift report: one window of served traffic against the champion's training set, with its checks."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+import polars as pl
+
+from mlops_assets.defs.common.metadata import table_metadata
+from mlops_assets.defs.common.partitions import daily_partitions
+from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.defs.monitoring.checks import (
+    DATA_QUALITY,
+    DATASET_DRIFT,
+    FEATURE_DRIFT,
+    PERFORMANCE,
+    PREDICTION_DRIFT,
+    drift_report_key,
+    performance_key,
+)
+from mlops_assets.defs.serving.assets import prediction_log_key
+from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
+from mlops_assets.markdown import markdown_table
+from mlops_assets.modeling import fitted_columns, to_pandas
+from mlops_assets.monitoring import served_features, window_report
+from mlops_assets.performance import judge, labelled_predictions, metrics_by_version
+from mlops_assets.prediction_log import LOG_SCHEMA
+from mlops_assets.registry import CHAMPION
+from mlops_assets.report import render, top_movers
+from mlops_assets.spec import PipelineSpec
+
+REFERENCE_ROWS = 200_000  # a seeded sample of the training set: enough for the statistics, bounded in memory
+SCORED_REFERENCE_ROWS = 50_000
+
+CHECKS = {
+    FEATURE_DRIFT: "No feature's distribution moved past the KS/PSI thresholds (WARN/ERROR by level).",
+    DATASET_DRIFT: "The share of features drifted at ERROR stays under monitoring.dataset_drift_share.",
+    PREDICTION_DRIFT: "The champion's score distribution stays close to its scores on the training set.",
+    DATA_QUALITY: "Nulls, unseen categories, missing features, degraded answers and unknown model versions.",
+}
+
+
+def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    key = drift_report_key(spec)
+    monitoring = spec.monitoring
+
+    @dg.asset(
+        key=key,
+        deps=[prediction_log_key(spec)],
+        partitions_def=daily_partitions(spec),
+        group_name=f"{spec.name}_monitoring",
+        kinds={"polars", "delta", "scipy"},
+        owners=[spec.owner] if spec.owner else None,
+        code_version=monitoring.fingerprint(),
+        description="One day of served traffic against the champion's training set: KS, PSI, chi-squared, null "
+        "rates and unseen categories per feature, the score distribution, data quality. Statistics go to the "
+        "`drift_stats` Delta table (one partition per day, for trends); a person opens the HTML report linked "
+        "in the metadata. Its checks are what the retraining sensor reads.",
+        check_specs=[dg.AssetCheckSpec(name, asset=key, description=text) for name, text in CHECKS.items()],
+    )
+    def _drift_report(
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        day = context.partition_key
+        registry = mlflow_store.registry()
+        champion = registry.aliases(spec.name).get(CHAMPION)
+        if champion is None:
+            raise dg.Failure(description=f"{spec.name!r} has no champion: nothing to monitor yet", allow_retries=False)
+        tags = registry.version(spec.name, champion).tags
+        training = pl.read_delta(
+            str(table_path(lake.root, spec.name, "training_set")), version=int(tags["training_set_delta_version"])
+        )
+        seed = spec.model.seed if spec.model else 0
+        reference = training.sample(min(REFERENCE_ROWS, training.height), seed=seed)
+        model = registry.load_sklearn(spec.name, champion)
+        columns = fitted_columns(model)
+        scored = reference.head(SCORED_REFERENCE_ROWS)
+        reference_scores = model.predict_proba(to_pandas(scored, columns))[:, 1]
+        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log = (
+            scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
+            if log_path.exists()
+            else pl.DataFrame(schema=LOG_SCHEMA)
+        )
+        known = {str(v.version) for v in registry.client.search_model_versions(f"name='{spec.name}'")}
+        report = window_report(day, monitoring, reference, reference_scores, log, columns, champion, known)
+
+        stats_path = table_path(lake.root, spec.name, "drift_stats")
+        stats = report.stats.with_columns(
+            pl.lit(day).alias("window"), pl.lit(champion).alias("champion_version"), pl.lit(day).alias(PARTITION_COLUMN)
+        )
+        replace_partitions(stats_path, stats, [day])
+        history = scan_table(stats_path).collect()
+        page = render(
+            f"{spec.name} drift report, {day} (champion version {champion})",
+            report.stats,
+            {name: (verdict.level, verdict.description) for name, verdict in report.checks.items()},
+            reference.select(columns.all),
+            served_features(log, columns),
+            history,
+            lake.root / "reports" / spec.name / "drift" / f"{day}.html",
+        )
+        features = report.stats.filter(pl.col("feature") != "__score__")
+        top = features.sort("psi", descending=True, nulls_last=True).head(1)
+        score = report.stats.filter(pl.col("feature") == "__score__").row(0, named=True)
+        yield dg.MaterializeResult(
+            metadata={
+                **table_metadata(stats_path, stats),
+                "window": day,
+                "logged_predictions": report.rows,
+                "champion_version": champion,
+                "top_movers": dg.MetadataValue.md(top_movers(features)),
+                "top_feature": top.get_column("feature").item() if top.height else "",
+                "top_feature_psi": float(top.get_column("psi").item() or 0.0) if top.height else 0.0,
+                "prediction_psi": float(score["psi"] or 0.0),
+                "drifted_share": float((features.get_column("distribution_level") == "error").mean() or 0.0),
+                "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
+                "report": dg.MetadataValue.url(page.as_uri()),
+            }
+        )
+        for name, verdict in report.checks.items():
+            yield dg.AssetCheckResult(
+                check_name=name,
+                passed=verdict.level == "ok",
+                severity=dg.AssetCheckSeverity.ERROR if verdict.level == "error" else dg.AssetCheckSeverity.WARN,
+                description=verdict.description,
+                metadata={k: v if isinstance(v, int | float | str) else str(v) for k, v in verdict.evidence.items()},
+            )
+
+    return _drift_report
+
+
+def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    assert spec.promotion is not None
+    key, metric, floor = performance_key(spec), spec.promotion.metric, spec.monitoring.performance_floor
+
+    @dg.asset(
+        key=key,
+        deps=[prediction_log_key(spec), raw_key(spec, spec.label.source)],
+        partitions_def=daily_partitions(spec),
+        group_name=f"{spec.name}_monitoring",
+        kinds={"polars", "sklearn"},
+        owners=[spec.owner] if spec.owner else None,
+        description="The day's logged predictions joined to the labels that have arrived since (by request id), "
+        "metrics per model version. Re-materialize a day when more labels arrive.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                PERFORMANCE,
+                asset=key,
+                description=f"The champion's {metric} on labelled live traffic stays above "
+                f"monitoring.performance_floor ({floor}).",
+            )
+        ],
+    )
+    def _performance(
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+    ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        day = context.partition_key
+        champion = mlflow_store.registry().aliases(spec.name).get(CHAMPION, "")
+        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log = (
+            scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
+            if log_path.exists()
+            else pl.DataFrame(schema=LOG_SCHEMA)
+        )
+        labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}")).collect()
+        table = metrics_by_version(labelled_predictions(log, labels, spec), spec)
+        verdict = judge(table, spec, champion, spec.monitoring.min_rows)
+        yield dg.MaterializeResult(
+            metadata={
+                "window": day,
+                "champion_version": champion,
+                "labelled_predictions": int(table.get_column("labelled").sum()),
+                f"champion_{metric}": verdict.champion_value if verdict.champion_value is not None else float("nan"),
+                "by_version": dg.MetadataValue.md(
+                    markdown_table(
+                        {k: (f"{v:.4f}" if isinstance(v, float) else v) for k, v in r.items()}
+                        for r in table.iter_rows(named=True)
+                    )
+                ),
+            }
+        )
+        yield dg.AssetCheckResult(
+            check_name=PERFORMANCE,
+            passed=verdict.passed,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{day}: {verdict.description}",
+            metadata={"window": day, "labelled": verdict.labelled},
+        )
+
+    return _performance

@@ -1,0 +1,27 @@
+"""Names of the monitoring checks, declared on the drift report; the retraining sensor reads their results."""
+
+import dagster as dg
+
+from mlops_assets.spec import PipelineSpec
+
+FEATURE_DRIFT = "feature_drift"
+DATASET_DRIFT = "dataset_drift"
+PREDICTION_DRIFT = "prediction_drift"
+DATA_QUALITY = "data_quality"
+PERFORMANCE = "performance"
+
+
+def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "drift_report"])
+
+
+def performance_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "performance"])
+
+
+def retraining_evidence(spec: PipelineSpec) -> dict[str, tuple[dg.AssetKey, tuple[str, ...]]]:
+    """Which failing checks (at ERROR), on which asset, are evidence for a retraining, by reason."""
+    return {
+        "drift": (drift_report_key(spec), (DATASET_DRIFT, PREDICTION_DRIFT)),
+        "performance": (performance_key(spec), (PERFORMANCE,)),
+    }

@@ -1,0 +1,84 @@
+"""The retraining sensor: sustained drift (or a performance drop) requests one retraining run, by policy."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import dagster as dg
+
+from mlops_assets.defs.monitoring.checks import retraining_evidence
+from mlops_assets.retraining import Decision, WindowVerdict, decide
+from mlops_assets.spec import PipelineSpec
+
+RETRAINING_TAG = "mlops/retraining"
+
+
+def window_verdicts(instance: dg.DagsterInstance, asset: dg.AssetKey, checks: Sequence[str]) -> list[WindowVerdict]:
+    """Per window (partition), the newest result of each check; a window failed where one failed at ERROR."""
+    newest: dict[str, dict[str, dg.AssetCheckEvaluation]] = {}
+    for name in checks:
+        history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset, name), limit=200)
+        for record in history:  # newest first
+            evaluation = record.evaluation
+            window = record.partition or (evaluation.partition if evaluation else None)
+            if evaluation is None or window is None:
+                continue
+            newest.setdefault(window, {}).setdefault(name, evaluation)
+    verdicts = []
+    for window in sorted(newest):
+        results = newest[window]
+        failed = sorted(n for n, e in results.items() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR)
+        verdicts.append(WindowVerdict(window, failed, {n: (results[n].description or "")[:300] for n in failed}))
+    return verdicts
+
+
+def retraining_times(instance: dg.DagsterInstance, pipeline: str) -> list[datetime]:
+    records = instance.get_run_records(dg.RunsFilter(tags={RETRAINING_TAG: pipeline}), limit=100)
+    return [r.create_timestamp.astimezone(UTC) for r in records]
+
+
+def evaluate_policy(
+    instance: dg.DagsterInstance, spec: PipelineSpec, cursor: str | None, now: datetime
+) -> tuple[Decision, str]:
+    """The decision (drift first, then performance) and the cursor to keep: the evidence acted on so far."""
+    state = json.loads(cursor) if cursor else {}
+    acted_on = set(state.get("acted_on", []))
+    retrained_at = retraining_times(instance, spec.name)
+    policy = spec.monitoring.retraining
+    decisions = []
+    for reason, (asset, checks) in retraining_evidence(spec).items():
+        verdicts = window_verdicts(instance, asset, checks)
+        decisions.append(decide(verdicts, policy, retrained_at, now, acted_on, reason))  # type: ignore[arg-type]
+    decision = next((d for d in decisions if d.retrain), decisions[0])
+    if decision.retrain and decision.evidence_key:
+        state["acted_on"] = [*state.get("acted_on", []), decision.evidence_key][-200:]
+    state["last_decision"] = " | ".join(d.explanation for d in decisions)
+    return decision, json.dumps(state, sort_keys=True)
+
+
+def build_retraining_sensor(spec: PipelineSpec, training_job: str) -> dg.SensorDefinition:
+    policy = spec.monitoring.retraining
+
+    @dg.sensor(
+        name=f"{spec.name}_retraining",
+        job_name=training_job,
+        minimum_interval_seconds=300,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests one run of `{training_job}` when {policy.sustained_k} of the last "
+        f"{policy.sustained_n} drift report windows failed a drift check (or the performance check) at ERROR; "
+        f"never within {policy.cooldown} of the last retraining, at most {policy.max_per_week} a week, never twice "
+        f"for the same evidence. Promotion afterwards: {policy.promotion}.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+        decision, cursor = evaluate_policy(context.instance, spec, context.cursor, datetime.now(UTC))
+        context.update_cursor(cursor)
+        if not decision.retrain:
+            return dg.SkipReason(json.loads(cursor)["last_decision"])
+        return dg.RunRequest(
+            run_key=decision.evidence_key,
+            tags={**decision.tags(), RETRAINING_TAG: spec.name, "mlops/promotion": policy.promotion},
+        )
+
+    return _sensor

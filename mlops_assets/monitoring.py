@@ -1,0 +1,222 @@
+"""One window of monitoring: served features and scores against the champion's training set, graded by the spec.
+
+The statistics come from `drift`; this module decides what the window means (levels per feature, dataset drift,
+prediction drift, data quality) and says why in words a person can act on. No Dagster, no MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import polars as pl
+
+from mlops_assets.drift import FeatureStats, Level, compare, drifted_share, numeric_stats, stats_frame
+from mlops_assets.modeling import Columns
+from mlops_assets.spec import DriftThresholds, MonitoringSpec
+
+SCORE = "__score__"
+_ORDER = {"ok": 0, "warn": 1, "error": 2}
+
+
+def worst(levels: Sequence[Level]) -> Level:
+    return max(levels, key=_ORDER.__getitem__, default="ok")
+
+
+def distribution_level(stats: FeatureStats, thresholds: DriftThresholds) -> Level:
+    """Drift of the distribution itself: KS (numeric) and PSI."""
+    return worst([thresholds.ks.level(stats.ks), thresholds.psi.level(stats.psi)])
+
+
+def quality_level(stats: FeatureStats, thresholds: DriftThresholds) -> Level:
+    """Data quality: more nulls than the reference, categories it never had."""
+    return worst(
+        [
+            thresholds.null_rate_increase.level(stats.null_rate_increase),
+            thresholds.unseen_share.level(stats.unseen_share),
+        ]
+    )
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    """A check's result for one window: its level, a sentence, and the evidence (for metadata)."""
+
+    level: Level
+    description: str
+    evidence: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    window: str
+    rows: int
+    stats: pl.DataFrame  # one row per feature (and one for the score), with levels
+    checks: dict[str, CheckVerdict]
+
+
+def served_features(log: pl.DataFrame, columns: Columns) -> pl.DataFrame:
+    """The model inputs the service used, from the prediction log's JSON feature vectors, typed like training."""
+    if log.height == 0:
+        return pl.DataFrame(
+            schema={**dict.fromkeys(columns.numeric, pl.Float64), **dict.fromkeys(columns.categorical, pl.String)}
+        )
+    decoded = pl.DataFrame([json.loads(v) for v in log.get_column("features")])
+    return pl.DataFrame(
+        [
+            *[
+                (
+                    decoded.get_column(c).cast(pl.Float64)
+                    if c in decoded.columns
+                    else pl.Series(c, [None] * log.height, pl.Float64)
+                ).alias(c)
+                for c in columns.numeric
+            ],
+            *[
+                (
+                    decoded.get_column(c).cast(pl.String)
+                    if c in decoded.columns
+                    else pl.Series(c, [None] * log.height, pl.String)
+                ).alias(c)
+                for c in columns.categorical
+            ],
+        ]
+    )
+
+
+def window_report(
+    window: str,
+    monitoring: MonitoringSpec,
+    reference: pl.DataFrame,
+    reference_scores: np.ndarray,
+    log: pl.DataFrame,
+    columns: Columns,
+    champion: str,
+    known_versions: set[str],
+) -> WindowReport:
+    """Grade one window of logged predictions: features, dataset, scores and data quality."""
+    thresholds = monitoring.thresholds
+    current = served_features(log, columns)
+    features = compare(
+        reference.select(columns.all), current, columns.numeric, columns.categorical, monitoring.psi_bins
+    )
+    versions = log.get_column("model_version") if log.height else pl.Series([], dtype=pl.String)
+    champion_scores = log.filter(versions == champion).get_column("score").to_numpy() if log.height else np.array([])
+    score = numeric_stats(SCORE, reference_scores, champion_scores.astype(float), monitoring.psi_bins)
+    stats = stats_frame([*features, score]).with_columns(
+        pl.Series(
+            "distribution_level",
+            [distribution_level(s, thresholds) for s in features]
+            + [distribution_level(score, monitoring.prediction_drift)],
+        ),
+        pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, score]]),
+    )
+    rows = log.height
+    if rows < monitoring.min_rows:
+        reason = (
+            f"window {window} has {rows} logged predictions, fewer than monitoring.min_rows "
+            f"({monitoring.min_rows}): not graded"
+        )
+        verdict = CheckVerdict("warn", reason, {"window": window, "rows": rows})
+        return WindowReport(
+            window,
+            rows,
+            stats,
+            dict.fromkeys(("feature_drift", "dataset_drift", "prediction_drift", "data_quality"), verdict),
+        )
+    return WindowReport(
+        window,
+        rows,
+        stats,
+        {
+            "feature_drift": _feature_drift(window, features, thresholds),
+            "dataset_drift": _dataset_drift(window, features, monitoring),
+            "prediction_drift": _prediction_drift(window, score, monitoring),
+            "data_quality": _data_quality(window, features, log, monitoring, known_versions),
+        },
+    )
+
+
+def _describe(stats: FeatureStats) -> str:
+    parts = [f"{name} {value:.3f}" for name, value in (("KS", stats.ks), ("PSI", stats.psi)) if value is not None]
+    return f"{stats.feature} ({', '.join(parts)})"
+
+
+def _feature_drift(window: str, features: list[FeatureStats], thresholds: DriftThresholds) -> CheckVerdict:
+    graded = [(s, distribution_level(s, thresholds)) for s in features]
+    moved = sorted([(s, lv) for s, lv in graded if lv != "ok"], key=lambda x: -(x[0].psi or 0))
+    level = worst([lv for _, lv in graded])
+    if not moved:
+        return CheckVerdict("ok", f"{window}: no feature drifted", {"window": window})
+    text = ", ".join(f"{_describe(s)} {lv}" for s, lv in moved[:10])
+    return CheckVerdict(
+        level,
+        f"{window}: {len(moved)} features drifted: {text}",
+        {"window": window, "features": [s.feature for s, _ in moved]},
+    )
+
+
+def _dataset_drift(window: str, features: list[FeatureStats], monitoring: MonitoringSpec) -> CheckVerdict:
+    levels = [distribution_level(s, monitoring.thresholds) for s in features]
+    share = drifted_share(levels)
+    level = monitoring.dataset_drift_share.level(share)
+    drifted = [s.feature for s, lv in zip(features, levels, strict=True) if lv == "error"]
+    return CheckVerdict(
+        level,
+        f"{window}: {share:.0%} of {len(features)} features drifted at error level "
+        f"(dataset drift: {monitoring.dataset_drift_share.warn:.0%} warns, "
+        f"{monitoring.dataset_drift_share.error:.0%} fails)" + (f": {', '.join(drifted)}" if drifted else ""),
+        {"window": window, "drifted_share": share, "drifted": drifted},
+    )
+
+
+def _prediction_drift(window: str, score: FeatureStats, monitoring: MonitoringSpec) -> CheckVerdict:
+    if score.current_rows == 0:
+        return CheckVerdict(
+            "warn",
+            f"{window}: no scores of the champion were logged: prediction drift not measured",
+            {"window": window},
+        )
+    level = distribution_level(score, monitoring.prediction_drift)
+    return CheckVerdict(
+        level,
+        f"{window}: champion scores vs its training set: {_describe(score)}",
+        {"window": window, "ks": score.ks, "psi": score.psi},
+    )
+
+
+def _data_quality(
+    window: str, features: list[FeatureStats], log: pl.DataFrame, monitoring: MonitoringSpec, known: set[str]
+) -> CheckVerdict:
+    thresholds = monitoring.thresholds
+    problems: list[tuple[Level, str]] = []
+    for s in features:
+        if s.current_rows and s.null_rate_current == 1.0 and s.null_rate_reference < 1.0:
+            problems.append(("error", f"{s.feature} is missing entirely"))
+            continue
+        null = thresholds.null_rate_increase.level(s.null_rate_increase)
+        if null != "ok":
+            problems.append((null, f"{s.feature} nulls {s.null_rate_reference:.1%} -> {s.null_rate_current:.1%}"))
+        unseen = thresholds.unseen_share.level(s.unseen_share)
+        if unseen != "ok":
+            problems.append((unseen, f"{s.feature} has {s.unseen_share:.1%} values never seen in training"))
+    degraded = float(log.get_column("degraded").mean() or 0.0)
+    fallback = monitoring.fallback_rate.level(degraded)
+    if fallback != "ok":
+        problems.append((fallback, f"{degraded:.1%} of the answers were degraded (store failure or fallback)"))
+    unknown = sorted(set(log.get_column("model_version").drop_nulls()) - known - {"fallback"})
+    if unknown:
+        count = log.filter(pl.col("model_version").is_in(unknown)).height
+        problems.append(("warn", f"{count} predictions from model versions the registry does not know: {unknown}"))
+    if not problems:
+        return CheckVerdict(
+            "ok", f"{window}: data quality as in training", {"window": window, "degraded_share": degraded}
+        )
+    level = worst([lv for lv, _ in problems])
+    return CheckVerdict(
+        level,
+        f"{window}: " + "; ".join(text for _, text in problems),
+        {"window": window, "problems": [t for _, t in problems], "degraded_share": degraded},
+    )

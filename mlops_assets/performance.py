@@ -1,0 +1,75 @@
+"""Performance on live traffic: logged predictions joined to the labels that arrived later, per window and version.
+
+Labels come days after the predictions, so a window's metrics are recomputed whenever more labels exist; the
+champion's metric falling below `monitoring.performance_floor` is the evidence for a `performance` retraining.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from mlops_assets.modeling import compute_metrics
+from mlops_assets.shadow import labels_by_request
+from mlops_assets.spec import PipelineSpec
+
+
+@dataclass(frozen=True)
+class PerformanceVerdict:
+    passed: bool
+    description: str
+    champion_value: float | None
+    labelled: int
+
+
+def labelled_predictions(log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """The answered predictions that have a label: request_id, model_version, score, label (fallbacks left out)."""
+    answered = log.filter(pl.col("model_version") != "fallback").unique("request_id", keep="first", maintain_order=True)
+    return answered.select("request_id", "model_version", "score").join(
+        labels_by_request(labels, spec), on="request_id", how="inner"
+    )
+
+
+def metrics_by_version(rows: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """One row per model version: labelled predictions and the spec's metrics (None where undefined)."""
+    assert spec.model is not None
+    out = []
+    for (version,), group in rows.group_by(["model_version"], maintain_order=True):
+        metrics = compute_metrics(
+            group.get_column("label").to_numpy(),
+            group.get_column("score").to_numpy(),
+            spec.model.metrics,
+            spec.model.threshold,
+        )
+        out.append({"model_version": version, "labelled": group.height, **metrics})
+    schema = {"model_version": pl.String, "labelled": pl.Int64, **dict.fromkeys(spec.model.metrics, pl.Float64)}
+    return pl.DataFrame(out, schema=schema)
+
+
+def judge(table: pl.DataFrame, spec: PipelineSpec, champion: str, min_rows: int) -> PerformanceVerdict:
+    """Whether the champion's promotion metric on labelled live traffic stays above the floor."""
+    assert spec.promotion is not None
+    metric, floor = spec.promotion.metric, spec.monitoring.performance_floor
+    row = table.filter(pl.col("model_version") == champion)
+    labelled = int(row.get_column("labelled").item()) if row.height else 0
+    value = row.get_column(metric).item() if row.height else None
+    if floor is None:
+        return PerformanceVerdict(
+            True, "monitoring.performance_floor is not declared: reported, not judged", value, labelled
+        )
+    if labelled < min_rows or value is None:
+        return PerformanceVerdict(
+            True,
+            f"{labelled} labelled predictions of champion {champion} (at least {min_rows} needed): not judged",
+            value,
+            labelled,
+        )
+    below = value < floor if metric != "log_loss" else value > floor  # log_loss: the floor is a ceiling
+    word = "is worse than" if below else "meets"
+    return PerformanceVerdict(
+        not below,
+        f"champion {champion}: {metric} {value:.4f} on {labelled} labelled predictions {word} the floor {floor}",
+        value,
+        labelled,
+    )

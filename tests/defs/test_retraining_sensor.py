@@ -1,0 +1,103 @@
+"""The retraining sensor against a real Dagster instance: check results in, at most one run request out."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import dagster as dg
+import pytest
+
+from mlops_assets.definitions import build_definitions
+from mlops_assets.defs.monitoring.checks import DATASET_DRIFT, PREDICTION_DRIFT, drift_report_key
+from mlops_assets.defs.monitoring.sensors import RETRAINING_TAG, evaluate_policy
+from mlops_assets.spec import PipelineSpec, load_specs
+
+SPEC: PipelineSpec = load_specs()[0]  # fraud: k=2 of n=3, cooldown 3d, at most 2 a week
+SENSOR = "fraud_retraining"
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _window(instance: dg.DagsterInstance, day: str, drifted: bool, check: str = DATASET_DRIFT) -> None:
+    """What the drift report's check records for a day (an evaluation stored in the instance)."""
+    instance.report_runless_asset_event(
+        dg.AssetCheckEvaluation(
+            asset_key=drift_report_key(SPEC),
+            check_name=check,
+            passed=not drifted,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=f"{day}: {'45%' if drifted else '0%'} of 25 features drifted at error level",
+            partition=day,
+        )
+    )
+
+
+def _tick(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[list[dg.RunRequest], str | None, str]:
+    defs = build_definitions()
+    sensor = defs.resolve_sensor_def(SENSOR)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    result = sensor.evaluate_tick(context)
+    skip = result.skip_message or ""
+    return list(result.run_requests or []), result.cursor, skip
+
+
+def _retraining_run(instance: dg.DagsterInstance) -> None:
+    """A retraining run as the sensor's request launches it (tagged with the pipeline)."""
+    job = build_definitions().resolve_job_def("fraud_retraining")
+    instance.create_run_for_job(job_def=job, tags={RETRAINING_TAG: "fraud"})
+
+
+def test_a_single_noisy_window_does_not_retrain(instance: dg.DagsterInstance) -> None:
+    for day, drifted in (("2026-03-01", False), ("2026-03-02", True), ("2026-03-03", False)):
+        _window(instance, day, drifted)
+    requests, _, skip = _tick(instance)
+    assert requests == [] and "1 of the last 3 windows failed; 2 of 3 are needed" in skip
+
+
+def test_k_of_n_requests_exactly_one_run_that_says_why(instance: dg.DagsterInstance) -> None:
+    for day, drifted in (("2026-03-01", True), ("2026-03-02", False), ("2026-03-03", True)):
+        _window(instance, day, drifted)
+    (request,), cursor, _ = _tick(instance)
+    assert request.job_name in (None, "fraud_retraining")
+    assert request.tags["mlops/retrain_reason"] == "drift"
+    assert request.tags["mlops/retrain_windows"] == "2026-03-01,2026-03-03"
+    assert request.tags["mlops/retrain_checks"] == DATASET_DRIFT
+    assert "45% of 25 features drifted" in request.tags["mlops/retrain_details"]
+    assert request.tags["mlops/promotion"] == "automatic"
+    # The next tick, with the cursor Dagster kept (as after a restart), does not act on the same evidence again.
+    again, _, skip = _tick(instance, cursor)
+    assert again == [] and "already acted on this evidence" in skip
+    assert json.loads(cursor or "{}")["acted_on"] == [request.run_key]
+
+
+def test_a_prediction_drift_window_counts_as_evidence_too(instance: dg.DagsterInstance) -> None:
+    _window(instance, "2026-03-01", True, PREDICTION_DRIFT)
+    _window(instance, "2026-03-02", True)
+    (request,), _, _ = _tick(instance)
+    assert request.tags["mlops/retrain_checks"] == f"{DATASET_DRIFT},{PREDICTION_DRIFT}"
+
+
+def test_no_retraining_during_the_cooldown_and_beyond_the_weekly_cap(instance: dg.DagsterInstance) -> None:
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        _window(instance, day, True)
+    _retraining_run(instance)
+    requests, _, skip = _tick(instance)
+    assert requests == [] and "within the cooldown of 3d" in skip
+    # Four days later the cooldown is over; with a second run this week the weekly cap of 2 holds.
+    _retraining_run(instance)
+    later = datetime.now(UTC) + timedelta(days=4)
+    decision, _ = evaluate_policy(instance, SPEC.model_copy(update={"monitoring": _cooldown("1d")}), None, later)
+    assert decision.retrain is False and "reach the cap of 2" in decision.explanation
+    decision, _ = evaluate_policy(instance, SPEC, None, datetime.now(UTC) + timedelta(days=8))
+    assert decision.retrain
+
+
+def _cooldown(value: str) -> object:
+    retraining = SPEC.monitoring.retraining.model_copy(update={"cooldown": value})
+    return SPEC.monitoring.model_copy(update={"retraining": retraining})
