@@ -18,6 +18,7 @@ BENCHMARKS = {
     "bench_features.py": ["--events", "1000000", "--entities", "10000"],
     "bench_online.py": ["--entities", "10000", "--repeat", "300"],
     "bench_serving.py": ["--entities", "5000", "--requests", "400", "--batches", "10"],
+    "bench_drift.py": ["--rows", "100000"],
 }
 
 

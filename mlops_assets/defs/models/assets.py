@@ -95,6 +95,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "training_from": str(training.get_column(spec.label.prediction_timestamp).min()),
             "holdout_cutoff": trained.cutoff.isoformat(),
             "seed": str(model.seed),
+            # Why this candidate exists when the retraining sensor asked for it (reason, windows, checks, details).
+            **{k.removeprefix("mlops/"): v for k, v in context.run.tags.items() if k.startswith("mlops/retrain")},
         }
         slice_metrics = {
             f"slice.{name}.{metric}": value

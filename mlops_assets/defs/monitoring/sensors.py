@@ -22,8 +22,12 @@ def window_verdicts(instance: dg.DagsterInstance, asset: dg.AssetKey, checks: Se
         history = instance.event_log_storage.get_asset_check_execution_history(dg.AssetCheckKey(asset, name), limit=200)
         for record in history:  # newest first
             evaluation = record.evaluation
-            window = record.partition or (evaluation.partition if evaluation else None)
-            if evaluation is None or window is None:
+            if not isinstance(evaluation, dg.AssetCheckEvaluation):  # planned or still running: no verdict yet
+                continue
+            # The window is the run's partition; the checks also record it in their metadata.
+            recorded = evaluation.metadata.get("window")
+            window = record.partition or evaluation.partition or (recorded.value if recorded else None)
+            if not isinstance(window, str):
                 continue
             newest.setdefault(window, {}).setdefault(name, evaluation)
     verdicts = []
