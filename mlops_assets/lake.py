@@ -45,6 +45,8 @@ def replace_partitions(path: Path, frame: pl.DataFrame, days: Sequence[str]) -> 
         mode="overwrite",
         predicate=f"{PARTITION_COLUMN} IN ({quoted})",
         partition_by=[PARTITION_COLUMN],
+        # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
+        schema_mode="merge",
     )
     return deltalake.DeltaTable(str(path)).version()
 

@@ -7,15 +7,17 @@ prediction drift, data quality) and says why in words a person can act on. No Da
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import polars as pl
 
 from mlops_assets.drift import FeatureStats, Level, compare, drifted_share, numeric_stats, stats_frame
+from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.modeling import Columns
-from mlops_assets.spec import DriftThresholds, MonitoringSpec
+from mlops_assets.spec import DriftThresholds, MonitoringSpec, PipelineSpec
 
 SCORE = "__score__"
 _ORDER = {"ok": 0, "warn": 1, "error": 2}
@@ -219,4 +221,90 @@ def _data_quality(
         level,
         f"{window}: " + "; ".join(text for _, text in problems),
         {"window": window, "problems": [t for _, t in problems], "degraded_share": degraded},
+    )
+
+
+SKEW_SCHEMA = {
+    "view": pl.String,
+    "feature": pl.String,
+    "compared": pl.Int64,
+    "mismatched": pl.Int64,
+    "not_found_offline": pl.Int64,
+    "max_abs_diff": pl.Float64,
+}
+
+
+def skew_stats(log: pl.DataFrame, offline: Mapping[str, pl.DataFrame], spec: PipelineSpec) -> pl.DataFrame:
+    """Per feature, how many served values differ from the offline feature row they came from.
+
+    Each logged answer records the feature timestamp of every view's online row, so the offline row is found
+    exactly (entity and timestamp): a difference is a different computation (skew), never staleness. Values are
+    compared bit for bit after typing them like the offline table (JSON keeps every float exactly). Degraded answers
+    and views served without a row are left out.
+    """
+    keys = spec.entity.keys
+    answered = log.filter(~pl.col("degraded") & pl.col("feature_timestamps").is_not_null())
+    if answered.height == 0:
+        return pl.DataFrame(schema=SKEW_SCHEMA)
+    entities = pl.DataFrame([json.loads(e) for e in answered.get_column("entity")]).select(keys)
+    stamps = [json.loads(t) for t in answered.get_column("feature_timestamps")]
+    served = [json.loads(f) for f in answered.get_column("features")]
+    rows = []
+    for view, table in offline.items():
+        names = [c for c in table.columns if c not in (*keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)]
+        frame = entities.with_columns(
+            pl.Series(FEATURE_TIMESTAMP, [t.get(view) for t in stamps], pl.String)
+            .str.to_datetime(time_unit="us")
+            .cast(table.schema[FEATURE_TIMESTAMP]),
+            *[
+                pl.Series(n, [v.get(n) for v in served], strict=False).cast(table.schema[n], strict=False)
+                for n in names
+            ],
+        ).filter(pl.col(FEATURE_TIMESTAMP).is_not_null())
+        reference = table.unique([*keys, FEATURE_TIMESTAMP], keep="last").with_columns(pl.lit(True).alias("__found"))
+        joined = frame.join(reference, on=[*keys, FEATURE_TIMESTAMP], how="left", suffix="__offline")
+        found = joined.get_column("__found").fill_null(False)
+        for name in names:
+            a, b = joined.get_column(name), joined.get_column(f"{name}__offline")
+            same = (a == b).fill_null(False) | (a.is_null() & b.is_null())
+            difference = (a.cast(pl.Float64, strict=False) - b.cast(pl.Float64, strict=False)).abs().filter(found)
+            rows.append(
+                {
+                    "view": view,
+                    "feature": name,
+                    "compared": int(found.sum()),
+                    "mismatched": int((found & ~same).sum()),
+                    "not_found_offline": int((~found).sum()),
+                    "max_abs_diff": float(difference.max() or 0.0) if difference.len() else 0.0,  # type: ignore[arg-type]
+                }
+            )
+    return pl.DataFrame(rows, schema=SKEW_SCHEMA)
+
+
+def skew_verdict(window: str, skew: pl.DataFrame, monitoring: MonitoringSpec) -> CheckVerdict:
+    """The worst feature's share of served values that differ from (or are missing) offline."""
+    if skew.height == 0 or int(skew.get_column("compared").sum() + skew.get_column("not_found_offline").sum()) == 0:
+        return CheckVerdict("ok", f"{window}: no answer with online feature rows to compare", {"window": window})
+    shares = skew.with_columns(
+        ((pl.col("mismatched") + pl.col("not_found_offline")) / (pl.col("compared") + pl.col("not_found_offline")))
+        .fill_nan(0.0)
+        .alias("share")
+    ).sort("share", descending=True)
+    top = shares.row(0, named=True)
+    level = monitoring.skew_share.level(top["share"])
+    bad = shares.filter(pl.col("share") > 0)
+    if bad.height == 0:
+        compared = int(skew.get_column("compared").max() or 0)
+        return CheckVerdict(
+            "ok", f"{window}: served features equal their offline rows ({compared} answers)", {"window": window}
+        )
+    text = ", ".join(
+        f"{r['view']}.{r['feature']} {r['share']:.1%} ({r['mismatched']} differ, {r['not_found_offline']} not found, "
+        f"max diff {r['max_abs_diff']:.3g})"
+        for r in bad.head(10).iter_rows(named=True)
+    )
+    return CheckVerdict(
+        level,
+        f"{window}: served values differ from offline: {text}",
+        {"window": window, "features": bad.get_column("feature").to_list()},
     )

@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -242,11 +242,13 @@ def sync_view(store: OnlineStore, pipeline: str, view: str, features: pl.LazyFra
 
 @dataclass(frozen=True)
 class FeatureVector:
-    """The model inputs for one request as serving sees them, with what was missing or stale, per view."""
+    """The model inputs for one request as serving sees them, with what was missing or stale, per view, and the
+    feature timestamp of each view's row (None where none was found): the key to the offline row it came from."""
 
     values: dict[str, Any]
     missing: list[str]
     stale: list[str]
+    timestamps: dict[str, str | None] = field(default_factory=dict)
 
 
 def view_rows(
@@ -274,6 +276,8 @@ def assemble(
             elif row.stale:
                 vector.stale.append(view_name)
             vector.values.update(row.values or dict.fromkeys(columns))
+            usable = row.values is not None and row.feature_timestamp is not None
+            vector.timestamps[view_name] = row.feature_timestamp.isoformat() if usable else None  # type: ignore[union-attr]
     return vectors
 
 
@@ -296,6 +300,7 @@ class ServedVector:
     stale: list[str]
     degraded: bool
     reason: str | None
+    timestamps: dict[str, str | None] = field(default_factory=dict)
 
 
 class ResilientFeatures:
@@ -326,7 +331,7 @@ class ResilientFeatures:
             return self._from_cache(requests, now, f"online store slower than {self.timeout * 1000:.0f} ms")
         except Exception as exc:  # any store failure (connection refused, I/O error) degrades the same way
             return self._from_cache(requests, now, f"online store unavailable ({type(exc).__name__}: {exc})")
-        return [ServedVector(v.values, v.missing, v.stale, False, None) for v in looked_up]
+        return [ServedVector(v.values, v.missing, v.stale, False, None, v.timestamps) for v in looked_up]
 
     def _lookup_all(self, requests: Sequence[Mapping[str, Any]], now: datetime) -> list[FeatureVector]:
         rows = view_rows(self.spec, self.store, requests, now)
@@ -346,15 +351,18 @@ class ResilientFeatures:
         for request in requests:
             entity = tuple(str(request[k]) for k in keys)
             values = {f: request.get(f) for f in self.spec.request_features}
-            missing = []
+            missing: list[str] = []
+            timestamps: dict[str, str | None] = {}
             for view, view_spec in self.spec.feature_views.items():
                 with self._lock:
                     cached = self._cache.get((view, entity))
                 if cached is None or now - cached[0] > parse_duration(view_spec.ttl):
                     missing.append(view)
                     values.update(dict.fromkeys(view_spec.feature_names() or []))
+                    timestamps[view] = None
                 else:
                     values.update(cached[1])
+                    timestamps[view] = cached[0].isoformat()
             detail = f"{reason}; " + (f"no cached features for {missing}" if missing else "features from cache")
-            served.append(ServedVector(values, missing, [], True, detail))
+            served.append(ServedVector(values, missing, [], True, detail, timestamps))
         return served

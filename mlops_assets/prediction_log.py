@@ -24,6 +24,7 @@ LOG_SCHEMA = {
     "timestamp": pl.Datetime("us"),
     "entity": pl.String,
     "features": pl.String,
+    "feature_timestamps": pl.String,
     "request": pl.String,
     "model_version": pl.String,
     "score": pl.Float64,

@@ -365,6 +365,10 @@ class MonitoringSpec(_Model):
     performance_floor: float | None = Field(
         default=None, description="the champion's promotion metric on labelled live traffic must stay above it"
     )
+    skew_share: Threshold = Field(
+        default_factory=lambda: Threshold(warn=0.0001, error=0.01),
+        description="share of served values that differ from the offline row they came from (worst feature)",
+    )
     retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)
 
 

@@ -211,6 +211,7 @@ class Scorer:
             "timestamp": now.isoformat(),
             "entity": {k: body[k] for k in self.spec.entity.keys},
             "features": vector.values,
+            "feature_timestamps": vector.timestamps,
             "request": body,
             "model_version": answer.model_version,
             "score": answer.score,

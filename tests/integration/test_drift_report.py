@@ -33,6 +33,7 @@ def _log_window(served: Served, day: str, rows: pl.DataFrame, version: str = "1"
             "timestamp": [f"{day}T12:00:00"] * rows.height,
             "entity": [json.dumps({"customer_id": c}) for c in rows.get_column("customer_id")],
             "features": [json.dumps(r) for r in features.iter_rows(named=True)],
+            "feature_timestamps": [None] * rows.height,  # not served from an online store: no skew to compare
             "request": [json.dumps({"channel": c}) for c in rows.get_column("channel")],
             "model_version": [version] * rows.height,
             "score": [float(s) for s in scores],
@@ -100,9 +101,10 @@ def test_shifted_amounts_fail_the_feature_checks_with_evidence(served: Served, h
 def test_bad_windows_give_clear_check_results(served: Served, holdout: pl.DataFrame) -> None:
     _log_window(served, "2026-02-03", holdout.head(0))
     _, checks = _report(served, "2026-02-03")
+    skew = checks.pop("training_serving_skew")
+    assert skew[0] and "no answer with online feature rows to compare" in skew[2]
     assert all(
-        not passed and severity == "WARN" and "0 logged predictions" in text
-        for passed, severity, text in checks.values()
+        not ok and severity == "WARN" and "0 logged predictions" in text for ok, severity, text in checks.values()
     )
 
     _log_window(served, "2026-02-04", holdout, version="42", count_1h=pl.lit(None, pl.Float64))

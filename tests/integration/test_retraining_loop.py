@@ -64,6 +64,7 @@ def _log_traffic(data: Path, training: pl.DataFrame, model: object, day: date) -
             "timestamp": rows.get_column("transaction_ts"),
             "entity": [json.dumps({"customer_id": c}) for c in rows.get_column("customer_id")],
             "features": [json.dumps(r, default=str) for r in rows.select(columns.all).iter_rows(named=True)],
+            "feature_timestamps": [None] * rows.height,
             "request": [json.dumps({"channel": c}) for c in rows.get_column("channel")],
             "model_version": ["1"] * rows.height,
             "score": scores,

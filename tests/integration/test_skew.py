@@ -1,5 +1,6 @@
 """Skew contract: the feature vector serving builds equals the training-set row for the same entity and time."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ import pytest
 from mlops_assets.features import FEATURE_TIMESTAMP
 from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path
 from mlops_assets.modeling import model_columns, scores, train_candidate
+from mlops_assets.monitoring import skew_stats, skew_verdict
 from mlops_assets.online import SQLiteOnlineStore, feature_vectors, sync_view
 from mlops_assets.serving.scorer import LoadedModel
 from mlops_assets.spec import load_specs
@@ -26,7 +28,7 @@ def test_served_vectors_and_scores_equal_the_training_rows(lake: tuple[Path, Pat
     sample = training.sample(40, seed=7)
     assert sample.select(pl.col("count_1h").is_null().sum()).item() < 40  # most rows have history
 
-    served = []
+    served, logged = [], []
     for i, row in enumerate(sample.iter_rows(named=True)):
         # The online store as it stood at the prediction time: every feature row strictly before it
         # (the spec's feature_cutoff is 'before'), synced by the same code the online asset runs.
@@ -43,6 +45,14 @@ def test_served_vectors_and_scores_equal_the_training_rows(lake: tuple[Path, Pat
             )
         (vector,) = feature_vectors(spec, store, [row], now=row[label.prediction_timestamp])
         served.append(vector.values)
+        logged.append(
+            {
+                "entity": json.dumps({k: row[k] for k in keys}),
+                "features": json.dumps(vector.values, default=str),
+                "feature_timestamps": json.dumps(vector.timestamps),
+                "degraded": False,
+            }
+        )
 
     columns = model_columns(spec, training)
     for expected, got in zip(sample.select(columns.all).iter_rows(named=True), served, strict=True):
@@ -53,3 +63,22 @@ def test_served_vectors_and_scores_equal_the_training_rows(lake: tuple[Path, Pat
     # The service's scoring path (request dicts -> model input) against the training path (frames -> model input).
     served_scores = LoadedModel("candidate", trained.pipeline, columns).scores(served)
     assert np.array_equal(served_scores, scores(trained.pipeline, sample, columns))
+
+    # The monitoring side of the same contract: the skew check finds each served value's offline row (by entity and
+    # the feature timestamp serving logged) and finds them equal; a value changed on the way is named.
+    log = pl.DataFrame(logged)
+    offline = {name: frame.collect() for name, frame in views.items()}
+    skew = skew_stats(log, offline, spec)
+    assert skew.get_column("mismatched").sum() == 0 and skew.get_column("not_found_offline").sum() == 0
+    assert skew.filter(pl.col("feature") == "count_1h").get_column("compared").item() > 20
+    assert skew_verdict("w", skew, spec.monitoring).level == "ok"
+    tampered = [json.loads(f) for f in log.get_column("features")]
+    first = next(i for i, f in enumerate(tampered) if f.get("amount_sum_1d") is not None)
+    tampered[first]["amount_sum_1d"] += 0.01
+    log = log.with_columns(pl.Series("features", [json.dumps(f) for f in tampered]))
+    verdict = skew_verdict("w", skew_stats(log, offline, spec), spec.monitoring)
+    assert (
+        verdict.level == "error"
+        and "customer_spend.amount_sum_1d" in verdict.description
+        and "1 differ" in verdict.description
+    )

@@ -1,6 +1,8 @@
 """The drift report: one window of served traffic against the champion's training set, with its checks."""
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -15,6 +17,7 @@ from mlops_assets.defs.monitoring.checks import (
     FEATURE_DRIFT,
     PERFORMANCE,
     PREDICTION_DRIFT,
+    SKEW,
     drift_report_key,
     performance_key,
 )
@@ -22,7 +25,7 @@ from mlops_assets.defs.serving.assets import prediction_log_key
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
 from mlops_assets.markdown import markdown_table
 from mlops_assets.modeling import fitted_columns, to_pandas
-from mlops_assets.monitoring import served_features, window_report
+from mlops_assets.monitoring import served_features, skew_stats, skew_verdict, window_report
 from mlops_assets.performance import judge, labelled_predictions, metrics_by_version
 from mlops_assets.prediction_log import LOG_SCHEMA
 from mlops_assets.registry import CHAMPION
@@ -37,6 +40,7 @@ CHECKS = {
     DATASET_DRIFT: "The share of features drifted at ERROR stays under monitoring.dataset_drift_share.",
     PREDICTION_DRIFT: "The champion's score distribution stays close to its scores on the training set.",
     DATA_QUALITY: "Nulls, unseen categories, missing features, degraded answers and unknown model versions.",
+    SKEW: "Served feature values equal the offline feature rows they came from (same entity and feature timestamp).",
 }
 
 
@@ -84,6 +88,8 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         known = {str(v.version) for v in registry.client.search_model_versions(f"name='{spec.name}'")}
         report = window_report(day, monitoring, reference, reference_scores, log, columns, champion, known)
+        skew = skew_stats(log, offline_rows(lake.root, spec, log), spec)
+        checks = {**report.checks, SKEW: skew_verdict(day, skew, monitoring)}
 
         stats_path = table_path(lake.root, spec.name, "drift_stats")
         stats = report.stats.with_columns(
@@ -94,7 +100,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         page = render(
             f"{spec.name} drift report, {day} (champion version {champion})",
             report.stats,
-            {name: (verdict.level, verdict.description) for name, verdict in report.checks.items()},
+            {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
             reference.select(columns.all),
             served_features(log, columns),
             history,
@@ -116,9 +122,11 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "drifted_share": float((features.get_column("distribution_level") == "error").mean() or 0.0),
                 "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
                 "report": dg.MetadataValue.url(page.as_uri()),
+                "skew_compared_values": int(skew.get_column("compared").sum()),
+                "skew_mismatched_values": int(skew.get_column("mismatched").sum()),
             }
         )
-        for name, verdict in report.checks.items():
+        for name, verdict in checks.items():
             yield dg.AssetCheckResult(
                 check_name=name,
                 passed=verdict.level == "ok",
@@ -128,6 +136,16 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
 
     return _drift_report
+
+
+def offline_rows(root: Path, spec: PipelineSpec, log: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Each view's offline feature rows on the days the logged answers' online rows came from."""
+    days: set[str] = set()
+    for stamps in log.get_column("feature_timestamps").drop_nulls():
+        days |= {stamp[:10] for stamp in json.loads(stamps).values() if stamp}
+    if not days:
+        return {}
+    return {view: scan_table(table_path(root, spec.name, view), sorted(days)).collect() for view in spec.feature_views}
 
 
 def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:

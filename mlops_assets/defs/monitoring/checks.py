@@ -9,6 +9,7 @@ DATASET_DRIFT = "dataset_drift"
 PREDICTION_DRIFT = "prediction_drift"
 DATA_QUALITY = "data_quality"
 PERFORMANCE = "performance"
+SKEW = "training_serving_skew"
 
 
 def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
