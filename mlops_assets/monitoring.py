@@ -114,6 +114,7 @@ def window_report(
             + [distribution_level(score, monitoring.prediction_drift)],
         ),
         pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, score]]),
+        pl.lit("served").alias("source"),
     )
     rows = log.height
     if rows < monitoring.min_rows:
@@ -308,3 +309,44 @@ def skew_verdict(window: str, skew: pl.DataFrame, monitoring: MonitoringSpec) ->
         f"{window}: served values differ from offline: {text}",
         {"window": window, "features": bad.get_column("feature").to_list()},
     )
+
+
+def offline_stats(
+    reference: Mapping[str, pl.DataFrame], current: Mapping[str, pl.DataFrame], monitoring: MonitoringSpec
+) -> pl.DataFrame:
+    """Drift of the features as the offline path computes them from fresh raw data, table by table.
+
+    Each entry is one table's feature columns (a feature view's rows, or the request fields of the raw source),
+    over the reference period and over the window: like is compared with like, one row per event on both sides.
+    """
+    stats: list[FeatureStats] = []
+    for table, frame in reference.items():
+        numeric = [c for c, t in frame.schema.items() if t.is_numeric()]
+        categorical = [c for c in frame.columns if c not in numeric]
+        stats += compare(frame, current[table], numeric, categorical, monitoring.psi_bins)
+    thresholds = monitoring.thresholds
+    return stats_frame(stats).with_columns(
+        pl.Series("distribution_level", [distribution_level(s, thresholds) for s in stats], pl.String),
+        pl.Series("quality_level", [quality_level(s, thresholds) for s in stats], pl.String),
+        pl.lit("offline").alias("source"),
+    )
+
+
+def offline_verdict(window: str, stats: pl.DataFrame, monitoring: MonitoringSpec) -> CheckVerdict:
+    """Features computed offline from the window's raw data against the training period: drift before serving."""
+    rows = int(stats.get_column("current_rows").max() or 0) if stats.height else 0
+    if rows < monitoring.min_rows:
+        text = (
+            f"{window}: {rows} offline feature rows, fewer than monitoring.min_rows ({monitoring.min_rows}): not graded"
+        )
+        return CheckVerdict("warn", text, {"window": window, "rows": rows})
+    moved = stats.filter(pl.col("distribution_level") != "ok").sort("psi", descending=True, nulls_last=True)
+    if moved.height == 0:
+        return CheckVerdict("ok", f"{window}: no feature computed offline drifted ({rows} rows)", {"window": window})
+    level: Level = "error" if "error" in moved.get_column("distribution_level").to_list() else "warn"
+    text = ", ".join(
+        f"{r['feature']} (KS {r['ks'] or 0:.3f}, PSI {r['psi'] or 0:.3f}) {r['distribution_level']}"
+        for r in moved.head(10).iter_rows(named=True)
+    )
+    evidence = {"window": window, "features": moved.get_column("feature").to_list()}
+    return CheckVerdict(level, f"{window}: {moved.height} features drifted offline: {text}", evidence)

@@ -103,6 +103,8 @@ def test_bad_windows_give_clear_check_results(served: Served, holdout: pl.DataFr
     _, checks = _report(served, "2026-02-03")
     skew = checks.pop("training_serving_skew")
     assert skew[0] and "no answer with online feature rows to compare" in skew[2]
+    offline = checks.pop("offline_feature_drift")  # the lake has no raw data that day
+    assert not offline[0] and offline[1] == "WARN" and "0 offline feature rows" in offline[2]
     assert all(
         not ok and severity == "WARN" and "0 logged predictions" in text for ok, severity, text in checks.values()
     )

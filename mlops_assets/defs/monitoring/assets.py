@@ -2,6 +2,7 @@
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import dagster as dg
@@ -15,6 +16,7 @@ from mlops_assets.defs.monitoring.checks import (
     DATA_QUALITY,
     DATASET_DRIFT,
     FEATURE_DRIFT,
+    OFFLINE_DRIFT,
     PERFORMANCE,
     PREDICTION_DRIFT,
     SKEW,
@@ -22,10 +24,18 @@ from mlops_assets.defs.monitoring.checks import (
     performance_key,
 )
 from mlops_assets.defs.serving.assets import prediction_log_key
-from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
+from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.markdown import markdown_table
 from mlops_assets.modeling import fitted_columns, to_pandas
-from mlops_assets.monitoring import served_features, skew_stats, skew_verdict, window_report
+from mlops_assets.monitoring import (
+    offline_stats,
+    offline_verdict,
+    served_features,
+    skew_stats,
+    skew_verdict,
+    window_report,
+)
 from mlops_assets.performance import judge, labelled_predictions, metrics_by_version
 from mlops_assets.prediction_log import LOG_SCHEMA
 from mlops_assets.registry import CHAMPION
@@ -41,6 +51,7 @@ CHECKS = {
     PREDICTION_DRIFT: "The champion's score distribution stays close to its scores on the training set.",
     DATA_QUALITY: "Nulls, unseen categories, missing features, degraded answers and unknown model versions.",
     SKEW: "Served feature values equal the offline feature rows they came from (same entity and feature timestamp).",
+    OFFLINE_DRIFT: "Features computed offline from the day's raw data against the training period (before serving).",
 }
 
 
@@ -89,14 +100,21 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         known = {str(v.version) for v in registry.client.search_model_versions(f"name='{spec.name}'")}
         report = window_report(day, monitoring, reference, reference_scores, log, columns, champion, known)
         skew = skew_stats(log, offline_rows(lake.root, spec, log), spec)
-        checks = {**report.checks, SKEW: skew_verdict(day, skew, monitoring)}
+        period = training.get_column(spec.label.prediction_timestamp)
+        reference_offline, current_offline = offline_frames(lake.root, spec, day, period.min(), period.max(), seed)
+        offline = offline_stats(reference_offline, current_offline, monitoring)
+        checks = {
+            **report.checks,
+            SKEW: skew_verdict(day, skew, monitoring),
+            OFFLINE_DRIFT: offline_verdict(day, offline, monitoring),
+        }
 
         stats_path = table_path(lake.root, spec.name, "drift_stats")
-        stats = report.stats.with_columns(
+        stats = pl.concat([report.stats, offline], how="diagonal_relaxed").with_columns(
             pl.lit(day).alias("window"), pl.lit(champion).alias("champion_version"), pl.lit(day).alias(PARTITION_COLUMN)
         )
         replace_partitions(stats_path, stats, [day])
-        history = scan_table(stats_path).collect()
+        history = scan_table(stats_path).filter(pl.col("source") == "served").collect()
         page = render(
             f"{spec.name} drift report, {day} (champion version {champion})",
             report.stats,
@@ -136,6 +154,34 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             )
 
     return _drift_report
+
+
+def offline_frames(
+    root: Path, spec: PipelineSpec, day: str, start: datetime, end: datetime, seed: int
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Per table, feature columns over the training period (sampled) and on the window's day: every feature view,
+    and the request fields from the raw source that carries them."""
+    tables: dict[str, tuple[Path, str, list[str]]] = {}
+    for view in spec.feature_views:
+        tables[view] = (table_path(root, spec.name, view), FEATURE_TIMESTAMP, [])
+    sources = [n for n, s in spec.sources.items() if set(spec.request_features) <= set(s.columns)]
+    if sources and spec.request_features:
+        source = spec.sources[sources[0]]
+        tables[f"raw_{sources[0]}"] = (
+            table_path(root, spec.name, f"raw_{sources[0]}"),
+            source.event_timestamp,
+            list(spec.request_features),
+        )
+    reference, current = {}, {}
+    for name, (path, timestamp, wanted) in tables.items():
+        if table_version(path) is None:
+            continue
+        skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
+        columns = wanted or [c for c in scan_table(path).collect_schema() if c not in skip]
+        past = scan_table(path).filter(pl.col(timestamp).is_between(start, end)).select(columns).collect()
+        reference[name] = past.sample(min(REFERENCE_ROWS, past.height), seed=seed)
+        current[name] = scan_table(path, [day]).select(columns).collect()
+    return reference, current
 
 
 def offline_rows(root: Path, spec: PipelineSpec, log: pl.DataFrame) -> dict[str, pl.DataFrame]:

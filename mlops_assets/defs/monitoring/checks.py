@@ -10,6 +10,7 @@ PREDICTION_DRIFT = "prediction_drift"
 DATA_QUALITY = "data_quality"
 PERFORMANCE = "performance"
 SKEW = "training_serving_skew"
+OFFLINE_DRIFT = "offline_feature_drift"
 
 
 def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
