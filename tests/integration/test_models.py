@@ -150,3 +150,23 @@ def test_bad_models_fail_the_candidate_and_register_nothing(
     assert failure.step_key == "fraud__model_candidate"
     assert message in failure.step_failure_data.error.message
     assert mlflow_resource(str(data), uri).registry().client.search_model_versions("name='fraud'") == []
+
+
+def test_a_retraining_with_manual_promotion_leaves_the_winner_as_challenger(
+    lake: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """retraining.promotion: manual -- the sensor tags its run so, and a candidate that passes the gate waits."""
+    _, data = lake
+    specs = small_fraud_specs(tmp_path / "specs", **{"min_improvement: 0.005": "min_improvement: 0.0"})
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    defs = build_definitions(specs, str(data), tracking_uri=uri)
+    registry = mlflow_resource(str(data), uri).registry()
+    with dg.instance_for_test() as instance:
+        job = defs.resolve_job_def("fraud_training")
+        assert job.execute_in_process(instance=instance, run_config=QUIET).success
+        # The same data and seed: no gain, which a margin of 0 lets through the gate.
+        manual = {"mlops/retraining": "fraud", "mlops/retrain_reason": "drift", "mlops/promotion": "manual"}
+        assert job.execute_in_process(instance=instance, run_config=QUIET, tags=manual).success
+        assert registry.aliases("fraud") == {"champion": "1", "challenger": "2"}
+        assert [version for version, _, _ in _champion_history(instance)] == ["1"]
+        assert registry.version("fraud", "2").tags["retrain_reason"] == "drift"
