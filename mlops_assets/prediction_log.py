@@ -37,13 +37,16 @@ LOG_SCHEMA = {
 
 
 class PredictionLogWriter:
-    """Buffered, batch-flushing writer of prediction records into `folder/<day>/<batch>.jsonl`."""
+    """Buffered, batch-flushing writer of prediction records into `folder/<day>/<batch>.jsonl`.
+
+    A record is filed under the UTC day of its `timestamp` (a replayed request of an earlier day lands in that day).
+    """
 
     def __init__(self, folder: Path, batch_size: int = 200, flush_interval: float = 1.0) -> None:
         self.folder = folder
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self._buffer: list[str] = []
+        self._buffer: list[tuple[date, str]] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="prediction-log", daemon=True)
@@ -51,8 +54,9 @@ class PredictionLogWriter:
 
     def log(self, record: Mapping[str, Any]) -> None:
         line = encode(record)
+        day = _day(record.get("timestamp"))
         with self._lock:
-            self._buffer.append(line)
+            self._buffer.append((day, line))
             full = len(self._buffer) >= self.batch_size
         if full:
             self.flush()
@@ -60,8 +64,11 @@ class PredictionLogWriter:
     def flush(self) -> None:
         with self._lock:
             lines, self._buffer = self._buffer, []
-        if lines:
-            write_batch(self.folder, lines)
+        by_day: dict[date, list[str]] = {}
+        for day, line in lines:
+            by_day.setdefault(day, []).append(line)
+        for day, day_lines in by_day.items():
+            write_batch(self.folder, day_lines, day)
 
     def _flush_periodically(self) -> None:
         while not self._stop.wait(self.flush_interval):
@@ -71,6 +78,14 @@ class PredictionLogWriter:
         self._stop.set()
         self._flusher.join()
         self.flush()
+
+
+def _day(timestamp: Any) -> date:
+    """The UTC day of a record's timestamp (an ISO string or a datetime); today when it has none."""
+    if timestamp is None:
+        return datetime.now(UTC).date()
+    moment = datetime.fromisoformat(timestamp) if isinstance(timestamp, str) else timestamp
+    return (moment.astimezone(UTC) if moment.tzinfo else moment).date()
 
 
 def encode(record: Mapping[str, Any]) -> str:

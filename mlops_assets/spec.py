@@ -288,6 +288,11 @@ class ServingSpec(_Model):
     refresh_seconds: float = Field(default=10, gt=0, description="how often the service re-reads the aliases")
     log_batch_size: int = Field(default=200, ge=1, description="prediction log: records per flushed file")
     log_flush_seconds: float = Field(default=1.0, gt=0, description="prediction log: longest wait before a flush")
+    allow_replay: bool = Field(
+        default=False,
+        description="requests may carry `timestamp` (when the prediction was made) to replay past traffic: TTLs and "
+        "the prediction log use that time. Off in production: a client could make stale rows look fresh",
+    )
     api_key_env: str = Field(
         default="MLOPS_API_KEY",
         description="environment variable holding the API key; when it is set, prediction endpoints require it",

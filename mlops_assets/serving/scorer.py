@@ -173,8 +173,9 @@ class Scorer:
         now = datetime.now(UTC)
         bodies = [dict(r) for r in requests]
         ids = [b.pop("request_id", None) or uuid.uuid4().hex for b in bodies]
+        times = [_utc(b.pop("timestamp", None)) or now for b in bodies]
         live = self.models.live
-        vectors = self.features.vectors(bodies, now.replace(tzinfo=None))
+        vectors = self._vectors(bodies, times)
         fallback = self.spec.serving.fallback
         use_fallback = [fallback is not None and v.degraded and bool(v.missing) for v in vectors]
         canary = [live.challenger is not None and self.routed_to_challenger(b) for b in bodies]
@@ -198,12 +199,24 @@ class Scorer:
             )
             self.metrics.answered(version, vector.degraded, use_fallback[i])
             answers.append(answer)
-            records.append(self._record(answer, body, vector, now))
+            records.append(self._record(answer, body, vector, times[i]))
         latency = (time.perf_counter() - started) * 1000
         for record in records:
             record["latency_ms"] = latency
         self._log_with_shadow(live, records, vectors, canary, use_fallback)
         return answers
+
+    def _vectors(self, bodies: list[dict[str, Any]], times: list[datetime]) -> list[ServedVector]:
+        """Feature vectors as of each request's time: one lookup per distinct time (just one without replays)."""
+        vectors: list[ServedVector | None] = [None] * len(bodies)
+        groups: dict[datetime, list[int]] = {}
+        for i, moment in enumerate(times):
+            groups.setdefault(moment, []).append(i)
+        for moment, rows in groups.items():
+            found = self.features.vectors([bodies[i] for i in rows], moment.replace(tzinfo=None))
+            for i, vector in zip(rows, found, strict=True):
+                vectors[i] = vector
+        return vectors  # type: ignore[return-value]
 
     def _record(self, answer: Prediction, body: dict[str, Any], vector: ServedVector, now: datetime) -> dict[str, Any]:
         return {
@@ -278,6 +291,13 @@ def _score_by_model(
         for i, value in zip(rows, scored, strict=True):
             out[i] = float(value)
     return out
+
+
+def _utc(moment: datetime | None) -> datetime | None:
+    """A request's time as an aware UTC datetime (a naive one is taken as UTC)."""
+    if moment is None:
+        return None
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _reason(vector: ServedVector) -> str | None:

@@ -38,6 +38,11 @@ def request_model(spec: PipelineSpec) -> type[BaseModel]:
     fields: dict[str, Any] = {k: (str, key) for k in spec.entity.keys}
     for name, column in spec.request_features.items():
         fields[name] = _field(column)
+    if spec.serving.allow_replay:
+        fields["timestamp"] = (
+            datetime | None,
+            Field(default=None, description="when the prediction was made (replays); default: now, UTC"),
+        )
     fields["request_id"] = (
         str | None,
         Field(default=None, max_length=200, description="echoed back and logged; generated if absent"),

@@ -40,3 +40,15 @@ def test_batches_flush_by_size_by_time_and_on_close(tmp_path: Path) -> None:
 def test_an_empty_day_reads_as_an_empty_typed_frame(tmp_path: Path) -> None:
     frame = read_day(tmp_path, datetime(2026, 1, 1).date())
     assert frame.height == 0 and frame.schema["score"].is_float()
+
+
+def test_each_record_is_filed_under_the_day_of_its_timestamp(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(tmp_path, batch_size=100, flush_interval=60)
+    replayed = {**_record(0), "timestamp": "2026-03-01T23:59:00+00:00"}
+    writer.log(replayed)
+    writer.log({**_record(1), "timestamp": datetime(2026, 3, 2, 0, 1, tzinfo=UTC)})
+    writer.log(_record(2))
+    writer.close()
+    assert read_day(tmp_path, datetime(2026, 3, 1).date())["request_id"].to_list() == ["r0"]
+    assert read_day(tmp_path, datetime(2026, 3, 2).date())["request_id"].to_list() == ["r1"]
+    assert read_day(tmp_path, datetime.now(UTC).date())["request_id"].to_list() == ["r2"]

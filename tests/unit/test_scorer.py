@@ -181,3 +181,20 @@ def test_live_models_follow_the_aliases_and_keep_serving_when_the_registry_fails
     with pytest.raises(RuntimeError, match="no 'champion'"):
         models.refresh()
     assert models.versions() == {"champion": "1"}
+
+
+def test_replayed_requests_are_scored_and_logged_as_of_their_own_time(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, allow_replay=True)
+    store = SQLiteOnlineStore(tmp_path / "replay.db")
+    payload = json.dumps({"count_1d": 2, "amount_sum_1d": 30.0, "amount_max_1d": 20.0})
+    store.write("shop", "user_orders", [("u1", "2026-03-01T10:00:00", payload)])  # the view's TTL is 2 days
+    scorer = _scorer(spec, Registry(spec), tmp_path, store=store)
+    then = {"user_id": "u1", "amount": 1.0, "request_id": "then", "timestamp": datetime(2026, 3, 2, 9)}
+    now = {"user_id": "u1", "amount": 1.0, "request_id": "now"}
+    replayed, live = scorer.score([then, now])
+    assert replayed.reason is None  # fresh as of its own time
+    assert live.reason is not None and "past their TTL" in live.reason  # stale today
+    scorer.close()
+    logged = read_day(tmp_path / "log", datetime(2026, 3, 2).date())
+    assert logged["request_id"].to_list() == ["then"]
+    assert json.loads(logged["feature_timestamps"][0]) == {"user_orders": "2026-03-01T10:00:00"}
