@@ -179,6 +179,8 @@ def main(ctx: click.Context, specs: str | None, data_dir: str) -> None:
     Example: mlops demo    (generates the fraud example and materializes it end to end)
     """
     ctx.obj = {"specs": specs, "data_dir": data_dir}
+    # The CLI prints its own progress; MLflow's download bars would interleave with it.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 @main.command()
