@@ -174,7 +174,7 @@ class PredictionService:
 PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
 
 
-def _initial_aliases(registry: Any) -> dict[str, str]:
+def _initial_aliases(registry: ModelRegistry) -> dict[str, str]:
     """The registry's aliases; when it cannot be reached at start, the versions recorded in the bento."""
     try:
         return registry.aliases(SPEC.name)
