@@ -221,18 +221,41 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
 
 
 @main.command()
-@click.option("--days", type=click.IntRange(min=1), default=30, show_default=True, help="Days of data to generate.")
+@click.option("--days", type=click.IntRange(min=8), default=30, show_default=True, help="Days before the first model.")
+@click.option("--story-days", type=click.IntRange(min=1), default=16, show_default=True, help="Days served after it.")
+@click.option("--customers", type=click.IntRange(min=10), default=5000, show_default=True)
+@click.option("--transactions-per-day", type=click.IntRange(min=100), default=10000, show_default=True)
+@click.option("--sample", type=click.IntRange(min=10), default=1500, show_default=True, help="Requests replayed a day.")
+@click.option("--port", type=int, default=0, help="Port of the live bento (default: a free one).")
 @click.pass_context
-def demo(ctx: click.Context, days: int) -> None:
-    """Generate the built-in fraud example and run it end to end: raw -> checks -> features -> training set.
+def demo(
+    ctx: click.Context, days: int, story_days: int, customers: int, transactions_per_day: int, sample: int, port: int
+) -> None:
+    """The whole lifecycle on the built-in example, narrated: data, a first model served from its bento, live traffic
+    day after day, drift, retraining, shadow, promotion only if it wins, a rollback, and a summary.
 
-    Example: mlops demo --days 30
+    Example: mlops demo     (a few minutes; --customers 300 --transactions-per-day 1500 for a quick one)
     """
-    ctx.obj["specs"] = None  # the demo is the built-in example, whatever specs folder is configured
-    ctx.invoke(materialize, pipeline="fraud", start=None, days=days, no_training=False)
+    import socket
+
+    from mlops_assets.story import Story
+
+    if not port:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+    story = Story(Path(ctx.obj["data_dir"]).resolve(), _instance(), click.echo)
+    log = story.run(days, story_days, customers, transactions_per_day, sample, port)
+    click.secho("\nWhat happened", bold=True)
+    for day, text in log.events:
+        click.echo(f"  {day}  {text}")
+    aliases = story.registry.aliases("fraud")
+    click.echo(f"\nLive now: {', '.join(f'{a} version {v}' for a, v in sorted(aliases.items()))}.")
     home = os.environ.get("DAGSTER_HOME", DAGSTER_HOME_DIR)
-    click.echo(f"\nEvery run, materialization and check result is in the Dagster instance at {home}.")
-    click.echo("Browse them with:  mlops ui   (then open http://127.0.0.1:3000)")
+    click.echo(f"Every run, check result and drift report is in the Dagster instance at {home}:")
+    click.echo("  mlops ui   then open http://127.0.0.1:3000 -> Assets -> fraud/drift_report (its `report` link")
+    click.echo("  opens the HTML report), fraud/champion (the production history), Automation (the retraining sensor).")
+    click.echo(f"  Serve the current bento:  mlops --specs {story.specs} serve fraud")
 
 
 def _model_spec(ctx: click.Context, pipeline: str) -> Any:

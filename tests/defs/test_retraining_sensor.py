@@ -11,7 +11,7 @@ import pytest
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.monitoring.checks import DATASET_DRIFT, PREDICTION_DRIFT, drift_report_key
-from mlops_assets.defs.monitoring.sensors import RETRAINING_TAG, evaluate_policy
+from mlops_assets.defs.monitoring.sensors import RETRAIN_AT_TAG, RETRAINING_TAG, evaluate_policy
 from mlops_assets.spec import PipelineSpec, load_specs
 
 SPEC: PipelineSpec = load_specs()[0]  # fraud: k=2 of n=3, cooldown 3d, at most 2 a week
@@ -47,10 +47,11 @@ def _tick(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[list
     return list(result.run_requests or []), result.cursor, skip
 
 
-def _retraining_run(instance: dg.DagsterInstance) -> None:
-    """A retraining run as the sensor's request launches it (tagged with the pipeline)."""
+def _retraining_run(instance: dg.DagsterInstance, at: datetime | None = None) -> None:
+    """A retraining run as the sensor's request launches it (tagged with the pipeline, and when it was decided)."""
     job = build_definitions().resolve_job_def("fraud_retraining")
-    instance.create_run_for_job(job_def=job, tags={RETRAINING_TAG: "fraud"})
+    tags = {RETRAINING_TAG: "fraud", **({RETRAIN_AT_TAG: at.isoformat()} if at else {})}
+    instance.create_run_for_job(job_def=job, tags=tags)
 
 
 def test_a_single_noisy_window_does_not_retrain(instance: dg.DagsterInstance) -> None:
@@ -101,3 +102,15 @@ def test_no_retraining_during_the_cooldown_and_beyond_the_weekly_cap(instance: d
 def _cooldown(value: str) -> object:
     retraining = SPEC.monitoring.retraining.model_copy(update={"cooldown": value})
     return SPEC.monitoring.model_copy(update={"retraining": retraining})
+
+
+def test_the_cooldown_counts_from_when_the_retraining_was_decided(instance: dg.DagsterInstance) -> None:
+    """A run records the policy's clock (`mlops/retrain_at`): a replay of past days is judged in its own time."""
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        _window(instance, day, True)
+    decided = datetime(2026, 3, 3, tzinfo=UTC)
+    _retraining_run(instance, at=decided)
+    during, _ = evaluate_policy(instance, SPEC, None, decided + timedelta(days=2))
+    assert not during.retrain and "within the cooldown" in during.explanation
+    after, _ = evaluate_policy(instance, SPEC, None, decided + timedelta(days=3))
+    assert after.retrain

@@ -38,9 +38,17 @@ def window_verdicts(instance: dg.DagsterInstance, asset: dg.AssetKey, checks: Se
     return verdicts
 
 
+RETRAIN_AT_TAG = "mlops/retrain_at"
+
+
 def retraining_times(instance: dg.DagsterInstance, pipeline: str) -> list[datetime]:
+    """When each retraining was decided: its `mlops/retrain_at` tag (the policy's clock), else the run's creation."""
     records = instance.get_run_records(dg.RunsFilter(tags={RETRAINING_TAG: pipeline}), limit=100)
-    return [r.create_timestamp.astimezone(UTC) for r in records]
+    times = []
+    for record in records:
+        tagged = record.dagster_run.tags.get(RETRAIN_AT_TAG)
+        times.append(datetime.fromisoformat(tagged) if tagged else record.create_timestamp.astimezone(UTC))
+    return times
 
 
 def evaluate_policy(
@@ -76,13 +84,22 @@ def build_retraining_sensor(spec: PipelineSpec, training_job: str) -> dg.SensorD
         f"for the same evidence. Promotion afterwards: {policy.promotion}.",
     )
     def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
-        decision, cursor = evaluate_policy(context.instance, spec, context.cursor, datetime.now(UTC))
+        now = datetime.now(UTC)
+        decision, cursor = evaluate_policy(context.instance, spec, context.cursor, now)
         context.update_cursor(cursor)
         if not decision.retrain:
             return dg.SkipReason(json.loads(cursor)["last_decision"])
-        return dg.RunRequest(
-            run_key=decision.evidence_key,
-            tags={**decision.tags(), RETRAINING_TAG: spec.name, "mlops/promotion": policy.promotion},
-        )
+        return retraining_request(spec, decision, now)
 
     return _sensor
+
+
+def retraining_request(spec: PipelineSpec, decision: Decision, now: datetime) -> dg.RunRequest:
+    """The run a decision to retrain asks for: keyed by its evidence, tagged with why and when."""
+    tags = {
+        **decision.tags(),
+        RETRAINING_TAG: spec.name,
+        RETRAIN_AT_TAG: now.isoformat(),
+        "mlops/promotion": spec.monitoring.retraining.promotion,
+    }
+    return dg.RunRequest(run_key=decision.evidence_key, tags=tags)

@@ -1,0 +1,253 @@
+"""The whole lifecycle, by itself: what `mlops demo` runs and narrates.
+
+A copy of the built-in fraud example in which covariate drift (amounts doubled) begins a few days after the
+champion was trained. The champion is served from its bento; each following day that day's transactions are replayed
+against the live service, the day is ingested, its drift report and performance are graded, and the retraining
+sensor ticks. A retraining whose model passes the gate becomes challenger (promotion: manual), the live service
+shadows it, and it is promoted only if it also wins on labelled live traffic. A rollback ends the story.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+
+from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs
+
+FIRST_DAY = date(2026, 1, 1)
+# Failed checks and refused gates are part of the story, told in its own words: Dagster's error lines would repeat them.
+QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+@dataclass
+class StoryLog:
+    """What happened on which day, for the closing summary."""
+
+    events: list[tuple[str, str]] = field(default_factory=list)
+    echo: Callable[[str], None] = print
+
+    def __call__(self, day: date | str, text: str) -> None:
+        self.events.append((str(day), text))
+        self.echo(f"[{day}] {text}")
+
+
+def story_specs(folder: Path, shift_day: date, customers: int, per_day: int) -> Path:
+    """The built-in example with one scenario (amounts x2 from `shift_day`), replays allowed, manual promotion."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    shutil.copytree(BUILTIN_SPECS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
+    shared = folder / "shared" / "card_transactions.yaml"
+    text = shared.read_text().replace("customers: 5000", f"customers: {customers}")
+    text = text.replace("transactions_per_day: 10000", f"transactions_per_day: {per_day}")
+    start, end = text.index("    scenarios:"), text.index("\nsources:")
+    scenario = f"    scenarios:\n      - {{kind: amount_shift, start: {shift_day}, factor: 2.0}}\n"
+    shared.write_text(text[:start] + scenario + text[end:])
+    spec = folder / "fraud.yaml"
+    text = spec.read_text().replace("refresh_seconds: 10 ", "refresh_seconds: 1\n  allow_replay: true ")
+    text += (
+        "\nmonitoring:\n  retraining: {sustained_k: 2, sustained_n: 3, cooldown: 3d, max_per_week: 2, "
+        "promotion: manual}\n"
+    )
+    spec.write_text(text)
+    load_specs(folder)  # fails here, with the spec's own message, if an edit went wrong
+    return folder
+
+
+def _post(url: str, body: Any) -> Any:
+    request = urllib.request.Request(url, json.dumps(body).encode(), {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.loads(response.read())
+
+
+def _serve(specs: Path, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if k != "MLOPS_API_KEY"}
+    command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", str(data)]
+    process = subprocess.Popen(
+        [*command, "serve", "fraud", "--port", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                if response.status == 200:
+                    return process
+        except OSError:
+            time.sleep(0.5)
+        if process.poll() is not None:
+            break
+    raise RuntimeError(f"the bento did not start: {log.read_text()[-2000:]}")
+
+
+class Story:
+    def __init__(self, data: Path, instance: dg.DagsterInstance, echo: Callable[[str], None]) -> None:
+        from mlops_assets.definitions import build_definitions
+
+        self.data, self.instance, self.log = data, instance, StoryLog(echo=echo)
+        self.build_definitions = build_definitions
+
+    def run(self, history: int, days: int, customers: int, per_day: int, sample: int, port: int) -> StoryLog:
+        from mlops_assets.cli import materialize_pipeline, print_summary
+        from mlops_assets.defs.common.resources import mlflow_resource
+        from mlops_assets.generator import transactions_for_day
+
+        shift = FIRST_DAY + timedelta(days=history + 3)
+        specs = story_specs(self.data / "story_specs", shift, customers, per_day)
+        (spec,) = load_specs(specs)
+        self.specs, self.spec = specs, spec
+        self.registry = mlflow_resource(str(self.data)).registry()
+        self.log(FIRST_DAY, f"{history} days of card transactions; amounts double from {shift} (covariate drift)")
+        summary = materialize_pipeline("fraud", FIRST_DAY, history, str(specs), str(self.data))
+        print_summary(summary)
+        if summary.failures:
+            raise RuntimeError(f"the first model could not be built: {summary.failures}")
+        last = FIRST_DAY + timedelta(days=history - 1)
+        self.log(last, f"champion version {self._aliases()['champion']} trained, gated and bundled into a bento")
+        self.defs = self.build_definitions(specs, str(self.data))
+        server = _serve(specs, self.data, port, self.data / "story_serve.log")
+        url = f"http://127.0.0.1:{port}"
+        self.log(last, f"the bento serves on {url}")
+        cursor: str | None = None
+        config = spec.generators["demo"]
+        try:
+            for offset in range(1, days + 1):
+                day = last + timedelta(days=offset)
+                traffic = transactions_for_day(config, day)
+                traffic = traffic.sample(min(sample, traffic.height), seed=offset).sort("ts")
+                self._replay(url, day, traffic)
+                time.sleep(spec.serving.log_flush_seconds + 0.5)  # the last batch of the log is on disk
+                self._run("fraud_daily", day)
+                monitoring = self._run("fraud_monitoring", day)
+                failed = sorted({e.check_name for e in monitoring.get_asset_check_evaluations() if not e.passed})
+                if failed:
+                    self.log(day, f"monitoring flags: {', '.join(failed)}")
+                cursor = self._tick(day, cursor)
+                self._shadow(day)
+            self._rollback(url, last + timedelta(days=days))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        return self.log
+
+    def _aliases(self) -> dict[str, str]:
+        return self.registry.aliases(self.spec.name)
+
+    def _run(self, job: str, day: date) -> Any:
+        result = self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance,
+            partition_key=day.isoformat(),
+            run_config=QUIET,
+            raise_on_error=False,
+        )
+        return result
+
+    def _replay(self, url: str, day: date, traffic: Any) -> None:
+        fields = ["customer_id", "amount", "merchant_category", "channel", "country"]
+        versions: dict[str, int] = {}
+        degraded = 0
+        rows = traffic.to_dicts()
+        for start in range(0, len(rows), 100):
+            requests = [
+                {**{f: r[f] for f in fields}, "request_id": r["transaction_id"], "timestamp": r["ts"].isoformat()}
+                for r in rows[start : start + 100]
+            ]
+            for answer in _post(f"{url}/predict_batch", {"requests": requests}):
+                versions[answer["model_version"]] = versions.get(answer["model_version"], 0) + 1
+                degraded += answer["degraded"]
+        models = _post(f"{url}/models", {})
+        answered = ", ".join(f"{n} by version {v}" for v, n in sorted(versions.items()))
+        shadow = f"; version {models['challenger']} in shadow" if "challenger" in models else ""
+        self.log(day, f"{len(rows)} transactions scored live: {answered}; {degraded} degraded{shadow}")
+
+    def _tick(self, day: date, cursor: str | None) -> str | None:
+        """The retraining sensor's decision at the end of `day`: the story's clock, not the wall clock, so that
+        cooldowns and the weekly cap are counted in the days of the story."""
+        from mlops_assets.defs.monitoring.sensors import evaluate_policy, retraining_request
+
+        now = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
+        decision, cursor = evaluate_policy(self.instance, self.spec, cursor, now)
+        for request in [retraining_request(self.spec, decision, now)] if decision.retrain else []:
+            reason = request.tags["mlops/retrain_reason"]
+            self.log(day, f"retraining sensor: {request.tags['mlops/retrain_explanation']}")
+            before = self._aliases()
+            result = self.defs.resolve_job_def("fraud_retraining").execute_in_process(
+                instance=self.instance,
+                tags=request.tags,
+                run_config=QUIET,
+                raise_on_error=False,
+            )
+            gates = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
+            after = self._aliases()
+            if after.get("challenger") and after.get("challenger") != before.get("challenger"):
+                self.log(day, f"retrained ({reason}): version {after['challenger']} passed the gate, now challenger")
+            elif gates:
+                self.log(day, f"retrained ({reason}): the candidate did not pass the gate ({gates[0].description})")
+            else:
+                self.log(day, f"retrained ({reason}): the run failed before the gate")
+        return cursor
+
+    def _shadow(self, day: date) -> None:
+        """With a challenger in shadow: compare it with the champion on labelled live traffic; promote if it wins."""
+        aliases = self._aliases()
+        if "challenger" not in aliases:
+            return
+        result = self.defs.resolve_job_def("fraud_shadow_evaluation").execute_in_process(
+            instance=self.instance, run_config=QUIET, raise_on_error=False
+        )
+        checks = result.get_asset_check_evaluations()
+        if not checks:
+            return
+        if not checks[0].passed:
+            if "have a label yet" not in (checks[0].description or ""):
+                self.log(day, f"shadow comparison: the challenger stays challenger ({checks[0].description})")
+            return
+        event = self.registry.promote(
+            "fraud", aliases["challenger"], f"won on labelled live traffic: {checks[0].description}", "mlops demo"
+        )
+        self._record(event)
+        self.log(day, f"shadow comparison won: version {event.version} is champion ({checks[0].description})")
+
+    def _record(self, event: Any) -> None:
+        """A champion change as the CLI records it: a champion materialization, then the bento of the live models."""
+        from mlops_assets.defs.models.assets import champion_metadata, model_keys
+
+        metrics = self.registry.version_metrics("fraud", event.version)
+        key = model_keys(self.spec)["champion"]
+        self.instance.report_runless_asset_event(
+            dg.AssetMaterialization(asset_key=key, metadata=champion_metadata(event, metrics))
+        )
+        self.defs.resolve_job_def("fraud_bento").execute_in_process(instance=self.instance, raise_on_error=False)
+
+    def _rollback(self, url: str, day: date) -> None:
+        """Roll the champion back, and show the live service answering with the previous version."""
+        from mlops_assets.registry import RegistryError
+
+        try:
+            event = self.registry.rollback("fraud", "mlops demo")
+        except RegistryError as exc:
+            self.log(day, f"rollback: not possible ({exc})")
+            return
+        self._record(event)
+        deadline = time.monotonic() + 30
+        while _post(f"{url}/models", {}).get("champion") != event.version and time.monotonic() < deadline:
+            time.sleep(0.5)
+        self.log(
+            day,
+            f"rollback: champion back to version {event.version} (from {event.previous}); the live bento "
+            f"now answers with version {_post(f'{url}/models', {})['champion']}, without a restart",
+        )
