@@ -137,7 +137,9 @@ def window_report(
             "feature_drift": _feature_drift(window, features, thresholds),
             "dataset_drift": _dataset_drift(window, features, monitoring),
             "prediction_drift": _prediction_drift(window, score, monitoring),
-            "data_quality": _data_quality(window, features, log, monitoring, known_versions),
+            "data_quality": _data_quality(
+                window, features, log, monitoring, known_versions, out_of_range(reference, current, columns.numeric)
+            ),
         },
     )
 
@@ -190,11 +192,33 @@ def _prediction_drift(window: str, score: FeatureStats, monitoring: MonitoringSp
     )
 
 
+def out_of_range(reference: pl.DataFrame, current: pl.DataFrame, numeric: Sequence[str]) -> dict[str, float]:
+    """Per numeric feature, the share of current values outside the range the reference ever had."""
+    shares = {}
+    for name in numeric:
+        low, high = reference.get_column(name).min(), reference.get_column(name).max()
+        values = current.get_column(name).drop_nulls()
+        if low is None or values.len() == 0:
+            continue
+        shares[name] = float(((values < low) | (values > high)).mean() or 0.0)  # type: ignore[operator]
+    return shares
+
+
 def _data_quality(
-    window: str, features: list[FeatureStats], log: pl.DataFrame, monitoring: MonitoringSpec, known: set[str]
+    window: str,
+    features: list[FeatureStats],
+    log: pl.DataFrame,
+    monitoring: MonitoringSpec,
+    known: set[str],
+    outside: dict[str, float],
 ) -> CheckVerdict:
     thresholds = monitoring.thresholds
     problems: list[tuple[Level, str]] = []
+    for name, share in sorted(outside.items(), key=lambda item: -item[1]):
+        # Values never seen in training, like unseen categories: the model extrapolates on them.
+        level = thresholds.unseen_share.level(share)
+        if level != "ok":
+            problems.append((level, f"{name} has {share:.1%} values outside the training range"))
     for s in features:
         if s.current_rows and s.null_rate_current == 1.0 and s.null_rate_reference < 1.0:
             problems.append(("error", f"{s.feature} is missing entirely"))

@@ -93,6 +93,7 @@ def test_shifted_amounts_fail_the_feature_checks_with_evidence(served: Served, h
     passed, severity, text = checks["feature_drift"]
     assert not passed and severity == "ERROR" and "amount" in text
     assert metadata["top_feature"].startswith("amount") and metadata["top_feature_psi"] > 0.25
+    assert "values outside the training range" in checks["data_quality"][2]
     assert "amount" in metadata["top_movers"]
     report = Path(metadata["report"].removeprefix("file://")).read_text()
     assert report.count("data:image/png;base64") >= 2  # a distribution plot per drifted feature and the trends

@@ -3,7 +3,7 @@
 import numpy as np
 import polars as pl
 
-from mlops_assets.monitoring import offline_stats, offline_verdict
+from mlops_assets.monitoring import offline_stats, offline_verdict, out_of_range
 from mlops_assets.spec import MonitoringSpec
 
 
@@ -36,3 +36,10 @@ def test_an_offline_window_without_rows_is_not_graded() -> None:
     empty = {name: frame.head(0) for name, frame in _tables(1.0).items()}
     verdict = offline_verdict("2026-03-01", offline_stats(_tables(1.0), empty, monitoring), monitoring)
     assert verdict.level == "warn" and "0 offline feature rows" in verdict.description
+
+
+def test_values_outside_the_training_range_are_counted_per_feature() -> None:
+    reference = pl.DataFrame({"amount": [1.0, 5.0, 10.0], "count_1d": [0, 2, 4]})
+    current = pl.DataFrame({"amount": [0.5, 5.0, 11.0, None], "count_1d": [1, 2, 3, 4]})
+    assert out_of_range(reference, current, ["amount", "count_1d"]) == {"amount": 2 / 3, "count_1d": 0.0}
+    assert out_of_range(reference.head(0), current, ["amount"]) == {}
