@@ -278,9 +278,7 @@ def _registry(ctx: click.Context) -> Any:
 
 def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) -> None:
     """Change the champion through the registry and record it as a champion materialization, as the asset does."""
-    import dagster as dg
-
-    from mlops_assets.defs.models.assets import champion_metadata, model_keys
+    from mlops_assets.defs.models.assets import record_champion_change
     from mlops_assets.registry import RegistryError
 
     registry = _registry(ctx)
@@ -294,10 +292,7 @@ def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) 
             event = registry.rollback(spec.name, f"cli ({user})")
     except RegistryError as exc:
         _fail(str(exc))
-    metrics = registry.version_metrics(spec.name, event.version)
-    _instance().report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=champion_metadata(event, metrics))
-    )
+    record_champion_change(_instance(), registry, spec, event)
     click.echo(f"{spec.name}: champion is now version {event.version} (was {event.previous or 'none'}): {event.reason}")
     click.echo(f"{spec.name}: a running service answers with it within {spec.serving.refresh_seconds:g} s")
     if not build_bento_run(ctx.obj["specs"], ctx.obj["data_dir"], spec).success:

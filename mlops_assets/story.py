@@ -96,13 +96,11 @@ def _serve(specs: Path, data: Path, port: int, log: Path) -> subprocess.Popen[by
 
 class Story:
     def __init__(self, data: Path, instance: dg.DagsterInstance, echo: Callable[[str], None]) -> None:
-        from mlops_assets.definitions import build_definitions
-
         self.data, self.instance, self.log = data, instance, StoryLog(echo=echo)
-        self.build_definitions = build_definitions
 
     def run(self, history: int, days: int, customers: int, per_day: int, sample: int, port: int) -> StoryLog:
         from mlops_assets.cli import materialize_pipeline, print_summary
+        from mlops_assets.definitions import build_definitions
         from mlops_assets.defs.common.resources import mlflow_resource
         from mlops_assets.generator import transactions_for_day
 
@@ -118,7 +116,7 @@ class Story:
             raise RuntimeError(f"the first model could not be built: {summary.failures}")
         last = FIRST_DAY + timedelta(days=history - 1)
         self.log(last, f"champion version {self._aliases()['champion']} trained, gated and bundled into a bento")
-        self.defs = self.build_definitions(specs, str(self.data))
+        self.defs = build_definitions(specs, str(self.data))
         server = _serve(specs, self.data, port, self.data / "story_serve.log")
         url = f"http://127.0.0.1:{port}"
         self.log(last, f"the bento serves on {url}")
@@ -148,13 +146,9 @@ class Story:
         return self.registry.aliases(self.spec.name)
 
     def _run(self, job: str, day: date) -> Any:
-        result = self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance,
-            partition_key=day.isoformat(),
-            run_config=QUIET,
-            raise_on_error=False,
+        return self.defs.resolve_job_def(job).execute_in_process(
+            instance=self.instance, partition_key=day.isoformat(), run_config=QUIET, raise_on_error=False
         )
-        return result
 
     def _replay(self, url: str, day: date, traffic: Any) -> None:
         fields = ["customer_id", "amount", "merchant_category", "channel", "country"]
@@ -224,13 +218,9 @@ class Story:
 
     def _record(self, event: Any) -> None:
         """A champion change as the CLI records it: a champion materialization, then the bento of the live models."""
-        from mlops_assets.defs.models.assets import champion_metadata, model_keys
+        from mlops_assets.defs.models.assets import record_champion_change
 
-        metrics = self.registry.version_metrics("fraud", event.version)
-        key = model_keys(self.spec)["champion"]
-        self.instance.report_runless_asset_event(
-            dg.AssetMaterialization(asset_key=key, metadata=champion_metadata(event, metrics))
-        )
+        record_champion_change(self.instance, self.registry, self.spec, event)
         self.defs.resolve_job_def("fraud_bento").execute_in_process(instance=self.instance, raise_on_error=False)
 
     def _rollback(self, url: str, day: date) -> None:

@@ -56,6 +56,16 @@ def champion_metadata(event: ChampionEvent, metrics: dict[str, float]) -> dict[s
     return {**event.as_metadata(), **{f"metric/{k}": v for k, v in metrics.items()}}
 
 
+def record_champion_change(
+    instance: dg.DagsterInstance, registry: Any, spec: PipelineSpec, event: ChampionEvent
+) -> None:
+    """A champion change made outside the champion asset (CLI, demo), recorded as the asset records one."""
+    metrics = registry.version_metrics(spec.name, event.version)
+    instance.report_runless_asset_event(
+        dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=champion_metadata(event, metrics))
+    )
+
+
 def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     assert spec.model is not None and spec.promotion is not None
     model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
