@@ -1,18 +1,21 @@
 """Performance on live traffic: logged predictions joined to the labels that arrived later, per window and version.
 
-Labels come days after the predictions, so a window's metrics are recomputed whenever more labels exist; the
-champion's metric falling below `monitoring.performance_floor` is the evidence for a `performance` retraining.
+Labels come days after the predictions, so a day's performance is rolling: the predictions of the last
+`monitoring.performance_window` up to that day, with the labels confirmed by its end (the same verdict whenever the
+day is re-run). The champion's metric falling below `monitoring.performance_floor` is the evidence for a
+`performance` retraining.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
 from mlops_assets.modeling import compute_metrics
 from mlops_assets.shadow import labels_by_request
-from mlops_assets.spec import PipelineSpec
+from mlops_assets.spec import PipelineSpec, parse_duration
 
 
 @dataclass(frozen=True)
@@ -21,6 +24,17 @@ class PerformanceVerdict:
     description: str
     champion_value: float | None
     labelled: int
+
+
+def rolling_days(day: date, spec: PipelineSpec) -> list[str]:
+    """The prediction-log partitions a day's performance covers: `performance_window` of days ending with it."""
+    days = max(parse_duration(spec.monitoring.performance_window).days, 1)
+    return [(day - timedelta(days=n)).isoformat() for n in reversed(range(days))]
+
+
+def labels_known_by(labels: pl.DataFrame, spec: PipelineSpec, day: date) -> pl.DataFrame:
+    """The labels confirmed by the end of `day` (the label timestamp), so a re-run of the day sees the same ones."""
+    return labels.filter(pl.col(spec.label.timestamp) < datetime.combine(day + timedelta(days=1), time.min))
 
 
 def labelled_predictions(log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:

@@ -58,8 +58,10 @@ def decide(
     now: datetime,
     acted_on: set[str],
     reason: Reason = "drift",
+    challenger: tuple[str, datetime] | None = None,
 ) -> Decision:
-    """Retrain when k of the last n windows failed, not during the cooldown, under the weekly cap, once per evidence.
+    """Retrain when k of the last n windows failed, not during the cooldown, under the weekly cap, once per evidence,
+    and not while a challenger (version, since when) still waits for its shadow comparison, up to its patience.
 
     `verdicts` are ordered by window; the evidence is identified by the newest window of the last n and the
     windows that failed, so the same failing windows never start two retraining runs.
@@ -76,6 +78,16 @@ def decide(
     key = f"{reason}:{recent[-1].window}:" + ",".join(v.window for v in failing)
     if key in acted_on:
         return Decision(False, f"{reason}: already acted on this evidence ({key})", reason, key, recent)
+    if challenger is not None and now - challenger[1] < parse_duration(policy.challenger_patience):
+        return Decision(
+            False,
+            f"{reason}: sustained, but version {challenger[0]} is challenger since "
+            f"{challenger[1].isoformat(timespec='minutes')} and waits for its shadow comparison (up to "
+            f"{policy.challenger_patience})",
+            reason,
+            key,
+            recent,
+        )
     cooldown = parse_duration(policy.cooldown)
     last = max(retrained_at, default=None)
     if last is not None and now - last < cooldown:

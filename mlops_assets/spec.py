@@ -341,6 +341,11 @@ class RetrainingPolicy(_Model):
     promotion: Literal["automatic", "manual"] = Field(
         default="automatic", description="automatic: through the promotion gate; manual: waits for `mlops promote`"
     )
+    challenger_patience: Duration = Field(
+        default="7d",
+        description="a challenger waiting for its shadow comparison holds retraining back this long (labels come "
+        "late: a new challenger every cooldown would never be compared)",
+    )
 
     @model_validator(mode="after")
     def _k_of_n(self) -> RetrainingPolicy:
@@ -369,6 +374,11 @@ class MonitoringSpec(_Model):
     )
     performance_floor: float | None = Field(
         default=None, description="the champion's promotion metric on labelled live traffic must stay above it"
+    )
+    performance_window: Duration = Field(
+        default="7d",
+        description="a day's performance covers the predictions of this many days up to it, with the labels "
+        "confirmed by its end (labels come late: the day alone would have almost none)",
     )
     skew_share: Threshold = Field(
         default_factory=lambda: Threshold(warn=0.0001, error=0.01),

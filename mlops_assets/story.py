@@ -1,10 +1,12 @@
 """The whole lifecycle, by itself: what `mlops demo` runs and narrates.
 
-A copy of the built-in fraud example in which covariate drift (amounts doubled) begins a few days after the
-champion was trained. The champion is served from its bento; each following day that day's transactions are replayed
-against the live service, the day is ingested, its drift report and performance are graded, and the retraining
-sensor ticks. A retraining whose model passes the gate becomes challenger (promotion: manual), the live service
-shadows it, and it is promoted only if it also wins on labelled live traffic. A rollback ends the story.
+A copy of the built-in fraud example in which, from the day after the champion was trained, amounts double
+(covariate drift, which the drift report sees at once) and fraud changes its pattern to bursts of small domestic POS
+payments (concept drift, which only the delayed labels reveal). The champion is served from its bento; each
+following day that day's transactions are replayed against the live service, the day is ingested, its drift report
+and performance are graded, and the retraining sensor ticks. A retraining whose model passes the gate becomes
+challenger (promotion: manual), the live service shadows it, and it is promoted only if it also wins on labelled
+live traffic. A rollback ends the story.
 """
 
 from __future__ import annotations
@@ -44,7 +46,9 @@ class StoryLog:
 
 
 def story_specs(folder: Path, shift_day: date, customers: int, per_day: int) -> Path:
-    """The built-in example with one scenario (amounts x2 from `shift_day`), replays allowed, manual promotion."""
+    """The built-in example with two scenarios from `shift_day` (amounts x2, fraud's new pattern), replays allowed,
+    a performance floor, manual promotion after a shadow comparison on 100 labelled live requests and a gate minimum
+    of 0.15 instead of 0.3."""
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(BUILTIN_SPECS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
@@ -52,13 +56,20 @@ def story_specs(folder: Path, shift_day: date, customers: int, per_day: int) -> 
     text = shared.read_text().replace("customers: 5000", f"customers: {customers}")
     text = text.replace("transactions_per_day: 10000", f"transactions_per_day: {per_day}")
     start, end = text.index("    scenarios:"), text.index("\nsources:")
-    scenario = f"    scenarios:\n      - {{kind: amount_shift, start: {shift_day}, factor: 2.0}}\n"
+    scenario = (
+        f"    scenarios:\n      - {{kind: amount_shift, start: {shift_day}, factor: 2.0}}\n"
+        f"      - {{kind: concept_drift, start: {shift_day}}}\n"
+    )
     shared.write_text(text[:start] + scenario + text[end:])
     spec = folder / "fraud.yaml"
     text = spec.read_text().replace("refresh_seconds: 10 ", "refresh_seconds: 1\n  allow_replay: true ")
+    # Labels come 1 to 14 days late: the example's 200 labelled live requests would not arrive within a short story,
+    # and a model trained on its few days of the new fraud pattern does not reach the example's offline minimum.
+    text = text.replace("  retention: 30d", "  retention: 30d\n  min_shadow_rows: 100")
+    text = text.replace("  minimum: 0.3\n", "  minimum: 0.15\n")
     text += (
-        "\nmonitoring:\n  retraining: {sustained_k: 2, sustained_n: 3, cooldown: 3d, max_per_week: 2, "
-        "promotion: manual}\n"
+        "\nmonitoring:\n  performance_floor: 0.3\n"
+        "  retraining: {sustained_k: 2, sustained_n: 3, cooldown: 3d, max_per_week: 2, promotion: manual}\n"
     )
     spec.write_text(text)
     load_specs(folder)  # fails here, with the spec's own message, if an edit went wrong
@@ -104,12 +115,16 @@ class Story:
         from mlops_assets.defs.common.resources import mlflow_resource
         from mlops_assets.generator import transactions_for_day
 
-        shift = FIRST_DAY + timedelta(days=history + 3)
+        shift = FIRST_DAY + timedelta(days=history + 1)
         specs = story_specs(self.data / "story_specs", shift, customers, per_day)
         (spec,) = load_specs(specs)
         self.specs, self.spec = specs, spec
         self.registry = mlflow_resource(str(self.data)).registry()
-        self.log(FIRST_DAY, f"{history} days of card transactions; amounts double from {shift} (covariate drift)")
+        self.log(
+            FIRST_DAY,
+            f"{history} days of card transactions; from {shift} amounts double (covariate drift) and fraud turns to "
+            "small domestic POS payments (concept drift)",
+        )
         summary = materialize_pipeline("fraud", FIRST_DAY, history, str(specs), str(self.data))
         print_summary(summary)
         if summary.failures:
@@ -134,8 +149,8 @@ class Story:
                 failed = sorted({e.check_name for e in monitoring.get_asset_check_evaluations() if not e.passed})
                 if failed:
                     self.log(day, f"monitoring flags: {', '.join(failed)}")
-                cursor = self._tick(day, cursor)
                 self._shadow(day)
+                cursor = self._tick(day, cursor)
             self._rollback(url, last + timedelta(days=days))
         finally:
             server.terminate()
@@ -171,10 +186,11 @@ class Story:
     def _tick(self, day: date, cursor: str | None) -> str | None:
         """The retraining sensor's decision at the end of `day`: the story's clock, not the wall clock, so that
         cooldowns and the weekly cap are counted in the days of the story."""
-        from mlops_assets.defs.monitoring.sensors import evaluate_policy, retraining_request
+        from mlops_assets.defs.monitoring.sensors import evaluate_policy, pending_challenger, retraining_request
 
         now = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        decision, cursor = evaluate_policy(self.instance, self.spec, cursor, now)
+        challenger = pending_challenger(self.instance, self.registry, self.spec.name)
+        decision, cursor = evaluate_policy(self.instance, self.spec, cursor, now, challenger)
         for request in [retraining_request(self.spec, decision, now)] if decision.retrain else []:
             reason = request.tags["mlops/retrain_reason"]
             self.log(day, f"retraining sensor: {request.tags['mlops/retrain_explanation']}")

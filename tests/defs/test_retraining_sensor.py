@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dagster as dg
 import pytest
@@ -19,7 +20,9 @@ SENSOR = "fraud_retraining"
 
 
 @pytest.fixture
-def instance() -> Iterator[dg.DagsterInstance]:
+def instance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dg.DagsterInstance]:
+    monkeypatch.chdir(tmp_path)  # the sensor reads the registry of the default data folder: a fresh, empty one
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with dg.instance_for_test() as instance:
         yield instance
 
@@ -38,20 +41,22 @@ def _window(instance: dg.DagsterInstance, day: str, drifted: bool, check: str = 
     )
 
 
-def _tick(instance: dg.DagsterInstance, cursor: str | None = None) -> tuple[list[dg.RunRequest], str | None, str]:
-    defs = build_definitions()
+def _tick(
+    instance: dg.DagsterInstance, cursor: str | None = None, tracking_uri: str | None = None
+) -> tuple[list[dg.RunRequest], str | None, str]:
+    defs = build_definitions(tracking_uri=tracking_uri)
     sensor = defs.resolve_sensor_def(SENSOR)
-    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs)
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=defs.resources)
     result = sensor.evaluate_tick(context)
     skip = result.skip_message or ""
     return list(result.run_requests or []), result.cursor, skip
 
 
-def _retraining_run(instance: dg.DagsterInstance, at: datetime | None = None) -> None:
+def _retraining_run(instance: dg.DagsterInstance, at: datetime | None = None) -> str:
     """A retraining run as the sensor's request launches it (tagged with the pipeline, and when it was decided)."""
     job = build_definitions().resolve_job_def("fraud_retraining")
     tags = {RETRAINING_TAG: "fraud", **({RETRAIN_AT_TAG: at.isoformat()} if at else {})}
-    instance.create_run_for_job(job_def=job, tags=tags)
+    return instance.create_run_for_job(job_def=job, tags=tags).run_id
 
 
 def test_a_single_noisy_window_does_not_retrain(instance: dg.DagsterInstance) -> None:
@@ -114,3 +119,69 @@ def test_the_cooldown_counts_from_when_the_retraining_was_decided(instance: dg.D
     assert not during.retrain and "within the cooldown" in during.explanation
     after, _ = evaluate_policy(instance, SPEC, None, decided + timedelta(days=3))
     assert after.retrain
+
+
+def test_a_challenger_waiting_for_its_shadow_comparison_holds_the_sensor_back(
+    instance: dg.DagsterInstance, tmp_path: Path
+) -> None:
+    from mlflow import MlflowClient
+
+    from mlops_assets.defs.common.resources import mlflow_resource
+
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        _window(instance, day, True)
+    decided = datetime.now(UTC) - timedelta(days=4)
+    run_id = _retraining_run(instance, at=decided)
+    # A version as the retraining run registers it (tagged with its Dagster run), made challenger.
+    client = MlflowClient(mlflow_resource("data").tracking_uri)
+    client.create_registered_model("fraud")
+    model = tmp_path / "model"
+    model.mkdir()
+    client.create_model_version("fraud", str(model), tags={"dagster_run_id": run_id})
+    client.set_registered_model_alias("fraud", "challenger", "1")
+    requests, _, skip = _tick(instance)
+    assert requests == [] and f"version 1 is challenger since {decided.isoformat(timespec='minutes')}" in skip
+    # Its patience (7d) over, the sustained drift retrains again.
+    decision, _ = evaluate_policy(instance, SPEC, None, decided + timedelta(days=7), ("1", decided))
+    assert decision.retrain
+
+
+def test_an_unreachable_registry_skips_the_tick_with_the_reason(
+    instance: dg.DagsterInstance, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for day in ("2026-03-01", "2026-03-02", "2026-03-03"):
+        _window(instance, day, True)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    requests, _, skip = _tick(instance, tracking_uri="http://127.0.0.1:9")  # nothing listens on the discard port
+    assert requests == [] and "the model registry is unreachable" in skip
+
+
+def _run_window(instance: dg.DagsterInstance, day: str, drifted: bool) -> None:
+    """A window graded by a run of the day's partition (runless results cannot record a partition twice)."""
+    key = drift_report_key(SPEC)
+
+    @dg.asset(
+        key=key,
+        partitions_def=dg.DailyPartitionsDefinition("2026-01-01"),
+        check_specs=[dg.AssetCheckSpec(DATASET_DRIFT, asset=key)],
+    )
+    def report() -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        yield dg.MaterializeResult()
+        yield dg.AssetCheckResult(
+            check_name=DATASET_DRIFT,
+            passed=not drifted,
+            severity=dg.AssetCheckSeverity.ERROR,
+            description=day,
+            metadata={"window": day},  # as the drift report records it
+        )
+
+    assert dg.materialize([report], instance=instance, partition_key=day, raise_on_error=False)
+
+
+def test_a_re_run_window_counts_with_its_newest_verdict(instance: dg.DagsterInstance) -> None:
+    _run_window(instance, "2026-03-01", True)
+    _run_window(instance, "2026-03-02", True)
+    _run_window(instance, "2026-03-02", False)  # the day re-run (say, after a fix upstream): it passes now
+    _run_window(instance, "2026-03-03", False)
+    requests, _, skip = _tick(instance)
+    assert requests == [] and "1 of the last 3 windows failed" in skip

@@ -20,33 +20,36 @@ def test_the_demo_tells_the_whole_lifecycle(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.delenv("MLOPS_ONLINE_STORE_URL", raising=False)
     (tmp_path / "dagster").mkdir()
     options = ["--days", "20", "--story-days", "12", "--customers", "300", "--transactions-per-day", "1500"]
-    result = CliRunner().invoke(main, ["--data-dir", "data", "demo", *options, "--sample", "400"])
+    result = CliRunner().invoke(main, ["--data-dir", "data", "demo", *options, "--sample", "600"])
     output = result.output
     assert result.exit_code == 0, output + repr(result.exception)
 
-    assert "amounts double from 2026-01-24" in output
+    assert "from 2026-01-22 amounts double (covariate drift) and fraud turns to small domestic POS" in output
     story = output[output.index("What happened") :]
     days = sorted(set(re.findall(r"^  (2026-\d\d-\d\d)  \d+ transactions scored live", story, re.M)))
     assert days[0] == "2026-01-21" and days[-1] == "2026-02-01" and len(days) == 12
-    # Dataset drift is flagged on every day once the amounts double (at this small scale a noisy day before may be
-    # flagged too, alone); the sensor retrains on the sustained evidence, not before the drift began.
+    # Dataset drift is flagged on every day once the amounts double; the sensor retrains on the sustained evidence,
+    # not before the drift began.
     flagged = set(re.findall(r"^  (2026-\d\d-\d\d)  monitoring flags: .*dataset_drift", story, re.M))
-    assert {d for d in days if d >= "2026-01-25"} <= flagged
+    assert {d for d in days if d >= "2026-01-22"} <= flagged
     retrained = re.findall(
         r"^  (2026-\d\d-\d\d)  retraining sensor: drift: (\d) of the last 3 windows failed", story, re.M
     )
-    assert retrained and min(day for day, _ in retrained) >= "2026-01-24"
+    assert retrained and min(day for day, _ in retrained) >= "2026-01-23"
     assert all(int(count) >= 2 for _, count in retrained)
-    registry = mlflow_resource(str(tmp_path / "data")).registry()
-    aliases = registry.aliases("fraud")
-    if "now challenger" in story:  # the retrained model passed the gate: the live bento shadowed it
-        assert re.search(r"version 2 in shadow", story)
-        logged = scan_table(table_path(tmp_path / "data", "fraud", "prediction_log")).collect()
-        assert (logged["shadow_version"] == "2").sum() > 0
-    else:
-        assert "did not pass the gate" in story
-    # The champion only ever moves through a won shadow comparison (and a rollback undoes it).
-    won = "shadow comparison won" in story
-    assert ("rollback: champion back to version 1" in story) == won
+    # The new fraud pattern shows in the champion's live performance once its labels arrive, never before it began.
+    performance = re.findall(r"^  (2026-\d\d-\d\d)  monitoring flags: .*performance", story, re.M)
+    assert performance and min(performance) > "2026-01-22"
+    # Version 2 passed the offline gate, waited in shadow (no retraining meanwhile), won on labelled live traffic.
+    assert re.search(r"^  2026-01-2\d  retrained \(drift\): version 2 passed the gate, now challenger", story, re.M)
+    assert "version 2 in shadow" in story
+    logged = scan_table(table_path(tmp_path / "data", "fraud", "prediction_log")).collect()
+    assert (logged["shadow_version"] == "2").sum() > 0
+    won = re.search(r"^  (2026-\d\d-\d\d)  shadow comparison won: version 2 is champion", story, re.M)
+    assert won is not None
+    assert not [day for day, _ in retrained if retrained[0][0] < day < won.group(1)]
+    assert re.search(r"by version 2; 0 degraded", story)  # the live bento answered with the new champion
+    assert "rollback: champion back to version 1 (from 2); the live bento now answers with version 1" in story
+    aliases = mlflow_resource(str(tmp_path / "data")).registry().aliases("fraud")
     assert aliases["champion"] == "1"
     assert f"Live now: {', '.join(f'{a} version {v}' for a, v in sorted(aliases.items()))}." in output

@@ -56,3 +56,18 @@ def test_the_champion_below_the_floor_fails_with_the_figures(spec: PipelineSpec)
     few = judge(table, spec, "2", min_rows=1000)
     assert few.passed and "at least 1000 needed" in few.description
     assert judge(table, spec, "9", min_rows=1).passed  # no labelled predictions of that version yet: not judged
+
+
+def test_a_days_performance_is_rolling_and_sees_only_the_labels_known_by_its_end(spec: PipelineSpec) -> None:
+    from datetime import date, datetime
+
+    from mlops_assets.performance import labels_known_by, rolling_days
+
+    assert rolling_days(date(2026, 3, 3), spec) == [f"2026-02-{d}" for d in (25, 26, 27, 28)] + [
+        "2026-03-01",
+        "2026-03-02",
+        "2026-03-03",
+    ]
+    confirmed = [datetime(2026, 3, 3, 23, 59), datetime(2026, 3, 4), datetime(2026, 3, 9)]
+    labels = pl.DataFrame({"transaction_id": ["a", "b", "c"], "is_fraud": [1, 0, 1], "confirmed_at": confirmed})
+    assert labels_known_by(labels, spec, date(2026, 3, 3)).get_column("transaction_id").to_list() == ["a"]

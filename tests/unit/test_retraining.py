@@ -57,3 +57,11 @@ def test_the_weekly_cap_holds() -> None:
 def test_k_cannot_exceed_n() -> None:
     with pytest.raises(ValueError, match="sustained_k"):
         RetrainingPolicy(sustained_k=4, sustained_n=3)
+
+
+def test_a_challenger_waiting_for_its_shadow_comparison_holds_retraining_back_up_to_its_patience() -> None:
+    waiting = ("7", NOW - timedelta(days=6))
+    decision = decide(_windows(True, True, True), POLICY, [], NOW, set(), challenger=waiting)
+    assert not decision.retrain and "version 7 is challenger since" in decision.explanation
+    assert "up to 7d" in decision.explanation
+    assert decide(_windows(True, True, True), POLICY, [], NOW, set(), challenger=("7", NOW - timedelta(days=7))).retrain

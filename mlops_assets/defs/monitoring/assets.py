@@ -2,7 +2,7 @@
 
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +36,7 @@ from mlops_assets.monitoring import (
     skew_verdict,
     window_report,
 )
-from mlops_assets.performance import judge, labelled_predictions, metrics_by_version
+from mlops_assets.performance import judge, labelled_predictions, labels_known_by, metrics_by_version, rolling_days
 from mlops_assets.prediction_log import LOG_SCHEMA
 from mlops_assets.registry import CHAMPION
 from mlops_assets.report import render, top_movers
@@ -205,8 +205,8 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         group_name=f"{spec.name}_monitoring",
         kinds={"polars", "sklearn"},
         owners=[spec.owner] if spec.owner else None,
-        description="The day's logged predictions joined to the labels that have arrived since (by request id), "
-        "metrics per model version. Re-materialize a day when more labels arrive.",
+        description=f"Rolling live performance: the logged predictions of the {spec.monitoring.performance_window} "
+        "up to the day, joined (by request id) to the labels confirmed by its end; metrics per model version.",
         check_specs=[
             dg.AssetCheckSpec(
                 PERFORMANCE,
@@ -220,19 +220,22 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         day = context.partition_key
+        days = rolling_days(date.fromisoformat(day), spec)
         champion = mlflow_store.registry().aliases(spec.name).get(CHAMPION, "")
         log_path = table_path(lake.root, spec.name, "prediction_log")
         log = (
-            scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
+            scan_table(log_path).filter(pl.col(PARTITION_COLUMN).is_in(days)).collect()
             if log_path.exists()
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
-        labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}")).collect()
+        raw_labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}")).collect()
+        labels = labels_known_by(raw_labels, spec, date.fromisoformat(day))
         table = metrics_by_version(labelled_predictions(log, labels, spec), spec)
         verdict = judge(table, spec, champion, spec.monitoring.min_rows)
         yield dg.MaterializeResult(
             metadata={
                 "window": day,
+                "predictions_from": days[0],
                 "champion_version": champion,
                 "labelled_predictions": int(table.get_column("labelled").sum()),
                 f"champion_{metric}": verdict.champion_value if verdict.champion_value is not None else float("nan"),
@@ -248,7 +251,7 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             check_name=PERFORMANCE,
             passed=verdict.passed,
             severity=dg.AssetCheckSeverity.ERROR,
-            description=f"{day}: {verdict.description}",
+            description=f"{day} (predictions since {days[0]}): {verdict.description}",
             metadata={"window": day, "labelled": verdict.labelled},
         )
 

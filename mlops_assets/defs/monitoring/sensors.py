@@ -5,12 +5,17 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlops_assets.defs.common.resources import MlflowResource
 from mlops_assets.defs.monitoring.checks import retraining_evidence
 from mlops_assets.retraining import Decision, WindowVerdict, decide
 from mlops_assets.spec import PipelineSpec
+
+if TYPE_CHECKING:
+    from mlops_assets.registry import ModelRegistry
 
 RETRAINING_TAG = "mlops/retraining"
 
@@ -44,15 +49,32 @@ RETRAIN_AT_TAG = "mlops/retrain_at"
 def retraining_times(instance: dg.DagsterInstance, pipeline: str) -> list[datetime]:
     """When each retraining was decided: its `mlops/retrain_at` tag (the policy's clock), else the run's creation."""
     records = instance.get_run_records(dg.RunsFilter(tags={RETRAINING_TAG: pipeline}), limit=100)
-    times = []
-    for record in records:
-        tagged = record.dagster_run.tags.get(RETRAIN_AT_TAG)
-        times.append(datetime.fromisoformat(tagged) if tagged else record.create_timestamp.astimezone(UTC))
-    return times
+    return [_decided_at(record) for record in records]
+
+
+def _decided_at(record: dg.RunRecord) -> datetime:
+    tagged = record.dagster_run.tags.get(RETRAIN_AT_TAG)
+    return datetime.fromisoformat(tagged) if tagged else record.create_timestamp.astimezone(UTC)
+
+
+def pending_challenger(instance: dg.DagsterInstance, registry: ModelRegistry, name: str) -> tuple[str, datetime] | None:
+    """The challenger's version and since when (when the run that trained it was decided), if there is one."""
+    version = registry.aliases(name).get("challenger")
+    if version is None:
+        return None
+    registered = registry.version(name, version)
+    record = instance.get_run_record_by_id(registered.tags.get("dagster_run_id", ""))
+    if record is not None:
+        return version, _decided_at(record)
+    return version, datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC)
 
 
 def evaluate_policy(
-    instance: dg.DagsterInstance, spec: PipelineSpec, cursor: str | None, now: datetime
+    instance: dg.DagsterInstance,
+    spec: PipelineSpec,
+    cursor: str | None,
+    now: datetime,
+    challenger: tuple[str, datetime] | None = None,
 ) -> tuple[Decision, str]:
     """The decision (drift first, then performance) and the cursor to keep: the evidence acted on so far."""
     state = json.loads(cursor) if cursor else {}
@@ -62,7 +84,7 @@ def evaluate_policy(
     decisions = []
     for reason, (asset, checks) in retraining_evidence(spec).items():
         verdicts = window_verdicts(instance, asset, checks)
-        decisions.append(decide(verdicts, policy, retrained_at, now, acted_on, reason))  # type: ignore[arg-type]
+        decisions.append(decide(verdicts, policy, retrained_at, now, acted_on, reason, challenger))  # type: ignore[arg-type]
     decision = next((d for d in decisions if d.retrain), decisions[0])
     if decision.retrain and decision.evidence_key:
         state["acted_on"] = [*state.get("acted_on", []), decision.evidence_key][-200:]
@@ -81,11 +103,16 @@ def build_retraining_sensor(spec: PipelineSpec, training_job: str) -> dg.SensorD
         description=f"Requests one run of `{training_job}` when {policy.sustained_k} of the last "
         f"{policy.sustained_n} drift report windows failed a drift check (or the performance check) at ERROR; "
         f"never within {policy.cooldown} of the last retraining, at most {policy.max_per_week} a week, never twice "
-        f"for the same evidence. Promotion afterwards: {policy.promotion}.",
+        f"for the same evidence, and not while a challenger waits for its shadow comparison (up to "
+        f"{policy.challenger_patience}). Promotion afterwards: {policy.promotion}.",
     )
-    def _sensor(context: dg.SensorEvaluationContext) -> dg.RunRequest | dg.SkipReason:
+    def _sensor(context: dg.SensorEvaluationContext, mlflow_store: MlflowResource) -> dg.RunRequest | dg.SkipReason:
         now = datetime.now(UTC)
-        decision, cursor = evaluate_policy(context.instance, spec, context.cursor, now)
+        try:
+            challenger = pending_challenger(context.instance, mlflow_store.registry(), spec.name)
+        except Exception as exc:  # the registry is down: decide nothing rather than retrain blind
+            return dg.SkipReason(f"the model registry is unreachable ({type(exc).__name__}: {exc}); next tick retries")
+        decision, cursor = evaluate_policy(context.instance, spec, context.cursor, now, challenger)
         context.update_cursor(cursor)
         if not decision.retrain:
             return dg.SkipReason(json.loads(cursor)["last_decision"])
