@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from mlops_assets.spec import SpecError, load_specs
+from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml
 
 DAGSTER_HOME_DIR = ".dagster_home"
 CHUNK_DAYS = 10
@@ -58,7 +59,10 @@ def _instance() -> Any:
     settings = home / "dagster.yaml"
     if not settings.exists():
         # Embedded default: SQLite storage in this folder; no telemetry (the machine may have no network).
-        settings.write_text("telemetry:\n  enabled: false\n")
+        settings.write_text(dagster_yaml("sqlite"))
+    problem = dagster_postgres_problem(settings.read_text(), os.environ.get(DAGSTER_POSTGRES_ENV))
+    if problem:
+        _fail(f"{settings}: {problem}")
     return dg.DagsterInstance.get()
 
 
@@ -120,7 +124,7 @@ def build_bento_run(specs_dir: str | None, data_dir: str, spec: Any) -> Any:
     """Run the pipeline's bento job (a no-op when the live models, specs and code have not changed)."""
     from mlops_assets.definitions import bento_job_name, build_definitions
 
-    defs = build_definitions(specs_dir, data_dir, tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    defs = build_definitions(specs_dir, data_dir)
     return defs.resolve_job_def(bento_job_name(spec)).execute_in_process(
         instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
     )
@@ -181,6 +185,34 @@ def main(ctx: click.Context, specs: str | None, data_dir: str) -> None:
     ctx.obj = {"specs": specs, "data_dir": data_dir}
     # The CLI prints its own progress; MLflow's download bars would interleave with it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+@main.command()
+@click.option(
+    "--storage",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help=f"Where Dagster keeps runs, events and schedules (postgres: the URL is read from {DAGSTER_POSTGRES_ENV}).",
+)
+@click.option("--force", is_flag=True, help="Replace an existing dagster.yaml.")
+def init(storage: str, force: bool) -> None:
+    """Write the Dagster instance settings ($DAGSTER_HOME/dagster.yaml, default ./.dagster_home).
+
+    MLflow and the online store need no file: set MLFLOW_TRACKING_URI and MLOPS_ONLINE_STORE_URL.
+
+    Example: mlops init --storage postgres; then set MLOPS_DAGSTER_POSTGRES_URL=postgresql+psycopg2://u:pw@db/dagster
+    """
+    home = Path(os.environ.get("DAGSTER_HOME", DAGSTER_HOME_DIR)).resolve()
+    settings = home / "dagster.yaml"
+    if settings.exists() and not force:
+        _fail(f"{settings} exists; --force replaces it")
+    home.mkdir(parents=True, exist_ok=True)
+    settings.write_text(dagster_yaml(storage))
+    click.echo(f"wrote {settings} ({storage})")
+    if storage == "postgres":
+        click.echo(f"set {DAGSTER_POSTGRES_ENV}=postgresql+psycopg2://user:password@host:5432/database first")
+    click.echo(f"then, e.g.: DAGSTER_HOME={home} mlops materialize fraud --days 8")
 
 
 @main.command()
@@ -273,7 +305,7 @@ def _model_spec(ctx: click.Context, pipeline: str) -> Any:
 def _registry(ctx: click.Context) -> Any:
     from mlops_assets.defs.common.resources import mlflow_resource
 
-    return mlflow_resource(ctx.obj["data_dir"], os.environ.get("MLFLOW_TRACKING_URI")).registry()
+    return mlflow_resource(ctx.obj["data_dir"]).registry()
 
 
 def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) -> None:
@@ -331,7 +363,7 @@ def _shadow_gate(ctx: click.Context, spec: Any) -> dict[str, str]:
     """Run the shadow evaluation asset; the challenger's version and the gate's reasons if it passed, else exit 1."""
     from mlops_assets.definitions import build_definitions, shadow_job_name
 
-    defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"], tracking_uri=os.environ.get("MLFLOW_TRACKING_URI"))
+    defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"])
     result = defs.resolve_job_def(shadow_job_name(spec)).execute_in_process(
         instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
     )

@@ -86,6 +86,8 @@ def load_estimator(model: ModelSpec, seed: int) -> BaseEstimator:
         cls = getattr(importlib.import_module(module_name), name)
     except (ImportError, AttributeError, ValueError) as exc:
         raise ModelError(f"model.estimator: cannot import {model.estimator!r} ({exc})") from None
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise ModelError(f"model.estimator: {model.estimator!r} is not a scikit-learn estimator class")
     params = dict(model.params)
     if "random_state" in inspect.signature(cls).parameters:
         params.setdefault("random_state", seed)

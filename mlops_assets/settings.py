@@ -3,20 +3,54 @@ resources, the CLI and the prediction service. No heavy imports: the service loa
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The environment variables that replace an embedded default with a service; nothing else changes between the two.
+TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
+ONLINE_STORE_ENV = "MLOPS_ONLINE_STORE_URL"
+DAGSTER_POSTGRES_ENV = "MLOPS_DAGSTER_POSTGRES_URL"
 
 
 def mlflow_settings(data_dir: str, tracking_uri: str | None = None) -> tuple[str, str]:
-    """(tracking URI, artifact root): SQLite and artifacts in the data folder unless a tracking URI is given.
+    """(tracking URI, artifact root): SQLite and artifacts in the data folder unless a tracking URI is given (or
+    set in MLFLOW_TRACKING_URI).
 
     A local store (SQLite, files) keeps artifacts in the data folder; a tracking server decides for itself ('').
     """
     root = Path(data_dir).resolve()
-    uri = tracking_uri or f"sqlite:///{root / 'mlflow.db'}"
+    uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{root / 'mlflow.db'}"
     remote = uri.startswith(("http://", "https://", "databricks"))
     return uri, "" if remote else str(root / "mlartifacts")
 
 
 def online_store_url(data_dir: str, url: str | None = None) -> str:
-    """The online store: SQLite in the data folder unless a URL (redis://...) is given."""
-    return url or f"sqlite:///{Path(data_dir).resolve() / 'online.db'}"
+    """The online store: SQLite in the data folder unless a URL (redis://...) is given or set in the environment."""
+    return url or os.environ.get(ONLINE_STORE_ENV) or f"sqlite:///{Path(data_dir).resolve() / 'online.db'}"
+
+
+def dagster_yaml(storage: str) -> str:
+    """The Dagster instance settings (`$DAGSTER_HOME/dagster.yaml`) for `sqlite` (the embedded default: files in
+    DAGSTER_HOME) or `postgres` (dagster-postgres; the URL, with its password, stays in the environment and must
+    name the psycopg2 driver: postgresql+psycopg2://user:password@host:5432/database)."""
+    text = "# Written by `mlops init`.\ntelemetry:\n  enabled: false\n"
+    if storage == "postgres":
+        text += f"storage:\n  postgres:\n    postgres_url:\n      env: {DAGSTER_POSTGRES_ENV}\n"
+    elif storage != "sqlite":
+        raise ValueError(f"unknown storage {storage!r} (sqlite or postgres)")
+    return text
+
+
+def dagster_postgres_problem(settings: str, url: str | None) -> str | None:
+    """What is wrong with the PostgreSQL URL a `postgres` dagster.yaml reads, if anything (password never shown)."""
+    if DAGSTER_POSTGRES_ENV not in settings:
+        return None
+    if not url:
+        return f"the Dagster instance keeps its storage on PostgreSQL: set {DAGSTER_POSTGRES_ENV}"
+    scheme = url.partition("://")[0]
+    if scheme != "postgresql+psycopg2":
+        return (
+            f"{DAGSTER_POSTGRES_ENV} must start with postgresql+psycopg2:// (dagster-postgres needs the psycopg2 "
+            f"driver; SQLAlchemy would pick psycopg 3 for {scheme}://), e.g. postgresql+psycopg2://user:pw@host:5432/db"
+        )
+    return None

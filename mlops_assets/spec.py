@@ -44,6 +44,11 @@ def parse_duration(text: str) -> timedelta:
 Duration = Annotated[str, Field(pattern=_DURATION.pattern, examples=["1h", "7d", "30d"])]
 
 
+# Specs are data: the only code a spec names (feature functions, estimators) must live in these packages or in the
+# spec's own `code_packages`. Importing a module runs it, so the check comes before any import.
+TRUSTED_PACKAGES = ("sklearn", "mlops_assets.examples")
+
+
 class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -402,6 +407,11 @@ class PipelineSpec(_Model):
     promotion: PromotionSpec | None = None
     serving: ServingSpec = Field(default_factory=ServingSpec)
     monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
+        default_factory=list,
+        description="top-level packages whose code the spec may name (feature_views.*.function, model.estimator); "
+        f"always allowed: {', '.join(TRUSTED_PACKAGES)}",
+    )
 
     @field_validator("feature_views")
     @classmethod
@@ -433,6 +443,16 @@ class PipelineSpec(_Model):
                     problems.append(f"{where}.generator: unknown generator {gen!r} (known: {sorted(self.generators)})")
                 if table not in ("transactions", "labels"):
                     problems.append(f"{where}.generator: unknown table {table!r} (expected transactions or labels)")
+        allowed = [*TRUSTED_PACKAGES, *self.code_packages]
+        code = {f"feature_views.{n}.function": v.function for n, v in self.feature_views.items() if v.function}
+        if self.model is not None:
+            code["model.estimator"] = self.model.estimator
+        for where, dotted in code.items():
+            if not any(dotted == p or dotted.startswith((f"{p}.", f"{p}:")) for p in allowed):
+                problems.append(
+                    f"{where}: {dotted!r} is outside the packages this spec may run code from ({', '.join(allowed)}); "
+                    "if you trust it, add its top-level package to code_packages"
+                )
         for name, view in self.feature_views.items():
             where = f"feature_views.{name}"
             source = self.sources.get(view.source)

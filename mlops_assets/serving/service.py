@@ -127,7 +127,7 @@ class PredictionService:
     def __init__(self) -> None:
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
-        uri, artifact_root = mlflow_settings(data_dir, os.environ.get("MLFLOW_TRACKING_URI"))
+        uri, artifact_root = mlflow_settings(data_dir)
         registry = ModelRegistry(uri, Path(artifact_root) if artifact_root else None)
         self.metrics = PrometheusMetrics(SPEC.name)
         models = LiveModels(
@@ -136,7 +136,7 @@ class PredictionService:
             initial=_initial_aliases(registry),
         )
         models.watch(serving.refresh_seconds, self._refresh_failed)
-        store = open_store(online_store_url(data_dir, os.environ.get("MLOPS_ONLINE_STORE_URL")))
+        store = open_store(online_store_url(data_dir))
         features = ResilientFeatures(
             SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size
         )

@@ -171,3 +171,25 @@ def test_an_entity_pattern_must_be_a_regular_expression(tmp_path: Path) -> None:
     path = _fraud_with(tmp_path, "pattern: '^c\\d{6}$'", "pattern: '^c(['")
     with pytest.raises(SpecError, match=r"entity\.pattern: Value error, not a regular expression"):
         load_spec(path)
+
+
+def test_a_spec_names_code_only_inside_the_packages_it_may_run(tmp_path: Path) -> None:
+    """Specs are data: a dotted path elsewhere is refused before anything is imported."""
+    path = _fraud_with(
+        tmp_path, "estimator: sklearn.ensemble.HistGradientBoostingClassifier", "estimator: subprocess.Popen"
+    )
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert "model.estimator: 'subprocess.Popen' is outside the packages this spec may run code from" in str(err.value)
+    assert "add its top-level package to code_packages" in str(err.value)
+    # A look-alike of a trusted package is not that package.
+    path = _fraud_with(tmp_path, "sklearn.ensemble.HistGradientBoostingClassifier", "sklearnx.Evil")
+    with pytest.raises(SpecError, match=r"model\.estimator: 'sklearnx\.Evil' is outside"):
+        load_spec(path)
+    shared = tmp_path / "shared" / "card_transactions.yaml"
+    shared.write_text(shared.read_text().replace("mlops_assets.examples.custom_features:channel_mix", "os:system"))
+    with pytest.raises(SpecError, match=r"feature_views\.customer_channel_mix\.function: 'os:system' is outside"):
+        load_spec(_write(tmp_path, FRAUD.read_text(), "fraud.yaml"))
+    # Declared by the user, their own package is allowed.
+    trusted = FRAUD.read_text().replace("owner: team:fraud-ml", "owner: team:fraud-ml\ncode_packages: [os]")
+    assert load_spec(_write(tmp_path, trusted, "fraud.yaml")).code_packages == ["os"]
