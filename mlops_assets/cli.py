@@ -12,8 +12,8 @@ from typing import Any
 
 import click
 
-from mlops_assets.spec import SpecError, load_specs
 from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml
+from mlops_assets.spec import SpecError, load_specs
 
 DAGSTER_HOME_DIR = ".dagster_home"
 CHUNK_DAYS = 10

@@ -237,7 +237,9 @@ class Story:
         from mlops_assets.defs.models.assets import record_champion_change
 
         record_champion_change(self.instance, self.registry, self.spec, event)
-        self.defs.resolve_job_def("fraud_bento").execute_in_process(instance=self.instance, raise_on_error=False)
+        self.defs.resolve_job_def("fraud_bento").execute_in_process(
+            instance=self.instance, run_config=QUIET, raise_on_error=False
+        )
 
     def _rollback(self, url: str, day: date) -> None:
         """Roll the champion back, and show the live service answering with the previous version."""
