@@ -254,7 +254,7 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
 
 @main.command()
 @click.option("--days", type=click.IntRange(min=8), default=30, show_default=True, help="Days before the first model.")
-@click.option("--story-days", type=click.IntRange(min=1), default=16, show_default=True, help="Days served after it.")
+@click.option("--story-days", type=click.IntRange(min=1), default=18, show_default=True, help="Days served after it.")
 @click.option("--customers", type=click.IntRange(min=10), default=5000, show_default=True)
 @click.option("--transactions-per-day", type=click.IntRange(min=100), default=10000, show_default=True)
 @click.option("--sample", type=click.IntRange(min=10), default=1500, show_default=True, help="Requests replayed a day.")

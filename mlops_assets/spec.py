@@ -281,6 +281,10 @@ class ServingSpec(_Model):
 
     online_timeout_ms: float = Field(default=100, gt=0, description="an online lookup slower than this degrades")
     cache_size: int = Field(default=10_000, ge=0, description="recent feature rows kept to answer during outages")
+    max_in_flight: int = Field(
+        default=64, ge=1, description="prediction requests in progress per worker; beyond it: 429 with Retry-After"
+    )
+    retry_after_seconds: int = Field(default=1, ge=1, description="the Retry-After of a 429 or 503")
     fallback: FallbackSpec | None = Field(
         default=None, description="default: score with the missing features imputed, marked degraded"
     )

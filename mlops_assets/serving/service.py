@@ -8,8 +8,6 @@ variable named by the spec (`serving.api_key_env`, MLOPS_API_KEY by default).
 
 from __future__ import annotations
 
-import hmac
-import json
 import logging
 import os
 from datetime import datetime
@@ -23,13 +21,13 @@ from mlops_assets.bundle import bundled_aliases, load_version
 from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import ModelRegistry
+from mlops_assets.serving.middleware import ApiKeyMiddleware, LoadSheddingMiddleware
 from mlops_assets.serving.scorer import LiveModels, Prediction, Scorer
 from mlops_assets.settings import mlflow_settings, online_store_url
 from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
 
 log = logging.getLogger(__name__)
 _PY_TYPES: dict[str, type] = {"string": str, "int": int, "float": float, "bool": bool, "datetime": datetime}
-PREDICTION_PATHS = ("/predict", "/predict_batch")
 
 
 def request_model(spec: PipelineSpec) -> type[BaseModel]:
@@ -56,27 +54,6 @@ def _field(column: ColumnSpec) -> tuple[Any, Any]:
     if column.nullable:
         return (kind | None, Field(default=None, ge=column.min, le=column.max, **extra))
     return (kind, Field(ge=column.min, le=column.max, **extra))
-
-
-class ApiKeyMiddleware:
-    """Requires the API key on the prediction endpoints (X-API-Key or Authorization: Bearer), compared in constant
-    time; health, metrics and docs stay open. Without a key in the environment, nothing is required."""
-
-    def __init__(self, app: Any, key: str | None) -> None:
-        self.app, self.key = app, key.encode() if key else None
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if self.key and scope["type"] == "http" and scope["path"] in PREDICTION_PATHS:
-            sent = dict(scope["headers"])
-            given = sent.get(b"x-api-key") or sent.get(b"authorization", b"").removeprefix(b"Bearer ")
-            if not hmac.compare_digest(given, self.key):
-                body = json.dumps({"error": "missing or wrong API key: send it as X-API-Key or a Bearer token"})
-                await send(
-                    {"type": "http.response.start", "status": 401, "headers": [(b"content-type", b"application/json")]}
-                )
-                await send({"type": "http.response.body", "body": body.encode()})
-                return
-        await self.app(scope, receive, send)
 
 
 class PrometheusMetrics:
@@ -171,6 +148,10 @@ class PredictionService:
         self.scorer.close()
 
 
+# Outermost first: excess load is shed before any other work, then the API key is checked.
+PredictionService.add_asgi_middleware(
+    LoadSheddingMiddleware, max_in_flight=SPEC.serving.max_in_flight, retry_after=SPEC.serving.retry_after_seconds
+)
 PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
 
 
