@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import random
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,6 +12,8 @@ import deltalake
 import polars as pl
 
 PARTITION_COLUMN = "partition_date"
+# A replace that loses a race with another writer of the same partitions is re-committed: it replaces them whole.
+COMMIT_ATTEMPTS = 8
 _HASH_SEEDS = (0x6D6C6F70, 0x73617373)
 
 
@@ -33,21 +37,31 @@ def replace_partitions(path: Path, frame: pl.DataFrame, days: Sequence[str]) -> 
     """Replace exactly the given daily partitions with `frame`, in one Delta commit; returns the new version.
 
     Re-running the same days gives the same table: rows of those days are removed and written in the same
-    commit, so readers see the old partitions or the new ones, never a mix or a duplicate.
+    commit, so readers see the old partitions or the new ones, never a mix or a duplicate. Writers of other
+    partitions commit side by side; a concurrent writer of the same partitions makes Delta refuse one commit, which
+    is then retried (with jitter): the last commit wins whole.
     """
     outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(list(days))).height
     if outside:
         raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
     quoted = ", ".join(f"'{d}'" for d in days)
-    deltalake.write_deltalake(
-        str(path),
-        frame.to_arrow(),
-        mode="overwrite",
-        predicate=f"{PARTITION_COLUMN} IN ({quoted})",
-        partition_by=[PARTITION_COLUMN],
-        # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
-        schema_mode="merge",
-    )
+    data = frame.to_arrow()
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        try:
+            deltalake.write_deltalake(
+                str(path),
+                data,
+                mode="overwrite",
+                predicate=f"{PARTITION_COLUMN} IN ({quoted})",
+                partition_by=[PARTITION_COLUMN],
+                # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
+                schema_mode="merge",
+            )
+            break
+        except deltalake.exceptions.CommitFailedError:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
     return deltalake.DeltaTable(str(path)).version()
 
 

@@ -133,7 +133,8 @@ def _run_loop(
             verdicts += [(e.check_name, e.passed, e.description) for e in result.get_asset_check_evaluations()]
 
         sensor = defs.resolve_sensor_def("fraud_retraining")
-        tick = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        context = dg.build_sensor_context(instance=instance, definitions=defs, resources=defs.resources)
+        tick = sensor.evaluate_tick(context)
         for request in tick.run_requests or []:
             retraining = defs.resolve_job_def("fraud_retraining")
             retraining.execute_in_process(instance=instance, tags=request.tags, run_config=QUIET, raise_on_error=False)

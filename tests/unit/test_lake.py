@@ -64,3 +64,41 @@ def test_content_hash_ignores_row_order_but_not_content() -> None:
     assert content_hash(frame) != content_hash(frame.with_columns(pl.col("a") + 1))
     assert content_hash(frame) != content_hash(frame.rename({"a": "c"}))
     assert content_hash(frame) != content_hash(pl.concat([frame, frame]))
+
+
+def _writer(path: str, writer: int, days: list[str], rounds: int) -> None:
+    """One process replacing `days` of a shared table `rounds` times, each time with rows saying who wrote them."""
+    for round_ in range(rounds):
+        for day in days:
+            frame = pl.DataFrame(
+                {"row": list(range(500)), "writer": [writer] * 500, "round": [round_] * 500, PARTITION_COLUMN: day}
+            )
+            replace_partitions(Path(path), frame, [day])
+
+
+def test_concurrent_writers_of_one_table_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    """Real processes race on one Delta table: on other partitions and on the same one (a refused commit retries)."""
+    import multiprocessing
+
+    path = tmp_path / "t"
+    replace_partitions(
+        path, pl.DataFrame({"row": [0], "writer": [-1], "round": [0], PARTITION_COLUMN: ["2026-01-01"]}), ["2026-01-01"]
+    )
+    context = multiprocessing.get_context("spawn")
+    jobs = [
+        context.Process(target=_writer, args=(str(path), 0, ["2026-01-01", "2026-01-02"], 12)),
+        context.Process(target=_writer, args=(str(path), 1, ["2026-01-01", "2026-01-03"], 12)),
+    ]
+    for job in jobs:
+        job.start()
+    for job in jobs:
+        job.join(timeout=120)
+    assert [job.exitcode for job in jobs] == [0, 0]
+    table = scan_table(path).collect()
+    per_day = table.group_by(PARTITION_COLUMN).agg(
+        pl.len().alias("rows"), pl.col("writer").n_unique().alias("writers"), pl.col("round").n_unique().alias("rounds")
+    )
+    # Every partition holds exactly one complete write: 500 rows, from one writer's one round.
+    assert sorted(per_day.rows()) == [(d, 500, 1, 1) for d in ("2026-01-01", "2026-01-02", "2026-01-03")]
+    assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-02")["writer"].unique().to_list() == [0]
+    assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-03")["writer"].unique().to_list() == [1]
