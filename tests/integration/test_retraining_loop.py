@@ -81,10 +81,11 @@ def _log_traffic(data: Path, training: pl.DataFrame, model: object, day: date) -
 
 
 def _run_loop(
-    tmp_path: Path, scenario: str, assets: list[str], monitoring: str = "", margin: float = 0.005
+    tmp_path: Path, scenario: str, assets: list[str], monitoring: str = "", margin: float = 0.005, grade_after: int = 0
 ) -> tuple[Any, Any, list[Any]]:
-    """Lake, a champion trained before the drift, four days of logged traffic after it graded by `assets`, one
-    sensor tick and, when it asks for one, the retraining run. Returns (registry, the tick, the check verdicts)."""
+    """Lake, a champion trained before the drift, four days of logged traffic after it graded by `assets`
+    (`grade_after` days later), one sensor tick and, when it asks for one, the retraining run.
+    Returns (registry, the tick, the check verdicts)."""
     specs, data = _specs(tmp_path / "specs", scenario, margin), tmp_path / "data"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
     registry = mlflow_resource(str(data), tracking).registry()
@@ -124,6 +125,8 @@ def _run_loop(
         for offset in range(4):
             day = DRIFT + timedelta(days=offset)
             _log_traffic(data, training, champion, day)
+        for offset in range(4):
+            day = DRIFT + timedelta(days=offset + grade_after)
             result = defs.resolve_job_def("fraud_monitoring").execute_in_process(
                 instance=instance,
                 partition_key=day.isoformat(),
@@ -142,7 +145,8 @@ def _run_loop(
 
 
 def test_concept_drift_retrains_a_challenger_that_wins_and_is_promoted(tmp_path: Path) -> None:
-    registry, tick, verdicts = _run_loop(tmp_path, "kind: concept_drift", ["performance"])
+    # Labels come days late: the rolling performance of the week after the traffic sees them.
+    registry, tick, verdicts = _run_loop(tmp_path, "kind: concept_drift", ["performance"], grade_after=6)
     assert sum(not passed for _, passed, _ in verdicts) >= 2, verdicts
     (request,) = tick.run_requests
     assert request.tags["mlops/retrain_reason"] == "performance"
