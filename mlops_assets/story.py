@@ -142,8 +142,9 @@ class Story:
                 day = last + timedelta(days=offset)
                 traffic = transactions_for_day(config, day)
                 traffic = traffic.sample(min(sample, traffic.height), seed=offset).sort("ts")
+                self._live(url)
                 self._replay(url, day, traffic)
-                time.sleep(spec.serving.log_flush_seconds + 0.5)  # the last batch of the log is on disk
+                self._logged(day, traffic.height)
                 self._run("fraud_daily", day)
                 monitoring = self._run("fraud_monitoring", day)
                 failed = sorted({e.check_name for e in monitoring.get_asset_check_evaluations() if not e.passed})
@@ -159,6 +160,22 @@ class Story:
 
     def _aliases(self) -> dict[str, str]:
         return self.registry.aliases(self.spec.name)
+
+    def _live(self, url: str, timeout: float = 60) -> dict[str, str]:
+        """Until the live service answers with the registry's versions (it re-reads them every refresh_seconds)."""
+        deadline, aliases = time.monotonic() + timeout, self._aliases()
+        while (live := _post(f"{url}/models", {})) != aliases and time.monotonic() < deadline:
+            time.sleep(0.5)
+        return live
+
+    def _logged(self, day: date, requests: int, timeout: float = 60) -> None:
+        """Until every answer of the day (with its shadow score) is in the log files the daily job ingests."""
+        from mlops_assets.defs.serving.assets import prediction_log_folder
+        from mlops_assets.prediction_log import read_day
+
+        folder, deadline = prediction_log_folder(self.data, self.spec), time.monotonic() + timeout
+        while read_day(folder, day).height < requests and time.monotonic() < deadline:
+            time.sleep(0.5)
 
     def _run(self, job: str, day: date) -> Any:
         return self.defs.resolve_job_def(job).execute_in_process(
@@ -251,11 +268,9 @@ class Story:
             self.log(day, f"rollback: not possible ({exc})")
             return
         self._record(event)
-        deadline = time.monotonic() + 30
-        while _post(f"{url}/models", {}).get("champion") != event.version and time.monotonic() < deadline:
-            time.sleep(0.5)
+        live = self._live(url)
         self.log(
             day,
             f"rollback: champion back to version {event.version} (from {event.previous}); the live bento "
-            f"now answers with version {_post(f'{url}/models', {})['champion']}, without a restart",
+            f"now answers with version {live['champion']}, without a restart",
         )

@@ -46,7 +46,7 @@ def test_the_demo_tells_the_whole_lifecycle(tmp_path: Path, monkeypatch: pytest.
     logged = scan_table(table_path(tmp_path / "data", "fraud", "prediction_log")).collect()
     assert (logged["shadow_version"] == "2").sum() > 0
     won = re.search(r"^  (2026-\d\d-\d\d)  shadow comparison won: version 2 is champion", story, re.M)
-    assert won is not None
+    assert won is not None, story
     assert not [day for day, _ in retrained if retrained[0][0] < day < won.group(1)]
     assert re.search(r"by version 2; 0 degraded", story)  # the live bento answered with the new champion
     assert "rollback: champion back to version 1 (from 2); the live bento now answers with version 1" in story
