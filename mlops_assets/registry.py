@@ -103,12 +103,11 @@ class ModelRegistry:
                 input_example=example.head(5),
                 pyfunc_predict_fn="predict_proba",
                 skops_trusted_types=trusted,
-                registered_model_name=name,
-                await_registration_for=60,
             )
-        version = str(info.registered_model_version)
-        for key, value in tags.items():
-            self.client.set_model_version_tag(name, version, key, value)
+        # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
+        # all, whenever the tracking server goes away.
+        registered = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
+        version = str(registered.version)
         return LoggedCandidate(version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
 
     def aliases(self, name: str) -> dict[str, str]:
@@ -193,12 +192,27 @@ class ModelRegistry:
         with tempfile.TemporaryDirectory() as folder:
             return json.loads(Path(self.client.download_artifacts(run_id, path, folder)).read_text())
 
+    def verify_artifacts(self, name: str, version: str) -> None:
+        """The version's model files are where the registry says: an alias never points at missing artifacts."""
+        mlflow.set_registry_uri(self.tracking_uri)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            files = {
+                Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/{version}")
+            }
+        except (MlflowException, OSError) as exc:
+            raise RegistryError(f"the artifacts of version {version} of {name!r} cannot be listed: {exc}") from exc
+        if "MLmodel" not in files:
+            raise RegistryError(f"version {version} of {name!r} has no model files (MLmodel missing): not made live")
+
     def set_challenger(self, name: str, version: str) -> None:
+        self.verify_artifacts(name, version)
         self.client.set_registered_model_alias(name, CHALLENGER, version)
 
     def promote(self, name: str, version: str, reason: str, triggered_by: str) -> ChampionEvent:
         """Make `version` the champion, remembering which version it replaces."""
         self.version(name, version)
+        self.verify_artifacts(name, version)
         previous = self.aliases(name).get(CHAMPION)
         if previous == version:
             raise RegistryError(f"version {version} of {name!r} is already the champion")
@@ -219,6 +233,7 @@ class ModelRegistry:
         previous = self.version(name, current).tags.get(PREVIOUS_CHAMPION_TAG)
         if not previous:
             raise RegistryError(f"champion version {current} of {name!r} replaced no earlier champion")
+        self.verify_artifacts(name, previous)
         self.client.set_registered_model_alias(name, CHAMPION, previous)
         event = ChampionEvent(previous, current, f"rollback from version {current}", triggered_by, _now())
         self.client.set_model_version_tag(name, current, "rolled_back_at", event.at)

@@ -76,3 +76,23 @@ def test_retention_job_runs_against_the_configured_store(tmp_path: Path) -> None
         result = defs.resolve_job_def("fraud_retention").execute_in_process(instance=instance)
     assert result.success
     assert "archived_at" not in registry.version("fraud", "1").tags  # a minute old: kept
+
+
+def test_a_version_is_registered_whole_and_an_alias_never_points_at_missing_artifacts(registry: ModelRegistry) -> None:
+    import shutil
+
+    version = tiny_version(registry)
+    # Registered in one call with its tags: nothing to complete afterwards.
+    assert registry.version("fraud", version).tags == {"pipeline": "fraud"}
+    registry.promote("fraud", version, "first", "test")
+    second = tiny_version(registry)
+    # The model files of the second version disappear (a wiped bucket, a bad copy): it cannot go live.
+    logged = registry.client.get_logged_model(registry.version("fraud", second).source.removeprefix("models:/"))
+    folder = Path(logged.artifact_location.removeprefix("file://"))
+    assert (folder / "MLmodel").exists()
+    shutil.rmtree(folder)
+    with pytest.raises(RegistryError, match=f"version {second} of 'fraud' has no model files"):
+        registry.promote("fraud", second, "better", "test")
+    with pytest.raises(RegistryError, match="has no model files"):
+        registry.set_challenger("fraud", second)
+    assert registry.aliases("fraud") == {"champion": version}

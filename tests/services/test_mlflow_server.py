@@ -1,7 +1,10 @@
 """Train -> register -> promote -> rollback against a real MLflow tracking server backed by PostgreSQL."""
 
+import contextlib
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +23,12 @@ pytestmark = [pytest.mark.services, pytest.mark.slow]
 @pytest.fixture
 def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
     """`mlflow server` on loopback, its backend store a fresh PostgreSQL database, artifacts served by it."""
-    port = free_port()
+    with _server(postgres_database, tmp_path, free_port()) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def _server(postgres_database: str, tmp_path: Path, port: int) -> Iterator[str]:
     log = (tmp_path / "mlflow-server.log").open("w")
     process = subprocess.Popen(
         [
@@ -79,3 +87,53 @@ def test_lifecycle_against_a_tracking_server(
     assert registry.version("fraud", "1").tags["promotion_gate"].startswith("pr_auc")
     # The artifacts went through the server: the registered model loads and scores from it.
     assert hasattr(registry.load_sklearn("fraud", "2"), "predict_proba")
+
+
+SECRET = "s3cret-pw-91f2"  # in the tracking URL: the server ignores it; nothing the run writes may show it
+
+
+def test_a_tracking_server_down_at_training_time_fails_clearly_and_the_retry_succeeds(
+    lake: tuple[Path, Path], postgres_database: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs, data = lake
+    port = free_port()
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # fail at once: Dagster's retry policy retries
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    tracking = f"http://mlops:{SECRET}@127.0.0.1:{port}"
+    defs = build_definitions(specs, str(data), tracking_uri=tracking)
+    job = defs.resolve_job_def("fraud_training")
+    with dg.instance_for_test() as instance:
+        results: list[dg.ExecuteInProcessResult] = []
+        run = threading.Thread(
+            target=lambda: results.append(
+                job.execute_in_process(instance=instance, run_config=QUIET, raise_on_error=False)
+            )
+        )
+        run.start()
+        retried: list[dg.EventLogEntry] = []
+        deadline = time.monotonic() + 120
+        while not retried and time.monotonic() < deadline:  # the server is down: the candidate's step fails
+            time.sleep(0.5)
+            retried = [
+                e
+                for r in instance.get_runs()
+                for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_UP_FOR_RETRY)
+            ]
+        assert retried, "the step never failed"
+        with _server(postgres_database, tmp_path, port):  # the server comes back; the retry goes through
+            run.join(timeout=240)
+            (result,) = results
+            assert result.success
+            logs = repr(instance.all_logs(result.run_id))
+            registry = ModelRegistry(tracking)
+            # One version, registered whole by the successful attempt; the champion's files load.
+            versions = registry.client.search_model_versions("name='fraud'")
+            assert [v.version for v in versions] == ["1"] and registry.aliases("fraud") == {"champion": "1"}
+            assert registry.load_sklearn("fraud", "1") is not None
+            run_record = registry.client.get_run(versions[0].run_id)
+            recorded = repr((run_record.data.params, run_record.data.tags, versions[0].tags))
+    failure = retried[0].dagster_event.step_retry_data.error  # type: ignore[union-attr]
+    assert retried[0].step_key == "fraud__model_candidate"
+    assert f"MLflow at http://mlops:***@127.0.0.1:{port} failed while logging the candidate" in str(failure)
+    # The password is in none of the run's events, the materializations' metadata, or what MLflow recorded.
+    assert SECRET not in logs and SECRET not in str(failure) and SECRET not in recorded

@@ -70,6 +70,7 @@ def pipeline(feature_views: dict[str, Any], keys: list[str] | None = None) -> Pi
     spec = PipelineSpec.model_validate(
         {
             "name": "test",
+            "code_packages": ["tests"],  # the feature functions of these tests live here
             "start_date": "2026-01-01",
             "entity": {"name": "customer", "keys": keys},
             "sources": {

@@ -1,12 +1,13 @@
 """Resources shared by every pipeline's assets."""
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.settings import mlflow_settings, online_store_url
+from mlops_assets.settings import ONLINE_STORE_ENV, TRACKING_URI_ENV, mlflow_settings, online_store_url
 
 if TYPE_CHECKING:
     from mlops_assets.online import OnlineStore
@@ -35,13 +36,25 @@ class MlflowResource(dg.ConfigurableResource):
         # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
         from mlops_assets.registry import ModelRegistry
 
-        return ModelRegistry(self.tracking_uri, Path(self.artifact_root).resolve() if self.artifact_root else None)
+        uri = _value(self.tracking_uri)
+        return ModelRegistry(uri, Path(self.artifact_root).resolve() if self.artifact_root else None)
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
     """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
     uri, artifact_root = mlflow_settings(data_dir, tracking_uri)
-    return MlflowResource(tracking_uri=uri, artifact_root=artifact_root)
+    return MlflowResource(tracking_uri=_from_environment(uri, TRACKING_URI_ENV), artifact_root=artifact_root)
+
+
+def _value(setting: str) -> str:
+    """A setting's value, also on a resource used outside a run (the CLI), where an EnvVar is not resolved yet."""
+    return setting.get_value() or "" if isinstance(setting, dg.EnvVar) else setting
+
+
+def _from_environment(value: str, variable: str) -> str:
+    """A value that came from the environment stays a reference to it (dg.EnvVar): the UI and the run config show the
+    variable's name, never a password inside the URL."""
+    return dg.EnvVar(variable) if os.environ.get(variable) == value else value  # type: ignore[return-value]
 
 
 class BentoResource(dg.ConfigurableResource):
@@ -66,8 +79,8 @@ class OnlineStoreResource(dg.ConfigurableResource):
     def store(self) -> "OnlineStore":
         from mlops_assets.online import open_store
 
-        return open_store(self.url)
+        return open_store(_value(self.url))
 
 
 def online_store_resource(data_dir: str, url: str | None = None) -> OnlineStoreResource:
-    return OnlineStoreResource(url=online_store_url(data_dir, url))
+    return OnlineStoreResource(url=_from_environment(online_store_url(data_dir, url), ONLINE_STORE_ENV))

@@ -24,10 +24,13 @@ from mlops_assets.modeling import (
 )
 from mlops_assets.provenance import git_commit, package_versions
 from mlops_assets.registry import ChampionEvent, RegistryError
+from mlops_assets.settings import redact, without_password
 from mlops_assets.spec import PipelineSpec
 
 PROMOTION_GATE = "promotion_gate"
 KINDS = {"mlflow", "sklearn"}
+# A tracking server that is down fails a step clearly; Dagster retries it (after 10 s, 20 s, 40 s, with jitter).
+MLFLOW_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
 
 def model_keys(spec: PipelineSpec) -> dict[str, dg.AssetKey]:
@@ -80,6 +83,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         description=f"Trains `{model.estimator}` (with its preprocessing, as one pipeline) on all but the last "
         f"{model.holdout} of the training set, logs it to MLflow with its lineage and registers a new version "
         f"of the `{spec.name}` model.",
+        retry_policy=MLFLOW_RETRY,
         **common,
     )
     def model_candidate(
@@ -114,41 +118,50 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             for metric, value in values.items()
             if value is not None and metric != "rows"
         }
-        logged = mlflow_store.registry().log_candidate(
-            spec.name,
-            trained.pipeline,
-            to_pandas(training.head(20), trained.columns),
-            params={
-                "estimator": model.estimator,
-                **{f"param.{k}": v for k, v in model.params.items()},
-                "preprocessing": model.preprocessing.model_dump(),
-                "features": trained.columns.all,
-                "holdout": model.holdout,
-                "threshold": model.threshold,
-                "seed": model.seed,
-            },
-            metrics={
-                **evaluation.metrics,
-                **slice_metrics,
-                "train_rows": trained.train_rows,
-                "holdout_rows": evaluation.rows,
-            },
-            tags=tags,
-            artifacts={
-                "slices.json": evaluation.slices,
-                "feature_importance.json": trained.importance,
-                "packages.json": package_versions(),
-                "spec.json": spec.model_dump(mode="json"),
-            },
-            required={name for name, column in spec.request_features.items() if not column.nullable},
-        )
+        from mlflow.exceptions import MlflowException
+
+        try:
+            logged = mlflow_store.registry().log_candidate(
+                spec.name,
+                trained.pipeline,
+                to_pandas(training.head(20), trained.columns),
+                params={
+                    "estimator": model.estimator,
+                    **{f"param.{k}": v for k, v in model.params.items()},
+                    "preprocessing": model.preprocessing.model_dump(),
+                    "features": trained.columns.all,
+                    "holdout": model.holdout,
+                    "threshold": model.threshold,
+                    "seed": model.seed,
+                },
+                metrics={
+                    **evaluation.metrics,
+                    **slice_metrics,
+                    "train_rows": trained.train_rows,
+                    "holdout_rows": evaluation.rows,
+                },
+                tags=tags,
+                artifacts={
+                    "slices.json": evaluation.slices,
+                    "feature_importance.json": trained.importance,
+                    "packages.json": package_versions(),
+                    "spec.json": spec.model_dump(mode="json"),
+                },
+                required={name for name, column in spec.request_features.items() if not column.nullable},
+            )
+        except (MlflowException, OSError) as exc:
+            uri = mlflow_store.tracking_uri
+            error = without_password(str(exc), uri)
+            raise dg.Failure(
+                description=f"MLflow at {redact(uri)} failed while logging the candidate: {error}"
+            ) from None
         top = [{"input": k, "importance": v} for k, v in list(trained.importance.items())[:10]]
         return dg.MaterializeResult(
             metadata={
                 "model_version": logged.version,
                 "model_uri": logged.model_uri,
                 "mlflow_run_id": logged.run_id,
-                "tracking_uri": mlflow_store.tracking_uri,
+                "tracking_uri": redact(mlflow_store.tracking_uri),
                 **{k: v for k, v in evaluation.metrics.items()},
                 "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
                 "feature_importance": dg.MetadataValue.md(markdown_table(top)),
@@ -161,6 +174,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
 
     @dg.multi_asset(
         name=f"{spec.name}__candidate_evaluation",
+        retry_policy=MLFLOW_RETRY,
         specs=[
             dg.AssetSpec(
                 keys["candidate_evaluation"],
@@ -263,6 +277,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         output_required=False,
         description="The live model: each materialization is one change of the `champion` alias (gate passed, "
         "manual promotion or rollback), with the previous version, the reason and who triggered it.",
+        retry_policy=MLFLOW_RETRY,
         **common,
     )
     def champion(context: dg.AssetExecutionContext, mlflow_store: MlflowResource) -> Iterator[dg.MaterializeResult]:
