@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -125,7 +126,8 @@ def build_definitions(
     MLflow defaults to SQLite in the data folder with artifacts beside it; `tracking_uri` points it at a server.
     The online store defaults to SQLite in the data folder; `online_store_url` (redis://...) points it at Redis.
 
-    Runs execute in-process: on a small machine the multiprocess executor costs about a second per step.
+    Runs execute in-process by default (on a small machine the multiprocess executor costs about a second per step);
+    MLOPS_EXECUTOR chooses another for runs the Dagster daemon or UI launches (see `executor_from_environment`).
     """
     folder = Path(specs_dir).resolve() if specs_dir else BUILTIN_SPECS_DIR
     specs = load_specs(folder)
@@ -138,6 +140,25 @@ def build_definitions(
                 "online_store": online_store_resource(data_dir, online_store_url),
                 "bentoml_store": bento_resource(data_dir),
             },
-            executor=dg.in_process_executor,
+            executor=executor_from_environment(),
         ),
     )
+
+
+EXECUTOR_ENV, BROKER_ENV, BACKEND_ENV = "MLOPS_EXECUTOR", "MLOPS_CELERY_BROKER", "MLOPS_CELERY_BACKEND"
+
+
+def executor_from_environment() -> dg.ExecutorDefinition:
+    """MLOPS_EXECUTOR: `in_process` (default), `multiprocess`, or `celery` (dagster-celery: each step a task on the
+    workers of MLOPS_CELERY_BROKER, results through MLOPS_CELERY_BACKEND; both read from the environment where the
+    run starts, never written into the run's configuration)."""
+    choice = os.environ.get(EXECUTOR_ENV, "in_process")
+    if choice == "in_process":
+        return dg.in_process_executor
+    if choice == "multiprocess":
+        return dg.multiprocess_executor
+    if choice == "celery":
+        from dagster_celery import celery_executor
+
+        return celery_executor.configured({"broker": {"env": BROKER_ENV}, "backend": {"env": BACKEND_ENV}})
+    raise ValueError(f"{EXECUTOR_ENV}={choice!r}: expected in_process, multiprocess or celery")

@@ -189,6 +189,22 @@ def postgres_database() -> Iterator[str]:
         admin.close()
 
 
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A Redis database of its own (flushed before and after): the online store's keys never mix with others'."""
+    require_service("Redis", 6379)
+    import redis
+
+    url = f"redis://127.0.0.1:6379/{9 + uuid.uuid4().int % 6}"
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield url
+    finally:
+        client.flushdb()
+        client.close()
+
+
 KEY = "test-key-5f1c"  # the API key the served fixtures set and their requests send
 BODY = {
     "customer_id": "c000042",

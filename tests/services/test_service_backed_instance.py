@@ -3,7 +3,6 @@ settings written by `mlops init`), the online store on Redis. Each test starts f
 its own."""
 
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import dagster as dg
@@ -12,27 +11,11 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.online import open_store
-from tests.conftest import require_service, small_fraud_specs
+from tests.conftest import small_fraud_specs
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 SECRET = f"pw-{uuid.uuid4().hex[:10]}"  # trust auth ignores it; it must appear nowhere the run writes
-
-
-@pytest.fixture
-def redis_url() -> Iterator[str]:
-    """A Redis database of its own (flushed before and after): the online store's keys never mix with others'."""
-    require_service("Redis", 6379)
-    import redis
-
-    url = f"redis://127.0.0.1:6379/{9 + uuid.uuid4().int % 6}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
-        yield url
-    finally:
-        client.flushdb()
-        client.close()
 
 
 def test_the_daily_job_on_postgres_storage_and_a_redis_online_store(

@@ -1,0 +1,128 @@
+"""The asset graph on the dagster-celery executor: two worker processes started here, Redis as broker (a database of
+its own), Dagster storage on PostgreSQL. Steps land on both workers, and the Delta tables, the registry and the online
+store end up exactly as a run with the in-process executor leaves them."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from mlops_assets.lake import content_hash, scan_table
+from mlops_assets.online import open_store
+from mlops_assets.registry import ModelRegistry
+from mlops_assets.settings import dagster_yaml
+from tests.conftest import kill_server, small_fraud_specs
+
+pytestmark = [pytest.mark.services, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+DAYS = ("2026-01-01", "2026-01-09")
+
+
+def _tables(data: Path) -> dict[str, str]:
+    tables = {}
+    for log in sorted((data / "lake").rglob("_delta_log")):
+        frame = scan_table(log.parent).collect()
+        tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
+    return tables
+
+
+def _run(job: str, env: dict[str, str], tags: dict[str, str] | None = None) -> None:
+    command = [sys.executable, "-m", "dagster", "job", "execute", "-f", str(ROOT / "definitions.py"), "-j", job]
+    result = subprocess.run(
+        [*command, *(["--tags", json.dumps(tags)] if tags else [])],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def _environment(tmp_path: Path, name: str, specs: Path, **extra: str) -> dict[str, str]:
+    home = tmp_path / f"{name}_home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_", "DAGSTER_"))}
+    return {
+        **env,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",  # `celery` for dagster-celery
+        "DAGSTER_HOME": str(home),
+        "MLOPS_SPECS_DIR": str(specs),
+        "MLOPS_DATA_DIR": str(tmp_path / f"{name}_data"),
+        **extra,
+    }
+
+
+def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
+    postgres_database: str, redis_url: str, tmp_path: Path
+) -> None:
+    specs = small_fraud_specs(tmp_path / "specs")
+    partitions = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
+
+    local = _environment(tmp_path, "local", specs)
+    (Path(local["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("sqlite"))
+    for job, tags in (("fraud_daily", partitions), ("fraud_training", None)):
+        _run(job, local, tags)
+
+    postgres = postgres_database.replace("postgresql://", "postgresql+psycopg2://")
+    celery = _environment(
+        tmp_path,
+        "celery",
+        specs,
+        MLOPS_EXECUTOR="celery",
+        MLOPS_CELERY_BROKER=redis_url,
+        MLOPS_CELERY_BACKEND=redis_url,
+        MLOPS_DAGSTER_POSTGRES_URL=postgres,
+    )
+    (Path(celery["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("postgres"))
+    settings = tmp_path / "celery.yaml"
+    settings.write_text(f"execution:\n  config:\n    broker: {redis_url}\n    backend: {redis_url}\n")
+    workers = []
+    for name in ("worker_a", "worker_b"):
+        command = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(settings), "-n", name]
+        workers.append(
+            subprocess.Popen(
+                [str(Path(sys.executable).with_name(command[0])), *command[1:], "--", "--concurrency=1"],
+                env=celery,
+                cwd=ROOT,
+                stdout=(tmp_path / f"{name}.log").open("w"),
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    try:
+        for job, tags in (("fraud_daily", partitions), ("fraud_training", None)):
+            _run(job, celery, tags)
+    finally:
+        for worker in workers:
+            kill_server(worker)
+
+    os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = postgres
+    try:
+        with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
+            runs = instance.get_runs()
+            assert len(runs) == 2 and all(r.is_success for r in runs)
+            engine = [e for r in runs for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+            hosts = {
+                str(e.dagster_event.engine_event_data.metadata["Celery worker"].value)  # type: ignore[union-attr]
+                for e in engine
+                if "in celery worker" in (e.message or "")
+            }
+    finally:
+        del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
+    assert {h.split("@")[0] for h in hosts} == {"worker_a", "worker_b"}  # steps landed on both workers
+
+    local_data, celery_data = Path(local["MLOPS_DATA_DIR"]), Path(celery["MLOPS_DATA_DIR"])
+    assert _tables(celery_data) == _tables(local_data)
+    registries = [ModelRegistry(f"sqlite:///{d / 'mlflow.db'}") for d in (local_data, celery_data)]
+    assert [r.aliases("fraud") for r in registries] == [{"champion": "1"}, {"champion": "1"}]
+    metrics = [r.version_metrics("fraud", "1") for r in registries]
+    assert metrics[0] == metrics[1]
+    stores = [open_store(str(d / "online.db")) for d in (local_data, celery_data)]
+    for view in ("customer_spend", "customer_velocity", "customer_channel_mix"):
+        assert stores[0].watermark("fraud", view) == stores[1].watermark("fraud", view)
