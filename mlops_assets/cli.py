@@ -448,14 +448,15 @@ def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: 
 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
-def ui(port: int) -> None:
+@click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 exposes the UI on every interface.")
+def ui(port: int, host: str) -> None:
     """Open the Dagster UI on the project-local instance (runs `dagster dev` with DAGSTER_HOME set).
 
     Example: mlops ui --port 3000
     """
     _instance()
     dagster = Path(sys.executable).with_name("dagster")
-    os.execv(str(dagster), [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)])
+    os.execv(str(dagster), [str(dagster), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
 
 
 if __name__ == "__main__":  # `python -m mlops_assets.cli`, as the tests run it

@@ -78,12 +78,17 @@ def test_retention_job_runs_against_the_configured_store(tmp_path: Path) -> None
     assert "archived_at" not in registry.version("fraud", "1").tags  # a minute old: kept
 
 
-def test_a_version_is_registered_whole_and_an_alias_never_points_at_missing_artifacts(registry: ModelRegistry) -> None:
+def test_a_version_is_registered_whole_and_an_alias_never_points_at_missing_artifacts(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
     import shutil
 
     version = tiny_version(registry)
     # Registered in one call with its tags: nothing to complete afterwards.
     assert registry.version("fraud", version).tags == {"pipeline": "fraud"}
+    # Serialized with skops (loading refuses types it was not told to trust), never with pickle.
+    mlmodel = (registry.download_model("fraud", version, tmp_path / "download") / "MLmodel").read_text()
+    assert "serialization_format: skops" in mlmodel and "pickled_model: model.skops" in mlmodel
     registry.promote("fraud", version, "first", "test")
     second = tiny_version(registry)
     # The model files of the second version disappear (a wiped bucket, a bad copy): it cannot go live.

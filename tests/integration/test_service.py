@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import threading
 import time
 import urllib.error
@@ -31,11 +32,28 @@ def logged_today(data: Path) -> Any:
     return read_day(data / "prediction_log" / "fraud", datetime.now(UTC).date())
 
 
+PROCESSES: dict[str, subprocess.Popen[bytes]] = {}
+
+
 @pytest.fixture(scope="module")
 def service(served: Served) -> Iterator[str]:
-    url, process = served.start("serve")
+    url, PROCESSES["serve"] = served.start("serve")
     yield url
-    stop(process)
+    stop(PROCESSES["serve"])
+
+
+def test_the_server_listens_on_loopback_only_by_default(service: str) -> None:
+    import psutil
+
+    root = psutil.Process(PROCESSES["serve"].pid)
+    listening = {
+        (c.laddr.ip, c.laddr.port)
+        for p in [root, *root.children(recursive=True)]
+        for c in p.net_connections(kind="inet")
+        if c.status == psutil.CONN_LISTEN
+    }
+    port = int(service.rsplit(":", 1)[1])
+    assert ("127.0.0.1", port) in listening and all(ip == "127.0.0.1" for ip, _ in listening), listening
 
 
 def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Served) -> None:
