@@ -6,8 +6,11 @@ so a rollback walks back one step and a history of promotions can always be rebu
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -59,6 +62,23 @@ class ModelRegistry:
         self.artifact_root = artifact_root
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
+    @contextlib.contextmanager
+    def _fluent(self) -> Iterator[None]:
+        """MLflow's fluent API on this registry. mlflow.set_tracking_uri also writes MLFLOW_TRACKING_URI (and the
+        registry URI) into the environment, where it would choose the registry of everything else in the process
+        (settings read it): both variables are put back afterwards."""
+        saved = {k: os.environ.get(k) for k in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
     def experiment_id(self, name: str) -> str:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is not None:
@@ -79,36 +99,36 @@ class ModelRegistry:
         required: set[str],
     ) -> LoggedCandidate:
         """Log the fitted inference pipeline with its evidence and register it as a new version of `name`."""
-        mlflow.set_tracking_uri(self.tracking_uri)
-        mlflow.set_registry_uri(self.tracking_uri)
-        scores = pipeline.predict_proba(example)[:, 1]
-        inferred = infer_signature(example, scores)
-        # Required-ness comes from the spec, not from whether the few example rows happened to have nulls.
-        inputs = Schema([ColSpec(c.type, c.name, required=c.name in required) for c in inferred.inputs.inputs])
-        signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
-        # skops refuses types it does not know; these are the types of the pipeline we just built from the spec.
-        trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-        with mlflow.start_run(experiment_id=self.experiment_id(name), tags=tags) as run:
-            mlflow.log_params({k: _param(v) for k, v in params.items()})
-            mlflow.log_metrics(metrics)
-            with tempfile.TemporaryDirectory() as folder:
-                for file_name, content in artifacts.items():
-                    path = Path(folder) / file_name
-                    path.write_text(content if isinstance(content, str) else json.dumps(content, indent=2, default=str))
-                    mlflow.log_artifact(str(path))
-            info = mlflow.sklearn.log_model(
-                pipeline,
-                name="model",
-                signature=signature,
-                input_example=example.head(5),
-                pyfunc_predict_fn="predict_proba",
-                skops_trusted_types=trusted,
-            )
-        # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
-        # all, whenever the tracking server goes away.
-        registered = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
-        version = str(registered.version)
-        return LoggedCandidate(version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
+        with self._fluent():
+            scores = pipeline.predict_proba(example)[:, 1]
+            inferred = infer_signature(example, scores)
+            # Required-ness comes from the spec, not from whether the few example rows happened to have nulls.
+            inputs = Schema([ColSpec(c.type, c.name, required=c.name in required) for c in inferred.inputs.inputs])
+            signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
+            # skops refuses types it does not know; these are the types of the pipeline we just built from the spec.
+            trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
+            with mlflow.start_run(experiment_id=self.experiment_id(name), tags=tags) as run:
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
+                mlflow.log_metrics(metrics)
+                with tempfile.TemporaryDirectory() as folder:
+                    for file_name, content in artifacts.items():
+                        path = Path(folder) / file_name
+                        text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                        path.write_text(text)
+                        mlflow.log_artifact(str(path))
+                info = mlflow.sklearn.log_model(
+                    pipeline,
+                    name="model",
+                    signature=signature,
+                    input_example=example.head(5),
+                    pyfunc_predict_fn="predict_proba",
+                    skops_trusted_types=trusted,
+                )
+            # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
+            # all, whenever the tracking server goes away.
+            registered = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)
+            version = str(registered.version)
+            return LoggedCandidate(version=version, run_id=run.info.run_id, model_uri=f"models:/{name}/{version}")
 
     def aliases(self, name: str) -> dict[str, str]:
         """alias -> version; empty when nothing is registered yet (SQL stores need get_registered_model for this)."""
@@ -127,21 +147,19 @@ class ModelRegistry:
 
     def load(self, name: str, version: str) -> Any:
         """The registered inference pipeline as a pyfunc model (its signature is enforced on predict)."""
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+        with self._fluent():
+            return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
 
     def load_sklearn(self, name: str, version: str) -> Pipeline:
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        with self._fluent():
+            return mlflow.sklearn.load_model(f"models:/{name}/{version}")
 
     def download_model(self, name: str, version: str, target: Path) -> Path:
         """The registered version's MLflow model folder, copied into `target`."""
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        target.mkdir(parents=True, exist_ok=True)
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=str(target)))
+        with self._fluent():
+            target.mkdir(parents=True, exist_ok=True)
+            uri = f"models:/{name}/{version}"
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target)))
 
     def version_metrics(self, name: str, version: str) -> dict[str, float]:
         """The overall holdout metrics the version was logged with (per-slice metrics left out)."""
@@ -194,16 +212,15 @@ class ModelRegistry:
 
     def verify_artifacts(self, name: str, version: str) -> None:
         """The version's model files are where the registry says: an alias never points at missing artifacts."""
-        mlflow.set_registry_uri(self.tracking_uri)
-        mlflow.set_tracking_uri(self.tracking_uri)
-        try:
-            files = {
-                Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/{version}")
-            }
-        except (MlflowException, OSError) as exc:
-            raise RegistryError(f"the artifacts of version {version} of {name!r} cannot be listed: {exc}") from exc
-        if "MLmodel" not in files:
-            raise RegistryError(f"version {version} of {name!r} has no model files (MLmodel missing): not made live")
+        with self._fluent():
+            try:
+                files = {
+                    Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=f"models:/{name}/{version}")
+                }
+            except (MlflowException, OSError) as exc:
+                raise RegistryError(f"the artifacts of version {version} of {name!r} cannot be listed: {exc}") from exc
+            if "MLmodel" not in files:
+                raise RegistryError(f"version {version} of {name!r} has no model files (MLmodel missing): not live")
 
     def set_challenger(self, name: str, version: str) -> None:
         self.verify_artifacts(name, version)
