@@ -1,0 +1,131 @@
+"""Benchmark: the feature assets over 5M and 50M events, partition range by partition range, in bounded memory.
+
+For each scale, a fresh subprocess (`--child`) builds a lake of the built-in fraud example whose
+`raw_transactions` Delta table holds `--per-day` seeded synthetic transactions a day (written a day at a time), then
+materializes the `customer_spend` and `customer_velocity` feature assets through their Dagster job, `--chunk` daily
+partitions per run, as `mlops materialize` does: each run reads its days plus the 30 days of history their windows
+need, and never more. The child reports its throughput (events of the materialized days per second) and its peak
+resident memory while the features were computed (Linux VmHWM, reset after the lake was written).
+
+Baseline, measured in the same run: the 5M-event scale. Targets: the peak memory at 50M events within 1.25x the
+peak at 5M (it must not grow with the data, only with the days a run reads), and throughput at 50M at least 0.8x
+the throughput at 5M. Both scales have the same events per day, so each run reads the same amount at both scales.
+Not covered: the training-set asset, which joins the whole label history in one step (its memory grows with the
+labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+FIRST = date(2026, 1, 1)
+VIEWS = ("customer_spend", "customer_velocity")
+
+
+def write_raw(data: Path, days: int, per_day: int, customers: int) -> None:
+    """`days` partitions of seeded transactions in the lake's raw table, one day in memory at a time."""
+    from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, table_path
+
+    path = table_path(data, "fraud", "raw_transactions")
+    categories = np.array(["grocery", "fuel", "restaurants", "electronics", "travel", "online_retail"])
+    for offset in range(days):
+        day = FIRST + timedelta(days=offset)
+        rng = np.random.default_rng(offset)
+        start = np.datetime64(datetime.combine(day, datetime.min.time()), "us")
+        ts = start + np.sort(rng.integers(0, 86_400_000_000, per_day)).astype("timedelta64[us]")
+        frame = pl.DataFrame(
+            {
+                "transaction_id": [f"t{offset}-{i}" for i in range(per_day)],
+                "customer_id": [f"c{c:06d}" for c in rng.integers(0, customers, per_day)],
+                "merchant_category": categories[rng.integers(0, len(categories), per_day)],
+                "amount": np.round(rng.lognormal(3.5, 1.0, per_day), 2),
+                "channel": np.array(["online", "pos", "atm"])[rng.integers(0, 3, per_day)],
+                "country": np.array(["DE", "FR", "NL", "US"])[rng.integers(0, 4, per_day)],
+                "ts": ts,
+                "ingested_at": ts,
+            }
+        ).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN))
+        replace_partitions(path, frame, [day.isoformat()])
+
+
+def peak_rss() -> int:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def child(days: int, per_day: int, customers: int, chunk: int) -> None:
+    import dagster as dg
+
+    from mlops_assets.definitions import build_definitions
+
+    with tempfile.TemporaryDirectory(prefix="bench-scale-") as folder:
+        data = Path(folder) / "data"
+        write_raw(data, days, per_day, customers)
+        defs = build_definitions(None, str(data))
+        job = defs.resolve_job_def("fraud_daily")
+        selection = [dg.AssetKey(["fraud", name]) for view in VIEWS for name in (view, f"{view}_quarantine")]
+        Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM: from here on, the feature runs only
+        started = time.perf_counter()
+        with dg.DagsterInstance.ephemeral() as instance:
+            for first in range(0, days, chunk):
+                last = min(first + chunk, days) - 1
+                tags = {
+                    "dagster/asset_partition_range_start": (FIRST + timedelta(days=first)).isoformat(),
+                    "dagster/asset_partition_range_end": (FIRST + timedelta(days=last)).isoformat(),
+                }
+                config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+                result = job.execute_in_process(
+                    instance=instance, tags=tags, asset_selection=selection, run_config=config
+                )
+                assert result.success
+        seconds = time.perf_counter() - started
+    print(json.dumps({"events": days * per_day, "seconds": seconds, "peak": peak_rss()}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-day", type=int, default=166_667, help="events a day (5M events: 30 days)")
+    parser.add_argument("--scales", default="5000000,50000000", help="total events, the first is the baseline")
+    parser.add_argument("--customers", type=int, default=100_000)
+    parser.add_argument("--chunk", type=int, default=10, help="daily partitions per run")
+    parser.add_argument("--child", nargs=2, type=int, metavar=("DAYS", "PER_DAY"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.customers, args.chunk)
+        return
+    results = []
+    for events in (int(s) for s in args.scales.split(",")):
+        days = events // args.per_day
+        print(f"{events:,} events: {days} days x {args.per_day:,} a day ...", flush=True)
+        command = [sys.executable, __file__, "--child", str(days), str(args.per_day)]
+        command += ["--customers", str(args.customers), "--chunk", str(args.chunk)]
+        output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(output.strip().splitlines()[-1]))
+    base = results[0]
+    print(f"\n{'events':>12} {'seconds':>9} {'events/s':>11} {'peak MiB':>9}  ratio vs {base['events']:,}")
+    for r in results:
+        rate = r["events"] / r["seconds"]
+        base_rate = base["events"] / base["seconds"]
+        print(
+            f"{r['events']:>12,} {r['seconds']:>9.1f} {rate:>11,.0f} {r['peak'] / 2**20:>9,.0f}  "
+            f"throughput {rate / base_rate:.2f}x, memory {r['peak'] / base['peak']:.2f}x"
+        )
+    last = results[-1]
+    memory = last["peak"] / base["peak"]
+    throughput = (last["events"] / last["seconds"]) / (base["events"] / base["seconds"])
+    print(f"{'PASS' if memory <= 1.25 else 'FAIL'}: peak memory {memory:.2f}x the baseline's (target <= 1.25x)")
+    print(f"{'PASS' if throughput >= 0.8 else 'FAIL'}: throughput {throughput:.2f}x the baseline's (target >= 0.8x)")
+
+
+if __name__ == "__main__":
+    main()
