@@ -23,6 +23,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.definitions import build_definitions
+from mlops_assets.lake import content_hash, scan_table
 from mlops_assets.spec import BUILTIN_SPECS_DIR
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -134,6 +135,15 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             .success
         )
     return specs, data
+
+
+def lake_tables(data: Path) -> dict[str, str]:
+    """Every Delta table under a data folder's lake, read as a reader would: table -> content hash."""
+    tables = {}
+    for log in sorted((data / "lake").rglob("_delta_log")):
+        frame = scan_table(log.parent).collect()
+        tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
+    return tables
 
 
 def service_missing(message: str) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.lake import content_hash, scan_table
-from tests.conftest import kill_server, small_fraud_specs
+from mlops_assets.lake import scan_table
+from tests.conftest import kill_server, lake_tables, small_fraud_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -30,20 +30,11 @@ def _materialize(specs: Path, data: Path, home: Path) -> subprocess.Popen[bytes]
     )
 
 
-def _tables(data: Path) -> dict[str, str]:
-    """Every Delta table under the lake, read as a reader would: table -> content hash."""
-    tables = {}
-    for log in sorted((data / "lake").rglob("_delta_log")):
-        frame = scan_table(log.parent).collect()
-        tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
-    return tables
-
-
 def test_a_killed_materialization_leaves_no_partial_table_and_a_re_run_matches_a_clean_one(tmp_path: Path) -> None:
     specs = small_fraud_specs(tmp_path / "specs")
     clean = _materialize(specs, tmp_path / "clean", tmp_path / "clean_home")
     assert clean.wait(timeout=300) == 0
-    reference = _tables(tmp_path / "clean")
+    reference = lake_tables(tmp_path / "clean")
     assert len(reference) >= 6  # raw and quarantine tables of both sources, the feature views
 
     data, killed_with_tables = tmp_path / "crashed", []
@@ -53,7 +44,7 @@ def test_a_killed_materialization_leaves_no_partial_table_and_a_re_run_matches_a
         if run.poll() is not None:  # finished before the kill: nothing more to interrupt
             break
         kill_server(run)  # SIGKILL to the run and anything it started
-        visible = _tables(data) if (data / "lake").exists() else {}
+        visible = lake_tables(data) if (data / "lake").exists() else {}
         # Each table a reader can open is whole: exactly what the clean run wrote, never a part of it.
         assert {name: reference[name] for name in visible} == visible
         killed_with_tables.append(len(visible))
@@ -62,7 +53,7 @@ def test_a_killed_materialization_leaves_no_partial_table_and_a_re_run_matches_a
 
     rerun = _materialize(specs, data, tmp_path / "crashed_home")
     assert rerun.wait(timeout=300) == 0
-    assert _tables(data) == reference
+    assert lake_tables(data) == reference
     # What the rows say, not only their hash: the same accepted and quarantined rows per day.
     for name in [n for n in reference if n.endswith("/raw_transactions")]:
         counts = [

@@ -11,24 +11,15 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_assets.lake import content_hash, scan_table
 from mlops_assets.online import open_store
 from mlops_assets.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
-from tests.conftest import kill_server, small_fraud_specs
+from tests.conftest import kill_server, lake_tables, small_fraud_specs
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAYS = ("2026-01-01", "2026-01-09")
-
-
-def _tables(data: Path) -> dict[str, str]:
-    tables = {}
-    for log in sorted((data / "lake").rglob("_delta_log")):
-        frame = scan_table(log.parent).collect()
-        tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
-    return tables
 
 
 def _run(job: str, env: dict[str, str], tags: dict[str, str] | None = None) -> None:
@@ -118,7 +109,7 @@ def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
     assert {h.split("@")[0] for h in hosts} == {"worker_a", "worker_b"}  # steps landed on both workers
 
     local_data, celery_data = Path(local["MLOPS_DATA_DIR"]), Path(celery["MLOPS_DATA_DIR"])
-    assert _tables(celery_data) == _tables(local_data)
+    assert lake_tables(celery_data) == lake_tables(local_data)
     registries = [ModelRegistry(f"sqlite:///{d / 'mlflow.db'}") for d in (local_data, celery_data)]
     assert [r.aliases("fraud") for r in registries] == [{"champion": "1"}, {"champion": "1"}]
     metrics = [r.version_metrics("fraud", "1") for r in registries]
