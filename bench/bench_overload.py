@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import shutil
 import sys
 import tempfile
@@ -30,7 +29,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import psutil
-from bench_serving import free_port, pct, prepare, start
+from bench_serving import free_port, pct, prepare, service_env, start
 
 
 def main() -> None:
@@ -48,14 +47,7 @@ def main() -> None:
 
 def run(folder: Path, args: argparse.Namespace) -> None:
     _, _, requests, _, _ = prepare(folder, args.entities)
-    env = {
-        **os.environ,
-        "MLOPS_DATA_DIR": str(folder),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
-        "BENTOML_HOME": str(folder / "bentoml"),
-        "BENTOML_DO_NOT_TRACK": "True",
-    }
-    env.pop("MLOPS_API_KEY", None)
+    env = service_env(folder)
     port = free_port()
     command = [sys.executable, "-m", "mlops_assets.cli", "--data-dir", str(folder), "serve", "fraud", "--from-source"]
     server = start([*command, "--port", str(port)], env, folder / "server.log", port)

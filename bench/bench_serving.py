@@ -151,17 +151,22 @@ def main() -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def run(folder: Path, args: argparse.Namespace) -> None:
-    columns, model, requests, vectors, model_uri = prepare(folder, args.entities)
+def service_env(folder: Path) -> dict[str, str]:
+    """The environment of a benchmarked server: the prepared folder's data, registry and BentoML home, no API key."""
     env = {
         **os.environ,
         "MLOPS_DATA_DIR": str(folder),
         "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}",
         "BENTOML_HOME": str(folder / "bentoml"),
-        "BASELINE_MODEL_URI": model_uri,
         "BENTOML_DO_NOT_TRACK": "True",
     }
     env.pop("MLOPS_API_KEY", None)
+    return env
+
+
+def run(folder: Path, args: argparse.Namespace) -> None:
+    columns, model, requests, vectors, model_uri = prepare(folder, args.entities)
+    env = {**service_env(folder), "BASELINE_MODEL_URI": model_uri}
     ours, base = free_port(), free_port()
     mlops = [sys.executable, "-m", "mlops_assets.cli", "--data-dir", str(folder), "serve", "fraud", "--from-source"]
     bentoml = str(Path(sys.executable).with_name("bentoml"))

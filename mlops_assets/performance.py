@@ -32,7 +32,7 @@ def rolling_days(day: date, spec: PipelineSpec) -> list[str]:
     return [(day - timedelta(days=n)).isoformat() for n in reversed(range(days))]
 
 
-def labels_known_by(labels: pl.DataFrame, spec: PipelineSpec, day: date) -> pl.DataFrame:
+def labels_known_by(labels: pl.LazyFrame, spec: PipelineSpec, day: date) -> pl.LazyFrame:
     """The labels confirmed by the end of `day` (the label timestamp), so a re-run of the day sees the same ones."""
     return labels.filter(pl.col(spec.label.timestamp) < datetime.combine(day + timedelta(days=1), time.min))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -57,16 +57,7 @@ def dagster_postgres_problem(settings: str, url: str | None) -> str | None:
     return None
 
 
-def redact(url: str) -> str:
-    """A URL as it may be shown (metadata, logs, errors): its password, if any, replaced by ***."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
-
-
-def without_password(text: str, url: str) -> str:
-    """`text` (an error message, say) with the password of `url` replaced by ***."""
+def redact(text: str, url: str) -> str:
+    """`text` (the URL itself, an error message) as it may be shown: the password of `url`, if any, as ***."""
     password = urlsplit(url).password
     return text.replace(password, "***") if password else text

@@ -42,7 +42,9 @@ def service(served: Served) -> Iterator[str]:
     stop(PROCESSES["serve"])
 
 
-def test_the_server_listens_on_loopback_only_by_default(service: str) -> None:
+def test_the_server_listens_on_loopback_only_by_default_and_never_logs_the_api_key(
+    service: str, served: Served
+) -> None:
     import psutil
 
     root = psutil.Process(PROCESSES["serve"].pid)
@@ -54,6 +56,10 @@ def test_the_server_listens_on_loopback_only_by_default(service: str) -> None:
     }
     port = int(service.rsplit(":", 1)[1])
     assert ("127.0.0.1", port) in listening and all(ip == "127.0.0.1" for ip, _ in listening), listening
+    assert post(f"{service}/predict", {"request": BODY}, key="wrong-key")[0] == 401
+    assert post(f"{service}/predict", {"request": BODY})[0] == 200
+    assert KEY not in (served.home / "serve.log").read_text()  # neither the right key nor what was sent
+    assert "wrong-key" not in (served.home / "serve.log").read_text()
 
 
 def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Served) -> None:

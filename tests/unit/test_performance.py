@@ -70,4 +70,6 @@ def test_a_days_performance_is_rolling_and_sees_only_the_labels_known_by_its_end
     ]
     confirmed = [datetime(2026, 3, 3, 23, 59), datetime(2026, 3, 4), datetime(2026, 3, 9)]
     labels = pl.DataFrame({"transaction_id": ["a", "b", "c"], "is_fraud": [1, 0, 1], "confirmed_at": confirmed})
-    assert labels_known_by(labels, spec, date(2026, 3, 3)).get_column("transaction_id").to_list() == ["a"]
+    assert labels_known_by(labels.lazy(), spec, date(2026, 3, 3)).collect().get_column("transaction_id").to_list() == [
+        "a"
+    ]

@@ -24,7 +24,7 @@ from mlops_assets.modeling import (
 )
 from mlops_assets.provenance import git_commit, package_versions
 from mlops_assets.registry import ChampionEvent, RegistryError
-from mlops_assets.settings import redact, without_password
+from mlops_assets.settings import redact
 from mlops_assets.spec import PipelineSpec
 
 PROMOTION_GATE = "promotion_gate"
@@ -151,9 +151,9 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             )
         except (MlflowException, OSError) as exc:
             uri = mlflow_store.tracking_uri
-            error = without_password(str(exc), uri)
+            error = redact(str(exc), uri)
             raise dg.Failure(
-                description=f"MLflow at {redact(uri)} failed while logging the candidate: {error}"
+                description=f"MLflow at {redact(uri, uri)} failed while logging the candidate: {error}"
             ) from None
         top = [{"input": k, "importance": v} for k, v in list(trained.importance.items())[:10]]
         return dg.MaterializeResult(
@@ -161,7 +161,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "model_version": logged.version,
                 "model_uri": logged.model_uri,
                 "mlflow_run_id": logged.run_id,
-                "tracking_uri": redact(mlflow_store.tracking_uri),
+                "tracking_uri": redact(mlflow_store.tracking_uri, mlflow_store.tracking_uri),
                 **{k: v for k, v in evaluation.metrics.items()},
                 "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
                 "feature_importance": dg.MetadataValue.md(markdown_table(top)),

@@ -228,8 +228,8 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if log_path.exists()
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
-        raw_labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}")).collect()
-        labels = labels_known_by(raw_labels, spec, date.fromisoformat(day))
+        raw_labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}"))
+        labels = labels_known_by(raw_labels, spec, date.fromisoformat(day)).collect()
         table = metrics_by_version(labelled_predictions(log, labels, spec), spec)
         verdict = judge(table, spec, champion, spec.monitoring.min_rows)
         yield dg.MaterializeResult(

@@ -11,6 +11,7 @@ import dagster as dg
 
 from mlops_assets.defs.common.resources import MlflowResource
 from mlops_assets.defs.monitoring.checks import retraining_evidence
+from mlops_assets.registry import CHALLENGER
 from mlops_assets.retraining import Decision, WindowVerdict, decide
 from mlops_assets.spec import PipelineSpec
 
@@ -59,7 +60,7 @@ def _decided_at(record: dg.RunRecord) -> datetime:
 
 def pending_challenger(instance: dg.DagsterInstance, registry: ModelRegistry, name: str) -> tuple[str, datetime] | None:
     """The challenger's version and since when (when the run that trained it was decided), if there is one."""
-    version = registry.aliases(name).get("challenger")
+    version = registry.aliases(name).get(CHALLENGER)
     if version is None:
         return None
     registered = registry.version(name, version)
