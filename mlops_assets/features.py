@@ -62,7 +62,7 @@ def aggregate_features(
     Events at the same time share one window (all of them are in it), so their rows are identical and kept once.
     """
     # Stable, so that of events tied at one time `last` is the last one in the input, on every run.
-    ordered = events.sort([*keys, event_timestamp], maintain_order=True).set_sorted(event_timestamp)
+    ordered = events.sort([*keys, event_timestamp], maintain_order=True)
     by_window = _windows(view)
     longest = max(by_window, key=_window_delta)
     # Rows come out in input order, so the last row of each run of equal (keys, time) is the one to keep;

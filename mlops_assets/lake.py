@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import deltalake
 import polars as pl
+import pyarrow as pa
 
 PARTITION_COLUMN = "partition_date"
 # A replace that loses a race with another writer of the same partitions is re-committed: it replaces them whole.
 COMMIT_ATTEMPTS = 8
 _HASH_SEEDS = (0x6D6C6F70, 0x73617373)
+_MASK = 0xFFFFFFFFFFFFFFFF
 
 
 class TableNotFoundError(FileNotFoundError):
@@ -65,9 +68,31 @@ def replace_partitions(path: Path, frame: pl.DataFrame, days: Sequence[str]) -> 
     return deltalake.DeltaTable(str(path)).version()
 
 
-def overwrite_table(path: Path, frame: pl.DataFrame) -> int:
-    """Replace a whole (unpartitioned) table in one commit, schema included; returns the new version."""
-    deltalake.write_deltalake(str(path), frame.to_arrow(), mode="overwrite", schema_mode="overwrite")
+def overwrite_table(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> int:
+    """Replace a whole (unpartitioned) table in one commit, schema included; returns the new version.
+
+    Given an iterable of frames of one schema, each is written as it comes, so only one is in memory; if the
+    iterable fails (or the process dies) before its end, nothing is committed and the old table stays.
+    """
+    stream = iter([frames] if isinstance(frames, pl.DataFrame) else frames)
+    first = next(stream).to_arrow()
+    failed: list[Exception] = []
+
+    def rest() -> Iterator[pa.RecordBatch]:
+        try:
+            for frame in stream:
+                yield from frame.to_arrow().cast(first.schema).to_batches()
+        except Exception as exc:
+            failed.append(exc)
+            raise
+
+    data = pa.RecordBatchReader.from_batches(first.schema, itertools.chain(first.to_batches(), rest()))
+    try:
+        deltalake.write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite")
+    except deltalake.exceptions.DeltaError:
+        if failed:  # the stream's own error, not delta-rs's wrapping of it
+            raise failed[0] from None
+        raise
     return deltalake.DeltaTable(str(path)).version()
 
 
@@ -81,17 +106,35 @@ def scan_table(path: Path, days: Sequence[str] | None = None) -> pl.LazyFrame:
     return frame
 
 
+class TableDigest:
+    """The rows, schema and order-independent content hash of a table, fed a frame at a time."""
+
+    def __init__(self) -> None:
+        self.rows = 0
+        self.schema = pl.Schema()
+        self._sums = [0 for _ in _HASH_SEEDS]
+
+    def add(self, frame: pl.DataFrame) -> pl.DataFrame:
+        """Count `frame` in, and return it (so a stream of frames can be digested on its way to the table)."""
+        self.rows += frame.height
+        self.schema = self.schema or frame.schema
+        # Row hashes are summed modulo 2**64, so any split of the rows into frames gives the same sums.
+        sums = zip(self._sums, _HASH_SEEDS, strict=True)
+        self._sums = [(total + int(frame.hash_rows(seed=seed).sum())) & _MASK for total, seed in sums]
+        return frame
+
+    def hexdigest(self) -> str:
+        if not self.schema:
+            return "0" * 64
+        parts = [*self._sums, self.rows, hash_text(",".join(f"{n}:{t}" for n, t in self.schema.items()))]
+        return "".join(f"{p & _MASK:016x}" for p in parts)
+
+
 def content_hash(frame: pl.DataFrame) -> str:
     """An order-independent hash of a frame's rows and column names (stable for one polars version)."""
-    if frame.width == 0:
-        return "0" * 64
-    parts = [
-        frame.hash_rows(seed=_HASH_SEEDS[0]).sum(),
-        frame.hash_rows(seed=_HASH_SEEDS[1]).sum(),
-        frame.height,
-        hash_text(",".join(f"{n}:{t}" for n, t in frame.schema.items())),
-    ]
-    return "".join(f"{int(p) & 0xFFFFFFFFFFFFFFFF:016x}" for p in parts)
+    digest = TableDigest()
+    digest.add(frame)
+    return digest.hexdigest()
 
 
 def hash_text(text: str) -> int:

@@ -267,6 +267,8 @@ class TrainedCandidate:
 
 def train_candidate(spec: PipelineSpec, training: pl.DataFrame) -> TrainedCandidate:
     """Split by time, fit the inference pipeline, evaluate on the holdout, rank the inputs by importance."""
+    # Rows in time order whatever order the table's files gave them (it is written a chunk of label days at a time).
+    training = training.sort(spec.label.prediction_timestamp, *spec.entity.keys, maintain_order=True)
     model = _model(spec)
     label = spec.label.column
     columns = model_columns(spec, training)

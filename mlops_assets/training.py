@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, time, timedelta
 
 import polars as pl
 
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
+from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.spec import PipelineSpec, parse_duration
+
+# Label days joined at a time: a chunk's labels and the feature rows of their prediction days are in memory at once.
+CHUNK_DAYS = 10
 
 
 @dataclass(frozen=True)
@@ -50,10 +55,7 @@ def point_in_time_join(
     joined = labels.sort(prediction_timestamp)
     checks: list[tuple[str, pl.Expr, pl.Expr, list[str]]] = []
     for name, view in views.items():
-        frame = view.frame
-        if as_of is not None:
-            usable = pl.col(KNOWN_AT) if KNOWN_AT in frame.collect_schema().names() else pl.col(FEATURE_TIMESTAMP)
-            frame = frame.filter(usable <= as_of)
+        frame = known_rows(view.frame, as_of)
         features = [c for c in frame.collect_schema().names() if c not in (*keys, FEATURE_TIMESTAMP, KNOWN_AT)]
         stamp = f"__{name}_ts"
         right = frame.select(*keys, pl.col(FEATURE_TIMESTAMP).alias(stamp), *features).sort(stamp)
@@ -93,26 +95,112 @@ def point_in_time_join(
 
 
 def training_set(
-    spec: PipelineSpec, labels: pl.LazyFrame, features: Mapping[str, pl.LazyFrame], as_of: datetime | None = None
+    spec: PipelineSpec,
+    labels: pl.LazyFrame,
+    features: Mapping[str, pl.LazyFrame],
+    as_of: datetime | None = None,
+    chunk_days: int = CHUNK_DAYS,
 ) -> tuple[pl.DataFrame, JoinStats]:
-    """The spec's training set: label events with their request fields, joined to every feature view.
+    """The whole training set in memory, ordered by prediction time (see `training_set_chunks`)."""
+    chunks = list(training_set_chunks(spec, labels, features, as_of=as_of, chunk_days=chunk_days))
+    frame = pl.concat([frame for frame, _ in chunks]).sort(spec.label.prediction_timestamp, *spec.entity.keys)
+    return frame, sum_stats(stats for _, stats in chunks)
 
-    Labels of predictions made before the pipeline's start date are left out (and counted): no feature
-    history exists for them, so they could only teach the model what missing features look like.
+
+def training_set_chunks(
+    spec: PipelineSpec,
+    labels: pl.LazyFrame,
+    features: Mapping[str, pl.LazyFrame],
+    as_of: datetime | None = None,
+    chunk_days: int = CHUNK_DAYS,
+) -> Iterator[tuple[pl.DataFrame, JoinStats]]:
+    """The spec's training set, `chunk_days` label days at a time: label events with their request fields, joined
+    to every feature view; memory holds one chunk's labels and feature rows, and one row per entity and view.
+
+    Label days are the labels' daily partitions (or, without any, the days of the label timestamp). A chunk's rows
+    are exactly those the one-step `point_in_time_join` of all labels gives them: each entity's latest feature row
+    from before a chunk's window is carried along, so a row past its TTL is still counted stale, not missing.
+    Labels of predictions made before the pipeline's start date are left out (counted in the first chunk's stats):
+    no feature history exists for them, so they could only teach the model what missing features look like.
     """
-    label = spec.label
-    start = datetime.combine(spec.start_date, time())
+    label, keys = spec.label, spec.entity.keys
+    predicted = pl.col(label.prediction_timestamp)
     known = labels if as_of is None else labels.filter(pl.col(label.timestamp) <= as_of)
-    before_start = known.filter(pl.col(label.prediction_timestamp) < start).select(pl.len()).collect().item()
-    columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
-    views = {name: ViewInput(features[name], parse_duration(view.ttl)) for name, view in spec.feature_views.items()}
-    frame, stats = point_in_time_join(
-        labels.filter(pl.col(label.prediction_timestamp) >= start).select(list(dict.fromkeys(columns))),
-        views,
-        keys=spec.entity.keys,
-        prediction_timestamp=label.prediction_timestamp,
-        label_timestamp=label.timestamp,
-        inclusive=label.feature_cutoff == "at",
-        as_of=as_of,
+    start = datetime.combine(spec.start_date, time())
+    before_start = known.filter(predicted < start).select(pl.len()).collect().item()
+    usable = known.filter(predicted >= start)
+    partitioned = PARTITION_COLUMN in labels.collect_schema().names()
+    day = pl.col(PARTITION_COLUMN) if partitioned else pl.col(label.timestamp).dt.date().cast(pl.String)
+    days = (
+        usable.group_by(day.alias("day"))
+        .agg(predicted.min().alias("first"), predicted.max().alias("last"))
+        .sort("day")
+        .collect()
     )
-    return frame, replace(stats, before_start=before_start)
+    chunks = [days.slice(i, chunk_days) for i in range(0, days.height, chunk_days)] or [days]
+    # A chunk reads feature rows from the earliest prediction of it or of any later chunk (the first: all history
+    # before it too); the latest older row of each entity is carried from the chunks before.
+    opens = [min(c["first"].min() for c in chunks[i:]) for i in range(len(chunks))]
+    views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
+    carried = {name: frame.drop(PARTITION_COLUMN, strict=False).clear().collect() for name, frame in views.items()}
+    columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
+    for i, chunk in enumerate(chunks):
+        reopens = opens[i + 1] if i + 1 < len(chunks) else None
+        inputs = {}
+        for name, frame in views.items():
+            rows = carried[name]
+            if chunk.height:  # no labels at all: the join only gives the training set's columns
+                until = max(chunk["last"].max(), reopens or opens[i])
+                rows = pl.concat([rows, rows_between(frame, opens[i] if i else None, until)])
+            inputs[name] = ViewInput(rows.lazy(), parse_duration(spec.feature_views[name].ttl))
+            if reopens is not None:
+                older = rows.filter(pl.col(FEATURE_TIMESTAMP) < reopens).sort(FEATURE_TIMESTAMP, maintain_order=True)
+                carried[name] = older.unique(keys, keep="last", maintain_order=True)
+        frame, stats = point_in_time_join(
+            usable.filter(day.is_in(chunk["day"].to_list())).select(*columns, label.column),
+            inputs,
+            keys=keys,
+            prediction_timestamp=label.prediction_timestamp,
+            label_timestamp=label.timestamp,
+            inclusive=label.feature_cutoff == "at",
+        )
+        yield frame, replace(stats, before_start=before_start if i == 0 else 0)
+
+
+def known_rows(frame: pl.LazyFrame, as_of: datetime | None) -> pl.LazyFrame:
+    """A view's rows known by `as_of` (their `known_at`, or their feature time when the view has none)."""
+    if as_of is None:
+        return frame
+    usable = pl.col(KNOWN_AT) if KNOWN_AT in frame.collect_schema().names() else pl.col(FEATURE_TIMESTAMP)
+    return frame.filter(usable <= as_of)
+
+
+def rows_between(frame: pl.LazyFrame, first: datetime | None, last: datetime) -> pl.DataFrame:
+    """A view's rows with feature times from `first` (or the beginning) to `last`, read from those days' partitions."""
+    ts = pl.col(FEATURE_TIMESTAMP)
+    wanted = ts <= last if first is None else ts.is_between(first, last)
+    if PARTITION_COLUMN in frame.collect_schema().names():
+        day = pl.col(PARTITION_COLUMN)
+        in_days = day <= last.date().isoformat()
+        frame = frame.filter(in_days if first is None else in_days & (day >= first.date().isoformat()))
+        frame = frame.drop(PARTITION_COLUMN)
+    return collect(frame.filter(wanted))
+
+
+def sum_stats(parts: Iterable[JoinStats]) -> JoinStats:
+    """The stats of a training set built in chunks: every count added up."""
+    parts = list(parts)
+
+    def added(field: str) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for part in parts:
+            total.update(getattr(part, field))
+        return {name: total[name] for name in getattr(parts[0], field)}
+
+    return JoinStats(
+        rows=sum(p.rows for p in parts),
+        missing=added("missing"),
+        stale=added("stale"),
+        nulls=added("nulls"),
+        before_start=sum(p.before_start for p in parts),
+    )

@@ -1,3 +1,4 @@
+from collections.abc import Iterator
 from pathlib import Path
 
 import polars as pl
@@ -5,6 +6,7 @@ import pytest
 
 from mlops_assets.lake import (
     PARTITION_COLUMN,
+    TableDigest,
     TableNotFoundError,
     content_hash,
     overwrite_table,
@@ -102,3 +104,27 @@ def test_concurrent_writers_of_one_table_lose_and_duplicate_nothing(tmp_path: Pa
     assert sorted(per_day.rows()) == [(d, 500, 1, 1) for d in ("2026-01-01", "2026-01-02", "2026-01-03")]
     assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-02")["writer"].unique().to_list() == [0]
     assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-03")["writer"].unique().to_list() == [1]
+
+
+def test_a_table_overwritten_from_a_stream_of_frames_commits_once_or_not_at_all(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    overwrite_table(path, pl.DataFrame({"x": [0], "s": ["old"]}))
+    frames = [pl.DataFrame({"x": [i, i + 1], "s": [None, f"v{i}"]}) for i in range(0, 6, 2)]
+    assert overwrite_table(path, iter(frames)) == 1
+    assert pl.read_delta(str(path)).sort("x").equals(pl.concat(frames))
+
+    def failing() -> Iterator[pl.DataFrame]:
+        yield frames[0]
+        raise RuntimeError("the chunk after the first one fails")
+
+    with pytest.raises(RuntimeError, match="after the first"):
+        overwrite_table(path, failing())
+    assert table_version(path) == 1 and pl.read_delta(str(path)).height == 6
+
+
+def test_a_content_hash_fed_a_frame_at_a_time_equals_the_hash_of_the_whole() -> None:
+    frame = pl.DataFrame({"x": list(range(100)), "s": [str(i % 7) for i in range(100)]})
+    digest = TableDigest()
+    for part in (frame[:13], frame[13:13], frame[13:]):
+        digest.add(part)
+    assert digest.rows == 100 and digest.hexdigest() == content_hash(frame.reverse())

@@ -15,6 +15,7 @@ from polars.testing import assert_frame_equal
 
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, compute_features
 from mlops_assets.generator import FraudGeneratorConfig, labels_for_day, transactions_for_day
+from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.spec import PipelineSpec, load_specs, parse_duration
 from mlops_assets.training import JoinStats, ViewInput, point_in_time_join, training_set
 
@@ -526,3 +527,72 @@ def test_the_fraud_example_builds_a_point_in_time_correct_training_set() -> None
     assert plain.columns == label_columns + [c for names in features_of.values() for c in names]
     assert_frame_equal(plain, frame.drop(f"{name}_used_ts" for name in spec.feature_views))
     assert plain_stats.rows == stats.rows
+
+
+# --- Chunked builds ----------------------------------------------------------------------------------------
+
+
+def one_step(spec: PipelineSpec, labels: pl.DataFrame, features: dict[str, pl.LazyFrame]) -> tuple[pl.DataFrame, Any]:
+    """The training set as one point-in-time join of every label: what a chunked build must equal."""
+    label = spec.label
+    start = dt.datetime.combine(spec.start_date, dt.time())
+    columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
+    return point_in_time_join(
+        labels.lazy().filter(pl.col(label.prediction_timestamp) >= start).select(list(dict.fromkeys(columns))),
+        {name: ViewInput(features[name], parse_duration(view.ttl)) for name, view in spec.feature_views.items()},
+        keys=spec.entity.keys,
+        prediction_timestamp=label.prediction_timestamp,
+        label_timestamp=label.timestamp,
+        inclusive=label.feature_cutoff == "at",
+    )
+
+
+@settings(max_examples=120, deadline=None)
+@given(history=histories(), cutoff=st.sampled_from(["at", "before"]), chunk_days=st.sampled_from([1, 2]))
+def test_a_training_set_built_a_few_label_days_at_a_time_equals_the_one_step_join(
+    history: tuple[pl.DataFrame, pl.DataFrame, list[dt.datetime]], cutoff: str, chunk_days: int
+) -> None:
+    """Chunks by label day, from plain frames or from daily partitions, give the rows and counts of one join."""
+    events, labels, _ = history
+    spec = SPECS[cutoff]
+    features = {name: compute_features(spec, name, events.lazy()).collect() for name in spec.feature_views}
+    expected, expected_stats = one_step(spec, labels, {name: f.lazy() for name, f in features.items()})
+    day = pl.col("confirmed_at").dt.date().cast(pl.String).alias(PARTITION_COLUMN)
+    partitioned = {
+        name: f.with_columns(pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN))
+        for name, f in features.items()
+    }
+    for label_frame, views in ((labels, features), (labels.with_columns(day), partitioned)):
+        frame, stats = training_set(
+            spec, label_frame.lazy(), {n: f.lazy() for n, f in views.items()}, chunk_days=chunk_days
+        )
+        assert_frame_equal(canonical(frame), canonical(expected))
+        assert (stats.rows, stats.missing, stats.stale, stats.nulls) == (
+            expected_stats.rows,
+            expected_stats.missing,
+            expected_stats.stale,
+            expected_stats.nulls,
+        )
+
+
+def test_a_feature_row_past_its_ttl_stays_stale_when_its_chunk_is_long_gone() -> None:
+    """The one row of an entity, 40 label days before its next label: carried along, counted stale, not missing."""
+    spec = SPECS["at"]
+    first = dt.datetime(2026, 1, 11, 9)
+    events = pl.DataFrame(
+        [{"customer_id": "c", "ts": first, "amount": 5.0, "channel": "pos", "ingested_at": first}], schema=TX_SCHEMA
+    )
+    labels = pl.DataFrame(
+        [
+            {"customer_id": "c", "transaction_ts": first + d * DAY, "amount": 1.0, "is_fraud": 0}
+            | {"confirmed_at": first + d * DAY + HOUR}
+            for d in (0, 40)
+        ],
+        schema=LABEL_SCHEMA,
+    )
+    features = {name: compute_features(spec, name, events.lazy()) for name in spec.feature_views}
+    frame, stats = training_set(spec, labels.lazy(), features, chunk_days=1)
+    assert frame["amount_sum_1h"].to_list() == [5.0, None]
+    assert stats.stale == {name: 1 for name in spec.feature_views} and stats.missing == dict.fromkeys(
+        spec.feature_views, 0
+    )

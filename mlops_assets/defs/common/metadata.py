@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.lake import content_hash, table_version
+from mlops_assets.lake import TableDigest, table_version
 
 
 def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
@@ -18,12 +18,15 @@ def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None =
     )
 
 
-def table_metadata(path: Path, frame: pl.DataFrame) -> dict[str, Any]:
+def table_metadata(path: Path, frame: pl.DataFrame | TableDigest) -> dict[str, Any]:
     """What every Delta-backed asset records: rows, version, content hash, schema and location."""
+    digest = frame if isinstance(frame, TableDigest) else TableDigest()
+    if isinstance(frame, pl.DataFrame):
+        digest.add(frame)
     return {
-        "dagster/row_count": frame.height,
-        "dagster/column_schema": column_schema(frame.schema),
+        "dagster/row_count": digest.rows,
+        "dagster/column_schema": column_schema(digest.schema),
         "dagster/uri": path.as_uri(),
         "delta_version": table_version(path),
-        "content_hash": content_hash(frame),
+        "content_hash": digest.hexdigest(),
     }

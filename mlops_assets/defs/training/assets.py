@@ -1,5 +1,6 @@
 """The training set: a point-in-time join of label events to every feature view."""
 
+from collections.abc import Iterator
 from datetime import datetime
 
 import dagster as dg
@@ -10,10 +11,10 @@ from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.features.assets import feature_key
 from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.lake import PARTITION_COLUMN, overwrite_table, scan_table, table_path, table_version
+from mlops_assets.lake import TableDigest, overwrite_table, scan_table, table_path, table_version
 from mlops_assets.markdown import markdown_table
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.training import training_set
+from mlops_assets.training import sum_stats, training_set_chunks
 
 
 class TrainingSetConfig(dg.Config):
@@ -49,27 +50,42 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         as_of = datetime.fromisoformat(config.as_of) if config.as_of else None
         paths = {key: table_path(lake.root, spec.name, key.path[-1]) for key in inputs}
         labels = scan_table(paths[inputs[0]])
-        features = {v: scan_table(paths[feature_key(spec, v)]).drop(PARTITION_COLUMN) for v in spec.feature_views}
-        frame, stats = training_set(spec, labels, features, as_of=as_of)
+        features = {v: scan_table(paths[feature_key(spec, v)]) for v in spec.feature_views}
+        digest, parts, spans = TableDigest(), [], []
+
+        def chunks() -> Iterator[pl.DataFrame]:
+            # Label days a chunk at a time, streamed into one commit: memory holds one chunk, readers the old table.
+            for frame, stats in training_set_chunks(spec, labels, features, as_of=as_of):
+                parts.append(stats)
+                spans.append(
+                    frame.select(
+                        pl.col(label.prediction_timestamp).min().alias("first_prediction"),
+                        pl.col(label.prediction_timestamp).max().alias("last_prediction"),
+                        pl.col(label.timestamp).max().alias("last_label"),
+                        pl.col(label.column).sum().alias("positives"),
+                    )
+                )
+                yield digest.add(frame)
+
         path = table_path(lake.root, spec.name, "training_set")
-        overwrite_table(path, frame)
+        overwrite_table(path, chunks())
+        stats = sum_stats(parts)
+        span = pl.concat(spans).select(
+            pl.col("first_prediction").min(), pl.col("last_prediction").max(), pl.col("last_label").max()
+        )
+        positives = sum(s["positives"].item() for s in spans)
         view_rows = [
             {"feature_view": v, "no_row": stats.missing[v], "stale (past TTL)": stats.stale[v]}
             for v in spec.feature_views
         ]
-        time_range = frame.select(
-            pl.col(label.prediction_timestamp).min().alias("first_prediction"),
-            pl.col(label.prediction_timestamp).max().alias("last_prediction"),
-            pl.col(label.timestamp).max().alias("last_label"),
-        ).row(0, named=True)
         context.log.info(f"training set: {stats.rows} rows, {stats.missing} without a feature row")
         return dg.MaterializeResult(
             metadata={
-                **table_metadata(path, frame),
+                **table_metadata(path, digest),
                 "as_of": config.as_of or "now",
                 "labels_before_start_date": stats.before_start,
-                "label_rate": float(frame.get_column(label.column).mean()) if frame.height else 0.0,
-                **{k: str(v) for k, v in time_range.items()},
+                "label_rate": positives / stats.rows if stats.rows else 0.0,
+                **{k: str(v) for k, v in span.row(0, named=True).items()},
                 "input_delta_versions": {k.to_user_string(): table_version(p) for k, p in paths.items()},
                 "rows_by_feature_view": dg.MetadataValue.md(markdown_table(view_rows)),
                 "null_counts": dg.MetadataValue.md(
