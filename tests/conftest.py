@@ -215,6 +215,24 @@ def redis_url() -> Iterator[str]:
         client.close()
 
 
+@pytest.fixture
+def rabbitmq_url() -> Iterator[str]:
+    """A RabbitMQ virtual host of its own (deleted afterwards, with its queues): tasks never reach other workers."""
+    require_service("RabbitMQ", 5672)
+    rabbitmqctl = shutil.which("rabbitmqctl")
+    if rabbitmqctl is None:
+        service_missing("rabbitmqctl is not on PATH: no virtual host of its own can be made for the test")
+    vhost = f"mlops_test_{uuid.uuid4().hex[:12]}"
+    subprocess.run([rabbitmqctl, "add_vhost", vhost], check=True, capture_output=True)
+    try:
+        subprocess.run(
+            [rabbitmqctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], check=True, capture_output=True
+        )
+        yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
+    finally:
+        subprocess.run([rabbitmqctl, "delete_vhost", vhost], check=True, capture_output=True)
+
+
 KEY = "test-key-5f1c"  # the API key the served fixtures set and their requests send
 BODY = {
     "customer_id": "c000042",

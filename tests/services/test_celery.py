@@ -1,6 +1,7 @@
-"""The asset graph on the dagster-celery executor: two worker processes started here, Redis as broker (a database of
-its own), Dagster storage on PostgreSQL. Steps land on both workers, and the Delta tables, the registry and the online
-store end up exactly as a run with the in-process executor leaves them."""
+"""The asset graph on the dagster-celery executor: two worker processes started here, RabbitMQ as broker (a virtual
+host of its own), Redis as result backend (a database of its own), Dagster storage on PostgreSQL. Steps land on both
+workers, and the Delta tables, the registry and the online store end up exactly as a run with the in-process
+executor leaves them."""
 
 import json
 import os
@@ -50,7 +51,7 @@ def _environment(tmp_path: Path, name: str, specs: Path, **extra: str) -> dict[s
 
 
 def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
-    postgres_database: str, redis_url: str, tmp_path: Path
+    postgres_database: str, rabbitmq_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     specs = small_fraud_specs(tmp_path / "specs")
     partitions = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
@@ -66,13 +67,13 @@ def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
         "celery",
         specs,
         MLOPS_EXECUTOR="celery",
-        MLOPS_CELERY_BROKER=redis_url,
+        MLOPS_CELERY_BROKER=rabbitmq_url,
         MLOPS_CELERY_BACKEND=redis_url,
         MLOPS_DAGSTER_POSTGRES_URL=postgres,
     )
     (Path(celery["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("postgres"))
     settings = tmp_path / "celery.yaml"
-    settings.write_text(f"execution:\n  config:\n    broker: {redis_url}\n    backend: {redis_url}\n")
+    settings.write_text(f"execution:\n  config:\n    broker: {rabbitmq_url}\n    backend: {redis_url}\n")
     workers = []
     for name in ("worker_a", "worker_b"):
         command = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(settings), "-n", name]
