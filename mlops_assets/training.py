@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
@@ -138,24 +138,26 @@ def training_set_chunks(
         .collect()
     )
     chunks = [days.slice(i, chunk_days) for i in range(0, days.height, chunk_days)] or [days]
-    # A chunk reads feature rows from the earliest prediction of it or of any later chunk (the first: all history
-    # before it too); the latest older row of each entity is carried from the chunks before.
+    # A chunk reads feature rows from the earliest prediction of it or of any later chunk; each entity's latest
+    # older row is carried from the chunks before (for the first, folded from the history a few days at a time).
     opens = [min(c["first"].min() for c in chunks[i:]) for i in range(len(chunks))]
     views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
-    carried = {name: frame.drop(PARTITION_COLUMN, strict=False).clear().collect() for name, frame in views.items()}
     columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
+    carried: dict[str, pl.DataFrame] = {}
     for i, chunk in enumerate(chunks):
         reopens = opens[i + 1] if i + 1 < len(chunks) else None
         inputs = {}
         for name, frame in views.items():
-            rows = carried[name]
-            if chunk.height:  # no labels at all: the join only gives the training set's columns
-                until = max(chunk["last"].max(), reopens or opens[i])
-                rows = pl.concat([rows, rows_between(frame, opens[i] if i else None, until)])
+            if not chunk.height:  # no labels at all: the join only gives the training set's columns
+                rows = frame.drop(PARTITION_COLUMN, strict=False).clear().collect()
+            else:
+                history = carried[name] if i else latest_before(frame, keys, opens[0], chunk_days)
+                rows = pl.concat(
+                    [history, rows_between(frame, opens[i], max(chunk["last"].max(), reopens or opens[i]))]
+                )
             inputs[name] = ViewInput(rows.lazy(), parse_duration(spec.feature_views[name].ttl))
             if reopens is not None:
-                older = rows.filter(pl.col(FEATURE_TIMESTAMP) < reopens).sort(FEATURE_TIMESTAMP, maintain_order=True)
-                carried[name] = older.unique(keys, keep="last", maintain_order=True)
+                carried[name] = latest(rows.filter(pl.col(FEATURE_TIMESTAMP) < reopens), keys)
         frame, stats = point_in_time_join(
             usable.filter(day.is_in(chunk["day"].to_list())).select(*columns, label.column),
             inputs,
@@ -175,16 +177,34 @@ def known_rows(frame: pl.LazyFrame, as_of: datetime | None) -> pl.LazyFrame:
     return frame.filter(usable <= as_of)
 
 
-def rows_between(frame: pl.LazyFrame, first: datetime | None, last: datetime) -> pl.DataFrame:
-    """A view's rows with feature times from `first` (or the beginning) to `last`, read from those days' partitions."""
-    ts = pl.col(FEATURE_TIMESTAMP)
-    wanted = ts <= last if first is None else ts.is_between(first, last)
+def rows_between(frame: pl.LazyFrame, first: datetime, last: datetime) -> pl.DataFrame:
+    """A view's rows with feature times from `first` to `last`, read from those days' partitions only."""
     if PARTITION_COLUMN in frame.collect_schema().names():
-        day = pl.col(PARTITION_COLUMN)
-        in_days = day <= last.date().isoformat()
-        frame = frame.filter(in_days if first is None else in_days & (day >= first.date().isoformat()))
-        frame = frame.drop(PARTITION_COLUMN)
-    return collect(frame.filter(wanted))
+        days = pl.col(PARTITION_COLUMN).is_between(pl.lit(first.date().isoformat()), pl.lit(last.date().isoformat()))
+        frame = frame.filter(days).drop(PARTITION_COLUMN)
+    return collect(frame.filter(pl.col(FEATURE_TIMESTAMP).is_between(first, last)))
+
+
+def latest(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Each entity's latest row."""
+    return rows.sort(FEATURE_TIMESTAMP, maintain_order=True).unique(keys, keep="last", maintain_order=True)
+
+
+def latest_before(frame: pl.LazyFrame, keys: list[str], moment: datetime, step_days: int) -> pl.DataFrame:
+    """Each entity's latest row before `moment`, folded from the daily partitions `step_days` at a time: memory holds
+    those days and one row per entity, however long the history."""
+    before = pl.col(FEATURE_TIMESTAMP) < moment
+    if PARTITION_COLUMN not in frame.collect_schema().names():
+        return latest(collect(frame.filter(before)), keys)
+    folded = frame.drop(PARTITION_COLUMN).clear().collect()
+    first = frame.select(pl.col(PARTITION_COLUMN).min()).collect().item()
+    day = date.fromisoformat(first) if first else moment.date() + timedelta(days=1)
+    while day <= moment.date():
+        until = day + timedelta(days=step_days - 1)
+        rows = rows_between(frame, datetime.combine(day, time()), datetime.combine(until, time.max))
+        folded = latest(pl.concat([folded, rows.filter(before)]), keys)
+        day = until + timedelta(days=1)
+    return folded
 
 
 def sum_stats(parts: Iterable[JoinStats]) -> JoinStats:

@@ -576,7 +576,8 @@ def test_a_training_set_built_a_few_label_days_at_a_time_equals_the_one_step_joi
 
 
 def test_a_feature_row_past_its_ttl_stays_stale_when_its_chunk_is_long_gone() -> None:
-    """The one row of an entity, 40 label days before its next label: carried along, counted stale, not missing."""
+    """The one row of an entity, 40 label days before its next label: carried along, counted stale, not missing;
+    and the same when the labels begin only then (the history before the first chunk folded a few days at a time)."""
     spec = SPECS["at"]
     first = dt.datetime(2026, 1, 11, 9)
     events = pl.DataFrame(
@@ -590,9 +591,14 @@ def test_a_feature_row_past_its_ttl_stays_stale_when_its_chunk_is_long_gone() ->
         ],
         schema=LABEL_SCHEMA,
     )
-    features = {name: compute_features(spec, name, events.lazy()) for name in spec.feature_views}
-    frame, stats = training_set(spec, labels.lazy(), features, chunk_days=1)
+    features = {name: compute_features(spec, name, events.lazy()).collect() for name in spec.feature_views}
+    day = pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN)
+    partitioned = {name: f.with_columns(day).lazy() for name, f in features.items()}
+    frame, stats = training_set(spec, labels.lazy(), {n: f.lazy() for n, f in features.items()}, chunk_days=1)
     assert frame["amount_sum_1h"].to_list() == [5.0, None]
     assert stats.stale == {name: 1 for name in spec.feature_views} and stats.missing == dict.fromkeys(
         spec.feature_views, 0
     )
+    late, late_stats = training_set(spec, labels.tail(1).lazy(), partitioned, chunk_days=3)
+    assert late["amount_sum_1h"].to_list() == [None]
+    assert late_stats.stale == {name: 1 for name in spec.feature_views}
