@@ -114,6 +114,12 @@ class TableDigest:
         self.schema = pl.Schema()
         self._sums = [0 for _ in _HASH_SEEDS]
 
+    @classmethod
+    def of(cls, frame: pl.DataFrame) -> TableDigest:
+        digest = cls()
+        digest.add(frame)
+        return digest
+
     def add(self, frame: pl.DataFrame) -> pl.DataFrame:
         """Count `frame` in, and return it (so a stream of frames can be digested on its way to the table)."""
         self.rows += frame.height
@@ -132,9 +138,7 @@ class TableDigest:
 
 def content_hash(frame: pl.DataFrame) -> str:
     """An order-independent hash of a frame's rows and column names (stable for one polars version)."""
-    digest = TableDigest()
-    digest.add(frame)
-    return digest.hexdigest()
+    return TableDigest.of(frame).hexdigest()
 
 
 def hash_text(text: str) -> int:

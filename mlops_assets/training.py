@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -140,7 +141,7 @@ def training_set_chunks(
     chunks = [days.slice(i, chunk_days) for i in range(0, days.height, chunk_days)] or [days]
     # A chunk reads feature rows from the earliest prediction of it or of any later chunk; each entity's latest
     # older row is carried from the chunks before (for the first, folded from the history a few days at a time).
-    opens = [min(c["first"].min() for c in chunks[i:]) for i in range(len(chunks))]
+    opens = list(itertools.accumulate(reversed([c["first"].min() for c in chunks]), min))[::-1]
     views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
     columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
     carried: dict[str, pl.DataFrame] = {}

@@ -20,9 +20,7 @@ def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None =
 
 def table_metadata(path: Path, frame: pl.DataFrame | TableDigest) -> dict[str, Any]:
     """What every Delta-backed asset records: rows, version, content hash, schema and location."""
-    digest = frame if isinstance(frame, TableDigest) else TableDigest()
-    if isinstance(frame, pl.DataFrame):
-        digest.add(frame)
+    digest = frame if isinstance(frame, TableDigest) else TableDigest.of(frame)
     return {
         "dagster/row_count": digest.rows,
         "dagster/column_schema": column_schema(digest.schema),

@@ -71,9 +71,12 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         overwrite_table(path, chunks())
         stats = sum_stats(parts)
         span = pl.concat(spans).select(
-            pl.col("first_prediction").min(), pl.col("last_prediction").max(), pl.col("last_label").max()
+            pl.col("first_prediction").min(),
+            pl.col("last_prediction").max(),
+            pl.col("last_label").max(),
+            pl.col("positives").sum(),
         )
-        positives = sum(s["positives"].item() for s in spans)
+        first, last, last_label, positives = span.row(0)
         view_rows = [
             {"feature_view": v, "no_row": stats.missing[v], "stale (past TTL)": stats.stale[v]}
             for v in spec.feature_views
@@ -85,7 +88,9 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "as_of": config.as_of or "now",
                 "labels_before_start_date": stats.before_start,
                 "label_rate": positives / stats.rows if stats.rows else 0.0,
-                **{k: str(v) for k, v in span.row(0, named=True).items()},
+                "first_prediction": str(first),
+                "last_prediction": str(last),
+                "last_label": str(last_label),
                 "input_delta_versions": {k.to_user_string(): table_version(p) for k, p in paths.items()},
                 "rows_by_feature_view": dg.MetadataValue.md(markdown_table(view_rows)),
                 "null_counts": dg.MetadataValue.md(
