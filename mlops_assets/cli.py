@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml
-from mlops_assets.spec import SpecError, load_specs
+from mlops_assets.spec import SpecError, load_spec, load_specs
 
 DAGSTER_HOME_DIR = ".dagster_home"
 CHUNK_DAYS = 10
@@ -213,6 +213,57 @@ def init(storage: str, force: bool) -> None:
     if storage == "postgres":
         click.echo(f"set {DAGSTER_POSTGRES_ENV}=postgresql+psycopg2://user:password@host:5432/database first")
     click.echo(f"then, e.g.: DAGSTER_HOME={home} mlops materialize fraud --days 8")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option(
+    "--from",
+    "events",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A Parquet or CSV file of events, one row per event, with its label.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing spec of that name.")
+@click.pass_context
+def new(ctx: click.Context, pipeline: str, events: Path, force: bool) -> None:
+    """Write a starter spec for PIPELINE guessed from an event file, and lay its events out as daily files.
+
+    Entity key, event time, label, column types, value constraints and a feature view are guessed; each guess is
+    listed, with its evidence, at the top of the spec for you to check.
+
+    Example: mlops --specs specs new shop --from orders.parquet
+    """
+    from mlops_assets.starter import StarterError, guess_spec, read_events, render, write_days
+
+    specs_dir = Path(ctx.obj["specs"] or "specs")
+    target = specs_dir / f"{pipeline}.yaml"
+    if target.exists() and not force:
+        _fail(f"{target} exists; --force replaces it")
+    try:
+        frame = read_events(events)
+        starter = guess_spec(pipeline, frame, events)
+    except StarterError as exc:
+        _fail(str(exc))
+    landing = Path(ctx.obj["data_dir"]) / "landing" / pipeline / "events"
+    days, timeless = write_days(frame, starter.event_timestamp, landing)
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(starter, events))
+    load_spec(target)  # what it wrote must be a valid spec
+    click.echo(f"wrote {target}, guessing:")
+    for guess in starter.guesses:
+        click.echo(f"  - {guess}")
+    click.echo(f"wrote {len(days)} daily files of {sum(days.values()):,} events to {landing}/")
+    if timeless:
+        click.secho(
+            f"  {timeless} events have no event time: kept in {landing.parent}/events_without_a_time.parquet",
+            fg="yellow",
+        )
+    span = (max(days) - min(days)).days + 1
+    click.echo(
+        f"next: mlops --specs {specs_dir} check, then mlops --specs {specs_dir} materialize {pipeline} "
+        f"--start {min(days)} --days {span}"
+    )
 
 
 @main.command()
