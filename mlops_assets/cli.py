@@ -12,7 +12,14 @@ from typing import Any
 
 import click
 
-from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml
+from mlops_assets.settings import (
+    DAGSTER_POSTGRES_ENV,
+    ONLINE_STORE_ENV,
+    TRACKING_URI_ENV,
+    dagster_postgres_problem,
+    dagster_yaml,
+    redact,
+)
 from mlops_assets.spec import SpecError, load_spec, load_specs
 
 DAGSTER_HOME_DIR = ".dagster_home"
@@ -166,7 +173,40 @@ def print_summary(summary: RunSummary) -> None:
         click.secho(f"  FAILED {failure}", fg="red")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The `mlops` group: an expected failure (a bad spec or file, a service out of reach) is a message and exit 1;
+    its traceback, and that of anything unexpected, only with --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort, SystemExit):
+            raise
+        except Exception as exc:
+            if ctx.params.get("debug") or (ctx.obj and ctx.obj.get("debug")):
+                raise
+            message = _explained(exc)
+            for variable in (TRACKING_URI_ENV, ONLINE_STORE_ENV, DAGSTER_POSTGRES_ENV):
+                message = redact(message, os.environ.get(variable, ""))
+            _fail(f"{message}\n(run again with --debug for the traceback)")
+
+
+def _explained(exc: Exception) -> str:
+    """What went wrong, in the words of the error, with what to do for the ones users meet."""
+    from mlops_assets.ingest import SourceDataError
+    from mlops_assets.lake import TableNotFoundError
+
+    if isinstance(exc, SpecError | SourceDataError | TableNotFoundError):
+        return str(exc)
+    if isinstance(exc, ConnectionError | OSError) or type(exc).__name__ in ("OperationalError", "MlflowException"):
+        return (
+            f"{type(exc).__name__}: {exc}\na service did not answer: check MLFLOW_TRACKING_URI, "
+            "MLOPS_ONLINE_STORE_URL and MLOPS_DAGSTER_POSTGRES_URL (unset, the embedded defaults are used)"
+        )
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--specs",
     envvar="MLOPS_SPECS_DIR",
@@ -176,13 +216,14 @@ def print_summary(summary: RunSummary) -> None:
 @click.option(
     "--data-dir", envvar="MLOPS_DATA_DIR", default="data", show_default=True, help="Data folder (env MLOPS_DATA_DIR)."
 )
+@click.option("--debug", is_flag=True, help="Show the traceback of a failure.")
 @click.pass_context
-def main(ctx: click.Context, specs: str | None, data_dir: str) -> None:
+def main(ctx: click.Context, specs: str | None, data_dir: str, debug: bool) -> None:
     """Declarative MLOps on Dagster assets.
 
     Example: mlops demo    (generates the fraud example and materializes it end to end)
     """
-    ctx.obj = {"specs": specs, "data_dir": data_dir}
+    ctx.obj = {"specs": specs, "data_dir": data_dir, "debug": debug}
     # The CLI prints its own progress; MLflow's download bars would interleave with it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -465,6 +506,34 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("  no champion yet: materialize its training job (mlops materialize)")
         for alias, info in models.items():
             click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {info['metrics']}")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--open", "open_them", is_flag=True, help="Open them in the browser or viewer.")
+@click.pass_context
+def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
+    """Print where the latest drift report and the champion's model card are (file URLs a browser opens).
+
+    Example: mlops report fraud --open
+    """
+    spec = _model_spec(ctx, pipeline)
+    data = Path(ctx.obj["data_dir"]).resolve()
+    drift = sorted((data / "reports" / spec.name / "drift").glob("*.html"))
+    cards = sorted((data / "model_cards" / spec.name).glob("v*.md"), key=lambda p: int(p.stem[1:]))
+    champion = _registry(ctx).aliases(spec.name).get("champion")
+    card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
+    found = {"drift report": drift[-1] if drift else None, "model card": card}
+    for what, path in found.items():
+        if path is None:
+            click.echo(f"{what}: none yet (materialize {'the monitoring job' if 'drift' in what else 'training'})")
+        else:
+            version = f" (version {path.stem[1:]}{', champion' if path.stem == f'v{champion}' else ''})"
+            click.echo(f"{what}: {path.as_uri()}{version if what == 'model card' else ''}")
+            if open_them:
+                click.launch(str(path))
+    if not any(found.values()):
+        sys.exit(1)
 
 
 @main.command()
