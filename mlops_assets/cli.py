@@ -510,6 +510,68 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 @main.command()
 @click.argument("pipeline")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The day of events to send.")
+@click.option("--sample", type=click.IntRange(min=1), help="Send a seeded sample of this many (default: all).")
+@click.option("--url", default="http://127.0.0.1:3001", show_default=True, help="Where `mlops serve` listens.")
+@click.pass_context
+def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url: str) -> None:
+    """Send a day of past events to the served pipeline as live requests, each at its own time.
+
+    Needs `serving.allow_replay: true` in the spec. Then `mlops monitor` grades the day.
+
+    Example: mlops replay flights --day 2013-03-02 --sample 500
+    """
+    from mlops_assets.replay import ReplayError, replay_requests, send
+
+    spec = _model_spec(ctx, pipeline)
+    if not spec.serving.allow_replay:
+        _fail(
+            f"serving.allow_replay is off in {pipeline}'s spec, so the service would file past requests under today: "
+            "set it to true (and restart `mlops serve`) to replay"
+        )
+    try:
+        requests = replay_requests(spec, Path(ctx.obj["data_dir"]), day.date(), sample)
+        summary = send(url, requests, os.environ.get(spec.serving.api_key_env))
+    except ReplayError as exc:
+        _fail(str(exc))
+    versions = ", ".join(f"{n:,} by version {v}" for v, n in sorted(summary.versions.items()))
+    click.echo(f"{day.date()}: {summary.sent:,} requests answered ({versions}); {summary.degraded:,} degraded")
+
+
+@main.command()
+@click.argument("pipeline")
+@click.option("--day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The served day to grade.")
+@click.pass_context
+def monitor(ctx: click.Context, pipeline: str, day: Any) -> None:
+    """Grade a served day: ingest it (raw data, features, prediction log), then its drift report and performance.
+
+    Example: mlops monitor flights --day 2013-03-02
+    """
+    from mlops_assets.definitions import build_definitions, daily_job_name, monitoring_job_name
+
+    spec = _model_spec(ctx, pipeline)
+    defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"])
+    instance, summary = _instance(), RunSummary()
+    for job in (daily_job_name(spec), monitoring_job_name(spec)):
+        result = defs.resolve_job_def(job).execute_in_process(
+            instance=instance,
+            partition_key=day.date().isoformat(),
+            run_config=_quiet_run_config(),
+            raise_on_error=False,
+        )
+        summary.add(result)
+        if not result.success:
+            break
+    print_summary(summary)
+    report = Path(ctx.obj["data_dir"]).resolve() / "reports" / spec.name / "drift" / f"{day.date()}.html"
+    if report.exists():
+        click.echo(f"drift report: {report.as_uri()}")
+    if summary.failures:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline")
 @click.option("--open", "open_them", is_flag=True, help="Open them in the browser or viewer.")
 @click.pass_context
 def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:

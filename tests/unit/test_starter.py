@@ -62,6 +62,14 @@ def test_the_guesses_name_the_key_the_times_the_label_and_the_types(tmp_path: Pa
     assert any(g.startswith("entity.keys: [user] (40 distinct values") for g in starter.guesses)
 
 
+def test_a_time_that_repeats_per_entity_is_not_the_event_time() -> None:
+    frame = orders()
+    signed_up = {u: START - dt.timedelta(days=i) for i, u in enumerate(sorted(set(frame["User"])))}
+    frame = frame.with_columns(pl.col("User").replace_strict(signed_up).alias("signed_up_at"))
+    starter = guess_spec("shop", frame.rename({"User": "user"}), Path("orders.parquet"))
+    assert starter.event_timestamp == "ts" and starter.spec["label"]["timestamp"] == "returned_at"
+
+
 def test_the_daily_files_hold_every_event_once_and_timeless_ones_are_kept(tmp_path: Path) -> None:
     frame = orders(rows=100, days=3).with_columns(
         pl.when(pl.int_range(pl.len()) == 5).then(None).otherwise(pl.col("ts")).alias("ts")

@@ -1,0 +1,76 @@
+"""Past events replayed as live traffic: a day of a source's files sent to a served pipeline, each request at its
+own time (the spec's `serving.allow_replay`), so that its prediction log and drift report can be graded as of then."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from mlops_assets.ingest import source_files
+from mlops_assets.spec import PipelineSpec
+
+BATCH = 100
+
+
+class ReplayError(ValueError):
+    """Nothing to replay, or a service that will not take the replay; the message says which and what to do."""
+
+
+@dataclass
+class ReplaySummary:
+    sent: int = 0
+    versions: Counter[str] = field(default_factory=Counter)
+    degraded: int = 0
+
+
+def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int | None = None) -> list[dict[str, Any]]:
+    """The day's events of the label source as prediction requests: entity keys, request features, the request id
+    and the time the prediction was made (a seeded sample of `sample` of them, in time order)."""
+    label = spec.label
+    source = spec.sources[label.source]
+    files = source_files(source, data_dir, day)
+    if not files:
+        raise ReplayError(f"no files of source {label.source!r} for {day} ({source.path}): nothing to replay")
+    read = pl.read_csv if source.file_format == "csv" else pl.read_parquet
+    frame = pl.concat([read(f) for f in files], how="diagonal_relaxed")
+    at = label.prediction_timestamp if label.prediction_timestamp in frame.columns else source.event_timestamp
+    if sample is not None and sample < frame.height:
+        frame = frame.sample(sample, seed=day.toordinal())
+    fields = [c for c in [*spec.entity.keys, *spec.request_features] if c in frame.columns]
+    requests = []
+    for row in frame.sort(at).to_dicts():
+        moment = row[at] if isinstance(row[at], datetime) else datetime.fromisoformat(str(row[at]))
+        request = {f: row[f] for f in fields} | {"timestamp": moment.isoformat()}
+        if label.request_id and row.get(label.request_id) is not None:
+            request["request_id"] = str(row[label.request_id])
+        requests.append(request)
+    return requests
+
+
+def send(url: str, requests: list[dict[str, Any]], api_key: str | None = None) -> ReplaySummary:
+    """POST the requests to `url`/predict_batch, a batch at a time; what answered and how."""
+    summary = ReplaySummary()
+    headers = {"content-type": "application/json", **({"x-api-key": api_key} if api_key else {})}
+    for start in range(0, len(requests), BATCH):
+        body = json.dumps({"requests": requests[start : start + BATCH]}, default=str).encode()
+        try:
+            with urllib.request.urlopen(urllib.request.Request(f"{url}/predict_batch", body, headers), timeout=60) as r:
+                answers = json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            hint = " (set serving.allow_replay: true in the spec to replay past events)" if exc.code == 400 else ""
+            raise ReplayError(f"{url}/predict_batch answered {exc.code}: {detail}{hint}") from None
+        except OSError as exc:
+            raise ReplayError(f"{url} did not answer ({exc}): is `mlops serve` running there?") from None
+        summary.sent += len(answers)
+        summary.versions.update(a["model_version"] for a in answers)
+        summary.degraded += sum(bool(a["degraded"]) for a in answers)
+    return summary
