@@ -205,7 +205,16 @@ def render(starter: Starter, source_file: Path) -> str:
     header = [f"# Starter spec written by `mlops new` from {source_file}.", "# GUESSES to check and edit:"]
     header += [f"#   - {g}" for g in starter.guesses]
     header.append("# `mlops check` validates your edits; see the README's spec reference for every field.")
-    return "\n".join(header) + "\n" + yaml.safe_dump(starter.spec, sort_keys=False, width=120)
+    body = yaml.dump(starter.spec, Dumper=_Plain, sort_keys=False, width=120)
+    return "\n".join(header) + "\n" + body
+
+
+class _Plain(yaml.SafeDumper):
+    """YAML for people to edit: a value used twice (a column's declaration as a request feature) is written twice,
+    not as an anchor and an alias."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
 
 
 def write_days(frame: pl.DataFrame, event_timestamp: str, folder: Path) -> tuple[dict[date, int], int]:
