@@ -1,13 +1,6 @@
-"""Code location entry point (`dagster dev` reads it through workspace.yaml).
+"""Code location entry point of this checkout (`dagster dev` reads it through workspace.yaml): the same definitions
+as `mlops_assets.code_location`, whose docstring lists the environment variables that configure them."""
 
-MLOPS_SPECS_DIR chooses the folder of pipeline specs (default: the built-in examples) and MLOPS_DATA_DIR the
-data folder (default: ./data); MLFLOW_TRACKING_URI an MLflow tracking server (default: SQLite in the data folder);
-MLOPS_ONLINE_STORE_URL a Redis online store (default: SQLite in the data folder). The two URLs stay references to
-their variables in the resources' configuration, so the UI never shows a password they contain.
-"""
+from mlops_assets.code_location import defs
 
-import os
-
-from mlops_assets.definitions import build_definitions
-
-defs = build_definitions(os.environ.get("MLOPS_SPECS_DIR"), os.environ.get("MLOPS_DATA_DIR", "data"))
+__all__ = ["defs"]

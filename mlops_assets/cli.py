@@ -14,10 +14,16 @@ import click
 
 from mlops_assets.settings import (
     DAGSTER_POSTGRES_ENV,
+    MLFLOW_UI_ENV,
+    MLFLOW_UI_PORT,
     ONLINE_STORE_ENV,
     TRACKING_URI_ENV,
+    card_path,
     dagster_postgres_problem,
     dagster_yaml,
+    drift_report_path,
+    mlflow_settings,
+    mlflow_ui_url,
     redact,
 )
 from mlops_assets.spec import SpecError, load_spec, load_specs
@@ -154,6 +160,8 @@ def print_summary(summary: RunSummary) -> None:
             fact = f"{summary.rows[key]:>10,} rows"
         elif "entities_written" in meta:
             fact = f"{meta['entities_written']:>10,} entities synced"
+        elif "labelled_predictions" in meta:
+            fact = f"{meta['labelled_predictions']:>10,} labelled predictions"
         elif "bento_tag" in meta:
             fact = f"{meta['bento_tag']} ({'built' if meta['rebuilt'] else 'unchanged'})"
         else:
@@ -173,9 +181,32 @@ def print_summary(summary: RunSummary) -> None:
         click.secho(f"  FAILED {failure}", fg="red")
 
 
+# How `mlops --help` lists the commands: by what a person is doing. A command not listed here shows under "Other".
+SECTIONS = {
+    "Start": ("demo", "new", "check", "init"),
+    "Run the pipeline": ("materialize", "replay", "monitor"),
+    "Models": ("status", "promote", "rollback", "report"),
+    "Serve and look": ("serve", "ui", "mlflow"),
+}
+
+
 class _Commands(click.Group):
     """The `mlops` group: an expected failure (a bad spec or file, a service out of reach) is a message and exit 1;
-    its traceback, and that of anything unexpected, only with --debug."""
+    its traceback, and that of anything unexpected, only with --debug. `--help` lists the commands by SECTIONS."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        ordered = [name for names in SECTIONS.values() for name in names if name in self.commands]
+        return ordered + sorted(set(self.commands) - set(ordered))
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        listed: set[str] = set()
+        for section, names in [*SECTIONS.items(), ("Other", tuple(sorted(self.commands)))]:
+            rows = [(n, self.commands[n].get_short_help_str(100)) for n in names if n in self.commands]
+            rows = [(n, text) for n, text in rows if n not in listed]
+            listed.update(n for n, _ in rows)
+            if rows:
+                with formatter.section(section):
+                    formatter.write_dl(rows)
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -377,8 +408,9 @@ def demo(
     click.echo(f"\nLive now: {', '.join(f'{a} version {v}' for a, v in sorted(aliases.items()))}.")
     home = os.environ.get("DAGSTER_HOME", DAGSTER_HOME_DIR)
     click.echo(f"Every run, check result and drift report is in the Dagster instance at {home}:")
-    click.echo("  mlops ui   then open http://127.0.0.1:3000 -> Assets -> fraud/drift_report (its `report` link")
-    click.echo("  opens the HTML report), fraud/champion (the production history), Automation (the retraining sensor).")
+    click.echo(f"  mlops --specs {story.specs} ui   then open http://127.0.0.1:3000 -> Assets -> fraud/drift_report")
+    click.echo("  (its `report` link opens the HTML report), fraud/champion (the production history), Automation (the")
+    click.echo("  retraining sensor); `mlops mlflow` serves the MLflow pages the assets link to.")
     click.echo(f"  Serve the current bento:  mlops --specs {story.specs} serve fraud")
 
 
@@ -416,7 +448,7 @@ def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) 
             event = registry.rollback(spec.name, f"cli ({user})")
     except RegistryError as exc:
         _fail(str(exc))
-    record_champion_change(_instance(), registry, spec, event)
+    record_champion_change(_instance(), registry, spec, Path(ctx.obj["data_dir"]).resolve(), event)
     click.echo(f"{spec.name}: champion is now version {event.version} (was {event.previous or 'none'}): {event.reason}")
     click.echo(f"{spec.name}: a running service answers with it within {spec.serving.refresh_seconds:g} s")
     if not build_bento_run(ctx.obj["specs"], ctx.obj["data_dir"], spec).success:
@@ -563,7 +595,7 @@ def monitor(ctx: click.Context, pipeline: str, day: Any) -> None:
         if not result.success:
             break
     print_summary(summary)
-    report = Path(ctx.obj["data_dir"]).resolve() / "reports" / spec.name / "drift" / f"{day.date()}.html"
+    report = drift_report_path(Path(ctx.obj["data_dir"]).resolve(), spec.name, day.date().isoformat())
     if report.exists():
         click.echo(f"drift report: {report.as_uri()}")
     if summary.failures:
@@ -581,8 +613,8 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
     """
     spec = _model_spec(ctx, pipeline)
     data = Path(ctx.obj["data_dir"]).resolve()
-    drift = sorted((data / "reports" / spec.name / "drift").glob("*.html"))
-    cards = sorted((data / "model_cards" / spec.name).glob("v*.md"), key=lambda p: int(p.stem[1:]))
+    drift = sorted(drift_report_path(data, spec.name, "*").parent.glob("*.html"))
+    cards = sorted(card_path(data, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:]))
     champion = _registry(ctx).aliases(spec.name).get("champion")
     card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
     found = {"drift report": drift[-1] if drift else None, "model card": card}
@@ -631,14 +663,38 @@ def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: 
 @main.command()
 @click.option("--port", default=3000, show_default=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="0.0.0.0 exposes the UI on every interface.")
-def ui(port: int, host: str) -> None:
-    """Open the Dagster UI on the project-local instance (runs `dagster dev` with DAGSTER_HOME set).
+@click.pass_context
+def ui(ctx: click.Context, port: int, host: str) -> None:
+    """Open the Dagster UI (webserver and daemon, `dagster dev`) on the project-local instance, for these specs and
+    this data folder: asset graph, checks, runs, the retraining sensor and the schedules.
 
-    Example: mlops ui --port 3000
+    Example: mlops --specs specs ui --port 3000     then open http://127.0.0.1:3000
     """
     _instance()
+    env = {**os.environ, "MLOPS_DATA_DIR": str(Path(ctx.obj["data_dir"]).resolve())}
+    if ctx.obj["specs"]:
+        env["MLOPS_SPECS_DIR"] = str(Path(ctx.obj["specs"]).resolve())
     dagster = Path(sys.executable).with_name("dagster")
-    os.execv(str(dagster), [str(dagster), "dev", "-w", "workspace.yaml", "-h", host, "-p", str(port)])
+    command = [str(dagster), "dev", "-m", "mlops_assets.code_location", "-h", host, "-p", str(port)]
+    os.execve(str(dagster), command, env)
+
+
+@main.command("mlflow")
+@click.option("--port", default=MLFLOW_UI_PORT, show_default=True, help=f"Another port needs {MLFLOW_UI_ENV} set.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.pass_context
+def mlflow_ui(ctx: click.Context, port: int, host: str) -> None:
+    """Open MLflow's UI on the embedded store: the mlflow_run and mlflow_model_version links of the Dagster UI
+    open here. With a tracking server, it prints the server's address instead.
+
+    Example: mlops mlflow     then open http://127.0.0.1:5000
+    """
+    uri, _ = mlflow_settings(ctx.obj["data_dir"])
+    if uri.startswith(("http://", "https://")):
+        click.echo(f"MLflow runs as a server ({TRACKING_URI_ENV}): open {mlflow_ui_url(uri)}")
+        return
+    mlflow = Path(sys.executable).with_name("mlflow")
+    os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
 
 
 if __name__ == "__main__":  # `python -m mlops_assets.cli`, as the tests run it

@@ -84,6 +84,16 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         schedules.append(schedule)
         bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
         serving += [bento, shadow]
+        # Evaluates the bento's automation condition: a champion change (gate, promote, rollback) rebuilds it when
+        # the daemon runs (`mlops ui`), as the CLI does itself.
+        sensors.append(
+            dg.AutomationConditionSensorDefinition(
+                f"{spec.name}_bento_automation",
+                target=dg.AssetSelection.assets(bento),
+                default_status=dg.DefaultSensorStatus.RUNNING,
+                description="Requests a bento build after the champion changed (the bento's eager condition).",
+            )
+        )
         jobs += [
             dg.define_asset_job(
                 bento_job_name(spec),

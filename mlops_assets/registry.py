@@ -25,6 +25,8 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from mlops_assets.settings import mlflow_links, mlflow_ui_url
+
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
 
@@ -144,6 +146,12 @@ class ModelRegistry:
             return self.client.get_model_version(name, version)
         except MlflowException as exc:
             raise RegistryError(f"model {name!r} has no version {version!r}") from exc
+
+    def links(self, name: str, version: str) -> dict[str, str]:
+        """MLflow UI pages of a version and the run that trained it (see `settings.mlflow_ui_url`)."""
+        run_id = self.version(name, version).run_id
+        experiment = self.client.get_run(run_id).info.experiment_id
+        return mlflow_links(mlflow_ui_url(self.tracking_uri), experiment, run_id, name, version)
 
     def load(self, name: str, version: str) -> Any:
         """The registered inference pipeline as a pyfunc model (its signature is enforced on predict)."""

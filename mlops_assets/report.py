@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlops_assets.markdown import markdown_table
+from mlops_assets.markdown import PAGE_STYLE, markdown_table
 
 
 def _png(figure: object) -> str:
@@ -105,8 +105,7 @@ def render(
     ]
     parts = [
         f"<html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:12px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}</style></head><body>",
+        f"{PAGE_STYLE}</head><body>",
         f"<h1>{html.escape(title)}</h1><h2>Checks</h2>",
         _html_table(check_rows),
         "<h2>Statistics (reference: the champion's training set)</h2>",

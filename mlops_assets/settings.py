@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ONLINE_STORE_ENV = "MLOPS_ONLINE_STORE_URL"
 DAGSTER_POSTGRES_ENV = "MLOPS_DAGSTER_POSTGRES_URL"
+# Where a browser opens MLflow, when that is not the tracking URI itself (a proxy, or `mlops mlflow` elsewhere).
+MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
+MLFLOW_UI_PORT = 5000  # `mlops mlflow` serves the embedded store's UI here
 
 
 def mlflow_settings(data_dir: str, tracking_uri: str | None = None) -> tuple[str, str]:
@@ -23,6 +26,36 @@ def mlflow_settings(data_dir: str, tracking_uri: str | None = None) -> tuple[str
     uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{root / 'mlflow.db'}"
     remote = uri.startswith(("http://", "https://", "databricks"))
     return uri, "" if remote else str(root / "mlartifacts")
+
+
+def mlflow_ui_url(tracking_uri: str) -> str:
+    """The MLflow UI a browser opens: MLOPS_MLFLOW_UI_URL, else the tracking server itself (without credentials),
+    else where `mlops mlflow` serves the embedded store."""
+    if configured := os.environ.get(MLFLOW_UI_ENV):
+        return configured.rstrip("/")
+    if tracking_uri.startswith(("http://", "https://")):
+        parts = urlsplit(tracking_uri)
+        host = f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+        return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
+    return f"http://127.0.0.1:{MLFLOW_UI_PORT}"
+
+
+def mlflow_links(ui: str, experiment_id: str, run_id: str, model: str, version: str) -> dict[str, str]:
+    """Pages of the MLflow UI at `ui`: the run that trained a version, and the registered version."""
+    return {
+        "mlflow_run": f"{ui}/#/experiments/{experiment_id}/runs/{run_id}",
+        "mlflow_model_version": f"{ui}/#/models/{quote(model)}/versions/{version}",
+    }
+
+
+def card_path(root: Path, pipeline: str, version: str) -> Path:
+    """Where the model card of a registered version is written, under the data folder."""
+    return root / "model_cards" / pipeline / f"v{version}.md"
+
+
+def drift_report_path(root: Path, pipeline: str, day: str) -> Path:
+    """Where the HTML drift report of a served day is written, under the data folder."""
+    return root / "reports" / pipeline / "drift" / f"{day}.html"
 
 
 def online_store_url(data_dir: str, url: str | None = None) -> str:

@@ -253,7 +253,7 @@ class Story:
         """A champion change as the CLI records it: a champion materialization, then the bento of the live models."""
         from mlops_assets.defs.models.assets import record_champion_change
 
-        record_champion_change(self.instance, self.registry, self.spec, event)
+        record_champion_change(self.instance, self.registry, self.spec, self.data, event)
         self.defs.resolve_job_def("fraud_bento").execute_in_process(
             instance=self.instance, run_config=QUIET, raise_on_error=False
         )

@@ -1,6 +1,7 @@
 """The `mlops` command's failures are for people: a message naming what and where, exit 1, a traceback only with
 --debug; and `mlops report` finds the latest drift report and model card."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -47,3 +48,21 @@ def test_report_prints_the_latest_drift_report_and_model_card(tmp_path: Path, mo
     assert f"drift report: {(drift / '2026-02-01.html').as_uri()}" in result.output
     # No champion in this registry: the newest card (by version number, not by name).
     assert f"model card: {(cards / 'v10.md').as_uri()} (version 10)" in result.output
+
+
+def test_help_lists_every_command_once_under_what_a_person_is_doing() -> None:
+    result = CliRunner().invoke(main, ["--help"])
+    assert result.exit_code == 0
+    sections = [line.rstrip(":") for line in result.output.splitlines() if line and not line.startswith(" ")]
+    assert sections[-4:] == ["Start", "Run the pipeline", "Models", "Serve and look"]
+    listed = [line.split()[0] for line in result.output.split("Start:")[1].splitlines() if line.startswith("  ")]
+    assert sorted(listed) == sorted(main.commands) and len(listed) == len(set(listed))
+    for name, command in main.commands.items():
+        assert re.search(r"Examples?: mlops", command.help or ""), f"mlops {name} --help shows no example"
+
+
+def test_exit_codes_mean_ok_failure_usage(tmp_path: Path) -> None:
+    assert CliRunner().invoke(main, ["check"]).exit_code == 0
+    assert CliRunner().invoke(main, ["--specs", str(tmp_path / "missing"), "check"]).exit_code == 1
+    assert CliRunner().invoke(main, ["materialize"]).exit_code == 2  # no PIPELINE
+    assert CliRunner().invoke(main, ["rollback", "nope"]).exit_code == 2  # not a pipeline of the specs

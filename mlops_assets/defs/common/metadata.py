@@ -28,3 +28,8 @@ def table_metadata(path: Path, frame: pl.DataFrame | TableDigest) -> dict[str, A
         "delta_version": table_version(path),
         "content_hash": digest.hexdigest(),
     }
+
+
+def links(urls: dict[str, str]) -> dict[str, dg.MetadataValue]:
+    """URLs as metadata the UI shows as links: MLflow pages, the model card, the drift report."""
+    return {name: dg.MetadataValue.url(url) for name, url in urls.items()}

@@ -3,16 +3,18 @@
 import json
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from mlops_assets.cards import metrics_rows, render_card
+from mlops_assets.defs.common.metadata import links
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
 from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.lake import content_hash, scan_table, table_path, table_version
-from mlops_assets.markdown import markdown_table
+from mlops_assets.markdown import html_page, markdown_table
 from mlops_assets.modeling import (
     ModelError,
     evaluate,
@@ -23,8 +25,8 @@ from mlops_assets.modeling import (
     train_candidate,
 )
 from mlops_assets.provenance import git_commit, package_versions
-from mlops_assets.registry import ChampionEvent, RegistryError
-from mlops_assets.settings import redact
+from mlops_assets.registry import ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.settings import card_path, redact
 from mlops_assets.spec import PipelineSpec
 
 PROMOTION_GATE = "promotion_gate"
@@ -54,18 +56,24 @@ def triggered_by(context: dg.AssetExecutionContext) -> str:
     return f"dagster run {context.run.run_id} ({origin})"
 
 
-def champion_metadata(event: ChampionEvent, metrics: dict[str, float]) -> dict[str, Any]:
-    """What every champion materialization records, from an asset or from the CLI alike."""
-    return {**event.as_metadata(), **{f"metric/{k}": v for k, v in metrics.items()}}
+def champion_metadata(event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Path) -> dict[str, Any]:
+    """What every champion materialization records, from an asset or from the CLI alike: the change, the live
+    version's metrics, and links to its MLflow pages and its card."""
+    metrics = registry.version_metrics(spec.name, event.version)
+    urls = {
+        **registry.links(spec.name, event.version),
+        "model_card": card_path(root, spec.name, event.version).with_suffix(".html").as_uri(),
+    }
+    return {**event.as_metadata(), **{f"metric/{k}": v for k, v in metrics.items()}, **links(urls)}
 
 
 def record_champion_change(
-    instance: dg.DagsterInstance, registry: Any, spec: PipelineSpec, event: ChampionEvent
+    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Path, event: ChampionEvent
 ) -> None:
     """A champion change made outside the champion asset (CLI, demo), recorded as the asset records one."""
-    metrics = registry.version_metrics(spec.name, event.version)
+    metadata = champion_metadata(event, registry, spec, root)
     instance.report_runless_asset_event(
-        dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=champion_metadata(event, metrics))
+        dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=metadata)
     )
 
 
@@ -120,8 +128,9 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         }
         from mlflow.exceptions import MlflowException
 
+        registry = mlflow_store.registry()
         try:
-            logged = mlflow_store.registry().log_candidate(
+            logged = registry.log_candidate(
                 spec.name,
                 trained.pipeline,
                 to_pandas(training.head(20), trained.columns),
@@ -161,6 +170,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "model_version": logged.version,
                 "model_uri": logged.model_uri,
                 "mlflow_run_id": logged.run_id,
+                **links(registry.links(spec.name, logged.version)),
                 "tracking_uri": redact(mlflow_store.tracking_uri, mlflow_store.tracking_uri),
                 **{k: v for k, v in evaluation.metrics.items()},
                 "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
@@ -233,10 +243,12 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         registry.client.set_model_version_tag(spec.name, version, "promotion_gate", "; ".join(decision.reasons))
         importance = registry.json_artifact(run_id, "feature_importance.json")
         card = render_card(spec, version, tags, candidate, champion, champion_version, importance, decision)
-        card_path = lake.root / "model_cards" / spec.name / f"v{version}.md"
-        card_path.parent.mkdir(parents=True, exist_ok=True)
-        card_path.write_text(card)
-        registry.client.log_artifact(run_id, str(card_path))
+        card_file = card_path(lake.root, spec.name, version)
+        card_file.parent.mkdir(parents=True, exist_ok=True)
+        card_file.write_text(card)
+        card_file.with_suffix(".html").write_text(html_page(f"{spec.name} model version {version}", card))
+        registry.client.log_artifact(run_id, str(card_file))
+        urls = registry.links(spec.name, version)
         table = metrics_rows(candidate, champion)
         yield dg.MaterializeResult(
             asset_key=keys["candidate_evaluation"],
@@ -247,13 +259,15 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 **{f"candidate/{k}": v for k, v in candidate.metrics.items()},
                 **{f"champion/{k}": v for k, v in (champion.metrics if champion else {}).items()},
                 "holdout_rows": candidate.rows,
+                **links(urls),
             },
         )
         yield dg.MaterializeResult(
             asset_key=keys["model_card"],
             metadata={
                 "model_version": version,
-                "path": dg.MetadataValue.path(str(card_path)),
+                "path": dg.MetadataValue.path(str(card_file)),
+                **links({"model_card": card_file.with_suffix(".html").as_uri(), **urls}),
                 "card": dg.MetadataValue.md(card),
             },
         )
@@ -280,10 +294,11 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         retry_policy=MLFLOW_RETRY,
         **common,
     )
-    def champion(context: dg.AssetExecutionContext, mlflow_store: MlflowResource) -> Iterator[dg.MaterializeResult]:
+    def champion(
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+    ) -> Iterator[dg.MaterializeResult]:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
-        metrics = registry.version_metrics(spec.name, version)
         first = "champion" not in registry.aliases(spec.name)
         # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
         manual = context.run.tags.get("mlops/promotion") == "manual"
@@ -296,6 +311,6 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))
         except RegistryError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        yield dg.MaterializeResult(metadata=champion_metadata(event, metrics))
+        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.root))
 
     return [model_candidate, candidate_evaluation, champion]

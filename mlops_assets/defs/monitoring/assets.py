@@ -8,10 +8,12 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
-from mlops_assets.defs.common.metadata import table_metadata
+from mlops_assets.defs.common.metadata import links, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.features.assets import feature_key
 from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.defs.models.assets import model_keys
 from mlops_assets.defs.monitoring.checks import (
     DATA_QUALITY,
     DATASET_DRIFT,
@@ -24,6 +26,7 @@ from mlops_assets.defs.monitoring.checks import (
     performance_key,
 )
 from mlops_assets.defs.serving.assets import prediction_log_key
+from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.markdown import markdown_table
@@ -40,6 +43,7 @@ from mlops_assets.performance import judge, labelled_predictions, labels_known_b
 from mlops_assets.prediction_log import LOG_SCHEMA
 from mlops_assets.registry import CHAMPION
 from mlops_assets.report import render, top_movers
+from mlops_assets.settings import drift_report_path
 from mlops_assets.spec import PipelineSpec
 
 REFERENCE_ROWS = 200_000  # a seeded sample of the training set: enough for the statistics, bounded in memory
@@ -61,7 +65,14 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
     @dg.asset(
         key=key,
-        deps=[prediction_log_key(spec)],
+        # What a day's report reads: its served traffic, the champion and the training set it was trained on, and the
+        # day's offline feature rows (offline drift).
+        deps=[
+            prediction_log_key(spec),
+            model_keys(spec)["champion"],
+            training_set_key(spec),
+            *(feature_key(spec, view) for view in spec.feature_views),
+        ],
         partitions_def=daily_partitions(spec),
         group_name=f"{spec.name}_monitoring",
         kinds={"polars", "delta", "scipy"},
@@ -122,7 +133,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             reference.select(columns.all),
             served_features(log, columns),
             history,
-            lake.root / "reports" / spec.name / "drift" / f"{day}.html",
+            drift_report_path(lake.root, spec.name, day),
         )
         features = report.stats.filter(pl.col("feature") != "__score__")
         top = features.sort("psi", descending=True, nulls_last=True).head(1)
@@ -140,6 +151,8 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "drifted_share": float((features.get_column("distribution_level") == "error").mean() or 0.0),
                 "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
                 "report": dg.MetadataValue.url(page.as_uri()),
+                # The champion that served the day: its MLflow version page and the run that trained it.
+                **links(registry.links(spec.name, champion)),
                 "skew_compared_values": int(skew.get_column("compared").sum()),
                 "skew_mismatched_values": int(skew.get_column("mismatched").sum()),
             }
