@@ -230,3 +230,19 @@ def _ingest_todays_log(served: Served) -> pl.DataFrame:
         )
     assert result.success
     return scan_table(table_path(served.data, "fraud", "prediction_log")).collect()
+
+
+def test_the_bento_carries_what_bentoml_containerize_builds_from(served: Served) -> None:
+    """The container recipe: the bento's Dockerfile and its requirements, pinned to the versions tested here
+    (building the image itself needs a Docker engine, which this machine lacks)."""
+    from importlib.metadata import version
+
+    from mlops_assets.bundle import RUNTIME_PACKAGES, bento_name
+
+    home = served.data / "bentoml" / "bentos" / bento_name("fraud")
+    bento = home / (home / "latest").read_text().strip()
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    assert "FROM python:3.11" in dockerfile and "requirements.txt" in dockerfile and "EXPOSE 3000" in dockerfile
+    requirements = set((bento / "env" / "python" / "requirements.txt").read_text().split())
+    assert {f"{package}=={version(package)}" for package in RUNTIME_PACKAGES} <= requirements
+    assert (bento / "src" / "specs" / "fraud.yaml").exists() and (bento / "src" / "mlops_assets").is_dir()

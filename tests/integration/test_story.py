@@ -192,19 +192,21 @@ def test_the_dagster_ui_shows_the_demo_in_a_real_browser(demo: Demo) -> None:
         report_link = page.locator('a[href^="file://"][href$=".html"]').first.get_attribute("href")
         assert report_link and Path(report_link.removeprefix("file://")).exists()
 
-        # The retraining sensor: running, its policy in words, and its ticks.
-        _open(page, f"{ui}/locations/mlops_assets.code_location/sensors/fraud_retraining", "fraud_retraining")
-        page.get_by_text("Requests one run of").first.wait_for(timeout=30_000)
-        page.screenshot(path=ARTIFACTS / "retraining_sensor.png")
-
         # The links open: MLflow's pages of the run and the version, and the champion's model card.
         page.goto(run_link)
         page.get_by_text(run_link.rsplit("/", 1)[-1]).first.wait_for(timeout=60_000)
         page.screenshot(path=ARTIFACTS / "mlflow_run.png")
         page.goto(version_link)
-        page.get_by_text("Version", exact=False).first.wait_for(timeout=60_000)
+        page.get_by_text(f"Version {version_link.rsplit('/', 1)[-1]}").first.wait_for(timeout=60_000)
         _open(page, f"{ui}/assets/fraud/champion", "model_card")
         card = page.locator('a[href^="file://"][href$=".html"]').first.get_attribute("href")
         page.goto(card)
         assert "fraud — model version" in page.inner_text("body") and "Intended use" in page.inner_text("body")
+
+        # The retraining sensor: running, its policy in words, and its last decision explained (the daemon of
+        # `mlops ui` ticks it soon after starting).
+        _open(page, f"{ui}/locations/mlops_assets.code_location/sensors/fraud_retraining", "fraud_retraining")
+        page.get_by_text("Requests one run of").first.wait_for(timeout=30_000)
+        page.get_by_text("last_decision", exact=False).first.wait_for(timeout=120_000)
+        page.screenshot(path=ARTIFACTS / "retraining_sensor.png")
         browser.close()
