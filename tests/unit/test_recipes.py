@@ -1,0 +1,69 @@
+"""The README's recipes are specs that load: each YAML block of its Recipes section, merged into the example."""
+
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pytest
+import yaml
+
+from mlops_assets.features import collect, compute_features
+from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_spec
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def recipe_blocks() -> list[dict[str, Any]]:
+    text = README.read_text()
+    section = text[text.index("## Recipes") : text.index("## Troubleshooting")]
+    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+
+
+def merged(base: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in edit.items():
+        out[key] = merged(base[key], value) if isinstance(value, dict) and isinstance(base.get(key), dict) else value
+    return out
+
+
+def holds(loaded: Any, wanted: Any) -> bool:
+    """Whether a loaded spec value has every field of the YAML that set it (defaults may add more)."""
+    if isinstance(wanted, dict):
+        fields = loaded if isinstance(loaded, dict) else loaded.model_dump()
+        return all(key in fields and holds(fields[key], value) for key, value in wanted.items())
+    return bool(loaded == wanted)
+
+
+def recipe_spec(edit: dict[str, Any], folder: Path) -> PipelineSpec:
+    """The built-in fraud spec with a recipe's edit, loaded from a copy of the examples in `folder`."""
+    shutil.copytree(BUILTIN_SPECS_DIR, folder, dirs_exist_ok=True)
+    spec_file = folder / "fraud.yaml"
+    spec_file.write_text(yaml.safe_dump(merged(yaml.safe_load(spec_file.read_text()), edit)))
+    return load_spec(spec_file)
+
+
+@pytest.mark.parametrize("edit", recipe_blocks(), ids=lambda edit: next(iter(edit)))
+def test_a_recipe_is_a_spec_that_loads(edit: dict[str, Any], tmp_path: Path) -> None:
+    spec = recipe_spec(edit, tmp_path)
+    for section, values in edit.items():
+        assert holds(getattr(spec, section), values), (section, values)
+
+
+def test_the_recipes_feature_view_computes_its_features(tmp_path: Path) -> None:
+    (edit,) = [block for block in recipe_blocks() if "feature_views" in block]
+    spec = recipe_spec(edit, tmp_path)
+    (name,) = edit["feature_views"]
+    events = pl.LazyFrame(
+        {
+            "customer_id": ["c000001", "c000001", "c000002"],
+            "ts": pl.Series(["2026-03-01 10:00", "2026-03-01 12:00", "2026-03-01 11:00"]).str.to_datetime(),
+            "amount": [10.0, 30.0, 5.0],
+            "ingested_at": pl.Series(["2026-03-01 10:01", "2026-03-01 12:01", "2026-03-01 11:01"]).str.to_datetime(),
+        }
+    )
+    frame = collect(compute_features(spec, name, events))
+    assert set(spec.feature_views[name].feature_names()) <= set(frame.columns)
+    second = frame.filter(pl.col("customer_id") == "c000001").sort("feature_timestamp").row(-1, named=True)
+    assert second["amount_min_1d"] == 10.0 and second["amount_std_7d"] == pytest.approx(14.1421, rel=1e-4)
