@@ -617,6 +617,8 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
     cards = sorted(card_path(data, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:]))
     champion = _registry(ctx).aliases(spec.name).get("champion")
     card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
+    if card is not None and card.with_suffix(".html").exists():
+        card = card.with_suffix(".html")  # the page a browser shows; the markdown is beside it
     found = {"drift report": drift[-1] if drift else None, "model card": card}
     for what, path in found.items():
         if path is None:

@@ -48,6 +48,8 @@ def test_report_prints_the_latest_drift_report_and_model_card(tmp_path: Path, mo
     assert f"drift report: {(drift / '2026-02-01.html').as_uri()}" in result.output
     # No champion in this registry: the newest card (by version number, not by name).
     assert f"model card: {(cards / 'v10.md').as_uri()} (version 10)" in result.output
+    (cards / "v10.html").write_text("<html>version 10</html>")  # the page the card asset also writes
+    assert f"model card: {(cards / 'v10.html').as_uri()} (version 10)" in CliRunner().invoke(main, cli).output
 
 
 def test_help_lists_every_command_once_under_what_a_person_is_doing() -> None:
@@ -55,7 +57,7 @@ def test_help_lists_every_command_once_under_what_a_person_is_doing() -> None:
     assert result.exit_code == 0
     sections = [line.rstrip(":") for line in result.output.splitlines() if line and not line.startswith(" ")]
     assert sections[-4:] == ["Start", "Run the pipeline", "Models", "Serve and look"]
-    listed = [line.split()[0] for line in result.output.split("Start:")[1].splitlines() if line.startswith("  ")]
+    listed = re.findall(r"^  (\S+)", result.output.split("Start:")[1], re.M)  # wrapped help is indented deeper
     assert sorted(listed) == sorted(main.commands) and len(listed) == len(set(listed))
     for name, command in main.commands.items():
         assert re.search(r"Examples?: mlops", command.help or ""), f"mlops {name} --help shows no example"
