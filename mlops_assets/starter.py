@@ -204,6 +204,7 @@ def render(starter: Starter, source_file: Path) -> str:
     """The spec as YAML, its guesses listed first as comments."""
     header = [f"# Starter spec written by `mlops new` from {source_file}.", "# GUESSES to check and edit:"]
     header += [f"#   - {g}" for g in starter.guesses]
+    header.append("# Add `owner: team:<your team>` (or an email): the Dagster UI shows it on every asset.")
     header.append("# `mlops check` validates your edits; see the README's spec reference for every field.")
     body = yaml.dump(starter.spec, Dumper=_Plain, sort_keys=False, width=120)
     return "\n".join(header) + "\n" + body

@@ -2,6 +2,8 @@
 --debug; and `mlops report` finds the latest drift report and model card."""
 
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -68,3 +70,13 @@ def test_exit_codes_mean_ok_failure_usage(tmp_path: Path) -> None:
     assert CliRunner().invoke(main, ["--specs", str(tmp_path / "missing"), "check"]).exit_code == 1
     assert CliRunner().invoke(main, ["materialize"]).exit_code == 2  # no PIPELINE
     assert CliRunner().invoke(main, ["rollback", "nope"]).exit_code == 2  # not a pipeline of the specs
+
+
+def test_colour_is_for_terminals_only(tmp_path: Path) -> None:
+    """Piped (not a terminal), the red of an error is plain text; a terminal gets the colour."""
+    (tmp_path / "shop.yaml").write_text("name: shop\n")
+    command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(tmp_path), "check"]
+    piped = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 1 and "error: invalid spec" in piped.stderr and "\x1b[" not in piped.stderr
+    coloured = CliRunner().invoke(main, command[3:], color=True)  # as a terminal would show it
+    assert "\x1b[31m" in coloured.output
