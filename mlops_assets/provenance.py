@@ -1,6 +1,8 @@
 """What a reproducible run records about where it ran: code version and installed packages."""
 
+import functools
 import subprocess
+from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
@@ -41,3 +43,23 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     return versions
+
+
+# What loading and running a registered model needs: scikit-learn's pipeline, serialized with skops.
+MODEL_PACKAGES = ("scikit-learn", "skops", "numpy", "pandas", "scipy")
+
+
+def model_requirements(modules: Iterable[str]) -> list[str]:
+    """The pinned pip requirements of a model whose classes come from `modules` (dotted names): MODEL_PACKAGES and
+    the distribution of any other package among them (an estimator from a spec's `code_packages`).
+
+    Given explicitly, MLflow does not infer them by loading the model in a subprocess, seconds per version."""
+    distributions = _distributions()
+    names = set(MODEL_PACKAGES) | {d for m in modules for d in distributions.get(m.split(".")[0], [])}
+    return sorted(f"{name}=={metadata.version(name)}" for name in names)
+
+
+@functools.cache
+def _distributions() -> dict[str, list[str]]:
+    """Top-level module -> distributions, read once a process (a scan of every installed package)."""
+    return dict(metadata.packages_distributions())

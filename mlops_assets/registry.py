@@ -25,6 +25,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from mlops_assets.provenance import model_requirements
 from mlops_assets.settings import mlflow_links, mlflow_ui_url
 
 CHAMPION, CHALLENGER = "champion", "challenger"
@@ -125,6 +126,7 @@ class ModelRegistry:
                     input_example=example.head(5),
                     pyfunc_predict_fn="predict_proba",
                     skops_trusted_types=trusted,
+                    pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
                 )
             # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
             # all, whenever the tracking server goes away.

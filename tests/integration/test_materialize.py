@@ -11,6 +11,7 @@ from mlops_assets.cli import main
 from mlops_assets.definitions import build_definitions
 from mlops_assets.lake import content_hash, scan_table, table_path
 from mlops_assets.online import SQLiteOnlineStore, lookup
+from tests.conftest import small_fraud_specs
 
 pytestmark = pytest.mark.integration
 
@@ -123,7 +124,10 @@ def test_demo_pipeline_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.delenv("MLOPS_SPECS_DIR", raising=False)
-    result = CliRunner().invoke(main, ["--data-dir", "data", "materialize", "fraud", "--days", "12"])
+    specs = small_fraud_specs(tmp_path / "specs")  # the built-in example at a tenth of its size
+    result = CliRunner().invoke(
+        main, ["--specs", str(specs), "--data-dir", "data", "materialize", "fraud", "--days", "12"]
+    )
     assert result.exit_code == 0, result.output
     assert "fraud/training_set" in result.output and "checks passed" in result.output
     assert "champion: version 1" in result.output and "fraud/bento" in result.output and "mlops_fraud:" in result.output

@@ -1,6 +1,7 @@
 """The MLflow registry operations on a real (SQLite) tracking store, with tiny models."""
 
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version as version_of
 from pathlib import Path
 
 import dagster as dg
@@ -87,8 +88,12 @@ def test_a_version_is_registered_whole_and_an_alias_never_points_at_missing_arti
     # Registered in one call with its tags: nothing to complete afterwards.
     assert registry.version("fraud", version).tags == {"pipeline": "fraud"}
     # Serialized with skops (loading refuses types it was not told to trust), never with pickle.
-    mlmodel = (registry.download_model("fraud", version, tmp_path / "download") / "MLmodel").read_text()
+    model_dir = registry.download_model("fraud", version, tmp_path / "download")
+    mlmodel = (model_dir / "MLmodel").read_text()
     assert "serialization_format: skops" in mlmodel and "pickled_model: model.skops" in mlmodel
+    # Its requirements are pinned to what it was trained with (given, not inferred by loading it in a subprocess).
+    requirements = set((model_dir / "requirements.txt").read_text().split())
+    assert {f"scikit-learn=={version_of('scikit-learn')}", f"skops=={version_of('skops')}"} <= requirements
     registry.promote("fraud", version, "first", "test")
     second = tiny_version(registry)
     # The model files of the second version disappear (a wiped bucket, a bad copy): it cannot go live.

@@ -95,35 +95,39 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 
 
 @contextmanager
-def _server(demo: Demo, name: str, *args: str, ready: str) -> Iterator[str]:
-    """An `mlops` server command (ui, mlflow) on a free loopback port of the demo's folder, stopped afterwards."""
-    port, log = free_port(), demo.root / f"{name}.log"
-    specs = demo.root / "data" / "story_specs"
-    command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", "data", name, *args]
-    if "--port" not in args:
-        command += ["--port", str(port)]
-    else:
-        port = int(args[args.index("--port") + 1])
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLOPS_ONLINE_STORE_URL")}
-    process = subprocess.Popen(
-        command,
-        cwd=demo.root,
-        env={**env, "DAGSTER_HOME": str(demo.root / "dagster")},
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        wait_for_http(f"http://127.0.0.1:{port}{ready}", process, log, timeout=180)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        import psutil
+def _servers(demo: Demo, servers: dict[str, tuple[int, str]]) -> Iterator[dict[str, str]]:
+    """`mlops` server commands (name -> port, readiness path) of the demo's folder on loopback, started together
+    (each takes seconds to come up), stopped afterwards with everything they started."""
+    import psutil
 
-        # dagster dev's webserver, daemon and code servers, and the runs the daemon launched: none may outlive it.
-        children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
-        stop(process)
-        for child in psutil.wait_procs(children, timeout=10)[1]:
-            child.kill()
+    specs = demo.root / "data" / "story_specs"
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "MLOPS_ONLINE_STORE_URL")}
+    started: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
+    try:
+        for name, (port, _) in servers.items():
+            log = demo.root / f"{name}.log"
+            command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", "data"]
+            started[name] = (
+                subprocess.Popen(
+                    [*command, name, "--port", str(port)],
+                    cwd=demo.root,
+                    env={**env, "DAGSTER_HOME": str(demo.root / "dagster")},
+                    stdout=log.open("w"),
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                ),
+                log,
+            )
+        for name, (port, ready) in servers.items():
+            wait_for_http(f"http://127.0.0.1:{port}{ready}", *started[name], timeout=180)
+        yield {name: f"http://127.0.0.1:{port}" for name, (port, _) in servers.items()}
+    finally:
+        for process, _ in started.values():
+            # dagster dev's webserver, daemon and code servers, and the runs the daemon launched: none may outlive it.
+            children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
+            stop(process)
+            for child in psutil.wait_procs(children, timeout=10)[1]:
+                child.kill()
 
 
 def _open(page: Any, url: str, text: str) -> None:
@@ -145,10 +149,10 @@ def test_the_dagster_ui_shows_the_demo_in_a_real_browser(demo: Demo) -> None:
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with (
-        _server(demo, "ui", ready="/server_info") as ui,
-        _server(demo, "mlflow", "--port", str(demo.mlflow_port), ready="/health") as mlflow,
+        _servers(demo, {"ui": (free_port(), "/server_info"), "mlflow": (demo.mlflow_port, "/health")}) as urls,
         sync_playwright() as playwright,
     ):
+        ui, mlflow = urls["ui"], urls["mlflow"]
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
 
