@@ -205,7 +205,9 @@ def redis_url() -> Iterator[str]:
     require_service("Redis", 6379)
     import redis
 
-    url = f"redis://127.0.0.1:6379/{9 + uuid.uuid4().int % 6}"
+    # Databases 9-11 for one pytest-xdist worker, 12-14 for the other: parallel tests never flush each other's.
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")) % 2
+    url = f"redis://127.0.0.1:6379/{9 + 3 * worker + uuid.uuid4().int % 3}"
     client = redis.Redis.from_url(url)
     client.flushdb()
     try:
