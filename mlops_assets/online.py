@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -98,6 +99,19 @@ def lookup(
     return rows
 
 
+def _use_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch the file to WAL (it stays so). Connections that open a new file at once (parallel steps of one run)
+    race for the switch, and SQLite answers the losers 'database is locked' without waiting: they retry."""
+    deadline = time.monotonic() + timeout
+    while connection.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+        try:
+            connection.execute("PRAGMA journal_mode=WAL")
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.02)
+
+
 class SQLiteOnlineStore:
     """The embedded default: one SQLite file, upserts in one transaction, WAL so readers never wait on writers."""
 
@@ -112,7 +126,7 @@ class SQLiteOnlineStore:
             return connection
         self.path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(self.path, timeout=10)
-        connection.execute("PRAGMA journal_mode=WAL")
+        _use_wal(connection, timeout=10)
         connection.executescript(
             """
             CREATE TABLE IF NOT EXISTS online_features (

@@ -4,6 +4,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -115,3 +116,22 @@ def test_a_hanging_store_never_queues_requests_without_bound(tmp_path: Path) -> 
     release.set()
     time.sleep(0.2)  # the hung lookups finish and give their slots back
     assert not features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0].degraded
+
+
+def test_syncs_that_open_a_new_sqlite_store_at_once_all_land(tmp_path: Path) -> None:
+    """Parallel steps (celery, multiprocess) open the same new SQLite file together: each must get in, not fail
+    with 'database is locked' while another switches the file to WAL."""
+    for attempt in range(15):
+        path, views = tmp_path / f"online_{attempt}.db", [f"view_{i}" for i in range(6)]
+        start = threading.Barrier(len(views))
+
+        def sync(view: str, path: Path = path, start: threading.Barrier = start) -> None:
+            store = SQLiteOnlineStore(path)  # a connection of its own, as a separate process has
+            start.wait()
+            store.write("shop", view, [("u1", "2026-03-01T00:00:00", "{}")])
+            store.set_watermark("shop", view, "2026-03-01T00:00:00")
+
+        with ThreadPoolExecutor(len(views)) as pool:
+            list(pool.map(sync, views))
+        store = SQLiteOnlineStore(path)
+        assert [store.watermark("shop", view) for view in views] == ["2026-03-01T00:00:00"] * len(views)
