@@ -691,8 +691,8 @@ def mlflow_ui(ctx: click.Context, port: int, host: str) -> None:
 
     Example: mlops mlflow     then open http://127.0.0.1:5000
     """
-    uri, _ = mlflow_settings(ctx.obj["data_dir"])
-    if uri.startswith(("http://", "https://")):
+    uri, artifact_root = mlflow_settings(ctx.obj["data_dir"])
+    if not artifact_root:  # a tracking server keeps its own artifacts: it is the UI
         click.echo(f"MLflow runs as a server ({TRACKING_URI_ENV}): open {mlflow_ui_url(uri)}")
         return
     mlflow = Path(sys.executable).with_name("mlflow")

@@ -149,9 +149,10 @@ class ModelRegistry:
         except MlflowException as exc:
             raise RegistryError(f"model {name!r} has no version {version!r}") from exc
 
-    def links(self, name: str, version: str) -> dict[str, str]:
-        """MLflow UI pages of a version and the run that trained it (see `settings.mlflow_ui_url`)."""
-        run_id = self.version(name, version).run_id
+    def links(self, name: str, version: str, run_id: str | None = None) -> dict[str, str]:
+        """MLflow UI pages of a version and the run that trained it (see `settings.mlflow_ui_url`); pass the run id
+        when it is at hand, to spare a lookup."""
+        run_id = run_id or self.version(name, version).run_id
         experiment = self.client.get_run(run_id).info.experiment_id
         return mlflow_links(mlflow_ui_url(self.tracking_uri), experiment, run_id, name, version)
 

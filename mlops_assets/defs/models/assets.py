@@ -170,7 +170,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "model_version": logged.version,
                 "model_uri": logged.model_uri,
                 "mlflow_run_id": logged.run_id,
-                **links(registry.links(spec.name, logged.version)),
+                **links(registry.links(spec.name, logged.version, logged.run_id)),
                 "tracking_uri": redact(mlflow_store.tracking_uri, mlflow_store.tracking_uri),
                 **{k: v for k, v in evaluation.metrics.items()},
                 "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
@@ -218,7 +218,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["model_candidate"], "model_version"))
-        tags = registry.version(spec.name, version).tags
+        registered = registry.version(spec.name, version)
+        tags = registered.tags
         path = table_path(lake.root, spec.name, "training_set")
         training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
         holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
@@ -236,7 +237,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 allow_retries=False,
             ) from exc
         decision = promotion_gate(candidate, champion, promotion)
-        run_id = registry.version(spec.name, version).run_id
+        run_id = registered.run_id
         for name, value in (champion.metrics if champion else {}).items():
             registry.client.log_metric(run_id, f"champion.{name}", value)
         registry.client.set_tag(run_id, "promotion_gate", "passed" if decision.passed else "failed")
@@ -248,7 +249,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         card_file.write_text(card)
         card_file.with_suffix(".html").write_text(html_page(f"{spec.name} model version {version}", card))
         registry.client.log_artifact(run_id, str(card_file))
-        urls = registry.links(spec.name, version)
+        urls = registry.links(spec.name, version, run_id)
         table = metrics_rows(candidate, champion)
         yield dg.MaterializeResult(
             asset_key=keys["candidate_evaluation"],

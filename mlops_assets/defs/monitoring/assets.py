@@ -92,7 +92,8 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         champion = registry.aliases(spec.name).get(CHAMPION)
         if champion is None:
             raise dg.Failure(description=f"{spec.name!r} has no champion: nothing to monitor yet", allow_retries=False)
-        tags = registry.version(spec.name, champion).tags
+        live = registry.version(spec.name, champion)
+        tags = live.tags
         training = pl.read_delta(
             str(table_path(lake.root, spec.name, "training_set")), version=int(tags["training_set_delta_version"])
         )
@@ -152,7 +153,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
                 "report": dg.MetadataValue.url(page.as_uri()),
                 # The champion that served the day: its MLflow version page and the run that trained it.
-                **links(registry.links(spec.name, champion)),
+                **links(registry.links(spec.name, champion, live.run_id)),
                 "skew_compared_values": int(skew.get_column("compared").sum()),
                 "skew_mismatched_values": int(skew.get_column("mismatched").sum()),
             }
