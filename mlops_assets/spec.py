@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 from collections.abc import Iterable
 from datetime import date, timedelta
@@ -14,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from mlops_assets.generator import FraudGeneratorConfig
 
+logger = logging.getLogger(__name__)
 BUILTIN_SPECS_DIR = Path(__file__).parent / "examples"
 
 AggFunction = Literal["count", "sum", "mean", "min", "max", "std", "n_unique", "last"]
@@ -148,6 +150,13 @@ class FeatureViewSpec(_Model):
     )
     constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
     max_rejected_share: float = Field(default=0.01, ge=0, le=1)
+    max_unusable_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="training set: a larger share of rows without this view's features (none yet, or older than "
+        "its TTL) fails the training set's check",
+    )
 
     @model_validator(mode="after")
     def _one_definition(self) -> FeatureViewSpec:
@@ -189,9 +198,25 @@ class LabelSpec(_Model):
         description="the column holding the id the prediction request was made with (its request_id): joins "
         "logged predictions to their labels, to compare champion and challenger on live traffic",
     )
+    known_with_label: list[str] = Field(
+        default_factory=list,
+        description="other columns of the label source known only when the label is (a settlement amount, a "
+        "closing reason): like the label itself, never a request feature or an aggregated column",
+    )
 
 
-Metric = Literal["roc_auc", "pr_auc", "log_loss", "precision", "recall"]
+Task = Literal["binary", "multiclass", "regression"]
+Metric = Literal[
+    "roc_auc", "pr_auc", "log_loss", "precision", "recall", "accuracy", "macro_f1", "rmse", "mae", "r2", "mape"
+]
+# The metrics each kind of problem is measured with; the first is the promotion gate's default.
+TASK_METRICS: dict[str, list[str]] = {
+    "binary": ["roc_auc", "pr_auc", "log_loss", "precision", "recall"],
+    "multiclass": ["macro_f1", "accuracy", "log_loss"],
+    "regression": ["rmse", "mae", "r2", "mape"],
+}
+# For these, smaller is better: a gate's minimum is a ceiling, an improvement is a decrease.
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mape"})
 
 
 class PreprocessingSpec(_Model):
@@ -205,8 +230,14 @@ class PreprocessingSpec(_Model):
 
 
 class ModelSpec(_Model):
-    """A scikit-learn classifier trained on the training set, evaluated on its most recent period."""
+    """A scikit-learn estimator trained on the training set, evaluated on its most recent period."""
 
+    task: Task = Field(
+        default="binary",
+        description="binary: a 0/1 or true/false label, answered with the positive class's probability; "
+        "multiclass: a label with a few classes, answered with a class and each class's probability; "
+        "regression: a numeric label, answered with a predicted value",
+    )
     estimator: str = Field(
         pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", examples=["sklearn.linear_model.LogisticRegression"]
     )
@@ -215,16 +246,38 @@ class ModelSpec(_Model):
     preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
     holdout: Duration = Field(default="7d", description="the most recent period of predictions, held out")
     seed: int = 0
-    threshold: float = Field(default=0.5, ge=0, le=1, description="score at or above which the decision is positive")
-    metrics: list[Metric] = Field(default_factory=lambda: ["roc_auc", "pr_auc", "log_loss", "precision", "recall"])
+    threshold: float = Field(
+        default=0.5, ge=0, le=1, description="binary: score at or above which the decision is positive"
+    )
+    metrics: list[Metric] = Field(default_factory=list, description=f"default: the task's metrics ({TASK_METRICS})")
     slice_by: str | None = Field(default=None, description="a categorical column: metrics per value")
+    min_class_rows: int = Field(
+        default=20, ge=1, description="classification: fewer training examples of a class is too little to learn"
+    )
+    min_distinct_targets: int = Field(
+        default=10, ge=2, description="regression: fewer distinct label values in training is too little to learn"
+    )
+
+    @model_validator(mode="after")
+    def _metrics_of_task(self) -> ModelSpec:
+        allowed = TASK_METRICS[self.task]
+        if not self.metrics:
+            object.__setattr__(self, "metrics", list(allowed))  # frozen: the default depends on the task
+        wrong = [m for m in self.metrics if m not in allowed]
+        if wrong:
+            raise ValueError(f"metrics {wrong} do not apply to task {self.task!r} (its metrics: {allowed})")
+        if self.task != "binary" and "threshold" in self.model_fields_set:
+            raise ValueError(f"'threshold' applies to binary models only, not to task {self.task!r}")
+        return self
 
 
 class PromotionSpec(_Model):
     """When a candidate may replace the champion."""
 
-    metric: Metric = "roc_auc"
-    minimum: float = Field(description="the absolute floor of the metric (a ceiling for log_loss)")
+    metric: Metric | None = Field(default=None, description="default: the first of model.metrics")
+    minimum: float = Field(
+        description="the absolute floor of the metric (a ceiling for the lower-is-better log_loss, rmse, mae, mape)"
+    )
     min_improvement: float = Field(default=0.0, ge=0)
     improvement: Literal["absolute", "relative"] = "absolute"
     max_slice_drop: float | None = Field(default=None, ge=0, description="no slice may get worse by more")
@@ -239,13 +292,14 @@ class PromotionSpec(_Model):
 
 
 class FallbackRule(_Model):
-    """A rule on a request feature: the first matching rule gives the fallback score."""
+    """A rule on a request feature: the first matching rule gives the fallback answer."""
 
     feature: str
     above: float | None = None
     below: float | None = None
     isin: list[str] | None = None
-    score: float = Field(ge=0, le=1)
+    score: float | None = Field(default=None, description="binary: a probability; regression: a predicted value")
+    label: str | None = Field(default=None, description="multiclass: the class answered")
 
     @model_validator(mode="after")
     def _one_condition(self) -> FallbackRule:
@@ -265,15 +319,38 @@ class FallbackRule(_Model):
 class FallbackSpec(_Model):
     """The answer when features cannot be had (online store down, nothing cached within TTL): low confidence."""
 
-    score: float = Field(ge=0, le=1, description="the default score")
+    score: float | None = Field(
+        default=None, description="binary: the default probability; regression: the default predicted value"
+    )
+    label: str | None = Field(default=None, description="multiclass: the default class")
     rules: list[FallbackRule] = Field(default_factory=list, description="request-feature rules, first match wins")
 
-    def score_for(self, request: dict[str, Any]) -> tuple[float, str]:
-        """(score, which rule gave it) for one request."""
+    def score_for(self, request: dict[str, Any]) -> tuple[float | str, str]:
+        """(the answer: a score, a value or a class; which rule gave it) for one request."""
         for i, rule in enumerate(self.rules):
             if rule.matches(request):
-                return rule.score, f"fallback rule {i} ({rule.feature})"
-        return self.score, "fallback default score"
+                return _answer(rule), f"fallback rule {i} ({rule.feature})"
+        return _answer(self), "fallback default score"
+
+    def problems(self, task: str) -> list[str]:
+        """What this fallback lacks, or has wrong, for a model of `task` (a located message each)."""
+        entries: list[tuple[str, FallbackSpec | FallbackRule]] = [("serving.fallback", self)]
+        entries += [(f"serving.fallback.rules[{i}]", rule) for i, rule in enumerate(self.rules)]
+        problems = []
+        for where, entry in entries:
+            if task == "multiclass" and (entry.label is None or entry.score is not None):
+                problems.append(f"{where}: a multiclass fallback answers a class: declare 'label', not 'score'")
+            elif task != "multiclass" and (entry.score is None or entry.label is not None):
+                problems.append(f"{where}: a {task} fallback answers a score: declare 'score', not 'label'")
+            elif task == "binary" and entry.score is not None and not 0 <= entry.score <= 1:
+                problems.append(f"{where}.score: a binary fallback's score is a probability in [0, 1]")
+        return problems
+
+
+def _answer(entry: FallbackSpec | FallbackRule) -> float | str:
+    answer = entry.label if entry.label is not None else entry.score
+    assert answer is not None, "checked by FallbackSpec.problems when the spec is loaded"
+    return answer
 
 
 class ServingSpec(_Model):
@@ -428,6 +505,82 @@ class PipelineSpec(_Model):
                 seen[feature] = view_name
         return views
 
+    def label_time_columns(self) -> dict[str, str]:
+        """Columns of the label source known only when the label is, with what each is."""
+        label = self.label
+        columns = {
+            label.column: "the label (label.column)",
+            label.timestamp: "when the label became known (label.timestamp)",
+        }
+        for column in label.known_with_label:
+            columns.setdefault(column, "known only with the label (label.known_with_label)")
+        return columns
+
+    def reserved_columns(self) -> dict[str, str]:
+        """Training-set columns that are not a view's features, with what each is: no feature may take their names."""
+        label = self.label
+        reserved = {key: "an entity key" for key in self.entity.keys}
+        reserved[label.prediction_timestamp] = "the prediction time (label.prediction_timestamp)"
+        if label.request_id:
+            reserved[label.request_id] = "the request id (label.request_id)"
+        reserved |= {name: "a request feature" for name in self.request_features}
+        return reserved | self.label_time_columns()
+
+    def feature_clash_problems(self, view_name: str, names: Iterable[str]) -> list[str]:
+        """Features of `view_name` named like another column of the training set or another view's feature.
+
+        Checked on load for aggregation views, and by the first step that sees a custom function's output (its
+        feature names are known only then): a clash is an error, a column is never renamed or overwritten.
+        """
+        where = f"feature_views.{view_name}"
+        reserved = self.reserved_columns()
+        others = {
+            feature: other
+            for other, view in self.feature_views.items()
+            if other != view_name
+            for feature in view.feature_names() or []
+        }
+        problems = []
+        for name in names:
+            if name in reserved:
+                problems.append(f"{where}: feature {name!r} has the name of {reserved[name]}; rename the feature")
+            elif name in others:
+                problems.append(f"{where}: feature {name!r} is also a feature of view {others[name]!r}; rename one")
+        return problems
+
+    def _leakage_problems(self) -> list[str]:
+        """The label, or a column known only with it, used as a request feature or in a feature view."""
+        label_time = self.label_time_columns()
+        problems = [
+            f"request_features.{name}: {name!r} is {label_time[name]}: it is not known when the prediction is made, "
+            "so a model trained on it would learn the answer (leakage)"
+            for name in self.request_features
+            if name in label_time
+        ]
+        for name, view in self.feature_views.items():
+            if view.source == self.label.source:
+                problems += [
+                    f"feature_views.{name}.aggregations[{i}].column: {agg.column!r} is {label_time[agg.column]}: "
+                    "aggregating it puts the answer into the features (leakage)"
+                    for i, agg in enumerate(view.aggregations)
+                    if agg.column in label_time
+                ]
+            problems += self.feature_clash_problems(name, view.feature_names() or [])
+        return problems
+
+    def warnings(self) -> list[str]:
+        """What loads but is probably wrong: columns named like another model's output, used as label or feature."""
+        used = {"label.column": [self.label.column], "request_features": list(self.request_features)}
+        for name, view in self.feature_views.items():
+            used[f"feature_views.{name}.aggregations"] = [agg.column for agg in view.aggregations if agg.column]
+        return [
+            f"{where}: {column!r} is named like another model's output ({_output_tokens(column)}); "
+            "a model trained on it, or to predict it, learns that model rather than the outcome"
+            for where, columns in used.items()
+            for column in columns
+            if looks_like_model_output(column)
+        ]
+
     def cross_reference_problems(self) -> list[str]:
         """References between sections that pydantic cannot check field by field."""
         problems: list[str] = []
@@ -482,17 +635,22 @@ class PipelineSpec(_Model):
                 ]
         if (self.model is None) != (self.promotion is None):
             problems.append("promotion: 'model' and 'promotion' are declared together (a model needs a gate)")
+        if self.model is not None and self.promotion is not None and self.promotion.metric is None:
+            object.__setattr__(self.promotion, "metric", self.model.metrics[0])  # frozen: defaults to the task's
         if self.model is not None and self.promotion is not None and self.promotion.metric not in self.model.metrics:
             problems.append(f"promotion.metric: {self.promotion.metric!r} is not in model.metrics")
         if self.model is not None and self.model.slice_by and self.model.slice_by not in self.request_features:
             names = self.model.slice_by
             problems.append(f"model.slice_by: {names!r} is not a request feature (slices come with the request)")
         fallback = self.serving.fallback
+        if fallback is not None:
+            problems += fallback.problems(self.model.task if self.model else "binary")
         for i, rule in enumerate(fallback.rules if fallback else []):
             if rule.feature not in self.request_features:
                 problems.append(f"serving.fallback.rules[{i}].feature: {rule.feature!r} is not a request feature")
         if self.serving.rollout == "canary" and self.serving.canary_share == 0:
             problems.append("serving.canary_share: a canary rollout needs a share above 0")
+        problems += self._leakage_problems()
         label = self.label
         source = self.sources.get(label.source)
         if source is None:
@@ -508,6 +666,11 @@ class PipelineSpec(_Model):
                 if column not in source.columns
             ]
             problems += [
+                f"label.known_with_label: {c!r} is not a column of source {label.source!r}"
+                for c in label.known_with_label
+                if c not in source.columns
+            ]
+            problems += [
                 f"label.source: entity key {k!r} is not a column of source {label.source!r}"
                 for k in keys
                 if k not in source.columns
@@ -519,6 +682,38 @@ class PipelineSpec(_Model):
                 if f not in source.columns
             ]
         return problems
+
+
+# Whole name tokens that mark a column as another model's output: a model trained on it learns that model.
+MODEL_OUTPUT_TOKENS = frozenset(
+    {
+        "pred",
+        "preds",
+        "prediction",
+        "predictions",
+        "predicted",
+        "proba",
+        "probability",
+        "probabilities",
+        "score",
+        "scores",
+        "yhat",
+    }
+)
+
+
+def name_tokens(name: str) -> list[str]:
+    """The lower-case words of a column name, split at non-alphanumerics and camelCase (`yPredProba`: y pred proba)."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", " ", name)
+    return [token.lower() for token in re.split(r"[^A-Za-z0-9]+", spaced) if token]
+
+
+def looks_like_model_output(name: str) -> bool:
+    return bool(_output_tokens(name))
+
+
+def _output_tokens(name: str) -> str:
+    return ", ".join(sorted(MODEL_OUTPUT_TOKENS & set(name_tokens(name))))
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
@@ -582,6 +777,8 @@ def load_spec(path: Path | str) -> PipelineSpec:
     problems = spec.cross_reference_problems()
     if problems:
         raise SpecError(path, problems)
+    for warning in spec.warnings():
+        logger.warning("%s: %s", path, warning)
     return spec
 
 

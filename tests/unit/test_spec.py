@@ -2,7 +2,15 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.spec import BUILTIN_SPECS_DIR, SpecError, load_spec, load_specs, parse_duration
+from mlops_assets.spec import (
+    BUILTIN_SPECS_DIR,
+    SpecError,
+    load_spec,
+    load_specs,
+    looks_like_model_output,
+    name_tokens,
+    parse_duration,
+)
 
 FRAUD = BUILTIN_SPECS_DIR / "fraud.yaml"
 
@@ -193,3 +201,127 @@ def test_a_spec_names_code_only_inside_the_packages_it_may_run(tmp_path: Path) -
     # Declared by the user, their own package is allowed.
     trusted = FRAUD.read_text().replace("owner: team:fraud-ml", "owner: team:fraud-ml\ncode_packages: [os]")
     assert load_spec(_write(tmp_path, trusted, "fraud.yaml")).code_packages == ["os"]
+
+
+def _problems(path: Path) -> str:
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert str(path) in str(err.value)
+    return str(err.value)
+
+
+def test_the_label_or_what_comes_with_it_is_never_a_request_feature(tmp_path: Path) -> None:
+    path = _fraud_with(tmp_path, "  country: {dtype: string}\n\nlabel", "  is_fraud: {dtype: int}\n\nlabel")
+    assert "request_features.is_fraud: 'is_fraud' is the label (label.column): it is not known" in _problems(path)
+    path = _fraud_with(tmp_path, "  country: {dtype: string}\n\nlabel", "  confirmed_at: {dtype: datetime}\n\nlabel")
+    assert "request_features.confirmed_at: 'confirmed_at' is when the label became known" in _problems(path)
+    path = _fraud_with(tmp_path, "  feature_cutoff: before", "  feature_cutoff: before\n  known_with_label: [country]")
+    assert "request_features.country: 'country' is known only with the label (label.known_with_label)" in _problems(
+        path
+    )
+    path = _fraud_with(tmp_path, "  feature_cutoff: before", "  feature_cutoff: before\n  known_with_label: [refund]")
+    assert "label.known_with_label: 'refund' is not a column of source 'labels'" in _problems(path)
+
+
+def test_the_label_is_never_aggregated_into_a_view(tmp_path: Path) -> None:
+    view = (
+        "feature_views:\n  label_history:\n    source: labels\n    ttl: 30d\n"
+        "    aggregations:\n      - {column: is_fraud, functions: [mean], windows: [30d]}\n"
+    )
+    text = FRAUD.read_text().replace(
+        "shared/card_transactions.yaml", str(BUILTIN_SPECS_DIR / "shared/card_transactions.yaml")
+    )
+    message = _problems(_write(tmp_path, text + view))
+    assert "feature_views.label_history.aggregations[0].column: 'is_fraud' is the label (label.column)" in message
+    assert "(leakage)" in message
+
+
+def test_a_feature_named_like_another_column_of_the_training_set_is_refused(tmp_path: Path) -> None:
+    text = FRAUD.read_text().replace(
+        "shared/card_transactions.yaml", str(BUILTIN_SPECS_DIR / "shared/card_transactions.yaml")
+    )
+    # `count` over 1d is named count_1d: a request feature of that name would be overwritten in the join.
+    path = _write(tmp_path, text.replace("  country: {dtype: string}\n\nlabel", "  count_1d: {dtype: int}\n\nlabel"))
+    # The label source has no count_1d column, so add it there too (request features come from the label source).
+    shared = (BUILTIN_SPECS_DIR / "shared" / "card_transactions.yaml").read_text()
+    shared = shared.replace("      is_fraud:", "      count_1d: {dtype: int}\n      is_fraud:")
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "shared" / "card_transactions.yaml").write_text(shared)
+    path.write_text(
+        path.read_text().replace(
+            str(BUILTIN_SPECS_DIR / "shared/card_transactions.yaml"), "shared/card_transactions.yaml"
+        )
+    )
+    assert "feature_views.customer_velocity: feature 'count_1d' has the name of a request feature" in _problems(path)
+
+
+def test_feature_clashes_of_a_custom_view_are_found_by_name(tmp_path: Path) -> None:
+    (spec,) = load_specs()
+    assert spec.feature_clash_problems("customer_channel_mix", ["online_share_7d"]) == []
+    problems = spec.feature_clash_problems("customer_channel_mix", ["is_fraud", "amount", "count_1h", "customer_id"])
+    assert problems == [
+        "feature_views.customer_channel_mix: feature 'is_fraud' has the name of the label (label.column); "
+        "rename the feature",
+        "feature_views.customer_channel_mix: feature 'amount' has the name of a request feature; rename the feature",
+        "feature_views.customer_channel_mix: feature 'count_1h' is also a feature of view 'customer_velocity'; "
+        "rename one",
+        "feature_views.customer_channel_mix: feature 'customer_id' has the name of an entity key; rename the feature",
+    ]
+
+
+def test_columns_named_like_a_model_output_are_warned_about(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    assert name_tokens("yPredProba") == ["y", "pred", "proba"]
+    assert not looks_like_model_output("salary_range") and not looks_like_model_output("scored_by")
+    assert looks_like_model_output("y_pred") and looks_like_model_output("fraud_score")
+    path = _fraud_with(
+        tmp_path,
+        "  country: {dtype: string}\n\nlabel",
+        "  country: {dtype: string}\n  risk_score: {dtype: float}\n\nlabel",
+    )
+    shared = tmp_path / "shared" / "card_transactions.yaml"
+    shared.write_text(
+        shared.read_text().replace("      is_fraud:", "      risk_score: {dtype: float}\n      is_fraud:")
+    )
+    with caplog.at_level("WARNING"):
+        spec = load_spec(path)
+    (warning,) = spec.warnings()
+    assert warning.startswith("request_features: 'risk_score' is named like another model's output (score)")
+    assert "risk_score" in caplog.text and str(path) in caplog.text
+
+
+def test_each_task_has_its_metrics_gate_and_fallback(tmp_path: Path) -> None:
+    regression = _fraud_with(
+        tmp_path,
+        "  threshold: 0.5\n  metrics: [roc_auc, pr_auc, log_loss, precision, recall]\n",
+        "  task: regression\n",
+    )
+    regression.write_text(
+        regression.read_text()
+        .replace("metric: pr_auc\n  minimum: 0.3", "minimum: 5.0")
+        .replace("score: 0.02", "score: 12.5")
+        .replace("score: 0.5}", "score: 80.0}")
+    )
+    spec = load_spec(regression)
+    assert spec.model.metrics == ["rmse", "mae", "r2", "mape"]
+    assert spec.promotion.metric == "rmse"
+    assert spec.serving.fallback.score_for({"amount": 5000}) == (80.0, "fallback rule 0 (amount)")
+    wrong = regression.read_text().replace("task: regression", "task: regression\n  metrics: [rmse, roc_auc]")
+    assert "model: Value error, metrics ['roc_auc'] do not apply to task 'regression'" in _problems(
+        _write(tmp_path, wrong, "wrong.yaml")
+    )
+    threshold = regression.read_text().replace("task: regression", "task: regression\n  threshold: 0.3")
+    assert "'threshold' applies to binary models only" in _problems(_write(tmp_path, threshold, "threshold.yaml"))
+    multiclass = (
+        regression.read_text().replace("task: regression", "task: multiclass").replace("minimum: 5.0", "minimum: 0.4")
+    )
+    message = _problems(_write(tmp_path, multiclass, "multiclass.yaml"))
+    assert "serving.fallback: a multiclass fallback answers a class: declare 'label', not 'score'" in message
+    assert "serving.fallback.rules[0]: a multiclass fallback answers a class" in message
+    labelled = multiclass.replace("score: 12.5", "label: legit").replace("score: 80.0}", "label: review}")
+    spec = load_spec(_write(tmp_path, labelled, "labelled.yaml"))
+    assert spec.promotion.metric == "macro_f1"
+    assert spec.serving.fallback.score_for({"amount": 1}) == ("legit", "fallback default score")
+    binary = FRAUD.read_text().replace("score: 0.02", "score: 2.0")
+    assert "serving.fallback.score: a binary fallback's score is a probability in [0, 1]" in _problems(
+        _write(tmp_path, binary, "binary.yaml")
+    )
