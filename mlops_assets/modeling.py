@@ -18,13 +18,29 @@ import polars as pl
 from sklearn.base import BaseEstimator
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
-from sklearn.metrics import average_precision_score, log_loss, precision_score, recall_score, roc_auc_score
+from sklearn.metrics import (
+    accuracy_score,
+    average_precision_score,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    mean_squared_error,
+    precision_score,
+    r2_score,
+    recall_score,
+    roc_auc_score,
+)
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, OrdinalEncoder, StandardScaler
 
-from mlops_assets.spec import ModelSpec, PipelineSpec, PromotionSpec, parse_duration
+from mlops_assets.spec import LOWER_IS_BETTER, ModelSpec, PipelineSpec, PromotionSpec, parse_duration
 
-LOWER_IS_BETTER = {"log_loss"}
+# How permutation importance scores a shuffled input, per kind of problem (bigger is better for each scorer).
+IMPORTANCE_SCORING = {
+    "binary": "average_precision",
+    "multiclass": "neg_log_loss",
+    "regression": "neg_root_mean_squared_error",
+}
 
 
 class ModelError(ValueError):
@@ -42,10 +58,37 @@ class Columns:
 
 
 @dataclass(frozen=True)
+class Outputs:
+    """What a model says about rows: the positive class's probability (binary), the predicted value (regression),
+    or each class's probability (multiclass: one column per class of `classes`)."""
+
+    task: str
+    values: np.ndarray
+    classes: tuple[str, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def take(self, rows: np.ndarray) -> Outputs:
+        return Outputs(self.task, self.values[rows], self.classes)
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Multiclass: the most probable class of each row."""
+        return np.asarray(self.classes, dtype=object)[np.argmax(self.values, axis=1)]
+
+    @property
+    def scores(self) -> np.ndarray:
+        """One number per row: the probability or value; multiclass: the probability of the predicted class."""
+        return self.values.max(axis=1) if self.task == "multiclass" else self.values
+
+
+@dataclass(frozen=True)
 class Evaluation:
     metrics: dict[str, float]
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     rows: int = 0
+    per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # multiclass: recall and rows by class
 
 
 def model_columns(spec: PipelineSpec, training: pl.DataFrame) -> Columns:
@@ -154,49 +197,115 @@ def _as_string(value: Any) -> str | None:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def fit(pipeline: Pipeline, train: pl.DataFrame, columns: Columns, label: str) -> Pipeline:
-    y = train.get_column(label).to_numpy()
-    classes = np.unique(y)
-    if len(classes) < 2:
-        raise ModelError(f"the training set has a single class of {label!r} ({classes.tolist()}): nothing to learn")
+def targets(values: pl.Series | np.ndarray, task: str, where: str = "label.column") -> np.ndarray:
+    """Label values as the model learns them: 0/1 (binary, from ints, floats 0.0/1.0 or booleans), class names as
+    text (multiclass), floats (regression). Anything else is an error naming the values found."""
+    series = values if isinstance(values, pl.Series) else pl.Series("label", values)
+    if series.null_count():
+        raise ModelError(f"{where}: {series.null_count()} rows have no label value")
+    if task == "regression":
+        if not series.dtype.is_numeric():
+            raise ModelError(f"{where}: a regression label is numeric, found {series.dtype} values")
+        return series.cast(pl.Float64).to_numpy()
+    if task == "multiclass":
+        return series.cast(pl.String).to_numpy().astype(object)
+    found = set(series.unique().to_list())
+    if not (series.dtype == pl.Boolean or series.dtype.is_numeric()) or not found <= {0, 1}:
+        shown = sorted(map(str, found))[:5]
+        raise ModelError(
+            f"{where}: a binary label is 0/1 or true/false, found {shown}: declare model.task multiclass for "
+            "named classes, or store the label as 0/1"
+        )
+    return series.cast(pl.Int64).to_numpy()
+
+
+def fit(pipeline: Pipeline, train: pl.DataFrame, columns: Columns, label: str, task: str = "binary") -> Pipeline:
+    y = targets(train.get_column(label), task)
+    distinct = np.unique(y)
+    if len(distinct) < 2:
+        kind = "value" if task == "regression" else "class"
+        raise ModelError(f"the training set has a single {kind} of {label!r} ({distinct.tolist()}): nothing to learn")
     try:
         return pipeline.fit(to_pandas(train, columns), y)
     except (ValueError, TypeError) as exc:
         raise ModelError(f"model.params: the estimator failed to fit ({exc})") from exc
 
 
-def scores(pipeline: Pipeline, frame: pl.DataFrame, columns: Columns) -> np.ndarray:
-    return pipeline.predict_proba(to_pandas(frame, columns))[:, 1]
+def predict(pipeline: Pipeline, inputs: pd.DataFrame, task: str) -> Outputs:
+    """The model's outputs for prepared inputs (see `to_pandas` and `rows_to_pandas`)."""
+    if task == "regression":
+        return Outputs(task, np.asarray(pipeline.predict(inputs), dtype=float))
+    probabilities = pipeline.predict_proba(inputs)
+    if task == "binary":
+        return Outputs(task, probabilities[:, 1])
+    return Outputs(task, probabilities, tuple(str(c) for c in pipeline.classes_))
 
 
-def compute_metrics(y: np.ndarray, p: np.ndarray, metrics: list[str], threshold: float) -> dict[str, float | None]:
-    """The declared metrics; a ranking metric is None (not 0) where one class is absent."""
-    both = len(np.unique(y)) == 2
-    decided = (p >= threshold).astype(int)
-    table = {
-        "roc_auc": lambda: roc_auc_score(y, p) if both else None,
-        "pr_auc": lambda: average_precision_score(y, p) if both else None,
-        "log_loss": lambda: log_loss(y, p, labels=[0, 1]),
-        "precision": lambda: precision_score(y, decided, zero_division=0),
-        "recall": lambda: recall_score(y, decided, zero_division=0),
-    }
+def scores(pipeline: Pipeline, frame: pl.DataFrame, columns: Columns, task: str = "binary") -> np.ndarray:
+    """The model's output values for a frame (see `Outputs.values`)."""
+    return predict(pipeline, to_pandas(frame, columns), task).values
+
+
+def compute_metrics(y: np.ndarray, out: Outputs, metrics: list[str], threshold: float = 0.5) -> dict[str, float | None]:
+    """The declared metrics; None (not 0) where a metric is undefined on these rows: a ranking metric where one
+    class is absent, MAPE where a target is zero, R² on fewer than two rows."""
+    p = out.values
+    if out.task == "multiclass":
+        classes = list(out.classes)
+        predicted = out.labels
+        table = {
+            "accuracy": lambda: accuracy_score(y, predicted),
+            "macro_f1": lambda: f1_score(y, predicted, labels=classes, average="macro", zero_division=0),
+            # A class the model never saw makes log-loss undefined (its probability is not among the outputs).
+            "log_loss": lambda: log_loss(y, p, labels=classes) if set(y) <= set(classes) else None,
+        }
+    elif out.task == "regression":
+        table = {
+            "rmse": lambda: float(np.sqrt(mean_squared_error(y, p))),
+            "mae": lambda: mean_absolute_error(y, p),
+            "r2": lambda: r2_score(y, p) if len(y) >= 2 else None,
+            "mape": lambda: float(np.mean(np.abs((y - p) / y))) if len(y) and np.all(y != 0) else None,
+        }
+    else:
+        both = len(np.unique(y)) == 2
+        decided = (p >= threshold).astype(int)
+        table = {
+            "roc_auc": lambda: roc_auc_score(y, p) if both else None,
+            "pr_auc": lambda: average_precision_score(y, p) if both else None,
+            "log_loss": lambda: log_loss(y, p, labels=[0, 1]),
+            "precision": lambda: precision_score(y, decided, zero_division=0),
+            "recall": lambda: recall_score(y, decided, zero_division=0),
+        }
+    if not len(y):
+        return dict.fromkeys(metrics)
     return {m: (None if (v := table[m]()) is None else float(v)) for m in metrics}
+
+
+def per_class_recall(y: np.ndarray, out: Outputs) -> dict[str, dict[str, float]]:
+    """Multiclass: each class's recall (share of its rows predicted as it) and rows, classes the model knows."""
+    predicted = out.labels
+    return {
+        c: {
+            "recall": float(np.mean(predicted[y == c] == c)) if np.any(y == c) else float("nan"),
+            "rows": float(np.sum(y == c)),
+        }
+        for c in out.classes
+    }
 
 
 def evaluate(pipeline: Pipeline, holdout: pl.DataFrame, columns: Columns, model: ModelSpec, label: str) -> Evaluation:
     slice_values = holdout.get_column(model.slice_by) if model.slice_by else None
+    y = targets(holdout.get_column(label), model.task)
     try:
-        return evaluate_scores(
-            holdout.get_column(label).to_numpy(), scores(pipeline, holdout, columns), slice_values, model
-        )
+        return evaluate_scores(y, predict(pipeline, to_pandas(holdout, columns), model.task), slice_values, model)
     except ModelError as exc:
-        raise ModelError(f"the holdout has a single class of {label!r}: choose a longer model.holdout") from exc
+        raise ModelError(f"{exc} in the holdout: choose a longer model.holdout") from exc
 
 
-def evaluate_scores(y: np.ndarray, p: np.ndarray, slice_values: pl.Series | None, model: ModelSpec) -> Evaluation:
-    """The declared metrics overall and per slice value, from labels and scores."""
-    overall = compute_metrics(y, p, model.metrics, model.threshold)
-    if any(v is None for v in overall.values()):
+def evaluate_scores(y: np.ndarray, out: Outputs, slice_values: pl.Series | None, model: ModelSpec) -> Evaluation:
+    """The declared metrics overall and per slice value, from labels and model outputs."""
+    overall = compute_metrics(y, out, model.metrics, model.threshold)
+    if model.task == "binary" and any(v is None for v in overall.values()):
         raise ModelError("the labels have a single class: ranking metrics are undefined")
     slices: dict[str, dict[str, float | None]] = {}
     if slice_values is not None:
@@ -204,10 +313,15 @@ def evaluate_scores(y: np.ndarray, p: np.ndarray, slice_values: pl.Series | None
         for value in sorted(set(values.tolist())):
             mask = values == value
             slices[str(value)] = {
-                **compute_metrics(y[mask], p[mask], model.metrics, model.threshold),
+                **compute_metrics(y[mask], out.take(mask), model.metrics, model.threshold),
                 "rows": int(mask.sum()),
             }
-    return Evaluation(metrics={k: float(v) for k, v in overall.items() if v is not None}, slices=slices, rows=len(y))
+    return Evaluation(
+        metrics={k: float(v) for k, v in overall.items() if v is not None},
+        slices=slices,
+        rows=len(y),
+        per_class=per_class_recall(y, out) if model.task == "multiclass" else {},
+    )
 
 
 @dataclass(frozen=True)
@@ -224,12 +338,15 @@ def _better(metric: str, new: float, old: float) -> float:
 def promotion_gate(candidate: Evaluation, champion: Evaluation | None, promotion: PromotionSpec) -> GateDecision:
     """Pass only if the candidate meets the minimum, beats the champion by the margin and no guarded slice drops."""
     metric = promotion.metric
+    assert metric is not None, "filled in with the task's first metric when the spec is loaded"
+    if metric not in candidate.metrics:
+        return GateDecision(False, [f"{metric} is undefined on these rows (e.g. mape with a zero target)"])
     value = candidate.metrics[metric]
     reasons: list[str] = []
     meets = _better(metric, value, promotion.minimum) >= 0
     reasons.append(f"{metric} {value:.4f} {'meets' if meets else 'misses'} the minimum {promotion.minimum}")
     passed = meets
-    if champion is not None:
+    if champion is not None and metric in champion.metrics:
         old = champion.metrics[metric]
         gain = _better(metric, value, old)
         needed = promotion.min_improvement * (abs(old) if promotion.improvement == "relative" else 1.0)
@@ -273,7 +390,7 @@ def train_candidate(spec: PipelineSpec, training: pl.DataFrame) -> TrainedCandid
     label = spec.label.column
     columns = model_columns(spec, training)
     train, holdout, cutoff = time_split(training, spec.label.prediction_timestamp, holdout_delta(spec))
-    pipeline = fit(build_pipeline(model, columns), train, columns, label)
+    pipeline = fit(build_pipeline(model, columns), train, columns, label, model.task)
     evaluation = evaluate(pipeline, holdout, columns, model, label)
     return TrainedCandidate(
         pipeline,
@@ -293,15 +410,25 @@ def frozen_holdout(spec: PipelineSpec, training: pl.DataFrame, cutoff: datetime)
 def permutation_importance_of(
     pipeline: Pipeline, holdout: pl.DataFrame, columns: Columns, model: ModelSpec, label: str, rows: int = 2000
 ) -> dict[str, float]:
-    """Mean drop of PR AUC when each input is shuffled, on a seeded sample of the holdout."""
+    """Mean drop of the task's score (PR AUC, log-loss, RMSE) when each input is shuffled, on a seeded sample of
+    the holdout."""
     from sklearn.inspection import permutation_importance
 
     sample = holdout.sample(min(rows, holdout.height), seed=model.seed)
-    y = sample.get_column(label).to_numpy()
-    if len(np.unique(y)) < 2:
-        sample, y = holdout, holdout.get_column(label).to_numpy()
+    y = targets(sample.get_column(label), model.task)
+    if model.task != "regression" and len(np.unique(y)) < len(
+        np.unique(targets(holdout.get_column(label), model.task))
+    ):
+        sample, y = holdout, targets(holdout.get_column(label), model.task)
+    scoring = IMPORTANCE_SCORING[model.task]
+    if model.task == "multiclass":  # neg_log_loss needs every class the model knows, whatever the sample holds
+        from sklearn.metrics import make_scorer
+
+        scoring = make_scorer(
+            log_loss, greater_is_better=False, response_method="predict_proba", labels=pipeline.classes_
+        )
     result = permutation_importance(
-        pipeline, to_pandas(sample, columns), y, scoring="average_precision", n_repeats=3, random_state=model.seed
+        pipeline, to_pandas(sample, columns), y, scoring=scoring, n_repeats=3, random_state=model.seed
     )
     ranked = sorted(zip(columns.all, result.importances_mean, strict=True), key=lambda item: -item[1])
     return {name: round(float(value), 6) for name, value in ranked}

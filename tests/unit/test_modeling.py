@@ -11,6 +11,7 @@ from mlops_assets.modeling import (
     Columns,
     Evaluation,
     ModelError,
+    Outputs,
     build_pipeline,
     compute_metrics,
     evaluate,
@@ -20,8 +21,10 @@ from mlops_assets.modeling import (
     promotion_gate,
     rows_to_pandas,
     scores,
+    targets,
     time_split,
     to_pandas,
+    train_candidate,
 )
 from mlops_assets.spec import ModelSpec, PromotionSpec, load_specs
 
@@ -111,7 +114,9 @@ def test_evaluation_reports_metrics_overall_and_per_slice() -> None:
 
 
 def test_ranking_metrics_are_undefined_for_one_class() -> None:
-    metrics = compute_metrics(np.array([0, 0, 0]), np.array([0.1, 0.7, 0.2]), ["roc_auc", "precision"], 0.5)
+    metrics = compute_metrics(
+        np.array([0, 0, 0]), Outputs("binary", np.array([0.1, 0.7, 0.2])), ["roc_auc", "precision"]
+    )
     assert metrics == {"roc_auc": None, "precision": 0.0}
 
 
@@ -169,3 +174,80 @@ def test_serving_rows_become_the_same_model_input_as_training_frames(rows: list[
     columns = Columns(["n", "i"], ["c", "k"])
     frame = pl.DataFrame(rows, schema={"n": pl.Float64, "i": pl.Int64, "c": pl.String, "k": pl.Boolean})
     pd.testing.assert_frame_equal(rows_to_pandas(rows, columns), to_pandas(frame, columns))
+
+
+def test_labels_are_read_as_the_task_needs_them() -> None:
+    assert targets(pl.Series([1.0, 0.0, 1.0]), "binary").tolist() == [1, 0, 1]  # outcomes stored as floats
+    assert targets(pl.Series([True, False]), "binary").tolist() == [1, 0]
+    assert targets(pl.Series([2, 0, 1]), "multiclass").tolist() == ["2", "0", "1"]
+    assert targets(pl.Series([3, 4]), "regression").dtype == np.float64
+    with pytest.raises(ModelError, match=r"label.column: a binary label is 0/1 or true/false, found \['no', 'yes'\]"):
+        targets(pl.Series(["yes", "no"]), "binary")
+    with pytest.raises(ModelError, match="a regression label is numeric, found String"):
+        targets(pl.Series(["1.5"]), "regression")
+    with pytest.raises(ModelError, match="1 rows have no label value"):
+        targets(pl.Series([1.0, None]), "regression")
+
+
+def test_regression_metrics_and_their_direction_in_the_gate() -> None:
+    y = np.array([10.0, 20.0, 30.0])
+    metrics = compute_metrics(y, Outputs("regression", np.array([12.0, 18.0, 33.0])), ["rmse", "mae", "r2", "mape"])
+    assert metrics["mae"] == pytest.approx(7 / 3)
+    assert metrics["rmse"] == pytest.approx(np.sqrt(17 / 3))
+    assert metrics["mape"] == pytest.approx((0.2 + 0.1 + 0.1) / 3)
+    assert metrics["r2"] == pytest.approx(1 - 17 / 200)
+    assert compute_metrics(np.array([0.0, 5.0]), Outputs("regression", np.array([1.0, 5.0])), ["mape"]) == {
+        "mape": None
+    }
+    gate = PromotionSpec(metric="rmse", minimum=5.0, min_improvement=0.5, max_slice_drop=1.0)
+    assert promotion_gate(_eval(4.0, metric="rmse"), None, gate).passed  # under the ceiling
+    assert not promotion_gate(_eval(6.0, metric="rmse"), None, gate).passed
+    assert promotion_gate(_eval(3.0, metric="rmse"), _eval(4.0, metric="rmse"), gate).passed  # lower is better
+    assert not promotion_gate(_eval(3.8, metric="rmse"), _eval(4.0, metric="rmse"), gate).passed
+    worse_slice = promotion_gate(_eval(3.0, {"a": 5.5}, "rmse"), _eval(4.0, {"a": 4.0}, "rmse"), gate)
+    assert not worse_slice.passed and "slice 'a': rmse drops by 1.5000" in worse_slice.reasons[-1]
+
+
+def test_multiclass_metrics_and_per_class_recall() -> None:
+    out = Outputs(
+        "multiclass", np.array([[0.7, 0.2, 0.1], [0.1, 0.8, 0.1], [0.5, 0.4, 0.1], [0.2, 0.2, 0.6]]), ("a", "b", "c")
+    )
+    y = np.array(["a", "b", "b", "c"], dtype=object)
+    assert out.labels.tolist() == ["a", "b", "a", "c"] and out.scores.tolist() == [0.7, 0.8, 0.5, 0.6]
+    metrics = compute_metrics(y, out, ["accuracy", "macro_f1", "log_loss"])
+    assert metrics["accuracy"] == 0.75
+    assert metrics["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 1) / 3)
+    assert metrics["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.8, 0.4, 0.6])))
+    unseen = compute_metrics(np.array(["a", "z"], dtype=object), out.take(np.array([0, 1])), ["log_loss"])
+    assert unseen == {"log_loss": None}  # a class the model never saw
+
+
+def _kind_frame(task: str, n: int = 600) -> pl.DataFrame:
+    frame = _frame(n, seed=1)
+    x = frame.get_column("x").fill_null(0).to_numpy()
+    label = np.where(x > 0.6, "high", np.where(x < -0.6, "low", "mid")) if task == "multiclass" else 100 + 20 * x
+    return frame.with_columns(pl.Series("is_fraud", label))
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator", "metrics"),
+    [
+        ("multiclass", "sklearn.linear_model.LogisticRegression", {"macro_f1", "accuracy", "log_loss"}),
+        ("regression", "sklearn.linear_model.Ridge", {"rmse", "mae", "r2", "mape"}),
+    ],
+)
+def test_every_kind_of_problem_trains_evaluates_and_ranks_its_inputs(
+    task: str, estimator: str, metrics: set[str]
+) -> None:
+    model = ModelSpec(task=task, estimator=estimator, holdout="3d", seed=3, slice_by="channel")
+    spec = SPEC.model_copy(update={"model": model})
+    trained = train_candidate(spec, _kind_frame(task))
+    assert set(trained.evaluation.metrics) == metrics
+    assert set(trained.evaluation.slices) == {"online", "pos"}
+    assert max(trained.importance, key=trained.importance.get) == "x"  # the only input the label depends on
+    if task == "multiclass":
+        assert trained.evaluation.metrics["accuracy"] > 0.8
+        assert set(trained.evaluation.per_class) == {"high", "low", "mid"}
+        assert all(0 <= c["recall"] <= 1 and c["rows"] > 0 for c in trained.evaluation.per_class.values())
+    else:
+        assert trained.evaluation.metrics["r2"] > 0.95 and trained.evaluation.per_class == {}
