@@ -13,9 +13,10 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
-from mlops_assets.modeling import compute_metrics
+from mlops_assets.modeling import compute_metrics, targets
+from mlops_assets.prediction_log import logged_outputs
 from mlops_assets.shadow import labels_by_request
-from mlops_assets.spec import PipelineSpec, parse_duration
+from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec, parse_duration
 
 
 @dataclass(frozen=True)
@@ -38,9 +39,12 @@ def labels_known_by(labels: pl.LazyFrame, spec: PipelineSpec, day: date) -> pl.L
 
 
 def labelled_predictions(log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
-    """The answered predictions that have a label: request_id, model_version, score, label (fallbacks left out)."""
+    """The answered predictions that have a label: request_id, model_version, score, probabilities, label
+    (fallbacks left out)."""
     answered = log.filter(pl.col("model_version") != "fallback").unique("request_id", keep="first", maintain_order=True)
-    return answered.select("request_id", "model_version", "score").join(
+    if "probabilities" not in answered.columns:  # logged before multiclass existed
+        answered = answered.with_columns(pl.lit(None, pl.String).alias("probabilities"))
+    return answered.select("request_id", "model_version", "score", "probabilities").join(
         labels_by_request(labels, spec), on="request_id", how="inner"
     )
 
@@ -50,9 +54,10 @@ def metrics_by_version(rows: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
     assert spec.model is not None
     out = []
     for (version,), group in rows.group_by(["model_version"], maintain_order=True):
+        task = spec.model.task
         metrics = compute_metrics(
-            group.get_column("label").to_numpy(),
-            group.get_column("score").to_numpy(),
+            targets(group.get_column("label"), task),
+            logged_outputs(group, task),
             spec.model.metrics,
             spec.model.threshold,
         )
@@ -79,7 +84,7 @@ def judge(table: pl.DataFrame, spec: PipelineSpec, champion: str, min_rows: int)
             value,
             labelled,
         )
-    below = value < floor if metric != "log_loss" else value > floor  # log_loss: the floor is a ceiling
+    below = value > floor if metric in LOWER_IS_BETTER else value < floor  # lower is better: the floor is a ceiling
     word = "is worse than" if below else "meets"
     return PerformanceVerdict(
         not below,

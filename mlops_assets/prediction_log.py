@@ -17,7 +17,10 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
+
+from mlops_assets.modeling import Outputs
 
 LOG_SCHEMA = {
     "request_id": pl.String,
@@ -27,9 +30,13 @@ LOG_SCHEMA = {
     "feature_timestamps": pl.String,
     "request": pl.String,
     "model_version": pl.String,
-    "score": pl.Float64,
+    "score": pl.Float64,  # the probability (binary), the value (regression), the class's probability (multiclass)
+    "label": pl.String,  # multiclass: the class answered
+    "probabilities": pl.String,  # multiclass: JSON, each class's probability
     "shadow_version": pl.String,
     "shadow_score": pl.Float64,
+    "shadow_label": pl.String,
+    "shadow_probabilities": pl.String,
     "degraded": pl.Boolean,
     "degraded_reason": pl.String,
     "latency_ms": pl.Float64,
@@ -121,3 +128,18 @@ def read_day(folder: Path, day: date) -> pl.DataFrame:
         pl.col("degraded").str.to_lowercase().eq("true"),
     )
     return typed.unique("request_id", keep="first", maintain_order=True).select(list(LOG_SCHEMA))
+
+
+def logged_outputs(
+    frame: pl.DataFrame, task: str, score: str = "score", probabilities: str = "probabilities"
+) -> Outputs:
+    """The model outputs of logged predictions: their scores, or (multiclass) their probabilities by class, the
+    classes being every class any of the rows names (a class a row lacks has probability 0)."""
+    if task != "multiclass":
+        return Outputs(task, frame.get_column(score).cast(pl.Float64).to_numpy())
+    rows = [json.loads(text) if text else {} for text in frame.get_column(probabilities)]
+    classes = tuple(sorted({c for row in rows for c in row}))
+    values = np.array([[row.get(c, 0.0) for c in classes] for row in rows], dtype=float).reshape(
+        len(rows), len(classes)
+    )
+    return Outputs(task, values, classes)

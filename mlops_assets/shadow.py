@@ -12,7 +12,8 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mlops_assets.modeling import Evaluation, GateDecision, ModelError, evaluate_scores, promotion_gate
+from mlops_assets.modeling import Evaluation, GateDecision, ModelError, evaluate_scores, promotion_gate, targets
+from mlops_assets.prediction_log import logged_outputs
 from mlops_assets.spec import PipelineSpec
 
 
@@ -42,29 +43,32 @@ def labels_by_request(labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
 def paired_scores(
     log: pl.DataFrame, labels: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str
 ) -> pl.DataFrame:
-    """One row per labelled request scored by both versions: label, champion score, challenger score, slice."""
+    """One row per labelled request scored by both versions: label, each version's score and (multiclass)
+    probabilities, slice."""
     versions = pl.col("model_version"), pl.col("shadow_version")
 
-    def score_of(version: str) -> pl.Expr:
-        return (
-            pl.when(versions[0] == version)
-            .then(pl.col("score"))
-            .when(versions[1] == version)
-            .then(pl.col("shadow_score"))
-        )
+    def of(version: str, answered: str, shadow: str) -> pl.Expr:
+        return pl.when(versions[0] == version).then(pl.col(answered)).when(versions[1] == version).then(pl.col(shadow))
 
+    for column in ("probabilities", "shadow_probabilities"):  # logs written before multiclass existed lack them
+        if column not in log.columns:
+            log = log.with_columns(pl.lit(None, pl.String).alias(column))
     paired = (
         log.filter(pl.col("shadow_score").is_not_null())
-        .with_columns(score_of(champion).alias("champion_score"), score_of(challenger).alias("challenger_score"))
+        .with_columns(
+            of(champion, "score", "shadow_score").alias("champion_score"),
+            of(challenger, "score", "shadow_score").alias("challenger_score"),
+            of(champion, "probabilities", "shadow_probabilities").alias("champion_probabilities"),
+            of(challenger, "probabilities", "shadow_probabilities").alias("challenger_probabilities"),
+        )
         .drop_nulls(["champion_score", "challenger_score"])
         .unique("request_id", keep="first", maintain_order=True)
     )
     joined = paired.join(labels_by_request(labels, spec), on="request_id", how="inner")
     slice_by = spec.model.slice_by if spec.model else None
     slices = [json.loads(r).get(slice_by) if slice_by else None for r in joined.get_column("request")]
-    return joined.select("request_id", "label", "champion_score", "challenger_score").with_columns(
-        pl.Series("slice", slices, dtype=pl.String)
-    )
+    columns = ["champion_score", "challenger_score", "champion_probabilities", "challenger_probabilities"]
+    return joined.select("request_id", "label", *columns).with_columns(pl.Series("slice", slices, dtype=pl.String))
 
 
 def compare(
@@ -78,12 +82,13 @@ def compare(
             f"only {rows.height} logged predictions scored by both version {champion} and version {challenger} "
             f"have a label yet; at least {min_rows} are needed to compare them"
         )
-    y = rows.get_column("label").to_numpy()
+    task = spec.model.task
     slices = rows.get_column("slice") if spec.model.slice_by else None
     try:
+        y = targets(rows.get_column("label"), task)
         evaluations = [
-            evaluate_scores(y, rows.get_column(column).to_numpy(), slices, spec.model)
-            for column in ("champion_score", "challenger_score")
+            evaluate_scores(y, logged_outputs(rows, task, f"{side}_score", f"{side}_probabilities"), slices, spec.model)
+            for side in ("champion", "challenger")
         ]
     except ModelError as exc:
         raise ShadowError(f"the {rows.height} labelled shadow predictions cannot be compared: {exc}") from exc

@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
-from mlops_assets.modeling import Columns, fitted_columns, rows_to_pandas
+from mlops_assets.modeling import Columns, Outputs, fitted_columns, predict, rows_to_pandas
 from mlops_assets.online import ResilientFeatures, ServedVector
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import CHALLENGER, CHAMPION
@@ -28,15 +28,53 @@ from mlops_assets.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 FALLBACK_VERSION = "fallback"
+# Regression: a shadow prediction this far from the answer (relative to the larger of the two) disagrees with it.
+REGRESSION_DISAGREEMENT = 0.1
 
 
-class Prediction(BaseModel):
+class Answer(BaseModel):
     request_id: str
-    score: float = Field(description="probability of the positive label (the fallback's score when degraded)")
-    decision: bool = Field(description="score at or above the spec's threshold")
     model_version: str = Field(description="the registered model version that answered, or 'fallback'")
     degraded: bool = Field(description="true when a dependency failed and the answer is of lower quality")
     reason: str | None = Field(description="why the answer is degraded or features were missing")
+
+
+class Prediction(Answer):
+    """A binary model's answer."""
+
+    score: float = Field(description="probability of the positive label (the fallback's score when degraded)")
+    decision: bool = Field(description="score at or above the spec's threshold")
+
+
+class RegressionPrediction(Answer):
+    """A regression model's answer."""
+
+    prediction: float = Field(description="the predicted value (the fallback's value when degraded)")
+
+
+class MulticlassPrediction(Answer):
+    """A multiclass model's answer."""
+
+    label: str = Field(description="the most probable class (the fallback's class when degraded)")
+    probabilities: dict[str, float] | None = Field(
+        description="each class's probability; null when the fallback answered"
+    )
+
+
+PREDICTIONS: dict[str, type[Answer]] = {
+    "binary": Prediction,
+    "regression": RegressionPrediction,
+    "multiclass": MulticlassPrediction,
+}
+
+
+def prediction_model(spec: PipelineSpec) -> type[Answer]:
+    """The response of one prediction for the spec's kind of problem."""
+    return PREDICTIONS[spec.model.task if spec.model else "binary"]
+
+
+# One row's output: a probability or value (binary, regression), or probabilities by class (multiclass).
+RowOutput = float | dict[str, float]
 
 
 @dataclass(frozen=True)
@@ -44,9 +82,13 @@ class LoadedModel:
     version: str
     pipeline: Pipeline
     columns: Columns
+    task: str = "binary"
+
+    def outputs(self, vectors: Sequence[Mapping[str, Any]]) -> Outputs:
+        return predict(self.pipeline, rows_to_pandas(vectors, self.columns), self.task)
 
     def scores(self, vectors: Sequence[Mapping[str, Any]]) -> np.ndarray:
-        return self.pipeline.predict_proba(rows_to_pandas(vectors, self.columns))[:, 1]
+        return self.outputs(vectors).values
 
 
 @dataclass(frozen=True)
@@ -67,8 +109,9 @@ class LiveModels:
         aliases: Callable[[], dict[str, str]],
         load: Callable[[str], Pipeline],
         initial: dict[str, str] | None = None,
+        task: str = "binary",
     ) -> None:
-        self._aliases, self._load = aliases, load
+        self._aliases, self._load, self.task = aliases, load, task
         self._loaded: dict[str, LoadedModel] = {}
         self.live = self._resolve(aliases() if initial is None else initial)
         self._stop = threading.Event()
@@ -76,7 +119,7 @@ class LiveModels:
     def _model(self, version: str) -> LoadedModel:
         if version not in self._loaded:
             pipeline = self._load(version)
-            self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline))
+            self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline), self.task)
         return self._loaded[version]
 
     def _resolve(self, aliases: dict[str, str]) -> Live:
@@ -158,6 +201,7 @@ class Scorer:
         self.spec, self.models, self.features, self.log = spec, models, features, log_writer
         self.metrics = metrics or NoMetrics()
         self.threshold = spec.model.threshold if spec.model else 0.5
+        self.task = spec.model.task if spec.model else "binary"
         self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._backlog = threading.BoundedSemaphore(shadow_backlog)
 
@@ -168,7 +212,7 @@ class Scorer:
         entity = [str(request[k]) for k in self.spec.entity.keys]
         return canary_bucket(self.spec.name, entity) < serving.canary_share
 
-    def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Prediction]:
+    def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Answer]:
         started = time.perf_counter()
         now = datetime.now(UTC)
         bodies = [dict(r) for r in requests]
@@ -185,21 +229,15 @@ class Scorer:
         for i, (request_id, body, vector) in enumerate(zip(ids, bodies, vectors, strict=True)):
             if use_fallback[i]:
                 assert fallback is not None
-                score, rule = fallback.score_for(body)
+                output, rule = fallback.score_for(body)
                 version, reason = FALLBACK_VERSION, f"{vector.reason}; answered by the {rule}"
             else:
-                score, version, reason = float(scored[i]), answering[i].version, _reason(vector)  # type: ignore[union-attr]
-            answer = Prediction(
-                request_id=request_id,
-                score=score,
-                decision=score >= self.threshold,
-                model_version=version,
-                degraded=vector.degraded,
-                reason=reason,
-            )
+                output, version, reason = scored[i], answering[i].version, _reason(vector)  # type: ignore[union-attr]
+            common = {"request_id": request_id, "model_version": version, "degraded": vector.degraded, "reason": reason}
+            answer = self._answer(output, common)  # type: ignore[arg-type]
             self.metrics.answered(version, vector.degraded, use_fallback[i])
             answers.append(answer)
-            records.append(self._record(answer, body, vector, times[i]))
+            records.append(self._record(answer, output, body, vector, times[i]))  # type: ignore[arg-type]
         latency = (time.perf_counter() - started) * 1000
         for record in records:
             record["latency_ms"] = latency
@@ -218,7 +256,23 @@ class Scorer:
                 vectors[i] = vector
         return vectors  # type: ignore[return-value]
 
-    def _record(self, answer: Prediction, body: dict[str, Any], vector: ServedVector, now: datetime) -> dict[str, Any]:
+    def _answer(self, output: RowOutput | str, common: dict[str, Any]) -> Answer:
+        """The response for one row: a model's output, or the fallback's score, value or class."""
+        if self.task == "multiclass":
+            if isinstance(output, str):  # the fallback's class
+                return MulticlassPrediction(label=output, probabilities=None, **common)
+            assert isinstance(output, dict)
+            return MulticlassPrediction(label=max(output, key=output.__getitem__), probabilities=output, **common)
+        assert isinstance(output, float)
+        if self.task == "regression":
+            return RegressionPrediction(prediction=output, **common)
+        return Prediction(score=output, decision=output >= self.threshold, **common)
+
+    def _record(
+        self, answer: Answer, output: RowOutput | str, body: dict[str, Any], vector: ServedVector, now: datetime
+    ) -> dict[str, Any]:
+        """The log record of one answer; `score` is the probability or value (multiclass: the answered class's
+        probability), `label` and `probabilities` a multiclass answer's."""
         return {
             "request_id": answer.request_id,
             "timestamp": now.isoformat(),
@@ -227,9 +281,13 @@ class Scorer:
             "feature_timestamps": vector.timestamps,
             "request": body,
             "model_version": answer.model_version,
-            "score": answer.score,
+            "score": _score(output),
+            "label": getattr(answer, "label", None),
+            "probabilities": output if isinstance(output, dict) else None,
             "shadow_version": None,
             "shadow_score": None,
+            "shadow_label": None,
+            "shadow_probabilities": None,
             "degraded": answer.degraded,
             "degraded_reason": answer.reason if answer.degraded else None,
         }
@@ -254,11 +312,14 @@ class Scorer:
             try:
                 scored = _score_by_model(shadows, vectors, skip=skip)
                 for i, record in enumerate(records):
-                    if skip[i]:
+                    output = scored[i]
+                    if skip[i] or output is None:
                         continue
-                    record["shadow_version"], record["shadow_score"] = shadows[i].version, float(scored[i])
-                    disagreed = (record["score"] >= self.threshold) != (scored[i] >= self.threshold)
-                    self.metrics.shadow_scored(bool(disagreed))
+                    record["shadow_version"], record["shadow_score"] = shadows[i].version, _score(output)
+                    if isinstance(output, dict):
+                        record["shadow_label"] = max(output, key=output.__getitem__)
+                        record["shadow_probabilities"] = output
+                    self.metrics.shadow_scored(self._disagree(record, output))
             except Exception:  # a failing shadow must never cost the answer or its log record
                 log.exception("shadow scoring failed; the records are logged without shadow scores")
             finally:
@@ -267,6 +328,16 @@ class Scorer:
                 self._backlog.release()
 
         self._shadow.submit(shadow)
+
+    def _disagree(self, record: dict[str, Any], shadow: RowOutput) -> bool:
+        """Whether the shadow would have answered differently: another decision (binary), another class
+        (multiclass), a value more than REGRESSION_DISAGREEMENT apart relative to the larger (regression)."""
+        if isinstance(shadow, dict):
+            return record["shadow_label"] != record["label"]
+        answered = float(record["score"])
+        if self.task == "regression":
+            return abs(shadow - answered) > REGRESSION_DISAGREEMENT * max(abs(shadow), abs(answered))
+        return (answered >= self.threshold) != (shadow >= self.threshold)
 
     def close(self) -> None:
         """Finish the shadow backlog and flush the log (a graceful shutdown loses nothing)."""
@@ -277,9 +348,9 @@ class Scorer:
 
 def _score_by_model(
     models: Sequence[LoadedModel | None], vectors: Sequence[ServedVector], skip: Sequence[bool]
-) -> list[float | None]:
-    """Each row scored by its model, one batch per model; skipped rows get None."""
-    out: list[float | None] = [None] * len(vectors)
+) -> list[RowOutput | None]:
+    """Each row's output from its model, one batch per model; skipped rows get None."""
+    out: list[RowOutput | None] = [None] * len(vectors)
     groups: dict[str, list[int]] = {}
     by_version: dict[str, LoadedModel] = {}
     for i, model in enumerate(models):
@@ -287,10 +358,18 @@ def _score_by_model(
             groups.setdefault(model.version, []).append(i)
             by_version[model.version] = model
     for version, rows in groups.items():
-        scored = by_version[version].scores([vectors[i].values for i in rows])
-        for i, value in zip(rows, scored, strict=True):
-            out[i] = float(value)
+        outputs = by_version[version].outputs([vectors[i].values for i in rows])
+        for i, value in zip(rows, outputs.values, strict=True):
+            out[i] = dict(zip(outputs.classes, map(float, value), strict=True)) if outputs.classes else float(value)
     return out
+
+
+def _score(output: RowOutput | str) -> float | None:
+    """The number logged as `score`: the probability or value; the answered class's probability (multiclass);
+    None for a fallback's class."""
+    if isinstance(output, dict):
+        return max(output.values())
+    return None if isinstance(output, str) else float(output)
 
 
 def _utc(moment: datetime | None) -> datetime | None:

@@ -198,3 +198,88 @@ def test_replayed_requests_are_scored_and_logged_as_of_their_own_time(tmp_path: 
     logged = read_day(tmp_path / "log", datetime(2026, 3, 2).date())
     assert logged["request_id"].to_list() == ["then"]
     assert json.loads(logged["feature_timestamps"][0]) == {"user_orders": "2026-03-01T10:00:00"}
+
+
+KINDS = {
+    "regression": "model: {task: regression, estimator: sklearn.linear_model.Ridge, seed: 1}\n"
+    "promotion: {minimum: 10.0}\n",
+    "multiclass": "model: {task: multiclass, estimator: sklearn.linear_model.LogisticRegression, seed: 1}\n"
+    "promotion: {minimum: 0.3}\n",
+}
+
+
+def _kind_spec(tmp_path: Path, task: str, **serving: Any) -> PipelineSpec:
+    data = yaml.safe_load(SMALL_SPEC + KINDS[task])
+    data["serving"] = serving
+    path = tmp_path / f"{task}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return load_spec(path)
+
+
+def _kind_pipeline(spec: PipelineSpec, seed: int) -> Any:
+    rng = np.random.default_rng(seed)
+    frame = pl.DataFrame({c: rng.normal(size=300) for c in COLUMNS.all})
+    signal = pl.col("amount") + pl.col("count_1d") * seed
+    if spec.model.task == "regression":
+        target = (signal * 10 + 50).alias("returned")
+    else:
+        target = (
+            pl.when(signal > 0.5).then(pl.lit("high")).when(signal < -0.5).then(pl.lit("low")).otherwise(pl.lit("mid"))
+        )
+    frame = frame.with_columns(target.alias("returned"))
+    return fit(build_pipeline(spec.model, COLUMNS), frame, COLUMNS, "returned", spec.model.task)
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_each_kind_answers_in_its_own_shape_with_its_shadow_logged(tmp_path: Path, task: str) -> None:
+    spec = _kind_spec(tmp_path, task, rollout="shadow")
+    registry = Registry.__new__(Registry)
+    registry.models = {"1": _kind_pipeline(spec, 1), "2": _kind_pipeline(spec, 3)}
+    registry.aliases, registry.loads = {"champion": "1", "challenger": "2"}, []
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    stamp = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
+    payload = {"count_1d": 2, "amount_sum_1d": 30.0, "amount_max_1d": 20.0}
+    store.write("shop", "user_orders", [(f"u{i}", stamp, json.dumps(payload)) for i in range(50)])
+    models = LiveModels(lambda: dict(registry.aliases), registry.load, task=task)
+    log = PredictionLogWriter(tmp_path / "log", batch_size=1000, flush_interval=60)
+    scorer = Scorer(spec, models, ResilientFeatures(spec, store, timeout=1), log)
+    answers = scorer.score(_requests(20))
+    logged = _logged(scorer, tmp_path)
+    vectors = _frame(logged)
+    by_id = {a.request_id: a for a in answers}
+    if task == "regression":
+        expected = registry.models["1"].predict(vectors)
+        assert np.allclose([by_id[r].prediction for r in logged["request_id"]], expected)
+        assert np.allclose(logged["score"].to_numpy(), expected)
+        assert np.allclose(logged["shadow_score"].to_numpy(), registry.models["2"].predict(vectors))
+        assert logged["label"].null_count() == 20 and type(answers[0]).__name__ == "RegressionPrediction"
+    else:
+        probabilities = registry.models["1"].predict_proba(vectors)
+        classes = [str(c) for c in registry.models["1"].classes_]
+        for row, request_id in zip(probabilities, logged["request_id"], strict=True):
+            answer = by_id[request_id]
+            assert answer.probabilities == pytest.approx(dict(zip(classes, row, strict=True)))
+            assert answer.label == classes[int(np.argmax(row))]
+        assert logged["label"].to_list() == [by_id[r].label for r in logged["request_id"]]
+        assert np.allclose(logged["score"].to_numpy(), probabilities.max(axis=1))
+        shadow = [json.loads(p) for p in logged["shadow_probabilities"]]
+        assert np.allclose([[p[c] for c in classes] for p in shadow], registry.models["2"].predict_proba(vectors))
+        assert logged["shadow_label"].to_list() == [max(p, key=p.get) for p in shadow]
+
+
+def test_the_fallback_answers_in_the_kind_of_the_model(tmp_path: Path) -> None:
+    spec = _kind_spec(
+        tmp_path, "multiclass", fallback={"label": "mid", "rules": [{"feature": "amount", "above": 5, "label": "high"}]}
+    )
+    registry = Registry.__new__(Registry)
+    registry.models, registry.aliases, registry.loads = {"1": _kind_pipeline(spec, 1)}, {"champion": "1"}, []
+    models = LiveModels(lambda: dict(registry.aliases), registry.load, task="multiclass")
+    log = PredictionLogWriter(tmp_path / "log", batch_size=1000, flush_interval=60)
+    scorer = Scorer(spec, models, ResilientFeatures(spec, BrokenStore(tmp_path / "online.db"), timeout=1), log)
+    answers = scorer.score([{"user_id": "u1", "amount": 9.0}, {"user_id": "u2", "amount": 1.0}])
+    assert [(a.label, a.probabilities, a.model_version) for a in answers] == [
+        ("high", None, FALLBACK_VERSION),
+        ("mid", None, FALLBACK_VERSION),
+    ]
+    logged = _logged(scorer, tmp_path)
+    assert set(logged["label"]) == {"high", "mid"} and logged["score"].null_count() == 2

@@ -69,3 +69,43 @@ def test_too_few_labels_or_no_request_id_cannot_compare(spec: PipelineSpec) -> N
         compare(no_id, log, labels, "1", "2")
     with pytest.raises(ShadowError, match="single class"):
         compare(spec, log, labels.with_columns(pl.lit(0).alias("is_fraud")), "1", "2")
+
+
+def _multiclass(spec: PipelineSpec) -> PipelineSpec:
+    from mlops_assets.spec import ModelSpec, PromotionSpec
+
+    model = ModelSpec(task="multiclass", estimator="sklearn.linear_model.LogisticRegression", slice_by="channel")
+    return spec.model_copy(update={"model": model, "promotion": PromotionSpec(metric="macro_f1", minimum=0.3)})
+
+
+def test_multiclass_models_are_compared_on_their_logged_probabilities(spec: PipelineSpec) -> None:
+    multiclass = _multiclass(spec)
+    rng = np.random.default_rng(0)
+    classes = ["a", "b", "c"]
+    y = rng.choice(classes, N)
+
+    def probabilities(quality: float) -> list[str]:
+        noise = rng.dirichlet(np.ones(3), N)
+        truth = np.array([[float(c == label) for c in classes] for label in y])
+        rows = quality * truth + (1 - quality) * noise
+        return [json.dumps(dict(zip(classes, row, strict=True))) for row in rows]
+
+    champion, challenger = probabilities(0.3), probabilities(0.8)
+    log = pl.DataFrame(
+        {
+            "request_id": [f"t{i}" for i in range(N)],
+            "request": [json.dumps({"channel": ["online", "pos"][i % 2]}) for i in range(N)],
+            "model_version": ["1"] * N,
+            "score": [max(json.loads(p).values()) for p in champion],
+            "probabilities": champion,
+            "shadow_version": ["2"] * N,
+            "shadow_score": [max(json.loads(p).values()) for p in challenger],
+            "shadow_probabilities": challenger,
+        }
+    )
+    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y})
+    result = compare(multiclass, log, labels, "1", "2")
+    assert result.decision.passed
+    assert result.challenger.metrics["macro_f1"] > result.champion.metrics["macro_f1"]
+    assert set(result.challenger.per_class) == set(classes)
+    assert set(result.challenger.slices) == {"online", "pos"}
