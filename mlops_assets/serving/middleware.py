@@ -1,5 +1,5 @@
-"""ASGI middleware of the prediction service: load shedding and the API key, on the prediction endpoints only
-(health, metrics and docs stay open and are never shed)."""
+"""ASGI middleware of the prediction service: load shedding, the API key and a limit on the size of a request's
+body, on the prediction endpoints only (health, metrics and docs stay open and are never shed)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import json
 from typing import Any
 
 PREDICTION_PATHS = ("/predict", "/predict_batch")
+# The largest body each prediction endpoint reads: one request is a few hundred bytes, a batch call carries many.
+MAX_BODY_BYTES = {"/predict": 1_000_000, "/predict_batch": 10_000_000}
 
 
 async def _reject(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -65,3 +67,49 @@ class ApiKeyMiddleware:
                 await _reject(send, 401, "missing or wrong API key: send it as X-API-Key or a Bearer token")
                 return
         await self.app(scope, receive, send)
+
+
+class BodySizeLimitMiddleware:
+    """Answers 413 to a prediction request whose body is larger than its endpoint's limit (`limits`, bytes), before
+    the service parses it: by its Content-Length at once, or, sent in chunks without one, once the chunks read so far
+    pass the limit (a body within it is passed on whole)."""
+
+    def __init__(self, app: Any, limits: dict[str, int] | None = None) -> None:
+        self.app, self.limits = app, dict(MAX_BODY_BYTES if limits is None else limits)
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        limit = self.limits.get(scope["path"]) if scope["type"] == "http" else None
+        if limit is None:
+            await self.app(scope, receive, send)
+            return
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and length.isdigit():
+            if int(length) > limit:
+                await self._too_large(send, scope["path"], limit)
+                return
+            await self.app(scope, receive, send)  # the server reads exactly Content-Length bytes
+            return
+        chunks: list[bytes] = []
+        more, first, size = True, None, 0
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away: the app sees it
+                first = message
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > limit:
+                await self._too_large(send, scope["path"], limit)
+                return
+            more = message.get("more_body", False)
+        pending = [first or {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+
+        async def replay() -> dict[str, Any]:
+            return pending.pop() if pending else await receive()
+
+        await self.app(scope, replay, send)
+
+    @staticmethod
+    async def _too_large(send: Any, path: str, limit: int) -> None:
+        hint = "; send fewer requests per call" if path == "/predict_batch" else ""
+        await _reject(send, 413, f"request body larger than {limit:,} bytes, the limit of {path}{hint}")

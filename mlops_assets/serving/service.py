@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import bentoml
-from pydantic import BaseModel, Field, create_model
+from bentoml.exceptions import BentoMLException
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlops_assets.bundle import bundled_aliases, load_version
 from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import ModelRegistry
-from mlops_assets.serving.middleware import ApiKeyMiddleware, LoadSheddingMiddleware
+from mlops_assets.serving.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, LoadSheddingMiddleware
 from mlops_assets.serving.scorer import LiveModels, Prediction, Scorer
 from mlops_assets.settings import mlflow_settings, online_store_url
 from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
@@ -31,7 +32,8 @@ _PY_TYPES: dict[str, type] = {"string": str, "int": int, "float": float, "bool":
 
 
 def request_model(spec: PipelineSpec) -> type[BaseModel]:
-    """The request of one prediction, from the spec: entity keys and request features with their constraints."""
+    """The request of one prediction, from the spec: entity keys and request features with their constraints; a
+    field the spec does not declare is refused (a typo would otherwise be scored as a missing value)."""
     key = Field(min_length=1, max_length=200, pattern=spec.entity.pattern, description=f"{spec.entity.name} key")
     fields: dict[str, Any] = {k: (str, key) for k in spec.entity.keys}
     for name, column in spec.request_features.items():
@@ -45,7 +47,7 @@ def request_model(spec: PipelineSpec) -> type[BaseModel]:
         str | None,
         Field(default=None, max_length=200, description="echoed back and logged; generated if absent"),
     )
-    return create_model(f"{spec.name.title()}Request", **fields)
+    return create_model(f"{spec.name.title()}Request", __config__=ConfigDict(extra="forbid"), **fields)
 
 
 def _field(column: ColumnSpec) -> tuple[Any, Any]:
@@ -84,6 +86,32 @@ class PrometheusMetrics:
             self.disagreements.labels(self.pipeline).inc()
 
 
+class ClientErrorLog(logging.Filter):
+    """BentoML logs a client's bad request (400, 413, ...) as an ERROR with its traceback; it is the client's
+    mistake, not the service's: one WARNING line naming the fields instead. Server errors keep their traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, ValidationError):
+            status = 400
+            fields = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors(include_input=False)]
+            problem = "; ".join(fields)
+        elif isinstance(error, BentoMLException) and error.error_code.value < 500:
+            status, problem = error.error_code.value, str(error)
+        else:
+            return True
+        path, method = record.args if isinstance(record.args, tuple) and len(record.args) == 2 else ("?", "?")
+        record.levelno, record.levelname = logging.WARNING, logging.getLevelName(logging.WARNING)
+        record.msg, record.args = "%s %s answered %d: %s", (method, path, status, " ".join(problem.split()))
+        record.exc_info, record.exc_text = None, None
+        return True
+
+
+# Where BentoML logs a request that failed (`Exception on /predict [POST]`).
+_REQUEST_ERRORS_LOGGER = "bentoml._internal.server.http_app"
+CLIENT_ERRORS = ClientErrorLog()
+
+
 def _arguments() -> tuple[str, str | None]:
     args = bentoml.use_arguments()
     pipeline = getattr(args, "pipeline", None) or os.environ.get("MLOPS_PIPELINE")
@@ -102,6 +130,7 @@ class PredictionService:
     """Scores requests with the champion (a challenger in shadow or canary), from the online store's features."""
 
     def __init__(self) -> None:
+        logging.getLogger(_REQUEST_ERRORS_LOGGER).addFilter(CLIENT_ERRORS)
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
         uri, artifact_root = mlflow_settings(data_dir)
@@ -140,19 +169,20 @@ class PredictionService:
 
     @bentoml.api
     def models(self) -> dict[str, str]:
-        """The model versions answering now: champion and, when there is one, challenger."""
-        return self.scorer.models.versions()
+        """The pipeline served and the model versions answering now: champion and, when there is one, challenger."""
+        return {"pipeline": SPEC.name, **self.scorer.models.versions()}
 
     @bentoml.on_shutdown
     def shutdown(self) -> None:
         self.scorer.close()
 
 
-# Outermost first: excess load is shed before any other work, then the API key is checked.
+# Outermost first: excess load is shed before any other work, then the API key is checked, then the body's size.
 PredictionService.add_asgi_middleware(
     LoadSheddingMiddleware, max_in_flight=SPEC.serving.max_in_flight, retry_after=SPEC.serving.retry_after_seconds
 )
 PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
+PredictionService.add_asgi_middleware(BodySizeLimitMiddleware)
 
 
 def _initial_aliases(registry: ModelRegistry) -> dict[str, str]:

@@ -1,9 +1,15 @@
-"""The service's ASGI middleware, driven directly: load shedding with Retry-After, and the API key."""
+"""The service's ASGI middleware, driven directly: load shedding with Retry-After, the API key, the body size limit."""
 
 import asyncio
+import json
 from typing import Any
 
-from mlops_assets.serving.middleware import ApiKeyMiddleware, LoadSheddingMiddleware
+from mlops_assets.serving.middleware import (
+    MAX_BODY_BYTES,
+    ApiKeyMiddleware,
+    BodySizeLimitMiddleware,
+    LoadSheddingMiddleware,
+)
 
 
 class SlowApp:
@@ -72,5 +78,62 @@ def test_the_api_key_guards_prediction_paths_only() -> None:
         assert (await _call(app, "/predict", [(b"x-api-key", b"k-123")]))[0] == 200
         assert (await _call(app, "/predict_batch", [(b"authorization", b"Bearer k-123")]))[0] == 200
         assert (await _call(app, "/docs.json"))[0] == 200
+
+    asyncio.run(scenario())
+
+
+class EchoApp:
+    """An ASGI app that reads the whole body and answers 200 with it."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _send_body(app: Any, path: str, chunks: list[bytes], content_length: bool = True) -> tuple[int, bytes, int]:
+    """(status, response body, chunks the client was asked for) of a request whose body comes in `chunks`."""
+    sent: list[dict[str, Any]] = []
+    queue = list(chunks)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        chunk = queue.pop(0)
+        return {"type": "http.request", "body": chunk, "more_body": bool(queue)}
+
+    headers = [(b"content-length", str(sum(map(len, chunks))).encode())] if content_length else []
+    await app({"type": "http", "path": path, "headers": headers}, receive, send)
+    return sent[0]["status"], sent[1]["body"], len(chunks) - len(queue)
+
+
+def test_a_body_over_its_endpoints_limit_gets_a_413_before_the_service_reads_it() -> None:
+    async def scenario() -> None:
+        app = BodySizeLimitMiddleware(EchoApp(), {"/predict": 10, "/predict_batch": 100})
+        status, body, read = await _send_body(app, "/predict", [b"x" * 11])
+        assert (status, read) == (413, 0)  # by its Content-Length, nothing read
+        assert "larger than 10 bytes, the limit of /predict" in json.loads(body)["error"]
+        assert (await _send_body(app, "/predict", [b"x" * 10]))[:2] == (200, b"x" * 10)
+        assert (await _send_body(app, "/predict_batch", [b"y" * 100]))[:2] == (200, b"y" * 100)  # a larger limit
+        # Without a Content-Length (chunked), refused once the chunks read pass the limit, not after the whole body.
+        status, body, read = await _send_body(app, "/predict", [b"abcd"] * 5, content_length=False)
+        assert (status, read) == (413, 3)
+        status, body, read = await _send_body(app, "/predict", [b"ab", b"cd", b"ef"], content_length=False)
+        assert (status, body) == (200, b"abcdef")  # within the limit: the app gets every byte
+        assert (await _send_body(app, "/docs.json", [b"z" * 1000]))[0] == 200  # other paths are not limited
+
+    asyncio.run(scenario())
+
+
+def test_by_default_a_megabyte_is_too_much_for_one_request_but_not_for_a_batch() -> None:
+    async def scenario() -> None:
+        app = BodySizeLimitMiddleware(EchoApp())
+        body = [b"x" * (MAX_BODY_BYTES["/predict"] + 1)]
+        assert (await _send_body(app, "/predict", body))[0] == 413
+        assert (await _send_body(app, "/predict_batch", body))[0] == 200
 
     asyncio.run(scenario())

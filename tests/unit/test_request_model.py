@@ -1,6 +1,9 @@
-"""The request model the service generates from the spec: fields, constraints, the optional replay timestamp."""
+"""The request model the service generates from the spec: fields, constraints, the optional replay timestamp, unknown
+fields refused; and a client's bad request logged as one warning line."""
 
 import importlib
+import logging
+import sys
 from datetime import datetime
 from types import ModuleType
 
@@ -27,6 +30,19 @@ def test_fields_and_constraints_come_from_the_spec(service: ModuleType) -> None:
     assert {e["loc"][0] for e in error.value.errors()} == {"customer_id", "amount", "channel"}
 
 
+def test_an_unknown_field_is_refused_by_name(service: ModuleType) -> None:
+    """A misspelt field would otherwise be dropped, and the request scored as if the value were missing."""
+    (spec,) = load_specs()
+    model = service.request_model(spec)
+    with pytest.raises(ValidationError) as error:
+        model(customer_id="c000001", amount=1.0, chanel="pos", timestamp="2026-03-02T09:00:00")
+    assert {(e["loc"][0], e["type"]) for e in error.value.errors()} == {
+        ("chanel", "extra_forbidden"),
+        ("timestamp", "extra_forbidden"),  # replays are off in this spec
+    }
+    assert model.model_json_schema()["additionalProperties"] is False  # and the OpenAPI document says so
+
+
 def test_a_replay_timestamp_when_the_spec_allows_it(service: ModuleType) -> None:
     (spec,) = load_specs()
     replay: PipelineSpec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"allow_replay": True})})
@@ -35,3 +51,52 @@ def test_a_replay_timestamp_when_the_spec_allows_it(service: ModuleType) -> None
     assert request.timestamp == datetime(2026, 3, 2, 9)
     with pytest.raises(ValidationError, match="timestamp"):
         model(customer_id="c000001", amount=1.0, timestamp="yesterday")
+
+
+def _bentoml_logs(service: ModuleType, error: BaseException) -> logging.LogRecord:
+    """The record BentoML's `log_exception` makes for a failed request, after the service's filter."""
+    try:
+        raise error
+    except BaseException:
+        record = logging.LogRecord(
+            service._REQUEST_ERRORS_LOGGER,
+            logging.ERROR,
+            __file__,
+            1,
+            "Exception on %s [%s]",
+            ("/predict", "POST"),
+            sys.exc_info(),
+        )
+    assert service.CLIENT_ERRORS.filter(record)
+    return record
+
+
+def test_a_clients_bad_request_is_one_warning_line_naming_the_fields(service: ModuleType) -> None:
+    from bentoml.exceptions import BadInput
+
+    (spec,) = load_specs()
+    try:
+        service.request_model(spec)(customer_id="c000001", amount=-1, chanel="pos")
+    except ValidationError as exc:
+        invalid = exc
+    record = _bentoml_logs(service, invalid)
+    assert record.levelno == logging.WARNING and record.exc_info is None
+    message = record.getMessage()
+    assert message.startswith("POST /predict answered 400: ") and "\n" not in message
+    assert "amount: Input should be greater than or equal to 0" in message and "chanel: Extra inputs" in message
+    assert logging.Formatter().format(record) == message  # no traceback below it
+
+    record = _bentoml_logs(service, BadInput("Invalid JSON input received"))
+    assert (record.levelno, record.getMessage()) == (
+        logging.WARNING,
+        "POST /predict answered 400: Invalid JSON input received",
+    )
+
+
+def test_a_server_error_keeps_its_traceback(service: ModuleType) -> None:
+    from bentoml.exceptions import InternalServerError
+
+    for error in (RuntimeError("the model failed"), InternalServerError("boom")):
+        record = _bentoml_logs(service, error)
+        assert record.levelno == logging.ERROR and record.exc_info is not None
+        assert "Traceback" in logging.Formatter().format(record)
