@@ -549,11 +549,12 @@ def status(ctx: click.Context, as_json: bool) -> None:
 def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url: str) -> None:
     """Send a day of past events to the served pipeline as live requests, each at its own time.
 
-    Needs `serving.allow_replay: true` in the spec. Then `mlops monitor` grades the day.
+    Needs `serving.allow_replay: true` in the spec, and the service at --url must serve PIPELINE. Then `mlops monitor`
+    grades the day.
 
     Example: mlops replay flights --day 2013-03-02 --sample 500
     """
-    from mlops_assets.replay import ReplayError, replay_requests, send
+    from mlops_assets.replay import ReplayError, check_pipeline, replay_requests, send
 
     spec = _model_spec(ctx, pipeline)
     if not spec.serving.allow_replay:
@@ -562,6 +563,7 @@ def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url:
             "set it to true (and restart `mlops serve`) to replay"
         )
     try:
+        check_pipeline(url, spec.name)
         requests = replay_requests(spec, Path(ctx.obj["data_dir"]), day.date(), sample)
         summary = send(url, requests, os.environ.get(spec.serving.api_key_env))
     except ReplayError as exc:

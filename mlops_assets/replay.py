@@ -55,6 +55,30 @@ def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int |
     return requests
 
 
+def check_pipeline(url: str, pipeline: str) -> dict[str, str]:
+    """The live versions of the service at `url`, once it says it serves `pipeline`; a ReplayError naming the
+    pipeline that answered otherwise (another `mlops serve` on that port would file the requests in its own log)."""
+    try:
+        request = urllib.request.Request(f"{url}/models", b"{}", {"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            models = json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        raise ReplayError(f"{url}/models answered {exc.code}: is `mlops serve` running there?") from None
+    except (OSError, ValueError) as exc:
+        raise ReplayError(f"{url} did not answer ({exc}): is `mlops serve {pipeline}` running there?") from None
+    served = models.get("pipeline") if isinstance(models, dict) else None
+    if served is None:
+        raise ReplayError(
+            f"{url} does not say which pipeline it serves (a bento built before /models named it): "
+            f"rebuild it with `mlops materialize {pipeline}` and restart `mlops serve`"
+        )
+    if served != pipeline:
+        raise ReplayError(
+            f"{url} serves pipeline {served!r}, not {pipeline!r}: give --url of the `mlops serve {pipeline}` service"
+        )
+    return {alias: version for alias, version in models.items() if alias != "pipeline"}
+
+
 def send(url: str, requests: list[dict[str, Any]], api_key: str | None = None) -> ReplaySummary:
     """POST the requests to `url`/predict_batch, a batch at a time; what answered and how."""
     summary = ReplaySummary()
