@@ -13,13 +13,51 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from mlops_assets.drift import FeatureStats, Level, compare, drifted_share, numeric_stats, stats_frame
+from mlops_assets.drift import (
+    FeatureStats,
+    Level,
+    categorical_stats,
+    compare,
+    drifted_share,
+    numeric_stats,
+    stats_frame,
+)
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.modeling import Columns
+from mlops_assets.modeling import Columns, Outputs
+from mlops_assets.prediction_log import logged_outputs
 from mlops_assets.spec import DriftThresholds, MonitoringSpec, PipelineSpec
 
+# The rows of a window's stats that describe the model's outputs, not a feature: the score or value (binary,
+# regression), the predicted class and each class's probability (multiclass).
 SCORE = "__score__"
+LABEL = "__label__"
+OUTPUT_PREFIX = "__"
+
+
+def probability_row(name: str) -> str:
+    return f"__proba_{name}__"
+
+
+def output_stats(reference: Outputs, current: Outputs, bins: int) -> list[FeatureStats]:
+    """Drift of the model's outputs: the distribution of scores or predicted values; for multiclass, of the
+    predicted classes (chi-squared, PSI) and of each class's probability."""
+    if reference.task != "multiclass":
+        return [numeric_stats(SCORE, reference.values, current.values.astype(float), bins)]
+    stats = [
+        categorical_stats(
+            LABEL,
+            pl.Series(reference.labels, dtype=pl.String),
+            pl.Series(current.labels if len(current) else [], dtype=pl.String),
+        )
+    ]
+    for j, name in enumerate(reference.classes):
+        column = current.classes.index(name) if name in current.classes else None
+        values = current.values[:, column] if column is not None else np.zeros(len(current))
+        stats.append(numeric_stats(probability_row(name), reference.values[:, j], values, bins))
+    return stats
+
+
 _ORDER = {"ok": 0, "warn": 1, "error": 2}
 
 
@@ -92,7 +130,7 @@ def window_report(
     window: str,
     monitoring: MonitoringSpec,
     reference: pl.DataFrame,
-    reference_scores: np.ndarray,
+    reference_outputs: Outputs,
     log: pl.DataFrame,
     columns: Columns,
     champion: str,
@@ -104,16 +142,18 @@ def window_report(
     features = compare(
         reference.select(columns.all), current, columns.numeric, columns.categorical, monitoring.psi_bins
     )
-    versions = log.get_column("model_version") if log.height else pl.Series([], dtype=pl.String)
-    champion_scores = log.filter(versions == champion).get_column("score").to_numpy() if log.height else np.array([])
-    score = numeric_stats(SCORE, reference_scores, champion_scores.astype(float), monitoring.psi_bins)
-    stats = stats_frame([*features, score]).with_columns(
+    answered = log.filter(pl.col("model_version") == champion) if log.height else log
+    for column in ("score", "probabilities"):  # a log written before multiclass existed has no probabilities
+        if column not in answered.columns:
+            answered = answered.with_columns(pl.lit(None, pl.String).alias(column))
+    outputs = output_stats(reference_outputs, logged_outputs(answered, reference_outputs.task), monitoring.psi_bins)
+    stats = stats_frame([*features, *outputs]).with_columns(
         pl.Series(
             "distribution_level",
             [distribution_level(s, thresholds) for s in features]
-            + [distribution_level(score, monitoring.prediction_drift)],
+            + [distribution_level(s, monitoring.prediction_drift) for s in outputs],
         ),
-        pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, score]]),
+        pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, *outputs]]),
         pl.lit("served").alias("source"),
     )
     rows = log.height
@@ -136,7 +176,7 @@ def window_report(
         {
             "feature_drift": _feature_drift(window, features, thresholds),
             "dataset_drift": _dataset_drift(window, features, monitoring),
-            "prediction_drift": _prediction_drift(window, score, monitoring),
+            "prediction_drift": _prediction_drift(window, outputs, monitoring),
             "data_quality": _data_quality(
                 window, features, log, monitoring, known_versions, out_of_range(reference, current, columns.numeric)
             ),
@@ -177,18 +217,20 @@ def _dataset_drift(window: str, features: list[FeatureStats], monitoring: Monito
     )
 
 
-def _prediction_drift(window: str, score: FeatureStats, monitoring: MonitoringSpec) -> CheckVerdict:
-    if score.current_rows == 0:
+def _prediction_drift(window: str, outputs: list[FeatureStats], monitoring: MonitoringSpec) -> CheckVerdict:
+    if outputs[0].current_rows == 0:
         return CheckVerdict(
             "warn",
-            f"{window}: no scores of the champion were logged: prediction drift not measured",
+            f"{window}: no outputs of the champion were logged: prediction drift not measured",
             {"window": window},
         )
-    level = distribution_level(score, monitoring.prediction_drift)
+    levels = [distribution_level(s, monitoring.prediction_drift) for s in outputs]
+    described = ", ".join(f"{_describe(s)} {lv}" for s, lv in zip(outputs, levels, strict=True))
+    worst_output = max(outputs, key=lambda s: s.psi or 0.0)
     return CheckVerdict(
-        level,
-        f"{window}: champion scores vs its training set: {_describe(score)}",
-        {"window": window, "ks": score.ks, "psi": score.psi},
+        worst(levels),
+        f"{window}: champion outputs vs its training set: {described}",
+        {"window": window, "ks": worst_output.ks, "psi": worst_output.psi, "output": worst_output.feature},
     )
 
 

@@ -1,9 +1,13 @@
 """Grading a window: offline drift table by table, with the evidence a person acts on."""
 
+import json
+
 import numpy as np
 import polars as pl
+import pytest
 
-from mlops_assets.monitoring import offline_stats, offline_verdict, out_of_range
+from mlops_assets.modeling import Columns, Outputs
+from mlops_assets.monitoring import WindowReport, offline_stats, offline_verdict, out_of_range, window_report
 from mlops_assets.spec import MonitoringSpec
 
 
@@ -43,3 +47,44 @@ def test_values_outside_the_training_range_are_counted_per_feature() -> None:
     current = pl.DataFrame({"amount": [0.5, 5.0, 11.0, None], "count_1d": [1, 2, 3, 4]})
     assert out_of_range(reference, current, ["amount", "count_1d"]) == {"amount": 2 / 3, "count_1d": 0.0}
     assert out_of_range(reference.head(0), current, ["amount"]) == {}
+
+
+def _window(task: str, shift: float, rows: int = 2000) -> WindowReport:
+    rng = np.random.default_rng(0)
+    classes = ("a", "b", "c")
+    reference = pl.DataFrame({"x": rng.normal(size=rows)})
+    if task == "multiclass":
+        ref = Outputs(task, rng.dirichlet([4, 2, 1], rows), classes)
+        served = rng.dirichlet([4 - 3 * shift, 2, 1 + 3 * shift], rows)
+        extra = {
+            "probabilities": [json.dumps(dict(zip(classes, r, strict=True))) for r in served],
+            "score": served.max(axis=1),
+        }
+    else:
+        ref = Outputs(task, rng.normal(100, 10, rows))
+        extra = {"score": rng.normal(100 + 10 * shift, 10, rows), "probabilities": [None] * rows}
+    log = pl.DataFrame(
+        {
+            "model_version": ["1"] * rows,
+            "features": [json.dumps({"x": float(v)}) for v in rng.normal(size=rows)],
+            "degraded": [False] * rows,
+            **extra,
+        }
+    )
+    return window_report("2026-01-01", MonitoringSpec(), reference, ref, log, Columns(["x"], []), "1", {"1"})
+
+
+@pytest.mark.parametrize("task", ["regression", "multiclass"])
+def test_prediction_drift_reads_the_outputs_of_each_kind(task: str) -> None:
+    steady = _window(task, 0.0)
+    assert steady.checks["prediction_drift"].level == "ok"
+    moved = _window(task, 1.0)
+    verdict = moved.checks["prediction_drift"]
+    assert verdict.level == "error"
+    outputs = moved.stats.filter(pl.col("feature").str.starts_with("__")).get_column("feature").to_list()
+    if task == "multiclass":
+        # The predicted classes and each class's probability are graded.
+        assert outputs == ["__label__", "__proba_a__", "__proba_b__", "__proba_c__"]
+        assert "__proba_a__" in verdict.description and "__label__" in verdict.description
+    else:
+        assert outputs == ["__score__"]  # the distribution of predicted values

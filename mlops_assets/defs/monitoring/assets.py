@@ -30,8 +30,9 @@ from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.markdown import markdown_table
-from mlops_assets.modeling import fitted_columns, to_pandas
+from mlops_assets.modeling import fitted_columns, predict, to_pandas
 from mlops_assets.monitoring import (
+    OUTPUT_PREFIX,
     offline_stats,
     offline_verdict,
     served_features,
@@ -102,7 +103,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         model = registry.load_sklearn(spec.name, champion)
         columns = fitted_columns(model)
         scored = reference.head(SCORED_REFERENCE_ROWS)
-        reference_scores = model.predict_proba(to_pandas(scored, columns))[:, 1]
+        reference_outputs = predict(model, to_pandas(scored, columns), spec.model.task if spec.model else "binary")
         log_path = table_path(lake.root, spec.name, "prediction_log")
         log = (
             scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
@@ -110,7 +111,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
         known = {str(v.version) for v in registry.client.search_model_versions(f"name='{spec.name}'")}
-        report = window_report(day, monitoring, reference, reference_scores, log, columns, champion, known)
+        report = window_report(day, monitoring, reference, reference_outputs, log, columns, champion, known)
         skew = skew_stats(log, offline_rows(lake.root, spec, log), spec)
         period = training.get_column(spec.label.prediction_timestamp)
         reference_offline, current_offline = offline_frames(lake.root, spec, day, period.min(), period.max(), seed)
@@ -136,9 +137,10 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             history,
             drift_report_path(lake.root, spec.name, day),
         )
-        features = report.stats.filter(pl.col("feature") != "__score__")
+        is_output = pl.col("feature").str.starts_with(OUTPUT_PREFIX)
+        features = report.stats.filter(~is_output)
         top = features.sort("psi", descending=True, nulls_last=True).head(1)
-        score = report.stats.filter(pl.col("feature") == "__score__").row(0, named=True)
+        outputs = report.stats.filter(is_output)
         yield dg.MaterializeResult(
             metadata={
                 **table_metadata(stats_path, stats),
@@ -148,7 +150,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "top_movers": dg.MetadataValue.md(top_movers(features)),
                 "top_feature": top.get_column("feature").item() if top.height else "",
                 "top_feature_psi": float(top.get_column("psi").item() or 0.0) if top.height else 0.0,
-                "prediction_psi": float(score["psi"] or 0.0),
+                "prediction_psi": float(outputs.get_column("psi").max() or 0.0),  # multiclass: the worst output
                 "drifted_share": float((features.get_column("distribution_level") == "error").mean() or 0.0),
                 "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
                 "report": dg.MetadataValue.url(page.as_uri()),
