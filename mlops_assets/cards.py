@@ -5,8 +5,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from mlops_assets.markdown import markdown_table
-from mlops_assets.modeling import LOWER_IS_BETTER, Evaluation, GateDecision
-from mlops_assets.spec import PipelineSpec
+from mlops_assets.modeling import Evaluation, GateDecision
+from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec
+
+# What a model of each kind answers, and what its permutation importance measures.
+ANSWERS = {
+    "binary": "the probability that `{label}` is 1 (decision threshold {threshold})",
+    "multiclass": "the most probable class of `{label}`, with each class's probability",
+    "regression": "a predicted value of `{label}`",
+}
+IMPORTANCE = {
+    "binary": "PR AUC drop when shuffled",
+    "multiclass": "log-loss rise when shuffled",
+    "regression": "RMSE rise when shuffled",
+}
 
 
 def metrics_rows(candidate: Evaluation, champion: Evaluation | None) -> list[dict[str, str]]:
@@ -43,7 +55,11 @@ def render_card(
         {"slice": name, **{k: "" if v is None else (f"{v:.4f}" if k != "rows" else v) for k, v in values.items()}}
         for name, values in candidate.slices.items()
     ]
-    top = [{"input": k, "PR AUC drop when shuffled": f"{v:.4f}"} for k, v in list(importance.items())[:10]]
+    top = [{"input": k, IMPORTANCE[model.task]: f"{v:.4f}"} for k, v in list(importance.items())[:10]]
+    per_class = [
+        {"class": name, "recall": f"{values['recall']:.4f}", "holdout rows": int(values["rows"])}
+        for name, values in candidate.per_class.items()
+    ]
     comparison = (
         f"Compared with champion version {champion_version} on the same frozen holdout:"
         if champion is not None
@@ -55,8 +71,10 @@ def render_card(
             "",
             "## Intended use",
             spec.description or "(no description in the spec)",
-            f"Scores one {spec.entity.name} event; the label is `{spec.label.column}` of `{spec.label.source}`, "
-            f"the decision threshold {model.threshold}. Owner: {spec.owner or 'not declared'}.",
+            f"A {model.task} model: for one {spec.entity.name} event it answers "
+            + ANSWERS[model.task].format(label=spec.label.column, threshold=model.threshold)
+            + f", the label being `{spec.label.column}` of `{spec.label.source}`. "
+            f"Owner: {spec.owner or 'not declared'}.",
             "",
             "## Model",
             f"`{model.estimator}` with `{model.params}`, seed {model.seed}; preprocessing "
@@ -76,6 +94,7 @@ def render_card(
             "",
             markdown_table(metrics_rows(candidate, champion)),
             "",
+            *(["### Recall per class", markdown_table(per_class), ""] if per_class else []),
             f"### Per `{model.slice_by}`" if model.slice_by else "### Per slice",
             markdown_table(slices),
             "",

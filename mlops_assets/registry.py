@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -30,6 +31,11 @@ from mlops_assets.settings import mlflow_links, mlflow_ui_url
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
+
+
+def metric_key(text: str) -> str:
+    """`text` as part of an MLflow metric name (which allows letters, digits, _ - . / : and spaces only)."""
+    return re.sub(r"[^\w\-./: ]", "_", text)
 
 
 class RegistryError(RuntimeError):
@@ -100,11 +106,20 @@ class ModelRegistry:
         tags: dict[str, str],
         artifacts: dict[str, Any],
         required: set[str],
+        task: str = "binary",
     ) -> LoggedCandidate:
-        """Log the fitted inference pipeline with its evidence and register it as a new version of `name`."""
+        """Log the fitted inference pipeline with its evidence and register it as a new version of `name`.
+
+        Its pyfunc answers as serving does: probabilities (classifiers; binary, the positive class's in the
+        signature) or predicted values (regression).
+        """
         with self._fluent():
-            scores = pipeline.predict_proba(example)[:, 1]
-            inferred = infer_signature(example, scores)
+            if task == "regression":
+                outputs = pipeline.predict(example)
+            else:
+                outputs = pipeline.predict_proba(example)
+                outputs = outputs[:, 1] if task == "binary" else outputs
+            inferred = infer_signature(example, outputs)
             # Required-ness comes from the spec, not from whether the few example rows happened to have nulls.
             inputs = Schema([ColSpec(c.type, c.name, required=c.name in required) for c in inferred.inputs.inputs])
             signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
@@ -124,7 +139,7 @@ class ModelRegistry:
                     name="model",
                     signature=signature,
                     input_example=example.head(5),
-                    pyfunc_predict_fn="predict_proba",
+                    pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
                     skops_trusted_types=trusted,
                     pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
                 )

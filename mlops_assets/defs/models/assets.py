@@ -25,7 +25,7 @@ from mlops_assets.modeling import (
     train_candidate,
 )
 from mlops_assets.provenance import git_commit, package_versions
-from mlops_assets.registry import ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.registry import ChampionEvent, ModelRegistry, RegistryError, metric_key
 from mlops_assets.settings import card_path, redact
 from mlops_assets.spec import PipelineSpec
 
@@ -121,10 +121,15 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             **{k.removeprefix("mlops/"): v for k, v in context.run.tags.items() if k.startswith("mlops/retrain")},
         }
         slice_metrics = {
-            f"slice.{name}.{metric}": value
+            f"slice.{metric_key(name)}.{metric}": value
             for name, values in evaluation.slices.items()
             for metric, value in values.items()
             if value is not None and metric != "rows"
+        }
+        class_metrics = {
+            f"class.{metric_key(name)}.recall": values["recall"]
+            for name, values in evaluation.per_class.items()
+            if values["recall"] == values["recall"]  # a class absent from the holdout has no recall (NaN)
         }
         from mlflow.exceptions import MlflowException
 
@@ -140,23 +145,27 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                     "preprocessing": model.preprocessing.model_dump(),
                     "features": trained.columns.all,
                     "holdout": model.holdout,
-                    "threshold": model.threshold,
+                    "task": model.task,
+                    **({"threshold": model.threshold} if model.task == "binary" else {}),
                     "seed": model.seed,
                 },
                 metrics={
                     **evaluation.metrics,
                     **slice_metrics,
+                    **class_metrics,
                     "train_rows": trained.train_rows,
                     "holdout_rows": evaluation.rows,
                 },
                 tags=tags,
                 artifacts={
                     "slices.json": evaluation.slices,
+                    **({"per_class.json": evaluation.per_class} if evaluation.per_class else {}),
                     "feature_importance.json": trained.importance,
                     "packages.json": package_versions(),
                     "spec.json": spec.model_dump(mode="json"),
                 },
                 required={name for name, column in spec.request_features.items() if not column.nullable},
+                task=model.task,
             )
         except (MlflowException, OSError) as exc:
             uri = mlflow_store.tracking_uri
