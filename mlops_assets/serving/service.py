@@ -23,7 +23,7 @@ from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import ModelRegistry
 from mlops_assets.serving.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, LoadSheddingMiddleware
-from mlops_assets.serving.scorer import LiveModels, Prediction, Scorer
+from mlops_assets.serving.scorer import LiveModels, Scorer, prediction_model
 from mlops_assets.settings import mlflow_settings, online_store_url
 from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
 
@@ -123,6 +123,9 @@ def _arguments() -> tuple[str, str | None]:
 PIPELINE, SPECS_DIR = _arguments()
 SPEC = {s.name: s for s in load_specs(SPECS_DIR)}[PIPELINE]
 Request = request_model(SPEC)
+# The answer's shape follows the kind of problem: binary score and decision, regression prediction, multiclass label
+# and probabilities by class.
+Prediction = prediction_model(SPEC)
 
 
 @bentoml.service(name=f"mlops_{SPEC.name}", traffic={"timeout": 10})
@@ -140,6 +143,7 @@ class PredictionService:
             lambda: registry.aliases(SPEC.name),
             lambda version: load_version(SPEC.name, version, registry),
             initial=_initial_aliases(registry),
+            task=SPEC.model.task if SPEC.model else "binary",
         )
         models.watch(serving.refresh_seconds, self._refresh_failed)
         store = open_store(online_store_url(data_dir))
