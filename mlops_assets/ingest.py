@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -22,11 +23,17 @@ class SourceDataError(ValueError):
     """A source file that cannot be ingested at all (missing, unreadable, or missing declared columns)."""
 
 
+# Text that ends in a UTC offset (`Z`, `+02`, `+0200`, `+02:00`) after a time: read as an instant, stored in UTC.
+_OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
+_OFFSET_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+
+
 @dataclass(frozen=True)
 class DayIngest:
-    day: str
-    files: list[Path]
+    """One day of a source: its rows split, and the time zones its timestamps were converted to UTC from."""
+
     split: Split
+    time_zones: dict[str, list[str]]
 
 
 def day_pattern(source: SourceSpec, data_dir: Path, day: date) -> str:
@@ -73,7 +80,7 @@ def _typed(column: str, dtype: pl.DataType, current: pl.DataType) -> pl.Expr:
         return col
     if isinstance(dtype, pl.Datetime):
         if current == pl.String:
-            return col.str.to_datetime(time_unit="us", strict=False)
+            return _parse_datetime(col).cast(dtype)
         if isinstance(current, pl.Datetime) and current.time_zone is not None:
             return col.dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(dtype)
     if dtype == pl.Date and current == pl.String:
@@ -81,13 +88,52 @@ def _typed(column: str, dtype: pl.DataType, current: pl.DataType) -> pl.Expr:
     return col.cast(dtype, strict=False)
 
 
+def _parse_datetime(text: pl.Expr) -> pl.Expr:
+    """Timestamps as text: with a UTC offset, the instant in naive UTC; without one, as written (taken as UTC).
+
+    The two kinds are parsed apart, so that a file mixing them never has its format guessed from the other kind.
+    """
+    iso = text.str.replace(r"[Zz]$", "+00:00").str.replace(r"^(\d{4}-\d{2}-\d{2})[ T]", "${1}T")
+    offset = text.str.contains(_OFFSET)
+    aware = pl.when(offset).then(iso).str.to_datetime(_OFFSET_FORMAT, time_unit="us", time_zone="UTC", strict=False)
+    naive = pl.when(~offset).then(text).str.to_datetime(time_unit="us", strict=False)
+    return pl.coalesce(aware.dt.replace_time_zone(None), naive)
+
+
+def _time_zones(frame: pl.DataFrame, source: SourceSpec) -> dict[str, list[str]]:
+    """Per declared datetime column, the zones (Parquet) or UTC offsets (text) its values were converted from."""
+    zones: dict[str, list[str]] = {}
+    for column, spec in source.columns.items():
+        current = frame.schema[column]
+        if spec.dtype != "datetime":
+            continue
+        if isinstance(current, pl.Datetime) and current.time_zone is not None:
+            zones[column] = [current.time_zone]
+        elif current == pl.String:
+            found = frame.select(
+                pl.col(column).filter(pl.col(column).str.contains(_OFFSET)).str.extract(r"([Zz]|[+-][\d:]+)$")
+            )
+            offsets = sorted({"+00:00" if o in ("Z", "z") else o for o in found.to_series().unique().to_list()})
+            if offsets:
+                zones[column] = offsets
+    return zones
+
+
 def ingest_day(
     source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
 ) -> Split:
+    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files (see `read_day`)."""
+    return read_day(source, source_name, files, day, relative_to).split
+
+
+def read_day(
+    source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
+) -> DayIngest:
     """Type, check and split one day of a source; accepted + rejected rows = the rows of the files.
 
     Each row keeps the file it came from (relative to `relative_to`, so hashes do not depend on where the data
-    folder is) and its row number in that file.
+    folder is) and its row number in that file. Time-zone-aware timestamps (a Parquet zone, or text with a UTC
+    offset) are stored as naive UTC, like every timestamp of the lake; the zones they came in are returned.
     """
     frames = [_read_file(p, source, source_name, _name(p, relative_to)) for p in files]
     meta = [SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN]
@@ -125,7 +171,19 @@ def ingest_day(
     schema = build_schema(f"sources.{source_name}", source.columns)
     partition = pl.lit(day.isoformat()).alias(PARTITION_COLUMN)
     split = split_valid(typed, schema, prior_reasons=prior, kept=raw)
-    return Split(split.accepted.with_columns(partition), split.rejected.with_columns(partition))
+    return DayIngest(
+        Split(split.accepted.with_columns(partition), split.rejected.with_columns(partition)),
+        merged_time_zones(_time_zones(frame, source) for frame in frames),
+    )
+
+
+def merged_time_zones(parts: Iterable[dict[str, list[str]]]) -> dict[str, list[str]]:
+    """Per column, every zone or UTC offset its timestamps came in, over files or days."""
+    zones: dict[str, set[str]] = {}
+    for part in parts:
+        for column, found in part.items():
+            zones.setdefault(column, set()).update(found)
+    return {column: sorted(found) for column, found in sorted(zones.items())}
 
 
 def _name(path: Path, root: Path | None) -> str:

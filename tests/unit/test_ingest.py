@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_assets.ingest import SourceDataError, ingest_day, source_files
+from mlops_assets.ingest import SourceDataError, ingest_day, read_day, source_files
 from mlops_assets.spec import load_specs
 from mlops_assets.validation import REASONS_COLUMN
 from tests.conftest import ORDERS, write_day_files
@@ -78,6 +78,34 @@ def test_parquet_with_wrong_physical_types_is_typed_per_value(orders, tmp_path: 
     assert "amount: cannot parse n/a as float" in split.rejected[REASONS_COLUMN][0]
     # Time zones are converted to naive UTC: 01:00 in Paris is 00:00 UTC, the same day.
     assert split.accepted["ts"].to_list() == [datetime(2026, 3, 6, 0)]
+    assert read_day(source.model_copy(update={"format": "parquet"}), "orders", [path], DAY).time_zones == {
+        "ts": ["Europe/Paris"]
+    }
+
+
+def test_csv_timestamps_with_a_utc_offset_are_stored_in_utc_and_their_offsets_recorded(orders) -> None:
+    """Text with an offset is an instant (stored in UTC); text without one is taken as UTC, in the same file."""
+    source, data = orders
+    rows = [
+        "u1,1.0,web,2026-03-07T12:00:00+02:00",
+        "u2,2.0,app,2026-03-07 10:00:00",
+        "u3,3.0,web,2026-03-07T10:30:00Z",
+        "u4,4.0,web,2026-03-07 11:00:00.250-0530",
+        # 01:00 at +02:00 is 23:00 UTC the day before: not an event of this partition.
+        "u5,5.0,web,2026-03-07T01:00:00+02:00",
+    ]
+    write_day_files(data, "orders", {"2026-03-07": "user_id,amount,channel,ts\n" + "\n".join(rows) + "\n"})
+    read = read_day(source, "orders", source_files(source, data, date(2026, 3, 7)), date(2026, 3, 7))
+    assert read.split.accepted.schema["ts"] == pl.Datetime("us")
+    assert read.split.accepted["ts"].to_list() == [
+        datetime(2026, 3, 7, 10),
+        datetime(2026, 3, 7, 10),
+        datetime(2026, 3, 7, 10, 30),
+        datetime(2026, 3, 7, 16, 30, 0, 250_000),
+    ]
+    (reason,) = read.split.rejected[REASONS_COLUMN]
+    assert "event day 2026-03-06 is not the partition day 2026-03-07" in reason
+    assert read.time_zones == {"ts": ["+00:00", "+02:00", "-0530"]}
 
 
 def test_unreadable_file_is_named(orders, tmp_path: Path) -> None:

@@ -8,7 +8,14 @@ import polars as pl
 from mlops_assets.defs.common.partitions import partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
-from mlops_assets.ingest import SourceDataError, ensure_generated, ingest_day, source_files
+from mlops_assets.ingest import (
+    DayIngest,
+    SourceDataError,
+    ensure_generated,
+    merged_time_zones,
+    read_day,
+    source_files,
+)
 from mlops_assets.lake import content_hash, table_path
 from mlops_assets.markdown import markdown_table
 from mlops_assets.spec import PipelineSpec
@@ -40,7 +47,7 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         days = partition_days(context)
-        splits: list[Split] = []
+        reads: list[DayIngest] = []
         for day in days:
             ensure_generated(spec, source_name, lake.root, day)
             files = source_files(source, lake.root, day)
@@ -51,10 +58,14 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
                     allow_retries=False,
                 )
             try:
-                splits.append(ingest_day(source, source_name, files, day, relative_to=lake.root))
+                reads.append(read_day(source, source_name, files, day, relative_to=lake.root))
             except SourceDataError as exc:
                 raise dg.Failure(description=str(exc), allow_retries=False) from exc
         labels = [d.isoformat() for d in days]
+        splits = [r.split for r in reads]
+        zones = merged_time_zones(r.time_zones for r in reads)
+        for column, found in zones.items():
+            context.log.info(f"sources.{source_name}: {column} came in {', '.join(found)}; stored in UTC")
         split = Split(pl.concat([s.accepted for s in splits]), pl.concat([s.rejected for s in splits]))
         per_day = [
             {
@@ -74,6 +85,8 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
             {
                 "partitions": dg.MetadataValue.md(markdown_table(per_day)),
                 "files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in _files(split))),
+                # Timestamps are stored in naive UTC; what they came in, for whoever reads the files again.
+                "time_zones_converted_to_utc": "; ".join(f"{c}: {', '.join(z)}" for c, z in zones.items()) or "none",
             },
         )
 
