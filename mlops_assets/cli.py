@@ -528,7 +528,7 @@ def status(ctx: click.Context, as_json: bool) -> None:
     except SpecError as exc:
         _fail(str(exc))
     registry = _registry(ctx)
-    report = {spec.name: registry.status(spec.name, spec.promotion.metric) for spec in specs}
+    report = {spec.name: registry.status(spec.name, spec.model.metrics) for spec in specs}  # type: ignore[union-attr]
     if as_json:
         click.echo(json.dumps(report, indent=2))
         return
@@ -537,7 +537,8 @@ def status(ctx: click.Context, as_json: bool) -> None:
         if not models:
             click.echo("  no champion yet: materialize its training job (mlops materialize)")
         for alias, info in models.items():
-            click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {info['metrics']}")
+            figures = ", ".join(f"{k} {v:.4f}" for k, v in info["metrics"].items() if v is not None)
+            click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}")
 
 
 @main.command()

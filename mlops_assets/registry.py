@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -192,17 +192,18 @@ class ModelRegistry:
         run = self.client.get_run(self.version(name, version).run_id)
         return {k: v for k, v in run.data.metrics.items() if "." not in k}
 
-    def status(self, name: str, metric: str) -> dict[str, dict[str, Any]]:
-        """champion/challenger -> version, since when and the primary metric."""
+    def status(self, name: str, metrics: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """champion/challenger -> version, since when and its holdout `metrics` (the kind of problem's)."""
         report = {}
         for alias, version in sorted(self.aliases(name).items()):
             tags = self.version(name, version).tags
             created = datetime.fromtimestamp(self.version(name, version).creation_timestamp / 1000, UTC)
             since = tags.get("promoted_at") if alias == CHAMPION else None
+            recorded = self.version_metrics(name, version)
             report[alias] = {
                 "version": version,
                 "since": since or created.isoformat(timespec="seconds"),
-                "metrics": {metric: self.version_metrics(name, version).get(metric)},
+                "metrics": {m: recorded.get(m) for m in metrics},
             }
         return report
 
