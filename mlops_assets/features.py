@@ -7,15 +7,31 @@ latest row per entity, so there is no second implementation of any aggregation t
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 import polars as pl
 
+from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.spec import FeatureViewSpec, PipelineSpec, parse_duration
+
+logger = logging.getLogger(__name__)
 
 FEATURE_TIMESTAMP = "feature_timestamp"
 KNOWN_AT = "known_at"
+# Rows a feature function gave for one (keys, feature_timestamp), counted before all but one were dropped.
+_COPIES = "__copies"
+
+
+@dataclass(frozen=True)
+class FeatureRows:
+    """A view's rows of some days, and what was resolved on the way to them."""
+
+    frame: pl.DataFrame
+    duplicates: int = 0  # rows dropped because another row had the same keys and feature_timestamp
+    time_zones: dict[str, str] = field(default_factory=dict)  # columns converted to naive UTC, from these zones
 
 
 class FeatureFunctionError(ValueError):
@@ -105,21 +121,94 @@ def load_function(dotted: str) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
         raise FeatureFunctionError(f"cannot load feature function {dotted!r}: {exc}") from exc
 
 
-def custom_features(
-    events: pl.LazyFrame, view: FeatureViewSpec, keys: list[str], event_timestamp: str, created: str | None
-) -> pl.LazyFrame:
-    """Run a user's function, check its contract, and attach when each row became known."""
+def to_utc(frame: pl.LazyFrame) -> tuple[pl.LazyFrame, dict[str, str]]:
+    """Time-zone-aware datetime columns as naive UTC, like every timestamp of the lake; the zones they had."""
+    zones = {
+        name: dtype.time_zone
+        for name, dtype in frame.collect_schema().items()
+        if isinstance(dtype, pl.Datetime) and dtype.time_zone is not None
+    }
+    converted = [pl.col(c).dt.convert_time_zone("UTC").dt.replace_time_zone(None) for c in zones]
+    return (frame.with_columns(converted) if converted else frame), zones
+
+
+def resolve_duplicates(frame: pl.LazyFrame, keys: list[str], count: bool = False) -> pl.LazyFrame:
+    """One row per (keys, feature_timestamp), by one rule that ignores the input's order: the row known last
+    (largest `known_at`, when the frame has it), ties broken by the values of the other columns (the largest wins).
+
+    With `count`, each row kept carries in `__copies` how many rows it stood for.
+    """
+    schema = frame.collect_schema()
+    subset = [*keys, FEATURE_TIMESTAMP]
+    rest = [c for c in schema.names() if c not in (*subset, KNOWN_AT)]
+    order = [*subset, *([KNOWN_AT] if KNOWN_AT in schema else []), *rest]
+    # Nested values have no order: their hash is a deterministic stand-in.
+    by = [pl.col(c).hash(seed=0) if schema[c].is_nested() else pl.col(c) for c in order]
+    ordered = frame.sort(by)
+    if count:
+        ordered = ordered.with_columns(pl.len().over(subset).alias(_COPIES))
+    return ordered.unique(subset, keep="last", maintain_order=True)
+
+
+def function_output(spec: PipelineSpec, view_name: str, events: pl.LazyFrame) -> pl.LazyFrame:
+    """A custom view's function run on its source's events, its output checked against the contract: the entity
+    keys and a `feature_timestamp` of the events' types, features named unlike any other training-set column."""
+    view = spec.feature_views[view_name]
     assert view.function is not None
+    source = spec.sources[view.source]
+    keys, where = spec.entity.keys, f"{view.function} (feature_views.{view_name}.function)"
     out = load_function(view.function)(events)
     if not isinstance(out, pl.LazyFrame):
-        raise FeatureFunctionError(f"{view.function} returned {type(out).__name__}, expected polars.LazyFrame")
-    columns = out.collect_schema().names()
+        raise FeatureFunctionError(f"{where} returned {type(out).__name__}, expected polars.LazyFrame")
+    schema = out.collect_schema()
+    columns = schema.names()
     missing = [c for c in [*keys, FEATURE_TIMESTAMP] if c not in columns]
     if missing:
-        raise FeatureFunctionError(f"{view.function} returned no column(s) {missing}; it returned {columns}")
-    out = out.sort([*keys, FEATURE_TIMESTAMP], maintain_order=True).unique(
-        [*keys, FEATURE_TIMESTAMP], keep="last", maintain_order=True
-    )
+        raise FeatureFunctionError(f"{where} returned no column(s) {missing}; it returned {columns}")
+    features = [c for c in columns if c not in (*keys, FEATURE_TIMESTAMP)]
+    reserved = {KNOWN_AT: "when each row became known", PARTITION_COLUMN: "the feature table's daily partition"}
+    problems = [
+        f"feature_views.{view_name}: feature {c!r} is a column the pipeline adds itself ({reserved[c]}); rename it"
+        for c in features
+        if c in reserved
+    ]
+    problems += [
+        f"feature_views.{view_name}: feature {c!r} starts with '__', kept for the point-in-time join; rename it"
+        for c in features
+        if c.startswith("__")
+    ]
+    problems += spec.feature_clash_problems(view_name, features)
+    given = events.collect_schema()
+    problems += [
+        f"feature_views.{view_name}: entity key {k!r} is {schema[k]} in the function's output but {given[k]} in "
+        f"source {view.source!r}; return it unchanged"
+        for k in keys
+        if k in given and schema[k] != given[k]
+    ]
+    stamp, expected = schema[FEATURE_TIMESTAMP], given.get(source.event_timestamp)
+    if isinstance(stamp, pl.Datetime) and stamp.time_zone is not None:
+        stamp = pl.Datetime(stamp.time_unit)  # converted to UTC below
+    if stamp != expected:
+        problems.append(
+            f"feature_views.{view_name}: {FEATURE_TIMESTAMP!r} is {schema[FEATURE_TIMESTAMP]} in the function's "
+            f"output but the events' {source.event_timestamp!r} is {expected}; return it as {expected}"
+        )
+    if problems:
+        raise FeatureFunctionError(f"{where} returned an unusable frame: " + "; ".join(problems))
+    out, zones = to_utc(out)
+    if zones:
+        logger.info("feature view %s: %s's output converted to UTC from %s", view_name, view.function, zones)
+    return out
+
+
+def custom_features(
+    spec: PipelineSpec, view_name: str, events: pl.LazyFrame, count_duplicates: bool = False
+) -> pl.LazyFrame:
+    """Run a user's function, check its contract, resolve its duplicate rows, attach when each row became known."""
+    view = spec.feature_views[view_name]
+    source = spec.sources[view.source]
+    keys, event_timestamp, created = spec.entity.keys, source.event_timestamp, source.created_timestamp
+    out = resolve_duplicates(function_output(spec, view_name, events), keys, count=count_duplicates)
     if created is None:
         return out
     known = (
@@ -129,7 +218,7 @@ def custom_features(
         .unique([*keys, event_timestamp], keep="last")
         .sort(event_timestamp)
     )
-    features = [c for c in columns if c not in (*keys, FEATURE_TIMESTAMP)]
+    features = [c for c in out.collect_schema().names() if c not in (*keys, FEATURE_TIMESTAMP)]
     return (
         out.sort(FEATURE_TIMESTAMP)
         .join_asof(
@@ -145,9 +234,36 @@ def custom_features(
     )
 
 
-def compute_features(spec: PipelineSpec, view_name: str, events: pl.LazyFrame) -> pl.LazyFrame:
-    """The feature function of a view: events of its source -> keys, feature_timestamp, [known_at], features."""
+def _computed(spec: PipelineSpec, view_name: str, events: pl.LazyFrame, count_duplicates: bool) -> pl.LazyFrame:
     view = spec.feature_views[view_name]
     source = spec.sources[view.source]
-    args = (events, view, spec.entity.keys, source.event_timestamp, source.created_timestamp)
-    return custom_features(*args) if view.function else aggregate_features(*args)
+    events, zones = to_utc(events)
+    if zones:
+        logger.info("feature view %s: events converted to UTC from %s", view_name, zones)
+    if view.function:
+        return custom_features(spec, view_name, events, count_duplicates)
+    # One row per entity and time by construction (see aggregate_features): nothing to resolve.
+    out = aggregate_features(events, view, spec.entity.keys, source.event_timestamp, source.created_timestamp)
+    return out.with_columns(pl.lit(1, pl.UInt32).alias(_COPIES)) if count_duplicates else out
+
+
+def compute_features(spec: PipelineSpec, view_name: str, events: pl.LazyFrame) -> pl.LazyFrame:
+    """The feature function of a view: events of its source -> keys, feature_timestamp, [known_at], features.
+
+    One row per entity and feature_timestamp (see `resolve_duplicates`); time-zone-aware input is read as UTC.
+    """
+    return _computed(spec, view_name, events, count_duplicates=False)
+
+
+def feature_partitions(spec: PipelineSpec, view_name: str, events: pl.LazyFrame, days: list[str]) -> FeatureRows:
+    """The view's rows whose feature_timestamp falls on `days` (ISO dates), in the `partition_date` column, with
+    the duplicates resolved on those days counted and the input's time zones converted to UTC."""
+    _, zones = to_utc(events)
+    frame = (
+        _computed(spec, view_name, events, count_duplicates=True)
+        .with_columns(pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN))
+        .filter(pl.col(PARTITION_COLUMN).is_in(days))
+        .pipe(collect)
+    )
+    duplicates = int(frame.get_column(_COPIES).sum()) - frame.height
+    return FeatureRows(frame.drop(_COPIES), duplicates, zones)

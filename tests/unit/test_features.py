@@ -20,6 +20,8 @@ from mlops_assets.features import (
     FeatureFunctionError,
     aggregate_features,
     compute_features,
+    feature_partitions,
+    resolve_duplicates,
 )
 from mlops_assets.spec import FeatureViewSpec, PipelineSpec, parse_duration
 
@@ -369,3 +371,128 @@ def test_a_function_that_does_not_exist_is_a_feature_function_error(function: st
     events = pl.DataFrame(schema=EVENT_SCHEMA)
     with pytest.raises(FeatureFunctionError, match=re.escape(f"cannot load feature function '{function}'")):
         compute_features(spec, "ghost", events.lazy())
+
+
+# --- Custom function output: clashes, types, time zones, duplicates -------------------------------------------
+
+
+def names_a_feature_like_the_label(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.select(
+        "customer_id",
+        pl.col("ts").alias(FEATURE_TIMESTAMP),
+        pl.col("amount").alias("is_fraud"),
+        pl.col("amount").alias("amount_sum_1h"),
+        pl.col("amount").alias("fine"),
+    )
+
+
+def returns_known_at(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.select("customer_id", pl.col("ts").alias(FEATURE_TIMESTAMP), pl.col("ts").alias(KNOWN_AT))
+
+
+def casts_the_key(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.select(pl.col("card").cast(pl.String), "bank", pl.col("ts").alias(FEATURE_TIMESTAMP), "amount")
+
+
+def stamps_in_nanoseconds(events: pl.LazyFrame) -> pl.LazyFrame:
+    return events.select("customer_id", pl.col("ts").cast(pl.Datetime("ns")).alias(FEATURE_TIMESTAMP), "amount")
+
+
+def stamps_in_tokyo(events: pl.LazyFrame) -> pl.LazyFrame:
+    local = pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone("Asia/Tokyo")
+    return events.select("customer_id", local.alias(FEATURE_TIMESTAMP), pl.col("ts").alias("seen_ts"))
+
+
+def one_row_per_event(events: pl.LazyFrame) -> pl.LazyFrame:
+    """A careless function: one row per event, so events tied at one time give several rows for that time."""
+    return events.select("customer_id", pl.col("ts").alias(FEATURE_TIMESTAMP), "amount", "channel")
+
+
+def test_a_function_feature_named_like_another_column_fails_with_the_located_message() -> None:
+    spend = {"source": "transactions", "ttl": "1d", "aggregations": [{"column": "amount", "functions": ["sum"]}]}
+    spend["aggregations"][0]["windows"] = ["1h"]
+    spec = pipeline({"spend": spend, "leaky": custom_view("tests.unit.test_features:names_a_feature_like_the_label")})
+    events = pl.DataFrame([{"customer_id": "c", "ts": T0, "amount": 1.0, "ingested_at": T0}], schema=EVENT_SCHEMA)
+    with pytest.raises(FeatureFunctionError) as raised:
+        compute_features(spec, "leaky", events.lazy())
+    message = str(raised.value)
+    assert message.startswith("tests.unit.test_features:names_a_feature_like_the_label (feature_views.leaky.function)")
+    expected = spec.feature_clash_problems("leaky", ["is_fraud", "amount_sum_1h", "fine"])
+    assert len(expected) == 2 and all(problem in message for problem in expected)
+    assert "'is_fraud' has the name of the label (label.column)" in message
+    assert "'amount_sum_1h' is also a feature of view 'spend'" in message and "'fine'" not in message
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("returns_known_at", "feature 'known_at' is a column the pipeline adds itself (when each row became known)"),
+        ("casts_the_key", "entity key 'card' is String in the function's output but Int64 in source 'transactions'"),
+        (
+            "stamps_in_nanoseconds",
+            "'feature_timestamp' is Datetime(time_unit='ns', time_zone=None) in the function's output but the events' "
+            "'ts' is Datetime(time_unit='us', time_zone=None)",
+        ),
+    ],
+    ids=["known_at", "key_type", "time_unit"],
+)
+def test_a_function_output_that_cannot_join_names_both_columns_and_types(function: str, message: str) -> None:
+    keys = ["bank", "card"] if function == "casts_the_key" else None
+    spec = pipeline({"odd": custom_view(f"tests.unit.test_features:{function}")}, keys=keys)
+    events = pl.DataFrame(
+        [{"bank": "a", "card": 1, "customer_id": "c", "ts": T0, "amount": 1.0, "ingested_at": T0}], schema=EVENT_SCHEMA
+    )
+    with pytest.raises(FeatureFunctionError, match=re.escape(message)):
+        compute_features(spec, "odd", events.lazy())
+
+
+def test_time_zone_aware_events_and_outputs_are_read_as_utc() -> None:
+    """Events with a zone reach the function in naive UTC; a zoned feature_timestamp comes back in naive UTC."""
+    spec = pipeline({"local": custom_view("tests.unit.test_features:stamps_in_tokyo")})
+    paris = pl.col("ts").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris")
+    events = pl.DataFrame(
+        [{"customer_id": "c", "ts": T0 + dt.timedelta(hours=h), "ingested_at": T0} for h in (1, 5)],
+        schema=EVENT_SCHEMA,
+    ).with_columns(paris, pl.col("ingested_at").dt.replace_time_zone("UTC"))
+    out = compute_features(spec, "local", events.lazy()).collect()
+    assert out.schema[FEATURE_TIMESTAMP] == pl.Datetime("us")
+    assert out.select(FEATURE_TIMESTAMP, "seen_ts", KNOWN_AT).rows() == [
+        (T0 + dt.timedelta(hours=h), T0 + dt.timedelta(hours=h), T0) for h in (1, 5)
+    ]
+    rows = feature_partitions(spec, "local", events.lazy(), ["2026-01-01"])
+    assert rows.time_zones == {"ts": "Europe/Paris", "ingested_at": "UTC"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(events=event_frames(), shuffle_seed=st.integers(0, 2**32 - 1))
+def test_duplicate_rows_of_a_function_are_resolved_whatever_the_input_order(
+    events: pl.DataFrame, shuffle_seed: int
+) -> None:
+    """Several rows for one customer and time: one is kept by its values, never by where it was; all are counted."""
+    spec = pipeline({"careless": custom_view("tests.unit.test_features:one_row_per_event")})
+    shuffled = events.sample(fraction=1.0, shuffle=True, seed=shuffle_seed)
+    days = sorted({t.date().isoformat() for t in events["ts"]})
+    expected = feature_partitions(spec, "careless", events.lazy(), days)
+    actual = feature_partitions(spec, "careless", shuffled.lazy(), days)
+    assert_frame_equal(actual.frame, expected.frame)
+    assert not actual.frame.select("customer_id", FEATURE_TIMESTAMP).is_duplicated().any()
+    assert actual.duplicates == expected.duplicates == events.height - actual.frame.height
+    # The row kept is the largest by (amount, channel), nulls first.
+    largest = events.sort("amount", "channel", nulls_last=False).unique(["customer_id", "ts"], keep="last")
+    kept = actual.frame.select("customer_id", pl.col(FEATURE_TIMESTAMP).alias("ts"), "amount", "channel")
+    assert_frame_equal(kept, largest.select(kept.columns), check_row_order=False)
+
+
+def test_rows_known_at_different_times_keep_the_one_known_last() -> None:
+    """With known_at, the row that arrived last wins even when its values are smaller."""
+    frame = pl.LazyFrame(
+        {
+            "customer_id": ["c", "c", "c"],
+            FEATURE_TIMESTAMP: [T0, T0, T0],
+            KNOWN_AT: [T0 + dt.timedelta(hours=2), T0, T0 + dt.timedelta(hours=1)],
+            "amount": [1.0, 9.0, 5.0],
+        }
+    )
+    for order in ([0, 1, 2], [2, 1, 0], [1, 0, 2]):
+        shuffled = frame.collect()[order].lazy()
+        assert resolve_duplicates(shuffled, ["customer_id"]).collect()["amount"].to_list() == [1.0]

@@ -11,7 +11,7 @@ from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, collect, compute_features
+from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, feature_partitions
 from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path, table_version
 from mlops_assets.spec import PipelineSpec
 from mlops_assets.validation import build_schema, split_valid
@@ -63,15 +63,15 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
         if missing:
             context.log.warning(f"{upstream.to_user_string()} has no rows for {missing}: windows there are short")
         try:
-            frame = (
-                compute_features(spec, view_name, events)
-                .with_columns(pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN))
-                .filter(pl.col(PARTITION_COLUMN).is_in(labels))
-                .pipe(collect)
-            )
-            split = split_valid(frame, build_schema(f"feature_views.{view_name}", view.constraints))
+            rows = feature_partitions(spec, view_name, events, labels)
+            split = split_valid(rows.frame, build_schema(f"feature_views.{view_name}", view.constraints))
         except (FeatureFunctionError, ValueError) as exc:
             raise dg.Failure(description=f"feature view {view_name}: {exc}", allow_retries=False) from exc
+        if rows.duplicates:
+            context.log.warning(
+                f"feature view {view_name}: {rows.duplicates} rows shared their {spec.entity.keys} and "
+                f"{FEATURE_TIMESTAMP} with another; kept the one known last (ties: by their values)"
+            )
         yield from publish_split(
             table_path(lake.root, spec.name, view_name),
             key,
@@ -83,6 +83,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 "input_delta_versions": {upstream.to_user_string(): table_version(raw_path)},
                 "lookback_days": history,
                 "input_days_without_rows": ", ".join(missing) or "none",
+                "duplicates": rows.duplicates,
             },
         )
 
