@@ -28,7 +28,7 @@ LABEL_WORDS = frozenset(
 LABEL_TIME_WORDS = frozenset({"label", "labelled", "labeled", "confirm", "confirmed", "resolved", "known"})
 LABEL_TIME_WORDS |= {"reported", "outcome", "settled", "closed"}
 KEY_WORDS = frozenset({"id", "key", "uuid", "user", "customer", "account", "client", "device", "card", "member"})
-TEXT_BOOLEANS = ({"true", "false"}, {"yes", "no"})
+TEXT_BOOLEANS = (("false", "true"), ("no", "yes"))  # read as booleans, whatever their case
 
 MAX_CATEGORIES = 20
 MAX_CLASSES = 10  # a text column with more values is not guessed as a label's classes
@@ -104,38 +104,36 @@ def read_events(path: Path) -> EventFile:
 
 
 _DATE = r"\d{4}-\d{2}-\d{2}"
-_DATETIME = re.compile(rf"^{_DATE}[ T]\d{{2}}:\d{{2}}(:\d{{2}}(\.\d+)?)?(Z|[+-]\d{{2}}:?\d{{2}})?$")
 _OFFSET = r"(Z|[+-]\d{2}:?\d{2})$"
+_DATETIME = rf"^{_DATE}[ T]\d{{2}}:\d{{2}}(:\d{{2}}(\.\d+)?)?{_OFFSET[:-1]}?$"
 
 
 def _read_column(column: pl.Series, stored_as_text: bool) -> tuple[pl.Series, str | None]:
     """A column with ISO dates, date-times or booleans held as text parsed (a zone converted to UTC), and a note of
-    what was done, where a person would not expect it. CSV's own true/false and naive date-times need no note."""
+    what was done where a person might not expect it (CSV's own true/false and naive date-times need none)."""
     if isinstance(column.dtype, pl.Datetime) and column.dtype.time_zone is not None:
-        zone = column.dtype.time_zone
-        return _utc(column), f"stored in time zone {zone}: converted to UTC (as ingestion does)"
+        return _utc(column), f"stored in time zone {column.dtype.time_zone}: converted to UTC"
     values = column.drop_nulls()
     if column.dtype != pl.String or values.len() == 0:
         return column, None
-    lowered = set(values.str.to_lowercase().unique())
-    for pair in TEXT_BOOLEANS:
-        if lowered <= pair:
-            true = sorted(pair)[1]  # "true", "yes"
-            note = f"text {' / '.join(sorted(pair))} read as booleans ({true} = true)"
-            parsed = column.str.to_lowercase().replace_strict({true: True, sorted(pair)[0]: False}, default=None)
-            return parsed.cast(pl.Boolean), note if true == "yes" or stored_as_text else None
+    lowered = column.str.to_lowercase()
+    for false, true in TEXT_BOOLEANS:
+        if set(lowered.drop_nulls().unique()) <= {false, true}:
+            note = f"text {false}/{true} read as booleans ({true} = true)"
+            parsed = lowered.replace_strict({true: True, false: False}, default=None, return_dtype=pl.Boolean)
+            return parsed, note if true == "yes" or stored_as_text else None
     if values.str.contains(rf"^{_DATE}$").all():
         return column.str.to_date(), "text dates read as dates" if stored_as_text else None
-    if not values.str.contains(_DATETIME.pattern).all():
+    if not values.str.contains(_DATETIME).all():
         return column, None
-    offsets = sorted(set(values.str.extract(_OFFSET).drop_nulls()))
-    if offsets and len(values.str.extract(_OFFSET).drop_nulls()) < values.len():
-        return column, "text date-times, some with a zone and some without: left as text (give every one a zone)"
+    zones = values.str.extract(_OFFSET).drop_nulls()
+    if 0 < zones.len() < values.len():
+        return column, "text date-times, some with a zone and some without: left as text (give each a zone)"
     parsed = column.str.to_datetime(time_unit="us", strict=False)
     if parsed.null_count() > column.null_count():
         return column, "text that looks like date-times but does not parse: left as text"
-    if offsets:
-        zone = ", ".join("UTC" if o == "Z" else o for o in offsets)
+    if zones.len():
+        zone = ", ".join(sorted({"UTC" if z == "Z" else z for z in zones}))
         return _utc(parsed), f"text date-times in zone {zone}: converted to UTC"
     return parsed, "text date-times read as date-times (no zone given)" if stored_as_text else None
 
@@ -179,7 +177,7 @@ def label_candidate(series: pl.Series) -> Candidate | None:
     if len(values) == 2 and (
         dtype == pl.Boolean
         or (dtype.is_numeric() and values == [0, 1])
-        or (dtype == pl.String and {v.lower() for v in values} in TEXT_BOOLEANS)
+        or (dtype == pl.String and tuple(sorted(v.lower() for v in values)) in TEXT_BOOLEANS)
     ):
         task, evidence = "binary", f"values {_show(values)}"
     elif dtype == pl.String and 2 <= len(values) <= MAX_CLASSES:
@@ -188,11 +186,12 @@ def label_candidate(series: pl.Series) -> Candidate | None:
         task, evidence = "regression", f"numbers, {len(values):,} distinct values"
     else:
         return None
-    words = name_tokens(column)
-    hinted = [w for w in words if w in LABEL_WORDS]
-    if column in LABEL_NAMES or (hinted and len(hinted) == len(words)):
+    words = name_tokens(column) or [column]
+    asks = task == "binary" and words[0] in ("is", "has", "was")  # `is_fraud`: a yes/no question
+    hinted = [w for w in words[asks:] if w in LABEL_WORDS]
+    if "_".join(words) in LABEL_NAMES or (hinted and len(hinted) == len(words[asks:])):
         return Candidate(column, task, evidence, f"named like a label ({column!r})", 2)
-    if hinted or (task == "binary" and words[0] in ("is", "has")):
+    if hinted or asks:
         return Candidate(column, task, evidence, f"the word {(hinted or words)[0]!r} in its name", 1)
     return Candidate(column, task, evidence)
 
@@ -251,51 +250,30 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     rows, schema = frame.height, frame.schema
     notes = frame.notes if isinstance(frame, EventFile) else {}
     guesses = [f"{column}: {note}" for column, note in notes.items()]
-    times = [c for c, t in schema.items() if isinstance(t, pl.Datetime)]
-    if not times:
-        raise StarterError(
-            f"{source_file}: no column holds date-times (found {frame.columns}); an event file needs the time of "
-            "each event, e.g. an ISO column like 2026-01-31T12:00:00"
-        )
-    # A time that repeats per entity (a sign-up date) varies far less than event times: of the columns at least a
-    # fifth as varied as the most varied, the event time is the earliest (a label's time comes later).
-    varied = max(frame[c].n_unique() for c in times)
-    candidates = [c for c in times if frame[c].n_unique() >= 0.2 * varied]
-    event_ts = min(candidates, key=lambda c: frame[c].cast(pl.Int64).mean())
-    guesses.append(f"sources.events.event_timestamp: {event_ts} (the earliest of the most varied date-time columns)")
-    later = [
-        c
-        for c in _hinted([c for c in times if c != event_ts], LABEL_TIME_WORDS)
-        if frame.filter(pl.col(c) < pl.col(event_ts)).height == 0 and frame.filter(pl.col(c) > pl.col(event_ts)).height
-    ]
-    label_ts = later[0] if later else event_ts
-    guesses.append(
-        f"label.timestamp: {label_ts} "
-        + ("(never before the event time)" if later else "(no later time found: labels known at the event)")
-    )
+    event_ts, label_ts, said = _times(frame, source_file)
+    guesses += said
 
     counts = {c: frame[c].n_unique() for c in frame.columns}
     # Another model's output (`y_pred`, `fraud_proba`) is never a label or a feature: it would learn that model.
     outputs = {c: w for c in frame.columns if (w := _output_words(c))}
     ids = [c for c, t in schema.items() if counts[c] == rows and (t == pl.String or t.is_integer())]
-    dates = [c for c, t in schema.items() if t == pl.Date]
-    usable = [c for c in frame.columns if c not in (*times, *dates, *outputs, *ids)]
+    times = [c for c, t in schema.items() if isinstance(t, pl.Datetime) or t == pl.Date]
+    usable = [c for c in frame.columns if c not in (*times, *outputs, *ids)]
     ranked = label_candidates(frame, usable)
     if not ranked:
         raise StarterError(
             f"{source_file}: no column can be the label: one with two values (0/1, true/false, yes/no), a few text "
             f"classes or numbers, not named like another model's output (columns: {frame.columns})"
         )
-    chosen = ranked[0]
-    label, task = chosen.column, chosen.task
-    guesses.append(f"label.column: {label} ({_label_evidence(frame[label], chosen)})")
+    label, task = ranked[0].column, ranked[0].task
+    guesses.append(f"label.column: {label} ({_label_evidence(frame[label], ranked[0])})")
     if task == "binary" and (label in notes or schema[label] == pl.String):
         held = "hold it as true/false" if label in notes else "must hold it as true/false: convert it"
         guesses.append(
             f"label.column: a binary model trains on 0/1 or true/false labels, which the framework does not convert "
             f"from text: the daily files {held}, and so must files you add"
         )
-    guesses.append(f"model.task: {task} (`{label}`: {chosen.evidence} → {task}): {ESTIMATORS[task]}")
+    guesses.append(f"model.task: {task} (`{label}`: {ranked[0].evidence} → {task}): {ESTIMATORS[task]}")
     if ranked[1:]:
         others = "; ".join(c.describe() for c in ranked[1:])
         guesses.append(
@@ -307,53 +285,23 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     guesses.append(f"entity.keys: [{key}] {key_evidence}")
     if request_id:
         guesses.append(f"label.request_id: {request_id} (unique per event: the id a prediction request carries)")
-
-    columns: dict[str, dict[str, Any]] = {}
-    for column, dtype in schema.items():
-        declared: dict[str, Any] = {"dtype": _dtype(dtype)}
-        if frame[column].null_count() == 0:
-            declared["nullable"] = False
-        if dtype.is_numeric() and column != label and frame[column].min() is not None and frame[column].min() >= 0:
-            declared["min"] = 0
-        if dtype == pl.String and column not in (key, *ids) and counts[column] <= MAX_CATEGORIES:
-            declared["isin"] = sorted(frame[column].drop_nulls().unique().to_list())
-        columns[column] = declared
+    columns = _declared(frame, label, [key, *ids], counts)
     guesses.append(
         "sources.events.columns: types as read; not nullable where no value is missing; min 0 where no "
         f"value is negative; isin where a text column has at most {MAX_CATEGORIES} values"
     )
 
-    # The label and what is known only with it are never inputs; nor are keys, ids and other models' outputs.
+    # The label and what is known only with it (its time) are never inputs; nor are keys, ids and other models'
+    # outputs (none of them is in `usable`), nor columns of one value.
     inputs = [c for c in usable if c not in (label, label_ts, key) and frame[c].drop_nulls().n_unique() > 1]
     numeric = [c for c in inputs if schema[c].is_numeric()]
-    flags = [c for c in inputs if schema[c] == pl.Boolean]
-    categorical = [c for c in inputs if "isin" in columns[c]]
-    features = [*numeric, *flags, *categorical]
-    aggregated = numeric[:MAX_AGGREGATED]
-
+    features = [*numeric, *[c for c in inputs if schema[c] == pl.Boolean], *[c for c in inputs if "isin" in columns[c]]]
     entity = re.sub(r"_?(id|key)$", "", key) or "entity"
     entity = entity if re.match(r"^[a-z][a-z0-9_]*$", entity) else "entity"
-    view = f"{entity}_activity"
     first, last = frame[event_ts].min(), frame[event_ts].max()
     span = max((last.date() - first.date()).days + 1, 1)  # type: ignore[union-attr]
-    gaps = _gaps(frame, key, event_ts)
-    median, p90 = (float(gaps.median() or 0), float(gaps.quantile(0.9) or 0)) if gaps.len() else (86400.0, 86400.0)
-    short = _duration(median, at_most=span * 86400)
-    long = _duration(5 * median, at_most=span * 86400)
-    windows = list(dict.fromkeys([short, long]))
-    ttl = _duration(max(p90, 86400))
-    aggregations: list[dict[str, Any]] = [{"functions": ["count"], "windows": windows}]
-    aggregations += [{"column": c, "functions": ["sum", "mean", "max"], "windows": windows} for c in aggregated]
-    amounts = f", and the sum, mean and max of {', '.join(aggregated)}" if aggregated else ""
-    guesses.append(
-        f"feature_views.{view}: per {entity}, over the last {' and '.join(windows)}, the count of events{amounts} "
-        f"(the median gap between an entity's events is {_human(median)}: the shorter window covers it, the longer "
-        f"about five; at most the {span} days of the file)"
-    )
-    guesses.append(
-        f"feature_views.{view}.ttl: {ttl} (90% of the gaps between an entity's events are at most {_human(p90)}; "
-        "at least a day, as features are computed once per daily partition)"
-    )
+    view, said = _activity_view(frame, entity, key, event_ts, numeric[:MAX_AGGREGATED], span)
+    guesses += said
     guesses.append(f"request_features: {', '.join(features) or 'none'} (known when the event happens)")
     holdout = max(1, min(MAX_HOLDOUT_DAYS, span // 5))
     held = frame.filter(pl.col(event_ts) > last - timedelta(days=holdout)).height  # type: ignore[operator]
@@ -366,7 +314,7 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     guesses.append(f"promotion: {why}")
 
     used = {event_ts, label_ts, label, key, *([request_id] if request_id else []), *features}
-    left_out = {c: _left_out_reason(frame, c, outputs, ids, counts) for c in frame.columns if c not in used}
+    left_out = {c: _left_out_reason(frame, c, outputs, ids) for c in frame.columns if c not in used}
     by_reason: dict[str, list[str]] = {}
     for column, reason in left_out.items():
         by_reason.setdefault(reason, []).append(column)
@@ -385,7 +333,7 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
                 "columns": columns,
             }
         },
-        "feature_views": {view: {"source": "events", "ttl": ttl, "aggregations": aggregations}},
+        "feature_views": {f"{entity}_activity": view},
         "request_features": {c: columns[c] for c in features},
         "label": {
             "source": "events",
@@ -406,6 +354,75 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
         "promotion": promotion,
     }
     return Starter(spec, guesses, event_ts, left_out)
+
+
+def _times(frame: pl.DataFrame, source_file: Path) -> tuple[str, str, list[str]]:
+    """The event time and the label's time, with the guesses that say why."""
+    times = [c for c, t in frame.schema.items() if isinstance(t, pl.Datetime)]
+    if not times:
+        raise StarterError(
+            f"{source_file}: no column holds date-times (found {frame.columns}); an event file needs the time of "
+            "each event, e.g. an ISO column like 2026-01-31T12:00:00"
+        )
+    # A time that repeats per entity (a sign-up date) varies far less than event times: of the columns at least a
+    # fifth as varied as the most varied, the event time is the earliest (a label's time comes later).
+    varied = max(frame[c].n_unique() for c in times)
+    candidates = [c for c in times if frame[c].n_unique() >= 0.2 * varied]
+    event_ts = min(candidates, key=lambda c: frame[c].cast(pl.Int64).mean())
+    later = [
+        c
+        for c in _hinted([c for c in times if c != event_ts], LABEL_TIME_WORDS)
+        if frame.filter(pl.col(c) < pl.col(event_ts)).height == 0 and frame.filter(pl.col(c) > pl.col(event_ts)).height
+    ]
+    label_ts = later[0] if later else event_ts
+    return (
+        event_ts,
+        label_ts,
+        [
+            f"sources.events.event_timestamp: {event_ts} (the earliest of the most varied date-time columns)",
+            f"label.timestamp: {label_ts} "
+            + ("(never before the event time)" if later else "(no later time found: labels known at the event)"),
+        ],
+    )
+
+
+def _declared(frame: pl.DataFrame, label: str, keys: list[str], counts: dict[str, int]) -> dict[str, dict[str, Any]]:
+    """Every column's declaration: its type, not nullable where nothing is missing, min 0 where nothing is
+    negative, the allowed values of a text column with few (keys and ids excepted)."""
+    columns: dict[str, dict[str, Any]] = {}
+    for column, dtype in frame.schema.items():
+        declared: dict[str, Any] = {"dtype": _dtype(dtype)}
+        if frame[column].null_count() == 0:
+            declared["nullable"] = False
+        if dtype.is_numeric() and column != label and frame[column].min() is not None and frame[column].min() >= 0:
+            declared["min"] = 0
+        if dtype == pl.String and column not in keys and counts[column] <= MAX_CATEGORIES:
+            declared["isin"] = sorted(frame[column].drop_nulls().unique().to_list())
+        columns[column] = declared
+    return columns
+
+
+def _activity_view(
+    frame: pl.DataFrame, entity: str, key: str, event_ts: str, aggregated: list[str], span: int
+) -> tuple[dict[str, Any], list[str]]:
+    """The starter feature view: counts (and sums, means, maxima of `aggregated`) over windows sized by the gaps
+    between an entity's events, with a TTL covering 90% of the gaps; and the guesses that say so."""
+    gaps = _gaps(frame, key, event_ts)
+    median, p90 = (float(gaps.median() or 0), float(gaps.quantile(0.9) or 0)) if gaps.len() else (86400.0, 86400.0)
+    windows = list(dict.fromkeys(_duration(g, at_most=span * 86400) for g in (median, 5 * median)))
+    # Features are computed once per daily partition: a TTL under a day would leave most of a day without them.
+    ttl = _duration(max(p90, 86400))
+    aggregations: list[dict[str, Any]] = [{"functions": ["count"], "windows": windows}]
+    aggregations += [{"column": c, "functions": ["sum", "mean", "max"], "windows": windows} for c in aggregated]
+    amounts = f", and the sum, mean and max of {', '.join(aggregated)}" if aggregated else ""
+    view = f"feature_views.{entity}_activity"
+    return {"source": "events", "ttl": ttl, "aggregations": aggregations}, [
+        f"{view}: per {entity}, over the last {' and '.join(windows)}, the count of events{amounts} (the median gap "
+        f"between an entity's events is {_human(median)}: the shorter window covers it, the longer about five; at "
+        f"most the {span} days of the file)",
+        f"{view}.ttl: {ttl} (90% of the gaps between an entity's events are at most {_human(p90)}; at least a day, "
+        "as features are computed once per daily partition)",
+    ]
 
 
 def _label_evidence(series: pl.Series, chosen: Candidate) -> str:
@@ -463,9 +480,7 @@ def _entity_key(frame: pl.DataFrame, columns: list[str], counts: dict[str, int],
     )
 
 
-def _left_out_reason(
-    frame: pl.DataFrame, column: str, outputs: dict[str, str], ids: list[str], counts: dict[str, int]
-) -> str:
+def _left_out_reason(frame: pl.DataFrame, column: str, outputs: dict[str, str], ids: list[str]) -> str:
     """Why the starter spec does not use `column`, in words a person can act on."""
     dtype = frame.schema[column]
     if column in outputs:
@@ -480,7 +495,7 @@ def _left_out_reason(
     if frame[column].drop_nulls().n_unique() <= 1:
         return "a single value: nothing to learn" if frame[column].null_count() < frame.height else "no values"
     if dtype == pl.String:
-        return f"text with more than {MAX_CATEGORIES} values: too many for a category (a key of a feature view of its own?)"
+        return f"text with more than {MAX_CATEGORIES} values: too many for a category (a key of a view of its own?)"
     return f"of type {dtype}: no model input"
 
 
