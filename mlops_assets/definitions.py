@@ -25,6 +25,7 @@ from mlops_assets.defs.serving.assets import (
     build_online_assets,
     build_prediction_log_asset,
     build_shadow_evaluation_asset,
+    prediction_log_key,
 )
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
@@ -75,7 +76,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
             description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    schedules = [daily_schedule(daily_job_name(spec), "30 0 * * *")]
+    schedules = [daily_schedule(daily_job_name(spec), "30 0 * * *", spec)]
     sensors = []
     serving = []
     if spec.model:
@@ -120,7 +121,8 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
             description="Retrain: training set, candidate, evaluation and gate, card, champion, bento.",
         )
         jobs += [monitoring_job, retraining_job]
-        schedules.append(daily_schedule(monitoring_job_name(spec), "30 1 * * *"))
+        # The day's drift report reads what the daily job ingested: its prediction log partition.
+        schedules.append(daily_schedule(monitoring_job_name(spec), "30 1 * * *", spec, prediction_log_key(spec)))
         sensors.append(build_retraining_sensor(spec, retraining_job_name(spec)))
     return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules, sensors=sensors)
 
