@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
+from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect, resolve_duplicates, to_utc
 from mlops_assets.lake import PARTITION_COLUMN
 from mlops_assets.spec import PipelineSpec, parse_duration
 
@@ -28,11 +30,15 @@ class ViewInput:
 
 @dataclass(frozen=True)
 class JoinStats:
+    """Counts of a join, per view: labels with no feature row, with a row past the TTL, feature rows that shared
+    their keys and feature_timestamp with another (all but one dropped); nulls per feature."""
+
     rows: int
     missing: dict[str, int] = field(default_factory=dict)
     stale: dict[str, int] = field(default_factory=dict)
     nulls: dict[str, int] = field(default_factory=dict)
     before_start: int = 0
+    duplicates: dict[str, int] = field(default_factory=dict)
 
 
 def point_in_time_join(
@@ -54,12 +60,33 @@ def point_in_time_join(
     if as_of is not None:
         labels = labels.filter(pl.col(label_timestamp) <= as_of)
     joined = labels.sort(prediction_timestamp)
+    label_schema = labels.collect_schema()
+    # Which frame each column of the join comes from: a feature may take none of these names.
+    owners = dict.fromkeys(label_schema.names(), "a column of the labels")
     checks: list[tuple[str, pl.Expr, pl.Expr, list[str]]] = []
+    duplicates: dict[str, int] = {}
     for name, view in views.items():
         frame = known_rows(view.frame, as_of)
-        features = [c for c in frame.collect_schema().names() if c not in (*keys, FEATURE_TIMESTAMP, KNOWN_AT)]
+        schema = frame.collect_schema()
+        features = [c for c in schema.names() if c not in (*keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)]
+        problems = join_problems(name, schema, label_schema, keys, prediction_timestamp)
+        problems += [
+            f"feature view {name!r}: feature {f!r} is already {owners[f]} of the training set; rename the feature"
+            for f in features
+            if f in owners
+        ]
+        problems += [
+            f"feature view {name!r}: feature {f!r} starts with '__', kept for the join's own columns; rename it"
+            for f in features
+            if f.startswith("__")
+        ]
+        if problems:
+            raise ValueError("; ".join(problems))
+        owners |= dict.fromkeys(features, f"a feature of view {name!r}")
+        known = [KNOWN_AT] if KNOWN_AT in schema else []
+        rows, duplicates[name] = resolved(collect(frame.select(*keys, FEATURE_TIMESTAMP, *known, *features)), keys)
         stamp = f"__{name}_ts"
-        right = frame.select(*keys, pl.col(FEATURE_TIMESTAMP).alias(stamp), *features).sort(stamp)
+        right = rows.lazy().select(*keys, pl.col(FEATURE_TIMESTAMP).alias(stamp), *features).sort(stamp)
         joined = joined.join_asof(
             right,
             left_on=prediction_timestamp,
@@ -92,7 +119,48 @@ def point_in_time_join(
         missing={name: stats[f"__missing_{name}"] for name, *_ in checks},
         stale={name: stats[f"__stale_{name}"] for name, *_ in checks},
         nulls=out.select(pl.col(feature_columns).null_count()).row(0, named=True),
+        duplicates=duplicates,
     )
+
+
+def join_problems(
+    view_name: str,
+    view: pl.Schema,
+    labels: pl.Schema,
+    keys: list[str],
+    prediction_timestamp: str,
+    labels_name: str = "the labels",
+) -> list[str]:
+    """Why a view's rows cannot be joined to the labels: a key or time column missing or of another type, named
+    with both columns and both types (polars would only fail, or panic, on them)."""
+    where = f"feature view {view_name!r}"
+    problems = [f"{where}: has no entity key column {k!r} (its columns: {view.names()})" for k in keys if k not in view]
+    problems += [f"{labels_name} have no entity key column {k!r}" for k in keys if k not in labels]
+    problems += [
+        f"{where}: entity key {k!r} is {view[k]} in the view but {labels[k]} in {labels_name}; declare it with one "
+        "dtype in every source"
+        for k in keys
+        if k in view and k in labels and view[k] != labels[k]
+    ]
+    stamp, predicted = view.get(FEATURE_TIMESTAMP), labels.get(prediction_timestamp)
+    if stamp is None:
+        problems.append(f"{where}: has no {FEATURE_TIMESTAMP!r} column (its columns: {view.names()})")
+    elif predicted is None:
+        problems.append(f"{labels_name} have no prediction time column {prediction_timestamp!r}")
+    elif stamp != predicted:
+        problems.append(
+            f"{where}: {FEATURE_TIMESTAMP!r} is {stamp} but {prediction_timestamp!r} of {labels_name} is {predicted}; "
+            "both must be naive UTC datetimes of one unit"
+        )
+    return problems
+
+
+def resolved(rows: pl.DataFrame, keys: list[str]) -> tuple[pl.DataFrame, int]:
+    """A view's rows with one per (keys, feature_timestamp) (see `resolve_duplicates`), and how many were dropped."""
+    duplicates = rows.height - rows.n_unique([*keys, FEATURE_TIMESTAMP]) if rows.height else 0
+    if not duplicates:
+        return rows, 0
+    return collect(resolve_duplicates(rows.lazy(), keys)), duplicates
 
 
 def training_set(
@@ -123,8 +191,17 @@ def training_set_chunks(
     from before a chunk's window is carried along, so a row past its TTL is still counted stale, not missing.
     Labels of predictions made before the pipeline's start date are left out (counted in the first chunk's stats):
     no feature history exists for them, so they could only teach the model what missing features look like.
+
+    Views that cannot be joined fail first, with every reason (`training_set_problems`); time-zone-aware inputs
+    are read as UTC. Duplicate feature rows are resolved as the feature step does, and counted once each.
     """
     label, keys = spec.label, spec.entity.keys
+    as_of = naive_utc(as_of)
+    labels = to_utc(labels)[0]
+    features = {name: to_utc(features[name])[0] for name in spec.feature_views}
+    problems = training_set_problems(spec, labels, features)
+    if problems:
+        raise ValueError("; ".join(problems))
     predicted = pl.col(label.prediction_timestamp)
     known = labels if as_of is None else labels.filter(pl.col(label.timestamp) <= as_of)
     start = datetime.combine(spec.start_date, time())
@@ -147,15 +224,17 @@ def training_set_chunks(
     carried: dict[str, pl.DataFrame] = {}
     for i, chunk in enumerate(chunks):
         reopens = opens[i + 1] if i + 1 < len(chunks) else None
-        inputs = {}
+        inputs, duplicates = {}, {}
         for name, frame in views.items():
             if not chunk.height:  # no labels at all: the join only gives the training set's columns
-                rows = frame.drop(PARTITION_COLUMN, strict=False).clear().collect()
+                rows, duplicates[name] = frame.drop(PARTITION_COLUMN, strict=False).clear().collect(), 0
             else:
                 history = carried[name] if i else latest_before(frame, keys, opens[0], chunk_days)
-                rows = pl.concat(
-                    [history, rows_between(frame, opens[i], max(chunk["last"].max(), reopens or opens[i]))]
-                )
+                recent = rows_between(frame, opens[i], max(chunk["last"].max(), reopens or opens[i]))
+                # Chunks may read the same recent rows: each counts the duplicates of its own stretch of time only.
+                own = pl.col(FEATURE_TIMESTAMP) < reopens if reopens is not None else pl.lit(True)
+                duplicates[name] = resolved(recent.filter(own), keys)[1]
+                rows = resolved(pl.concat([history, recent]), keys)[0]
             inputs[name] = ViewInput(rows.lazy(), parse_duration(spec.feature_views[name].ttl))
             if reopens is not None:
                 carried[name] = latest(rows.filter(pl.col(FEATURE_TIMESTAMP) < reopens), keys)
@@ -167,7 +246,31 @@ def training_set_chunks(
             label_timestamp=label.timestamp,
             inclusive=label.feature_cutoff == "at",
         )
-        yield frame, replace(stats, before_start=before_start if i == 0 else 0)
+        yield frame, replace(stats, before_start=before_start if i == 0 else 0, duplicates=duplicates)
+
+
+def training_set_problems(spec: PipelineSpec, labels: pl.LazyFrame, features: Mapping[str, pl.LazyFrame]) -> list[str]:
+    """Why the feature tables, as they are, cannot be joined to the labels: a custom view's feature named like
+    another column (its names are known only from its output), or keys and times of other types."""
+    label = spec.label
+    columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
+    label_schema = labels.select(list(dict.fromkeys(columns))).collect_schema()
+    problems = []
+    for name, view in spec.feature_views.items():
+        schema = features[name].collect_schema()
+        if view.function:
+            internal = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
+            problems += spec.feature_clash_problems(name, [c for c in schema.names() if c not in internal])
+        labels_name = f"the labels (source {label.source!r})"
+        problems += join_problems(name, schema, label_schema, spec.entity.keys, label.prediction_timestamp, labels_name)
+    return list(dict.fromkeys(problems))
+
+
+def naive_utc(moment: datetime | None) -> datetime | None:
+    """A moment as the lake stores times: naive UTC (an aware one converted, a naive one taken as UTC)."""
+    if moment is None or moment.tzinfo is None:
+        return moment
+    return moment.astimezone(UTC).replace(tzinfo=None)
 
 
 def known_rows(frame: pl.LazyFrame, as_of: datetime | None) -> pl.LazyFrame:
@@ -187,7 +290,8 @@ def rows_between(frame: pl.LazyFrame, first: datetime, last: datetime) -> pl.Dat
 
 
 def latest(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Each entity's latest row."""
+    """Each entity's latest row (of several at that time, the one `resolve_duplicates` keeps)."""
+    rows = resolved(rows, keys)[0]
     return rows.sort(FEATURE_TIMESTAMP, maintain_order=True).unique(keys, keep="last", maintain_order=True)
 
 
@@ -224,4 +328,255 @@ def sum_stats(parts: Iterable[JoinStats]) -> JoinStats:
         stale=added("stale"),
         nulls=added("nulls"),
         before_start=sum(p.before_start for p in parts),
+        duplicates=added("duplicates"),
     )
+
+
+# --- What the training set's checks measure -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A check's outcome in plain values: passed or not, why in words, and the numbers measured (tables as lists
+    of rows) for its metadata."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def feature_coverage(
+    spec: PipelineSpec,
+    stats: JoinStats,
+    training: pl.LazyFrame,
+    features: Mapping[str, pl.LazyFrame],
+    as_of: datetime | None = None,
+) -> Verdict:
+    """Each view's share of training rows without its features (no row yet, or one past the TTL) against its
+    `max_unusable_share`; for a view above it, the cause measured (see `unusable_causes`)."""
+    rows, failing = [], []
+    for name, view in spec.feature_views.items():
+        unusable = stats.missing.get(name, 0) + stats.stale.get(name, 0)
+        share = unusable / stats.rows if stats.rows else 0.0
+        row: dict[str, Any] = {
+            "feature_view": name,
+            "no_row": stats.missing.get(name, 0),
+            "stale": stats.stale.get(name, 0),
+            "unusable_share": round(share, 4),
+            "max_unusable_share": view.max_unusable_share,
+            "ttl": view.ttl,
+        }
+        if share > view.max_unusable_share:
+            frame = known_rows(to_utc(features[name])[0], naive_utc(as_of))
+            causes, measured = unusable_causes(spec, name, stats, training, frame)
+            row |= measured
+            failing.append(
+                f"feature view {name!r}: {share:.1%} of {stats.rows} rows have no usable features "
+                f"(max_unusable_share {view.max_unusable_share:.0%}): {causes}"
+            )
+        rows.append(row)
+    worst = max((r["unusable_share"] for r in rows), default=0.0)
+    metadata = {
+        "rows": stats.rows,
+        "worst_unusable_share": worst,
+        **{f"unusable_share/{r['feature_view']}": r["unusable_share"] for r in rows},
+        "feature_views": rows,
+    }
+    if failing:
+        return Verdict(False, "; ".join(failing), metadata)
+    if not stats.rows:
+        return Verdict(True, "the training set has no rows: nothing to measure", metadata)
+    return Verdict(True, f"every view has usable features in enough rows (worst unusable share {worst:.1%})", metadata)
+
+
+def unusable_causes(
+    spec: PipelineSpec, view_name: str, stats: JoinStats, training: pl.LazyFrame, view: pl.LazyFrame
+) -> tuple[str, dict[str, Any]]:
+    """Why a view's features are unusable in so many rows, in words and numbers: rows past the TTL against the
+    gaps between an entity's consecutive feature rows (and the TTL that would cover 90% of them), rows without
+    any feature row split into entities the view never saw and predictions before an entity's first row."""
+    keys, spec_view = spec.entity.keys, spec.feature_views[view_name]
+    where = f"feature_views.{view_name}"
+    words: list[str] = []
+    measured: dict[str, Any] = {}
+    stale, missing = stats.stale.get(view_name, 0), stats.missing.get(view_name, 0)
+    if stale:
+        median, p90 = entity_gaps(view, keys)
+        if median is not None and p90 is not None:
+            covering = duration_text(p90)
+            measured |= {"median_gap": duration_text(median), "ttl_covering_90pct_of_gaps": covering}
+            words.append(
+                f"{stale} rows are past the TTL of {spec_view.ttl}, while the median gap between an entity's "
+                f"consecutive feature rows is {duration_text(median)}; a TTL of {covering} would cover 90% of the "
+                f"gaps ({where}.ttl)"
+            )
+        else:
+            words.append(f"{stale} rows are past the TTL of {spec_view.ttl} (no entity has two feature rows)")
+    if missing:
+        seen = view.select(keys).unique()
+        never = training.select(keys).join(seen, on=keys, how="anti").select(pl.len()).collect().item()
+        measured |= {"entity_never_in_view": never, "before_first_row": missing - never}
+        words.append(
+            f"{missing} rows have no feature row at all: {never} are of entities the view never had a row for "
+            f"(is {where}.source the source of these entities?), {missing - never} were predicted before the "
+            "entity's first row (materialize earlier days of the view)"
+        )
+    return "; ".join(words), measured
+
+
+def entity_gaps(view: pl.LazyFrame, keys: list[str]) -> tuple[timedelta | None, timedelta | None]:
+    """The median and 90th percentile (the smallest gap at least 90% of gaps do not exceed) of the time between an
+    entity's consecutive feature rows; None without any entity having two rows."""
+    gaps = (
+        view.select(*keys, FEATURE_TIMESTAMP)
+        .sort([*keys, FEATURE_TIMESTAMP])
+        .select(pl.col(FEATURE_TIMESTAMP).diff().over(keys).dt.total_microseconds().alias("gap"))
+        .drop_nulls()
+        .select(
+            pl.col("gap").median().alias("median"),
+            pl.col("gap").quantile(0.9, interpolation="higher").alias("p90"),
+        )
+        .pipe(collect)
+    )
+    median, p90 = gaps.row(0)
+    if median is None or p90 is None:
+        return None, None
+    return timedelta(microseconds=median), timedelta(microseconds=p90)
+
+
+def duration_text(delta: timedelta) -> str:
+    """A duration as the spec writes one, rounded up: minutes up to 2 hours, hours up to 2 days, then days."""
+    minutes = max(1, math.ceil(delta.total_seconds() / 60))
+    if minutes <= 120:
+        return f"{minutes}m"
+    hours = math.ceil(minutes / 60)
+    return f"{hours}h" if hours <= 48 else f"{math.ceil(hours / 24)}d"
+
+
+def model_inputs(spec: PipelineSpec, training: pl.LazyFrame) -> list[str]:
+    """The training set's columns a model learns from: the declared ones, or every feature and request feature."""
+    label = spec.label
+    schema = training.collect_schema()
+    if spec.model is not None and spec.model.features:
+        return [c for c in spec.model.features if c in schema]
+    not_inputs = {*spec.entity.keys, label.prediction_timestamp, label.timestamp, label.column}
+    return [c for c in schema.names() if c not in not_inputs]
+
+
+def constant_features(spec: PipelineSpec, training: pl.LazyFrame) -> Verdict:
+    """Model inputs with one value (or none) across the whole training set: nothing to learn from them."""
+    schema = training.collect_schema()
+    inputs = [c for c in model_inputs(spec, training) if not schema[c].is_nested()]
+    if not inputs:
+        return Verdict(True, "no model inputs", {"constant_features": 0, "inputs": 0})
+    profile = training.select(
+        pl.len().alias("__rows"),
+        *[e for c in inputs for e in (pl.col(c).min().alias(f"min:{c}"), pl.col(c).max().alias(f"max:{c}"))],
+        *[pl.col(c).null_count().alias(f"nulls:{c}") for c in inputs],
+    ).collect()
+    facts = profile.row(0, named=True)
+    rows = facts["__rows"]
+    constant = [
+        {
+            "feature": c,
+            "value": "all null" if facts[f"nulls:{c}"] == rows else str(facts[f"min:{c}"]),
+            "nulls": facts[f"nulls:{c}"],
+        }
+        for c in inputs
+        if facts[f"min:{c}"] == facts[f"max:{c}"]
+    ]
+    metadata = {"rows": rows, "inputs": len(inputs), "constant_features": len(constant), "constant": constant}
+    if not rows:
+        return Verdict(True, "the training set has no rows: nothing to measure", metadata)
+    if constant:
+        listed = ", ".join(f"{r['feature']} ({r['value']})" for r in constant)
+        words = f"{len(constant)} of {len(inputs)} inputs have one value in all {rows} rows: {listed}"
+        return Verdict(False, words, metadata)
+    return Verdict(True, f"each of the {len(inputs)} inputs has more than one value", metadata)
+
+
+def enough_to_learn(spec: PipelineSpec, training: pl.LazyFrame) -> Verdict:
+    """Whether the training set, split as the candidate will be (the last `model.holdout` of predictions held
+    out), leaves enough to learn from: a training part longer than the holdout, at least `model.min_class_rows`
+    examples of every class (binary, multiclass) or `model.min_distinct_targets` label values (regression)."""
+    model, label = spec.model, spec.label
+    assert model is not None, "checked only for pipelines with a model"
+    predicted, target = pl.col(label.prediction_timestamp), pl.col(label.column)
+    holdout = parse_duration(model.holdout)
+    first, last, rows = (
+        training.select(predicted.min().alias("first"), predicted.max().alias("last"), pl.len()).collect().row(0)
+    )
+    metadata: dict[str, Any] = {"rows": rows, "holdout": model.holdout}
+    if not rows:
+        return Verdict(False, "the training set is empty: materialize more days of data and labels", metadata)
+    cutoff = last - holdout
+    span = cutoff - first
+    train = training.filter(predicted <= cutoff)
+    train_rows = train.select(pl.len()).collect().item()
+    metadata |= {
+        "train_rows": train_rows,
+        "holdout_rows": rows - train_rows,
+        "first_prediction": str(first),
+        "holdout_cutoff": str(cutoff),
+        "last_prediction": str(last),
+        "training_span": _human(span) if span > timedelta(0) else "none",
+    }
+    problems = []
+    if span <= holdout:
+        whole = last - first
+        problems.append(
+            f"model.holdout ({model.holdout}) is as long as or longer than the training part "
+            f"({_human(span) if span > timedelta(0) else 'nothing'} of the {_human(whole)} the predictions span): "
+            f"shorten model.holdout to less than half of {_human(whole)}, or materialize more days of labels"
+        )
+    if model.task == "regression":
+        distinct = train.select(target.drop_nulls().n_unique()).collect().item()
+        metadata |= {"distinct_targets": distinct, "min_distinct_targets": model.min_distinct_targets}
+        if distinct < model.min_distinct_targets:
+            problems.append(
+                f"{distinct} distinct values of {label.column!r} in the {train_rows} training rows, fewer than "
+                f"model.min_distinct_targets ({model.min_distinct_targets}): with so few values, is model.task "
+                "multiclass? Otherwise materialize more days of labels, shorten model.holdout, or lower "
+                "model.min_distinct_targets"
+            )
+    else:
+        counts = class_counts(training, train, label.column, model.task)
+        metadata |= {"class_rows": [{"class": c, "training_rows": n} for c, n in counts.items()]}
+        metadata["min_class_rows"] = model.min_class_rows
+        few = {c: n for c, n in counts.items() if n < model.min_class_rows}
+        if few:
+            listed = ", ".join(f"{c!r}: {n}" for c, n in few.items())
+            problems.append(
+                f"training examples of class {listed} of {label.column!r}, fewer than model.min_class_rows "
+                f"({model.min_class_rows}): materialize more days of labels, shorten model.holdout, or lower "
+                "model.min_class_rows"
+            )
+    if problems:
+        return Verdict(False, "; ".join(problems), metadata)
+    return Verdict(True, f"{train_rows} training rows over {_human(span)}, holdout {model.holdout}", metadata)
+
+
+def class_counts(training: pl.LazyFrame, train: pl.LazyFrame, column: str, task: str) -> dict[str, int]:
+    """Training examples per class, by class name: binary's 0 and 1 (whatever the label's type), multiclass's
+    every class of the whole set (one seen only in the holdout has 0)."""
+    dtype = training.collect_schema()[column]
+    value = pl.col(column)
+    if task == "binary" and (dtype.is_numeric() or dtype == pl.Boolean):
+        value = value.cast(pl.Int64, strict=False)
+    name = value.cast(pl.String).alias("class")
+    if task == "binary":
+        classes = ["0", "1"]
+    else:
+        classes = sorted(training.select(name.drop_nulls().unique()).collect().to_series().to_list())
+    found = dict(train.select(name).drop_nulls().group_by("class").len().collect().iter_rows())
+    return {c: found.get(c, 0) for c in [*classes, *sorted(set(found) - set(classes))]}
+
+
+def _human(delta: timedelta) -> str:
+    """A duration for people: '9d 4h', '3h 20m', '45s'."""
+    seconds = int(delta.total_seconds())
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, seconds = divmod(rest, 60)
+    parts = [f"{n}{unit}" for n, unit in ((days, "d"), (hours, "h"), (minutes, "m")) if n]
+    return " ".join(parts[:2]) or f"{seconds}s"

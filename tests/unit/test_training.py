@@ -204,6 +204,7 @@ def test_point_in_time_join_edges(feature_at: dt.datetime, inclusive: bool, outc
         missing={"fast": int(outcome == "missing")},
         stale={"fast": int(outcome == "stale")},
         nulls={"f_count": int(outcome != "used")},
+        duplicates={"fast": 0},
     )
 
 
