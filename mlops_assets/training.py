@@ -229,11 +229,13 @@ def training_set_chunks(
             if not chunk.height:  # no labels at all: the join only gives the training set's columns
                 rows, duplicates[name] = frame.drop(PARTITION_COLUMN, strict=False).clear().collect(), 0
             else:
-                history = carried[name] if i else latest_before(frame, keys, opens[0], chunk_days)
+                first_history = latest_before(frame, keys, opens[0], chunk_days) if not i else None
+                history, duplicates[name] = first_history or (carried[name], 0)
                 recent = rows_between(frame, opens[i], max(chunk["last"].max(), reopens or opens[i]))
-                # Chunks may read the same recent rows: each counts the duplicates of its own stretch of time only.
+                # Chunks may read the same recent rows: each counts the duplicates of its own stretch of time only
+                # (the first also those of the history before it), so that every row read is counted once.
                 own = pl.col(FEATURE_TIMESTAMP) < reopens if reopens is not None else pl.lit(True)
-                duplicates[name] = resolved(recent.filter(own), keys)[1]
+                duplicates[name] += resolved(recent.filter(own), keys)[1]
                 rows = resolved(pl.concat([history, recent]), keys)[0]
             inputs[name] = ViewInput(rows.lazy(), parse_duration(spec.feature_views[name].ttl))
             if reopens is not None:
@@ -295,21 +297,25 @@ def latest(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return rows.sort(FEATURE_TIMESTAMP, maintain_order=True).unique(keys, keep="last", maintain_order=True)
 
 
-def latest_before(frame: pl.LazyFrame, keys: list[str], moment: datetime, step_days: int) -> pl.DataFrame:
+def latest_before(frame: pl.LazyFrame, keys: list[str], moment: datetime, step_days: int) -> tuple[pl.DataFrame, int]:
     """Each entity's latest row before `moment`, folded from the daily partitions `step_days` at a time: memory holds
-    those days and one row per entity, however long the history."""
+    those days and one row per entity, however long the history. Also how many duplicate rows the history had."""
     before = pl.col(FEATURE_TIMESTAMP) < moment
     if PARTITION_COLUMN not in frame.collect_schema().names():
-        return latest(collect(frame.filter(before)), keys)
-    folded = frame.drop(PARTITION_COLUMN).clear().collect()
+        rows, duplicates = resolved(collect(frame.filter(before)), keys)
+        return latest(rows, keys), duplicates
+    folded, duplicates = frame.drop(PARTITION_COLUMN).clear().collect(), 0
     first = frame.select(pl.col(PARTITION_COLUMN).min()).collect().item()
     day = date.fromisoformat(first) if first else moment.date() + timedelta(days=1)
     while day <= moment.date():
         until = day + timedelta(days=step_days - 1)
-        rows = rows_between(frame, datetime.combine(day, time()), datetime.combine(until, time.max))
-        folded = latest(pl.concat([folded, rows.filter(before)]), keys)
+        # Twins share their feature time, so their day: each fold sees all of a row's twins.
+        rows, dropped = resolved(
+            rows_between(frame, datetime.combine(day, time()), datetime.combine(until, time.max)).filter(before), keys
+        )
+        folded, duplicates = latest(pl.concat([folded, rows]), keys), duplicates + dropped
         day = until + timedelta(days=1)
-    return folded
+    return folded, duplicates
 
 
 def sum_stats(parts: Iterable[JoinStats]) -> JoinStats:

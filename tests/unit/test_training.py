@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import bisect
 import datetime as dt
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -603,3 +604,130 @@ def test_a_feature_row_past_its_ttl_stays_stale_when_its_chunk_is_long_gone() ->
     late, late_stats = training_set(spec, labels.tail(1).lazy(), partitioned, chunk_days=3)
     assert late["amount_sum_1h"].to_list() == [None]
     assert late_stats.stale == {name: 1 for name in spec.feature_views}
+
+
+# --- Views that cannot be joined, duplicates, time zones -------------------------------------------------------
+
+DAY1 = dt.datetime(2026, 1, 11)
+
+
+def small_history() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Two customers' events over two days and a label each day."""
+    events = pl.DataFrame(
+        [
+            {"customer_id": c, "ts": DAY1 + h * HOUR, "amount": float(h), "channel": "pos", "ingested_at": DAY1}
+            for c in ("c1", "c2")
+            for h in (1, 5, 26, 30)
+        ],
+        schema=TX_SCHEMA,
+    )
+    labels = pl.DataFrame(
+        [
+            {"customer_id": c, "transaction_ts": DAY1 + h * HOUR, "amount": 1.0, "is_fraud": i % 2}
+            | {"confirmed_at": DAY1 + (h + 2) * HOUR}
+            for i, (c, h) in enumerate([("c1", 6), ("c2", 6), ("c1", 31), ("c2", 31)])
+        ],
+        schema=LABEL_SCHEMA,
+    )
+    return events, labels
+
+
+def views_of(spec: PipelineSpec, events: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    return {name: compute_features(spec, name, events.lazy()).collect() for name in spec.feature_views}
+
+
+def test_a_feature_already_a_column_of_the_join_is_refused_naming_the_view_and_the_column() -> None:
+    """Never a `<name>_right` column, never a label nulled by a TTL: a feature named like a column is an error."""
+    labels = pl.LazyFrame(
+        {"bank": ["a"], "card": [1], "predicted_at": [T0], "labeled_at": [T0 + DAY], "target": [1]},
+        schema_overrides={"predicted_at": pl.Datetime("us"), "labeled_at": pl.Datetime("us")},
+    )
+    row = {"bank": ["a"], "card": [1], FEATURE_TIMESTAMP: [T0 - HOUR]}
+    stamp = {FEATURE_TIMESTAMP: pl.Datetime("us")}
+    join = {"keys": KEYS, "prediction_timestamp": "predicted_at", "label_timestamp": "labeled_at"}
+    leaky = ViewInput(pl.LazyFrame(row | {"target": [0]}, schema_overrides=stamp), TTLS["fast"])
+    with pytest.raises(ValueError, match=r"feature view 'fast': feature 'target' is already a column of the labels"):
+        point_in_time_join(labels, {"fast": leaky}, **join)
+    first = ViewInput(pl.LazyFrame(row | {"f_count": [1]}, schema_overrides=stamp), TTLS["fast"])
+    again = ViewInput(pl.LazyFrame(row | {"f_count": [2]}, schema_overrides=stamp), TTLS["slow"])
+    with pytest.raises(ValueError, match=r"'slow': feature 'f_count' is already a feature of view 'fast'"):
+        point_in_time_join(labels, {"fast": first, "slow": again}, **join)
+
+
+def test_a_custom_view_whose_table_has_a_clashing_feature_fails_with_the_specs_located_message() -> None:
+    spec = SPECS["at"]
+    events, labels = small_history()
+    views = views_of(spec, events)
+    views["mix"] = views["mix"].with_columns(pl.col("online_share_7d").alias("amount"))  # a request feature's name
+    (problem,) = spec.feature_clash_problems("mix", ["amount"])
+    assert problem == "feature_views.mix: feature 'amount' has the name of a request feature; rename the feature"
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        training_set(spec, labels.lazy(), {n: f.lazy() for n, f in views.items()})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            pl.col("customer_id").str.slice(1).cast(pl.Int64),
+            "feature view 'spend': entity key 'customer_id' is Int64 in the view but String in the labels "
+            "(source 'labels')",
+        ),
+        (
+            pl.col(FEATURE_TIMESTAMP).cast(pl.Datetime("ns")),
+            "feature view 'spend': 'feature_timestamp' is Datetime(time_unit='ns', time_zone=None) but "
+            "'transaction_ts' of the labels (source 'labels') is Datetime(time_unit='us', time_zone=None)",
+        ),
+    ],
+    ids=["key_type", "time_unit"],
+)
+def test_views_that_cannot_join_are_named_with_both_columns_and_types(change: pl.Expr, message: str) -> None:
+    spec = SPECS["at"]
+    events, labels = small_history()
+    views = views_of(spec, events)
+    views["spend"] = views["spend"].with_columns(change)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        training_set(spec, labels.lazy(), {n: f.lazy() for n, f in views.items()})
+
+
+def test_duplicate_feature_rows_are_resolved_whatever_their_order_and_counted_once() -> None:
+    """Two rows of one customer and time: the one known last is used, in any input order, one-step or chunked."""
+    spec = SPECS["at"]
+    events, labels = small_history()
+    views = views_of(spec, events)
+    spend = views["spend"]
+    # For each customer, a second row at 05:00 of day 1, known later (the one to use), and one at 06:00 of day 2
+    # known at the same time as its twin, with a larger amount_sum_1h (the one to use).
+    late = spend.filter(pl.col(FEATURE_TIMESTAMP) == DAY1 + 5 * HOUR).with_columns(
+        pl.col(KNOWN_AT) + HOUR, pl.col("amount_sum_1h") - 100
+    )
+    twin = spend.filter(pl.col(FEATURE_TIMESTAMP) == DAY1 + 30 * HOUR).with_columns(pl.col("amount_sum_1h") + 100)
+    doubled = pl.concat([spend, late, twin])
+    day = pl.col(FEATURE_TIMESTAMP).dt.date().cast(pl.String).alias(PARTITION_COLUMN)
+    results = []
+    for seed in range(4):
+        shuffled = doubled.sample(fraction=1.0, shuffle=True, seed=seed)
+        for chunk_days, frame in ((10, shuffled), (1, shuffled.with_columns(day))):
+            inputs = {**{n: f.lazy() for n, f in views.items()}, "spend": frame.lazy()}
+            labelled = labels.with_columns(pl.col("confirmed_at").dt.date().cast(pl.String).alias(PARTITION_COLUMN))
+            results.append(training_set(spec, labelled.lazy(), inputs, chunk_days=chunk_days))
+    first, stats = results[0]
+    assert first["amount_sum_1h"].to_list() == [5.0 - 100, 5.0 - 100, 30.0 + 100, 30.0 + 100]
+    assert stats.duplicates == {"spend": 4, "mix": 0}
+    for frame, other in results[1:]:
+        assert_frame_equal(frame, first)
+        assert other.duplicates == stats.duplicates
+
+
+def test_time_zone_aware_labels_and_as_of_are_read_as_utc() -> None:
+    spec = SPECS["at"]
+    events, labels = small_history()
+    features = {n: f.lazy() for n, f in views_of(spec, events).items()}
+    naive, _ = training_set(spec, labels.lazy(), features, as_of=DAY1 + 10 * HOUR)
+    in_paris = labels.with_columns(
+        pl.col("transaction_ts", "confirmed_at").dt.replace_time_zone("UTC").dt.convert_time_zone("Europe/Paris")
+    )
+    as_of = (DAY1 + 10 * HOUR).replace(tzinfo=dt.UTC).astimezone(dt.timezone(dt.timedelta(hours=-5)))
+    aware, _ = training_set(spec, in_paris.lazy(), features, as_of=as_of)
+    assert naive.height == 2
+    assert_frame_equal(aware, naive)
