@@ -37,8 +37,12 @@ def _log_window(served: Served, day: str, rows: pl.DataFrame, version: str = "1"
             "request": [json.dumps({"channel": c}) for c in rows.get_column("channel")],
             "model_version": [version] * rows.height,
             "score": [float(s) for s in scores],
+            "label": [None] * rows.height,  # multiclass only
+            "probabilities": [None] * rows.height,
             "shadow_version": [None] * rows.height,
             "shadow_score": [None] * rows.height,
+            "shadow_label": [None] * rows.height,
+            "shadow_probabilities": [None] * rows.height,
             "degraded": [False] * rows.height,
             "degraded_reason": [None] * rows.height,
             "latency_ms": [5.0] * rows.height,
