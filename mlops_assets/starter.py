@@ -117,8 +117,9 @@ def _read_column(column: pl.Series, stored_as_text: bool) -> tuple[pl.Series, st
     if column.dtype != pl.String or values.len() == 0:
         return column, None
     lowered = column.str.to_lowercase()
+    distinct = lowered.drop_nulls().unique()
     for false, true in TEXT_BOOLEANS:
-        if set(lowered.drop_nulls().unique()) <= {false, true}:
+        if distinct.len() <= 2 and set(distinct) <= {false, true}:
             note = f"text {false}/{true} read as booleans ({true} = true)"
             parsed = lowered.replace_strict({true: True, false: False}, default=None, return_dtype=pl.Boolean)
             return parsed, note if true == "yes" or stored_as_text else None
@@ -503,7 +504,14 @@ def render(starter: Starter, source_file: Path) -> str:
     """The spec as YAML, its guesses listed first as comments."""
     header = [f"# Starter spec written by `mlops new` from {source_file}.", "# GUESSES to check and edit:"]
     for guess in starter.guesses:
-        header += textwrap.wrap(guess, width=116, initial_indent="#   - ", subsequent_indent="#       ")
+        header += textwrap.wrap(
+            guess,
+            116,
+            initial_indent="#   - ",
+            subsequent_indent="#       ",
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
     header.append("# Add `owner: team:<your team>` (or an email): the Dagster UI shows it on every asset.")
     header.append("# `mlops check` validates your edits; see the README's spec reference for every field.")
     body = yaml.dump(starter.spec, Dumper=_Plain, sort_keys=False, width=120, allow_unicode=True)
