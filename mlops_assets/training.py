@@ -551,11 +551,11 @@ def enough_to_learn(spec: PipelineSpec, training: pl.LazyFrame) -> Verdict:
         metadata["min_class_rows"] = model.min_class_rows
         few = {c: n for c, n in counts.items() if n < model.min_class_rows}
         if few:
-            listed = ", ".join(f"{c!r}: {n}" for c, n in few.items())
+            listed = ", ".join(f"{c!r} has {n}" for c, n in few.items())
             problems.append(
-                f"training examples of class {listed} of {label.column!r}, fewer than model.min_class_rows "
-                f"({model.min_class_rows}): materialize more days of labels, shorten model.holdout, or lower "
-                "model.min_class_rows"
+                f"too few training examples of a class of {label.column!r}: {listed}, fewer than "
+                f"model.min_class_rows ({model.min_class_rows}): materialize more days of labels, shorten "
+                "model.holdout, or lower model.min_class_rows"
             )
     if problems:
         return Verdict(False, "; ".join(problems), metadata)
