@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
+import socket
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -57,10 +60,28 @@ class RunSummary:
                 (evaluation.passed, severity, evaluation.description or "")
             )
         for failure in result.get_step_failure_events():
-            error = failure.step_failure_data.error
-            self.failures.append(f"{failure.step_key}: {error.message.strip() if error else 'failed'}")
+            self.failures.append(f"{failure.step_key}: {step_error(failure.step_failure_data.error)}")
         for skipped in result.get_step_skipped_events():
             self.failures.append(f"{skipped.step_key}: skipped (a blocking check upstream failed)")
+
+
+# Dagster's wrappers around the exception of a step's own code: the cause is what a person needs to read.
+_DAGSTER_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+
+
+def step_error(error: Any, max_lines: int = 3) -> str:
+    """A failed step's error as a person reads it: the step code's exception (not Dagster's wrapper around it), its
+    first lines, no traceback (`--debug` prints Dagster's log with it)."""
+    if error is None:
+        return "failed"
+    while error.cls_name in _DAGSTER_WRAPPERS and error.cause is not None:
+        error = error.cause
+    text = error.message.strip()
+    qualified, colon, rest = text.partition(": ")
+    if colon and qualified.rpartition(".")[2] == error.cls_name:  # "module.Class: message" -> "Class: message"
+        text = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"  # a Failure is its message
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return "\n      ".join(lines[:max_lines]) + (" [...]" if len(lines) > max_lines else "")
 
 
 def _instance() -> Any:
@@ -80,7 +101,11 @@ def _instance() -> Any:
 
 
 def _quiet_run_config() -> dict[str, Any]:
-    return {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    """Dagster's console log of a run: silent, since the CLI summarizes the run itself (failed steps included);
+    with --debug, its warnings and errors, tracebacks included."""
+    context = click.get_current_context(silent=True)
+    debug = bool(context and context.find_root().obj and context.find_root().obj.get("debug"))
+    return {"loggers": {"console": {"config": {"log_level": "WARNING" if debug else "CRITICAL"}}}}
 
 
 def _fail(message: str) -> None:
@@ -229,6 +254,12 @@ def _explained(exc: Exception) -> str:
 
     if isinstance(exc, SpecError | SourceDataError | TableNotFoundError):
         return str(exc)
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
+        return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
+    if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        return f"{exc.strerror or exc}: the port is taken; choose another with --port"
+    if type(exc).__module__.startswith("bentoml"):
+        return f"BentoML could not start the service: {exc}"
     if isinstance(exc, ConnectionError | OSError) or type(exc).__name__ in ("OperationalError", "MlflowException"):
         return (
             f"{type(exc).__name__}: {exc}\na service did not answer: check MLFLOW_TRACKING_URI, "
@@ -451,8 +482,11 @@ def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) 
     record_champion_change(_instance(), registry, spec, Path(ctx.obj["data_dir"]).resolve(), event)
     click.echo(f"{spec.name}: champion is now version {event.version} (was {event.previous or 'none'}): {event.reason}")
     click.echo(f"{spec.name}: a running service answers with it within {spec.serving.refresh_seconds:g} s")
-    if not build_bento_run(ctx.obj["specs"], ctx.obj["data_dir"], spec).success:
-        _fail(f"the champion moved, but rebuilding the bento failed: materialize {spec.name}/bento to see why")
+    result = build_bento_run(ctx.obj["specs"], ctx.obj["data_dir"], spec)
+    if not result.success:
+        summary = RunSummary()
+        summary.add(result)
+        _fail(f"the champion moved, but rebuilding the bento failed: {'; '.join(summary.failures) or 'see --debug'}")
 
 
 @main.command()
@@ -635,6 +669,75 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
         sys.exit(1)
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why nothing could listen on host:port (taken, or an address not of this machine), or None when it is free.
+    Checked before a server starts, so that a second server fails with a sentence and leaves the first alone."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers bind: a closing port is free
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (
+                    f"port {port} on {host} is in use (another server listens there): stop it, or choose another --port"
+                )
+            return f"cannot listen on {host}:{port} ({exc.strerror or exc}): check --host and --port"
+    return None
+
+
+def _require_port(host: str, port: int) -> None:
+    problem = port_problem(host, port)
+    if problem:
+        _fail(problem)
+
+
+def metrics_folder(data_dir: Path, pipeline: str, port: int) -> Path:
+    """This `mlops serve` process's own Prometheus multiprocess folder, created empty:
+    <data>/serving/<pipeline>/metrics/<host>-<port>-<pid>. Folders left by serve processes of this machine that are
+    gone (killed) are removed; those of running ones are never touched, so no other server changes their /metrics."""
+    root = data_dir / "serving" / pipeline / "metrics"
+    machine = socket.gethostname()
+    for folder in root.glob(f"{machine}-*-*"):
+        pid = folder.name.rpartition("-")[2]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    mine = root / f"{machine}-{port}-{os.getpid()}"
+    shutil.rmtree(mine, ignore_errors=True)  # a pid reused from a killed server
+    mine.mkdir(parents=True)
+    return mine
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def _serve_bentoml(target: str, host: str, port: int, env: dict[str, str], metrics: Path) -> None:
+    """`bentoml serve TARGET` in this process (it becomes BentoML's arbiter; the workers inherit `env`), with the
+    Prometheus folder of this process. BentoML 1.4 would use BENTOML_HOME/prometheus_multiproc_dir and empty it at
+    every start, so a second server of the same home, even one that fails, would wipe a running one's metrics."""
+    os.environ.update(env)  # before BentoML reads its configuration
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml_cli.cli import cli as bentoml_cli
+
+    BentoMLContainer.bentoml_home.set(env["BENTOML_HOME"])
+    BentoMLContainer.prometheus_multiproc_dir.set(str(metrics))
+    args = ["serve", target, "--host", host, "--port", str(port)]
+    try:
+        bentoml_cli.main(args, prog_name="bentoml", standalone_mode=False)
+    except click.ClickException as exc:  # BentoML's own start-up failure (its CLI wraps it), say in its words
+        context = click.get_current_context(silent=True)
+        if exc.__cause__ is not None and context is not None and context.find_root().obj.get("debug"):
+            raise exc.__cause__ from None
+        _fail(f"BentoML could not start {target}: {exc.__cause__ or click.unstyle(exc.format_message())}")
+
+
 @main.command()
 @click.argument("pipeline")
 @click.option("--host", default="127.0.0.1", show_default=True)
@@ -644,7 +747,8 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
 def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool) -> None:
     """Serve the pipeline's latest bento over HTTP: POST /predict and /predict_batch, /docs.json, /livez, /metrics.
 
-    Binds to 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 for every interface).
+    Binds to 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 for every interface). Each serve process keeps
+    its metrics in a folder of its own (data/serving/PIPELINE/metrics/), so pipelines served side by side never mix.
 
     Example: mlops serve fraud --port 3001
     """
@@ -652,8 +756,7 @@ def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: 
 
     _model_spec(ctx, pipeline)
     data_dir = Path(ctx.obj["data_dir"]).resolve()
-    env = {**os.environ, "MLOPS_DATA_DIR": str(data_dir)}
-    env.setdefault("BENTOML_HOME", str(data_dir / "bentoml"))
+    env = {"MLOPS_DATA_DIR": str(data_dir), "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(data_dir / "bentoml"))}
     target = f"{bento_name(pipeline)}:latest"
     if from_source:
         target, env["MLOPS_PIPELINE"] = SERVICE, pipeline
@@ -661,8 +764,12 @@ def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: 
             env["MLOPS_SPECS_DIR"] = str(Path(ctx.obj["specs"]).resolve())
     elif not (Path(env["BENTOML_HOME"]) / "bentos" / bento_name(pipeline) / "latest").exists():
         _fail(f"no bento of {pipeline!r} in {env['BENTOML_HOME']}: `mlops materialize {pipeline}` builds one")
-    bentoml = Path(sys.executable).with_name("bentoml")
-    os.execve(str(bentoml), [str(bentoml), "serve", target, "--host", host, "--port", str(port)], env)
+    _require_port(host, port)
+    metrics = metrics_folder(data_dir, pipeline, port)
+    try:
+        _serve_bentoml(target, host, port, env, metrics)
+    finally:
+        shutil.rmtree(metrics, ignore_errors=True)
 
 
 @main.command()
@@ -676,6 +783,7 @@ def ui(ctx: click.Context, port: int, host: str) -> None:
     Example: mlops --specs specs ui --port 3000     then open http://127.0.0.1:3000
     """
     _instance()
+    _require_port(host, port)
     env = {**os.environ, "MLOPS_DATA_DIR": str(Path(ctx.obj["data_dir"]).resolve())}
     if ctx.obj["specs"]:
         env["MLOPS_SPECS_DIR"] = str(Path(ctx.obj["specs"]).resolve())
@@ -698,6 +806,7 @@ def mlflow_ui(ctx: click.Context, port: int, host: str) -> None:
     if not artifact_root:  # a tracking server keeps its own artifacts: it is the UI
         click.echo(f"MLflow runs as a server ({TRACKING_URI_ENV}): open {mlflow_ui_url(uri)}")
         return
+    _require_port(host, port)
     mlflow = Path(sys.executable).with_name("mlflow")
     os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
 

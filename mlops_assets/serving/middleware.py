@@ -10,6 +10,9 @@ from typing import Any
 PREDICTION_PATHS = ("/predict", "/predict_batch")
 # The largest body each prediction endpoint reads: one request is a few hundred bytes, a batch call carries many.
 MAX_BODY_BYTES = {"/predict": 1_000_000, "/predict_batch": 10_000_000}
+# A refused body up to this many times the limit is read (and dropped) before the 413, so that a client still sending
+# it reads the answer instead of a broken connection; a larger one gets the 413 and the connection closes.
+DRAIN_FACTOR = 10
 
 
 async def _reject(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -71,8 +74,8 @@ class ApiKeyMiddleware:
 
 class BodySizeLimitMiddleware:
     """Answers 413 to a prediction request whose body is larger than its endpoint's limit (`limits`, bytes), before
-    the service parses it: by its Content-Length at once, or, sent in chunks without one, once the chunks read so far
-    pass the limit (a body within it is passed on whole)."""
+    the service parses it: by its Content-Length, or, sent in chunks without one, once the chunks read so far pass
+    the limit (a body within it is passed on whole)."""
 
     def __init__(self, app: Any, limits: dict[str, int] | None = None) -> None:
         self.app, self.limits = app, dict(MAX_BODY_BYTES if limits is None else limits)
@@ -85,6 +88,7 @@ class BodySizeLimitMiddleware:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit():
             if int(length) > limit:
+                await _drain(receive, int(length) <= DRAIN_FACTOR * limit, 0, DRAIN_FACTOR * limit)
                 await self._too_large(send, scope["path"], limit)
                 return
             await self.app(scope, receive, send)  # the server reads exactly Content-Length bytes
@@ -98,10 +102,11 @@ class BodySizeLimitMiddleware:
                 break
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
+            more = message.get("more_body", False)
             if size > limit:
+                await _drain(receive, more, size, DRAIN_FACTOR * limit)
                 await self._too_large(send, scope["path"], limit)
                 return
-            more = message.get("more_body", False)
         pending = [first or {"type": "http.request", "body": b"".join(chunks), "more_body": False}]
 
         async def replay() -> dict[str, Any]:
@@ -113,3 +118,13 @@ class BodySizeLimitMiddleware:
     async def _too_large(send: Any, path: str, limit: int) -> None:
         hint = "; send fewer requests per call" if path == "/predict_batch" else ""
         await _reject(send, 413, f"request body larger than {limit:,} bytes, the limit of {path}{hint}")
+
+
+async def _drain(receive: Any, more: bool, read: int, cap: int) -> None:
+    """Read and drop the rest of a refused body while it is within `cap` bytes (see DRAIN_FACTOR)."""
+    while more and read <= cap:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        read += len(message.get("body", b""))
+        more = message.get("more_body", False)

@@ -84,7 +84,7 @@ def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Ser
     assert model.predict_proba(rows_to_pandas([vector], fitted_columns(model)))[0, 1] == answer["score"]
 
 
-def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
+def test_bad_requests_get_a_400_naming_the_field_logged_as_one_warning(service: str, served: Served) -> None:
     status, error = post(f"{service}/predict", {"request": {"customer_id": "c000001", "amount": -3, "channel": "fax"}})
     assert status == 400
     fields = {tuple(d["loc"]) for d in error["detail"]}
@@ -95,8 +95,23 @@ def test_bad_requests_get_a_400_naming_the_field(service: str) -> None:
     assert status == 400 and ("request", "amount") in {tuple(d["loc"]) for d in error["detail"]}
     status, error = post(f"{service}/predict", {"request": {**BODY, "customer_id": "DROP TABLE"}})
     assert status == 400 and [tuple(d["loc"]) for d in error["detail"]] == [("request", "customer_id")]
+    status, error = post(f"{service}/predict_batch", {"requests": [BODY, {**BODY, "colour": "red"}]})
+    assert status == 400 and [tuple(d["loc"]) for d in error["detail"]] == [("requests", 1, "colour")]  # unknown
     with urllib.request.urlopen(f"{service}/docs.json", timeout=5) as response:
         assert "/predict" in json.loads(response.read())["paths"]
+    # Each is the client's mistake: one WARNING line naming the fields, no ERROR with a traceback.
+    log = (served.home / "serve.log").read_text()
+    assert "Traceback" not in log and "Exception on /predict" not in log
+    warnings = [line for line in log.splitlines() if "answered 400" in line]
+    assert len(warnings) == 5 and all("WARNING" in line for line in warnings), warnings
+    assert any("POST /predict answered 400: request.amount: Input should be greater" in w for w in warnings)
+    assert any("requests.1.colour: Extra inputs are not permitted" in w for w in warnings)
+
+
+def test_a_body_over_the_size_limit_gets_a_413(service: str) -> None:
+    status, error = post(f"{service}/predict", {"request": {**BODY, "request_id": "x" * 1_000_000}})
+    assert status == 413 and "the limit of /predict" in error["error"]
+    assert post(f"{service}/predict", {"request": BODY})[0] == 200
 
 
 def test_predict_batch_scores_each_request_as_predict_does(service: str) -> None:
@@ -121,17 +136,41 @@ def test_the_api_key_guards_predictions_but_not_health(service: str) -> None:
             assert response.status == 200
 
 
+ANSWERED = 'mlops_predictions_total{degraded="false",model_version="1",pipeline="fraud"}'
+
+
+def _answered(service: str) -> float:
+    """The service's count of non-degraded answers by version 1, from its /metrics."""
+    with urllib.request.urlopen(f"{service}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(ANSWERED))
+
+
 def test_bentoml_client_and_our_metrics(service: str) -> None:
     with bentoml.SyncHTTPClient(service, token=KEY) as client:
         answer = client.predict(request=BODY)
         assert answer["model_version"] == "1"
-    with urllib.request.urlopen(f"{service}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    assert 'mlops_predictions_total{degraded="false",model_version="1",pipeline="fraud"}' in metrics
+    assert _answered(service) >= 1
+
+
+def test_a_second_serve_on_a_taken_port_fails_in_one_line_and_leaves_the_running_service_alone(
+    service: str, served: Served
+) -> None:
+    assert post(f"{service}/predict", {"request": BODY})[0] == 200
+    before, port = _answered(service), service.rsplit(":", 1)[1]
+    second = served.cli("serve", "fraud", "--port", port)
+    assert second.returncode == 1 and second.stderr.strip().count("\n") == 0, second.stderr
+    assert f"port {port} on 127.0.0.1 is in use" in second.stderr and "--port" in second.stderr
+    assert "Traceback" not in second.stdout + second.stderr
+    assert _answered(service) == before  # its metrics are its own: the failed serve emptied nothing
+    assert _models(service)["champion"] == "1"
 
 
 def _models(service: str) -> dict[str, str]:
-    return post(f"{service}/models", {})[1]
+    """The versions answering now, from /models (which names the pipeline it serves, too)."""
+    models = dict(post(f"{service}/models", {})[1])
+    assert models.pop("pipeline") == "fraud"
+    return models
 
 
 def _until(condition: Any, timeout: float = 10) -> None:
@@ -179,9 +218,14 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
     assert _models(service) == {"champion": "1"}
 
 
-def test_sigkill_under_load_loses_at_most_one_unflushed_batch(served: Served) -> None:
-    """Clients record every answered request; after SIGKILL the log holds all of them but the last batch."""
+def test_sigkill_under_load_loses_at_most_one_unflushed_batch(service: str, served: Served) -> None:
+    """Clients record every answered request; after SIGKILL the log holds all of them but the last batch. The
+    service already running beside it (same pipeline, same data folder) keeps its own metrics throughout."""
+    before = _answered(service)
+    assert before > 0  # earlier tests were answered: a wiped folder would show as fewer
     url, process = served.start("kill")
+    folders = sorted(p.name for p in (served.data / "serving" / "fraud" / "metrics").iterdir())
+    assert len(folders) == 2 and len({name.rsplit("-", 2)[1] for name in folders}) == 2  # one per serve (port)
     answered: list[str] = []
     killed = threading.Event()
 
@@ -217,6 +261,7 @@ def test_sigkill_under_load_loses_at_most_one_unflushed_batch(served: Served) ->
     batch_size = 200  # serving.log_batch_size: one process, so fewer than one batch may be lost
     print(f"SIGKILL under load: {len(answered)} answered, {len(ids)} logged, {len(lost)} lost (bound {batch_size})")
     assert len(answered) >= 50 and len(lost) < batch_size, (len(answered), len(lost))
+    assert _answered(service) == before  # the killed server's answers were never counted by the other one
 
     for _ in range(2):  # ingesting twice gives the same table
         table = _ingest_todays_log(served)

@@ -1,16 +1,20 @@
 """The `mlops` command's failures are for people: a message naming what and where, exit 1, a traceback only with
---debug; and `mlops report` finds the latest drift report and model card."""
+--debug (a taken port, BentoML failing to start, a failed step); `mlops serve` keeps its metrics in a folder of its
+own; and `mlops report` finds the latest drift report and model card."""
 
+import os
 import re
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
-from mlops_assets.cli import main
+from mlops_assets.cli import main, metrics_folder, step_error
 
 
 def test_a_bad_spec_is_a_located_message_and_exit_1_not_a_traceback(tmp_path: Path) -> None:
@@ -80,3 +84,111 @@ def test_colour_is_for_terminals_only(tmp_path: Path) -> None:
     assert piped.returncode == 1 and "error: invalid spec" in piped.stderr and "\x1b[" not in piped.stderr
     coloured = CliRunner().invoke(main, command[3:], color=True)  # as a terminal would show it
     assert "\x1b[31m" in coloured.output
+
+
+@pytest.fixture
+def listening() -> Iterator[int]:
+    """A port something listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        yield sock.getsockname()[1]
+
+
+def _fake_bento(data: Path, tag: str = "nothere") -> None:
+    """What `mlops serve` looks for before starting BentoML: the pipeline's `latest` pointer in the bento store."""
+    store = data / "bentoml" / "bentos" / "mlops_fraud"
+    store.mkdir(parents=True)
+    (store / "latest").write_text(tag)
+
+
+def test_a_taken_port_is_one_line_saying_what_to_do_before_anything_starts(tmp_path: Path, listening: int) -> None:
+    _fake_bento(tmp_path)
+    for command in (["serve", "fraud"], ["mlflow"], ["ui"]):
+        result = CliRunner(env={"DAGSTER_HOME": str(tmp_path / "home")}).invoke(
+            main, ["--data-dir", str(tmp_path), *command, "--port", str(listening)]
+        )
+        assert result.exit_code == 1, (command, result.output)
+        assert result.output == (
+            f"error: port {listening} on 127.0.0.1 is in use (another server listens there): stop it, or choose "
+            "another --port\n"
+        )
+    assert not (tmp_path / "serving").exists()  # serve stopped before making its metrics folder
+
+
+def test_bentoml_failing_to_start_is_a_message_and_leaves_no_metrics_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    _fake_bento(tmp_path)  # a `latest` pointing at no bento
+    for variable in ("MLOPS_DATA_DIR", "BENTOML_HOME"):  # `serve` sets them for BentoML: restored afterwards
+        monkeypatch.setenv(variable, "")
+        monkeypatch.delenv(variable)
+    try:
+        result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "serve", "fraud", "--port", str(_free_port())])
+    finally:  # what `serve` told this process's BentoML
+        BentoMLContainer.bentoml_home.reset()
+        BentoMLContainer.prometheus_multiproc_dir.reset()
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: BentoML could not start mlops_fraud:latest: Failed to load bento")
+    assert "no Bentos with name 'mlops_fraud' exist" in result.output and "Traceback" not in result.output
+    assert list((tmp_path / "serving" / "fraud" / "metrics").iterdir()) == []
+
+
+def test_each_serve_process_has_its_own_metrics_folder_and_only_the_dead_ones_are_removed(tmp_path: Path) -> None:
+    machine = socket.gethostname()
+    root = tmp_path / "serving" / "fraud" / "metrics"
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    others = {
+        "running": root / f"{machine}-3001-{os.getppid()}",  # another serve of this machine, alive
+        "killed": root / f"{machine}-3002-{int(dead.stdout)}",  # a serve that was killed
+        "elsewhere": root / f"another-host-3001-{int(dead.stdout)}",  # a machine sharing the data folder
+    }
+    for folder in others.values():
+        folder.mkdir(parents=True)
+        (folder / "counter_1.db").write_bytes(b"metrics")
+    mine = metrics_folder(tmp_path, "fraud", 3003)
+    assert mine == root / f"{machine}-3003-{os.getpid()}" and list(mine.iterdir()) == []
+    assert {name for name, folder in others.items() if folder.exists()} == {"running", "elsewhere"}
+    assert metrics_folder(tmp_path, "shop", 3003).parent.parent.name == "shop"  # pipelines never share one
+
+
+def test_a_failed_step_is_its_key_and_the_first_lines_of_its_error(
+    shop: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    specs, data = shop
+    monkeypatch.setenv("DAGSTER_HOME", str(data.parent / "home"))
+    command = ["--specs", str(specs), "--data-dir", str(data), "materialize", "shop", "--days", "3", "--no-training"]
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 1
+    failed = [line.strip() for line in result.output.splitlines() if "FAILED" in line]
+    assert failed == [
+        f"FAILED shop__raw_orders: no file for 2026-03-03 matches sources.orders.path "
+        f"({data.resolve() / 'landing/orders/2026-03-03.csv'})",
+        f"FAILED shop__raw_returns: no file for 2026-03-03 matches sources.returns.path "
+        f"({data.resolve() / 'landing/returns/2026-03-03.csv'})",
+    ]
+    assert (
+        "Traceback" not in result.output and "Stack Trace" not in result.output and "dagster._core" not in result.output
+    )
+
+
+def test_a_step_error_is_the_exception_of_the_steps_code_not_dagsters_wrapper() -> None:
+    from dagster._utils.error import SerializableErrorInfo
+
+    cause = SerializableErrorInfo("builtins.ValueError: bad amount\nline 2\nline 3\nline 4\n", [], "ValueError")
+    wrapper = SerializableErrorInfo(
+        'dagster._core.errors.DagsterExecutionStepExecutionError: Error occurred while executing op "a":\n',
+        ["  File ..."],
+        "DagsterExecutionStepExecutionError",
+        cause,
+    )
+    assert step_error(wrapper) == "ValueError: bad amount\n      line 2\n      line 3 [...]"
+    assert step_error(None) == "failed"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

@@ -5,6 +5,7 @@ import json
 from typing import Any
 
 from mlops_assets.serving.middleware import (
+    DRAIN_FACTOR,
     MAX_BODY_BYTES,
     ApiKeyMiddleware,
     BodySizeLimitMiddleware,
@@ -111,20 +112,25 @@ async def _send_body(app: Any, path: str, chunks: list[bytes], content_length: b
     return sent[0]["status"], sent[1]["body"], len(chunks) - len(queue)
 
 
-def test_a_body_over_its_endpoints_limit_gets_a_413_before_the_service_reads_it() -> None:
+def test_a_body_over_its_endpoints_limit_gets_a_413_and_never_reaches_the_service() -> None:
     async def scenario() -> None:
         app = BodySizeLimitMiddleware(EchoApp(), {"/predict": 10, "/predict_batch": 100})
-        status, body, read = await _send_body(app, "/predict", [b"x" * 11])
-        assert (status, read) == (413, 0)  # by its Content-Length, nothing read
-        assert "larger than 10 bytes, the limit of /predict" in json.loads(body)["error"]
+        status, body, read = await _send_body(app, "/predict", [b"x" * 6, b"x" * 5])
+        assert status == 413 and "larger than 10 bytes, the limit of /predict" in json.loads(body)["error"]
+        assert read == 2  # by its Content-Length; read and dropped, so that the client still sending reads the 413
         assert (await _send_body(app, "/predict", [b"x" * 10]))[:2] == (200, b"x" * 10)
         assert (await _send_body(app, "/predict_batch", [b"y" * 100]))[:2] == (200, b"y" * 100)  # a larger limit
-        # Without a Content-Length (chunked), refused once the chunks read pass the limit, not after the whole body.
+        # Without a Content-Length (chunked): refused once the chunks read pass the limit.
         status, body, read = await _send_body(app, "/predict", [b"abcd"] * 5, content_length=False)
-        assert (status, read) == (413, 3)
+        assert (status, read) == (413, 5)
         status, body, read = await _send_body(app, "/predict", [b"ab", b"cd", b"ef"], content_length=False)
         assert (status, body) == (200, b"abcdef")  # within the limit: the app gets every byte
         assert (await _send_body(app, "/docs.json", [b"z" * 1000]))[0] == 200  # other paths are not limited
+        # Far beyond the limit, nothing is read: the 413 goes out and the connection closes.
+        status, _, read = await _send_body(app, "/predict", [b"x" * (10 * DRAIN_FACTOR + 1)])
+        assert (status, read) == (413, 0)
+        status, _, read = await _send_body(app, "/predict", [b"x" * 60] * 5, content_length=False)
+        assert (status, read) == (413, 2)
 
     asyncio.run(scenario())
 
