@@ -195,7 +195,9 @@ def print_summary(summary: RunSummary) -> None:
     for key, meta in summary.metadata.items():
         if key.endswith("/training_set"):
             click.echo(
-                f"  training set: label rate {meta['label_rate']:.2%}, predictions "
+                "  training set: "
+                + (f"label rate {meta['label_rate']:.2%}, " if "label_rate" in meta else "")  # binary only
+                + f"predictions "
                 f"{meta['first_prediction']} .. {meta['last_prediction']}, Delta version {meta['delta_version']}"
             )
         if key.endswith("/champion"):
