@@ -1,0 +1,126 @@
+"""The three kinds of problem end to end on public files a user could bring (NannyML's, from its PyPI wheel): `mlops new
+--from` a file with no entity id, at most two documented edits, then materialize, serve, replay a day, monitor it.
+
+- loans (binary; the outcome `repaid` stored as 1.0/0.0 floats; ~165 loans a day),
+- cars (regression; a used car's price),
+- cards (multiclass; the card product, a string).
+"""
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.conftest import free_port, stop, wait_for_http
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+# example, days in the file, the answer's fields, the edits beyond `serving.allow_replay: true`
+KINDS = {
+    "loans": (60, {"score", "decision"}, {"monitoring": {"min_rows": 100}}),  # a day has ~165 loans, not 200
+    "cars": (8, {"prediction"}, {}),
+    "cards": (40, {"label", "probabilities"}, {}),
+}
+ANSWER_FIELDS = {"request_id", "model_version", "degraded", "reason"}
+
+
+@pytest.mark.parametrize("example", list(KINDS))
+def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path: Path, example: str) -> None:
+    days, fields, edits = KINDS[example]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+    env["DAGSTER_HOME"] = str(tmp_path / "home")
+    (tmp_path / "home").mkdir()
+
+    def run(*args: str) -> str:
+        result = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def mlops(*args: str) -> str:
+        return run("-m", "mlops_assets.cli", "--specs", "specs", *args)
+
+    run("-m", "mlops_assets.examples.nannyml", example, f"{example}.csv", "--days", str(days))
+    guesses = mlops("new", example, "--from", f"{example}.csv")
+    assert "left out: y_pred" in guesses and "stands in as a segment" in guesses
+    path = tmp_path / "specs" / f"{example}.yaml"
+    spec = yaml.safe_load(path.read_text())
+    task = spec["model"]["task"]
+    assert task == {"loans": "binary", "cars": "regression", "cards": "multiclass"}[example]
+    spec["serving"] = {"allow_replay": True}
+    spec.update(edits)
+    path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    assert f"{example}: ok" in mlops("check")
+
+    start = spec["start_date"]
+    trained = mlops("materialize", example, "--start", str(start), "--days", str(days - 1))
+    assert "champion: version 1 (promotion gate passed" in trained
+    status = json.loads(mlops("status", "--json"))[example]["champion"]["metrics"]
+    assert (
+        set(status)
+        == {
+            "binary": {"roc_auc", "pr_auc", "log_loss", "precision", "recall"},
+            "regression": {"rmse", "mae", "r2", "mape"},
+            "multiclass": {"macro_f1", "accuracy", "log_loss"},
+        }[task]
+    )
+    assert all(value is not None for metric, value in status.items() if metric != "mape")
+
+    # The file's last whole day, not materialized: served as live traffic, then graded.
+    replayed = (date.fromisoformat(str(start)) + timedelta(days=days - 1)).isoformat()
+    port, log = free_port(), tmp_path / "serve.log"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", example, "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{url}/readyz", server, log, timeout=90)
+        sent = mlops("replay", example, "--day", replayed, "--sample", "300", "--url", url)
+        assert "requests answered" in sent and "by version 1" in sent
+        answer = _post(f"{url}/predict", {"request": _request(tmp_path, example, spec)})
+        assert set(answer) == ANSWER_FIELDS | fields, answer
+        schema = _get(f"{url}/docs.json")["components"]["schemas"]
+        answered = {"binary": "Prediction", "regression": "RegressionPrediction", "multiclass": "MulticlassPrediction"}
+        assert set(schema[answered[task]]["properties"]) == ANSWER_FIELDS | fields
+    finally:
+        stop(server)
+    graded = mlops("monitor", example, "--day", replayed)
+    assert f"{example}/prediction_log" in graded and "drift report: file://" in graded
+    drift_line = next(line for line in graded.splitlines() if f"{example}/drift_report" in line)
+    assert "not graded" not in drift_line, drift_line
+    report = (tmp_path / "data" / "reports" / example / "drift" / f"{replayed}.html").read_text()
+    outputs = {"multiclass": "__proba_", "regression": "__score__", "binary": "__score__"}[task]
+    assert outputs in report  # the prediction drift of the kind's outputs is in the report
+
+
+def _request(tmp_path: Path, example: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The first event of the file as a request: its entity key and request features."""
+    import polars as pl
+
+    row = pl.read_csv(tmp_path / f"{example}.csv").row(0, named=True)
+    fields = [*spec["entity"]["keys"], *spec["request_features"]]
+    return {name: row[name] for name in fields}
+
+
+def _post(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
