@@ -164,7 +164,11 @@ class Story:
     def _live(self, url: str, timeout: float = 60) -> dict[str, str]:
         """Until the live service answers with the registry's versions (it re-reads them every refresh_seconds)."""
         deadline, aliases = time.monotonic() + timeout, self._aliases()
-        while (live := _post(f"{url}/models", {})) != aliases and time.monotonic() < deadline:
+
+        def versions() -> dict[str, str]:  # /models also names the pipeline served
+            return {k: v for k, v in _post(f"{url}/models", {}).items() if k != "pipeline"}
+
+        while (live := versions()) != aliases and time.monotonic() < deadline:
             time.sleep(0.5)
         return live
 
