@@ -128,9 +128,8 @@ def test_registered_version_is_reproducible_from_delta_history(lake: tuple[Path,
             None,
         ),
         ({"params: {max_iter: 30}": "params: {max_iter: -5}"}, "model.params: the estimator failed to fit", None),
-        ({"holdout: 3d": "holdout: 60d"}, "model.holdout: a holdout of 60 days", None),
-        # As of the first morning no label is known yet: an empty training set.
-        ({}, "the training set is empty", "2026-01-01T06:00:00"),
+        # A holdout longer than the training part, or no label yet, is stopped before training by the training
+        # set's blocking enough_to_learn check (tests/integration/test_training_checks.py).
     ],
 )
 def test_bad_models_fail_the_candidate_and_register_nothing(
