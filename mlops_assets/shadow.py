@@ -32,12 +32,17 @@ class ShadowComparison:
 
 
 def labels_by_request(labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
-    """request_id -> label, from the label source (the latest label of a request wins)."""
+    """request_id -> label, from the label source (the latest label of a request wins; rows without a label value
+    are not labels yet)."""
     if spec.label.request_id is None:
         raise ShadowError("label.request_id is not declared: logged predictions cannot be joined to their labels")
-    return labels.select(
-        pl.col(spec.label.request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
-    ).unique("request_id", keep="last", maintain_order=True)
+    return (
+        labels.select(
+            pl.col(spec.label.request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
+        )
+        .filter(pl.col("label").is_not_null())
+        .unique("request_id", keep="last", maintain_order=True)
+    )
 
 
 def paired_scores(

@@ -17,19 +17,19 @@ from mlops_assets.replay import ReplayError, check_pipeline
 from tests.conftest import small_fraud_specs
 
 
-class Stub:
+class FakeService:
     """A stand-in for `mlops serve` on loopback: /models answers `models`; every request's path is recorded."""
 
     def __init__(self) -> None:
         self.models: Any = {}
         self.paths: list[str] = []
-        stub = self
+        service = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                stub.paths.append(self.path)
+                service.paths.append(self.path)
                 self.rfile.read(int(self.headers.get("content-length", 0)))
-                body = json.dumps(stub.models if self.path == "/models" else []).encode()
+                body = json.dumps(service.models if self.path == "/models" else []).encode()
                 self.send_response(200)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
@@ -44,40 +44,42 @@ class Stub:
 
 
 @pytest.fixture
-def stub() -> Iterator[Stub]:
-    stub = Stub()
-    thread = threading.Thread(target=stub.server.serve_forever, daemon=True)
+def service() -> Iterator[FakeService]:
+    service = FakeService()
+    thread = threading.Thread(target=service.server.serve_forever, daemon=True)
     thread.start()
-    yield stub
-    stub.server.shutdown()
-    stub.server.server_close()
+    yield service
+    service.server.shutdown()
+    service.server.server_close()
 
 
-def test_the_service_must_name_the_pipeline_it_serves(stub: Stub) -> None:
-    stub.models = {"pipeline": "fraud", "champion": "3", "challenger": "4"}
-    assert check_pipeline(stub.url, "fraud") == {"champion": "3", "challenger": "4"}
+def test_the_service_must_name_the_pipeline_it_serves(service: FakeService) -> None:
+    service.models = {"pipeline": "fraud", "champion": "3", "challenger": "4"}
+    assert check_pipeline(service.url, "fraud") == {"champion": "3", "challenger": "4"}
     with pytest.raises(ReplayError, match=r"serves pipeline 'fraud', not 'shop': give --url of the `mlops serve shop`"):
-        check_pipeline(stub.url, "shop")
-    stub.models = {"champion": "3"}  # a bento built before /models named its pipeline
+        check_pipeline(service.url, "shop")
+    service.models = {"champion": "3"}  # a bento built before /models named its pipeline
     with pytest.raises(ReplayError, match="does not say which pipeline it serves"):
-        check_pipeline(stub.url, "fraud")
+        check_pipeline(service.url, "fraud")
 
 
-def test_nothing_listening_is_a_message(stub: Stub) -> None:
-    url = stub.url
-    stub.server.shutdown()
-    stub.server.server_close()
+def test_nothing_listening_is_a_message(service: FakeService) -> None:
+    url = service.url
+    service.server.shutdown()
+    service.server.server_close()
     with pytest.raises(ReplayError, match=r"did not answer .*: is `mlops serve fraud` running there\?"):
         check_pipeline(url, "fraud")
 
 
-def test_replay_refuses_a_service_of_another_pipeline_before_sending_anything(stub: Stub, tmp_path: Path) -> None:
+def test_replay_refuses_a_service_of_another_pipeline_before_sending_anything(
+    service: FakeService, tmp_path: Path
+) -> None:
     specs = small_fraud_specs(
         tmp_path / "specs", **{"refresh_seconds: 10": "allow_replay: true\n  refresh_seconds: 10"}
     )
-    stub.models = {"pipeline": "shop", "champion": "1"}
+    service.models = {"pipeline": "shop", "champion": "1"}
     command = ["--specs", str(specs), "--data-dir", str(tmp_path / "data"), "replay", "fraud", "--day", "2026-01-02"]
-    result = CliRunner().invoke(main, [*command, "--url", stub.url])
+    result = CliRunner().invoke(main, [*command, "--url", service.url])
     assert result.exit_code == 1, result.output
-    assert f"error: {stub.url} serves pipeline 'shop', not 'fraud'" in result.output
-    assert "Traceback" not in result.output and stub.paths == ["/models"]  # no request was sent
+    assert f"error: {service.url} serves pipeline 'shop', not 'fraud'" in result.output
+    assert "Traceback" not in result.output and service.paths == ["/models"]  # no request was sent

@@ -109,3 +109,12 @@ def test_multiclass_models_are_compared_on_their_logged_probabilities(spec: Pipe
     assert result.challenger.metrics["macro_f1"] > result.champion.metrics["macro_f1"]
     assert set(result.challenger.per_class) == set(classes)
     assert set(result.challenger.slices) == {"online", "pos"}
+
+
+def test_rows_whose_label_is_not_there_yet_are_not_labels(spec: PipelineSpec) -> None:
+    log, labels = _traffic(0.9)
+    pending = labels.with_columns(
+        pl.when(pl.int_range(pl.len()) < 50).then(None).otherwise(pl.col("is_fraud")).alias("is_fraud")
+    )
+    result = compare(spec, log, pending, "1", "2")
+    assert result.rows == N - 50 and result.decision.passed
