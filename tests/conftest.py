@@ -329,3 +329,36 @@ def served(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
         assert daily.execute_in_process(instance=instance, tags=tags, run_config=QUIET).success
         assert defs.resolve_job_def("fraud_bento").execute_in_process(instance=instance, run_config=QUIET).success
     return Served(home / "specs", data, home, tracking)
+
+
+@dataclass
+class Project:
+    """A user's project folder driven through the CLI in subprocesses, with a Dagster home of its own and none of
+    this machine's MLOPS_/MLFLOW_ settings."""
+
+    folder: Path
+
+    def __post_init__(self) -> None:
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
+        self.env["DAGSTER_HOME"] = str(self.folder / "home")
+        (self.folder / "home").mkdir(exist_ok=True)
+
+    def run(self, *args: str) -> str:
+        """`python ARGS` in the folder; its output, or its output in the assertion when it fails."""
+        result = subprocess.run([sys.executable, *args], cwd=self.folder, env=self.env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        return result.stdout
+
+    def mlops(self, *args: str) -> str:
+        return self.run("-m", "mlops_assets.cli", "--specs", "specs", *args)
+
+    def serve(self, pipeline: str, port: int, log: Path) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", pipeline, "--port", str(port)]
+        return subprocess.Popen(
+            command,
+            cwd=self.folder,
+            env=self.env,
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )

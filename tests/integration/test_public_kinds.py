@@ -7,9 +7,6 @@
 """
 
 import json
-import os
-import subprocess
-import sys
 import urllib.request
 from datetime import date, timedelta
 from pathlib import Path
@@ -18,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import free_port, stop, wait_for_http
+from tests.conftest import Project, free_port, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,17 +31,8 @@ ANSWER_FIELDS = {"request_id", "model_version", "degraded", "reason"}
 @pytest.mark.parametrize("example", list(KINDS))
 def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path: Path, example: str) -> None:
     days, fields, edits = KINDS[example]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
-    env["DAGSTER_HOME"] = str(tmp_path / "home")
-    (tmp_path / "home").mkdir()
-
-    def run(*args: str) -> str:
-        result = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
-
-    def mlops(*args: str) -> str:
-        return run("-m", "mlops_assets.cli", "--specs", "specs", *args)
+    project = Project(tmp_path)
+    run, mlops = project.run, project.mlops
 
     run("-m", "mlops_assets.examples.nannyml", example, f"{example}.csv", "--days", str(days))
     guesses = mlops("new", example, "--from", f"{example}.csv")
@@ -75,14 +63,7 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
     # The file's last whole day, not materialized: served as live traffic, then graded.
     replayed = (date.fromisoformat(str(start)) + timedelta(days=days - 1)).isoformat()
     port, log = free_port(), tmp_path / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", example, "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = project.serve(example, port, log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/readyz", server, log, timeout=90)

