@@ -69,10 +69,13 @@ def paired_scores(
         .drop_nulls(["champion_score", "challenger_score"])
         .unique("request_id", keep="first", maintain_order=True)
     )
-    joined = paired.join(labels_by_request(labels, spec), on="request_id", how="inner")
+    columns = ["champion_score", "challenger_score", "champion_probabilities", "challenger_probabilities"]
+    # The log's own `label` (a multiclass answer) is not the outcome: only the label source's is joined.
+    joined = paired.select("request_id", "request", *columns).join(
+        labels_by_request(labels, spec), on="request_id", how="inner"
+    )
     slice_by = spec.model.slice_by if spec.model else None
     slices = [json.loads(r).get(slice_by) if slice_by else None for r in joined.get_column("request")]
-    columns = ["champion_score", "challenger_score", "champion_probabilities", "challenger_probabilities"]
     return joined.select("request_id", "label", *columns).with_columns(pl.Series("slice", slices, dtype=pl.String))
 
 
