@@ -26,6 +26,11 @@ class SourceDataError(ValueError):
 # Text that ends in a UTC offset (`Z`, `+02`, `+0200`, `+02:00`) after a time: read as an instant, stored in UTC.
 _OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 _OFFSET_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
+# Text read as a declared `bool` column, whatever its case: a yes/no label is a binary label.
+TEXT_BOOLEANS = {
+    **dict.fromkeys(("true", "t", "yes", "y", "1", "1.0"), True),
+    **dict.fromkeys(("false", "f", "no", "n", "0", "0.0"), False),
+}
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,11 @@ def _typed(column: str, dtype: pl.DataType, current: pl.DataType) -> pl.Expr:
             return col.dt.convert_time_zone("UTC").dt.replace_time_zone(None).cast(dtype)
     if dtype == pl.Date and current == pl.String:
         return col.str.to_date(strict=False)
+    if dtype == pl.Boolean and current == pl.String:
+        # Text booleans as people write them; anything else is unparsable, so its row is quarantined with the reason.
+        return col.str.strip_chars().str.to_lowercase().replace_strict(TEXT_BOOLEANS, default=None, return_dtype=dtype)
+    if dtype == pl.Boolean and current.is_numeric():
+        return pl.when((col == 0) | (col == 1)).then(col.cast(dtype))  # 0/1 only: a 2 is no boolean, not true
     return col.cast(dtype, strict=False)
 
 

@@ -681,6 +681,22 @@ class PipelineSpec(_Model):
                 for f in self.request_features
                 if f not in source.columns
             ]
+            problems += [
+                f"request_features.{f}: declared {c.dtype}, but column {f!r} of source {label.source!r} (where "
+                f"training takes it from) is {source.columns[f].dtype}; declare one type in both"
+                for f, c in self.request_features.items()
+                if f in source.columns and source.columns[f].dtype != c.dtype
+            ]
+        return problems + self._key_type_problems()
+
+    def _key_type_problems(self) -> list[str]:
+        """An entity key declared with different types in two sources: their rows could never be joined."""
+        problems = []
+        for key in self.entity.keys:
+            types = {n: s.columns[key].dtype for n, s in self.sources.items() if key in s.columns}
+            if len(set(types.values())) > 1:
+                declared = ", ".join(f"sources.{n}.columns.{key}: {t}" for n, t in types.items())
+                problems.append(f"entity.keys: {key!r} has a different type in different sources ({declared})")
         return problems
 
 

@@ -114,3 +114,27 @@ def test_unreadable_file_is_named(orders, tmp_path: Path) -> None:
     path.write_bytes(b"not parquet")
     with pytest.raises(SourceDataError, match=r"broken\.parquet: cannot read as parquet"):
         ingest_day(source.model_copy(update={"format": "parquet"}), "orders", [path], date(2026, 3, 6))
+
+
+@pytest.mark.parametrize("stored", ["csv", "parquet"])
+def test_a_declared_bool_column_reads_yes_no_true_false_and_0_1_and_quarantines_anything_else(
+    tmp_path: Path, stored: str
+) -> None:
+    """A binary label stored as text (yes/no, in any case) or as 0.0/1.0 floats ingests as a boolean."""
+    from mlops_assets.spec import ColumnSpec, SourceSpec
+
+    source = SourceSpec(
+        path=f"landing/loans/{{date}}.{stored}",
+        event_timestamp="ts",
+        columns={"ts": ColumnSpec(dtype="datetime"), "repaid": ColumnSpec(dtype="bool")},
+    )
+    texts = ["Yes", "no", "TRUE", "f", "1", "0", " y ", "maybe", None]
+    values = {"csv": texts, "parquet": [1.0, 0.0, 1.0, 0.0, 1.0, 0.0, 1.0, 2.0, None]}[stored]
+    frame = pl.DataFrame({"ts": [datetime(2026, 3, 2, h) for h in range(len(texts))], "repaid": values})
+    path = tmp_path / "landing" / "loans" / f"2026-03-02.{stored}"
+    path.parent.mkdir(parents=True)
+    frame.write_csv(path) if stored == "csv" else frame.write_parquet(path)
+    split = ingest_day(source, "loans", [path], DAY)
+    assert split.accepted["repaid"].to_list() == [True, False, True, False, True, False, True, None]
+    (reason,) = split.rejected[REASONS_COLUMN]
+    assert f"repaid: cannot parse {'maybe' if stored == 'csv' else '2.0'} as bool" in reason

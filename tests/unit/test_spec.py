@@ -325,3 +325,19 @@ def test_each_task_has_its_metrics_gate_and_fallback(tmp_path: Path) -> None:
     assert "serving.fallback.score: a binary fallback's score is a probability in [0, 1]" in _problems(
         _write(tmp_path, binary, "binary.yaml")
     )
+
+
+def test_types_that_could_never_join_are_refused_on_load(tmp_path: Path) -> None:
+    """A key typed differently in two sources, or a request feature typed unlike its training column."""
+    path = _fraud_with(tmp_path, "  country: {dtype: string}\n\nlabel", "  country: {dtype: int}\n\nlabel")
+    assert (
+        "request_features.country: declared int, but column 'country' of source 'labels' (where training takes it "
+        "from) is string" in _problems(path)
+    )
+    path = _fraud_with(tmp_path, "keys: [customer_id]", "keys: [customer_id]")
+    shared = tmp_path / "shared" / "card_transactions.yaml"  # the transactions' key an int, the labels' a string
+    shared.write_text(shared.read_text().replace("customer_id: {dtype: string", "customer_id: {dtype: int", 1))
+    assert (
+        "entity.keys: 'customer_id' has a different type in different sources (sources.transactions.columns."
+        "customer_id: int, sources.labels.columns.customer_id: string)" in _problems(path)
+    )
