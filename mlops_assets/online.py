@@ -31,12 +31,14 @@ Entity = tuple[str, ...]
 
 @dataclass(frozen=True)
 class OnlineRow:
-    """One entity's features as served: None values when the entity is unknown or its row is stale."""
+    """One entity's features as served: None values when the entity is unknown, its row is stale, or its row is newer
+    than the request (`ahead`: a replayed request older than the store's latest row must not see its future)."""
 
     entity: Entity
     values: dict[str, Any] | None
     feature_timestamp: datetime | None
     stale: bool
+    ahead: bool = False
 
     @property
     def found(self) -> bool:
@@ -85,7 +87,8 @@ def encode(frame: pl.DataFrame, keys: list[str]) -> list[tuple[str, str, str]]:
 def lookup(
     store: OnlineStore, pipeline: str, view: str, entities: Sequence[Entity], ttl: timedelta, now: datetime
 ) -> list[OnlineRow]:
-    """Batch point lookup with the TTL enforced: a row older than `ttl` at `now` is returned stale, values withheld."""
+    """Batch point lookup with the TTL enforced: a row older than `ttl` at `now` is returned stale, and a row newer
+    than `now` ahead (the store keeps only the latest row: the one valid at `now` is gone); values withheld in both."""
     payloads = store.read(pipeline, view, [entity_id(e) for e in entities])
     rows = []
     for entity, payload in zip(entities, payloads, strict=True):
@@ -94,8 +97,9 @@ def lookup(
             continue
         stamp, values = payload.split("\n", 1)
         timestamp = datetime.fromisoformat(stamp)
-        stale = now - timestamp > ttl
-        rows.append(OnlineRow(entity, None if stale else json.loads(values), timestamp, stale))
+        stale, ahead = now - timestamp > ttl, timestamp > now
+        usable = not (stale or ahead)
+        rows.append(OnlineRow(entity, json.loads(values) if usable else None, timestamp, stale, ahead))
     return rows
 
 
@@ -263,6 +267,7 @@ class FeatureVector:
     missing: list[str]
     stale: list[str]
     timestamps: dict[str, str | None] = field(default_factory=dict)
+    ahead: list[str] = field(default_factory=list)
 
 
 def view_rows(
@@ -287,6 +292,8 @@ def assemble(
         for vector, row in zip(vectors, view_rows_, strict=True):
             if not row.found:
                 vector.missing.append(view_name)
+            elif row.ahead:
+                vector.ahead.append(view_name)
             elif row.stale:
                 vector.stale.append(view_name)
             vector.values.update(row.values or dict.fromkeys(columns))
@@ -315,6 +322,7 @@ class ServedVector:
     degraded: bool
     reason: str | None
     timestamps: dict[str, str | None] = field(default_factory=dict)
+    ahead: list[str] = field(default_factory=list)
 
 
 class ResilientFeatures:
@@ -345,7 +353,7 @@ class ResilientFeatures:
             return self._from_cache(requests, now, f"online store slower than {self.timeout * 1000:.0f} ms")
         except Exception as exc:  # any store failure (connection refused, I/O error) degrades the same way
             return self._from_cache(requests, now, f"online store unavailable ({type(exc).__name__}: {exc})")
-        return [ServedVector(v.values, v.missing, v.stale, False, None, v.timestamps) for v in looked_up]
+        return [ServedVector(v.values, v.missing, v.stale, False, None, v.timestamps, v.ahead) for v in looked_up]
 
     def _lookup_all(self, requests: Sequence[Mapping[str, Any]], now: datetime) -> list[FeatureVector]:
         rows = view_rows(self.spec, self.store, requests, now)
@@ -370,7 +378,7 @@ class ResilientFeatures:
             for view, view_spec in self.spec.feature_views.items():
                 with self._lock:
                     cached = self._cache.get((view, entity))
-                if cached is None or now - cached[0] > parse_duration(view_spec.ttl):
+                if cached is None or now - cached[0] > parse_duration(view_spec.ttl) or cached[0] > now:
                     missing.append(view)
                     values.update(dict.fromkeys(view_spec.feature_names() or []))
                     timestamps[view] = None

@@ -116,7 +116,9 @@ def write_batch(folder: Path, lines: list[str], day: date | None = None) -> Path
 
 
 def read_day(folder: Path, day: date) -> pl.DataFrame:
-    """The day's logged predictions, typed, once per request id (a batch written twice is counted once)."""
+    """The day's logged predictions, typed; a record found twice (a batch file copied) is kept once. Two records
+    of one request id are two answers (a client that reused an id across restarts): both are kept, and counted by
+    `duplicate_request_ids`."""
     files = sorted((folder / day.isoformat()).glob("*.jsonl"))
     frames = [pl.read_ndjson(f, schema={k: pl.String for k in LOG_SCHEMA}) for f in files]
     if not frames:
@@ -127,7 +129,12 @@ def read_day(folder: Path, day: date) -> pl.DataFrame:
         pl.col("score", "shadow_score", "latency_ms").cast(pl.Float64),
         pl.col("degraded").str.to_lowercase().eq("true"),
     )
-    return typed.unique("request_id", keep="first", maintain_order=True).select(list(LOG_SCHEMA))
+    return typed.unique(maintain_order=True).select(list(LOG_SCHEMA))
+
+
+def duplicate_request_ids(frame: pl.DataFrame) -> int:
+    """Records whose request id an earlier record of the frame already had."""
+    return frame.height - frame.get_column("request_id").n_unique()
 
 
 def logged_outputs(

@@ -59,6 +59,10 @@ class _Model(BaseModel):
         return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
 
 
+# The longest text a request feature may carry when its column declares no `max_length` (a category, a country).
+DEFAULT_MAX_LENGTH = 256
+
+
 class ColumnSpec(_Model):
     """A declared column: its type and the value constraints that become its pandera checks."""
 
@@ -67,6 +71,18 @@ class ColumnSpec(_Model):
     min: float | None = None
     max: float | None = None
     isin: list[str] | None = Field(default=None, description="allowed values (categorical columns)")
+    max_length: int | None = Field(
+        default=None,
+        ge=1,
+        description=f"string columns: the longest value, in characters (ingestion quarantines longer ones; serving "
+        f"answers 400; a request feature without one is capped at {DEFAULT_MAX_LENGTH})",
+    )
+
+    @model_validator(mode="after")
+    def _length_of_text(self) -> ColumnSpec:
+        if self.max_length is not None and self.dtype != "string":
+            raise ValueError(f"'max_length' applies to string columns, not to dtype {self.dtype!r}")
+        return self
 
 
 class ConstraintSpec(_Model):
@@ -362,6 +378,18 @@ class ServingSpec(_Model):
         default=64, ge=1, description="prediction requests in progress per worker; beyond it: 429 with Retry-After"
     )
     retry_after_seconds: int = Field(default=1, ge=1, description="the Retry-After of a 429 or 503")
+    max_batch_rows: int = Field(
+        default=1000, ge=1, description="requests per /predict_batch call; a larger call is refused whole with 413"
+    )
+    max_clock_skew: Duration = Field(
+        default="5m",
+        description="a request `timestamp` (replays) later than the server's clock by more than this is refused",
+    )
+    recent_request_ids: int = Field(
+        default=100_000,
+        ge=0,
+        description="request ids each serving worker remembers: a repeated one is refused with 409 (0: no memory)",
+    )
     fallback: FallbackSpec | None = Field(
         default=None, description="default: score with the missing features imputed, marked degraded"
     )

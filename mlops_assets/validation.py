@@ -45,6 +45,8 @@ def build_schema(name: str, columns: Mapping[str, ColumnSpec | ConstraintSpec]) 
             checks.append(pa.Check.le(spec.max))
         if isinstance(spec, ColumnSpec) and spec.isin is not None:
             checks.append(pa.Check.isin(spec.isin))
+        if isinstance(spec, ColumnSpec) and spec.max_length is not None:
+            checks.append(pa.Check.str_length(max_value=spec.max_length))
         dtype = POLARS_DTYPES[spec.dtype] if isinstance(spec, ColumnSpec) else None
         pandera_columns[column] = pa.Column(dtype, checks=checks, nullable=spec.nullable)
     return pa.DataFrameSchema(pandera_columns, name=name, strict=False)

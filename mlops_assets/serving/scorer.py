@@ -10,6 +10,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -24,12 +25,54 @@ from mlops_assets.modeling import Columns, Outputs, fitted_columns, predict, row
 from mlops_assets.online import ResilientFeatures, ServedVector
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import CHALLENGER, CHAMPION
+from mlops_assets.serving.delivery import after_answer
 from mlops_assets.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
 FALLBACK_VERSION = "fallback"
 # Regression: a shadow prediction this far from the answer (relative to the larger of the two) disagrees with it.
 REGRESSION_DISAGREEMENT = 0.1
+
+
+class RequestRefused(ValueError):
+    """A request refused whole before anything is scored or logged, with the HTTP status that says why."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RecentIds:
+    """The request ids a serving worker answered lately (at most `capacity`, the oldest forgotten first): a request id
+    names one prediction, so a repeat is refused rather than answered and logged twice under one id."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def reserve(self, ids: Sequence[str]) -> None:
+        """Take `ids` for this call, or refuse it (409) naming the ids already taken or repeated in the call."""
+        repeated = sorted(i for i, n in Counter(ids).items() if n > 1)
+        if repeated:
+            raise RequestRefused(409, f"request_id repeated within the call: {repeated[:10]}")
+        if not self.capacity:
+            return
+        with self._lock:
+            taken = [i for i in ids if i in self._ids]
+            if taken:
+                raise RequestRefused(
+                    409, f"request_id already answered: {taken[:10]}; a new prediction needs a new request_id"
+                )
+            self._ids.update(dict.fromkeys(ids))
+            while len(self._ids) > self.capacity:
+                self._ids.popitem(last=False)
+
+    def release(self, ids: Sequence[str]) -> None:
+        """Give back the ids of a call whose answer was never delivered: the client may send them again."""
+        with self._lock:
+            for request_id in ids:
+                self._ids.pop(request_id, None)
 
 
 class Answer(BaseModel):
@@ -110,11 +153,25 @@ class LiveModels:
         load: Callable[[str], Pipeline],
         initial: dict[str, str] | None = None,
         task: str = "binary",
+        with_challenger: bool = True,
     ) -> None:
-        self._aliases, self._load, self.task = aliases, load, task
+        """`with_challenger` False (rollout `champion_only`): a challenger alias is neither loaded nor served."""
+        self._aliases, self._load, self.task, self.with_challenger = aliases, load, task, with_challenger
         self._loaded: dict[str, LoadedModel] = {}
         self.live = self._resolve(aliases() if initial is None else initial)
         self._stop = threading.Event()
+
+    @classmethod
+    def for_spec(
+        cls,
+        spec: PipelineSpec,
+        aliases: Callable[[], dict[str, str]],
+        load: Callable[[str], Pipeline],
+        initial: dict[str, str] | None = None,
+    ) -> LiveModels:
+        """The live models of the spec's kind of problem and rollout (`champion_only` serves no challenger)."""
+        task = spec.model.task if spec.model else "binary"
+        return cls(aliases, load, initial, task, with_challenger=spec.serving.rollout != "champion_only")
 
     def _model(self, version: str) -> LoadedModel:
         if version not in self._loaded:
@@ -125,7 +182,7 @@ class LiveModels:
     def _resolve(self, aliases: dict[str, str]) -> Live:
         if CHAMPION not in aliases:
             raise RuntimeError(f"the registry names no {CHAMPION!r}: train and promote a model first")
-        challenger = aliases.get(CHALLENGER)
+        challenger = aliases.get(CHALLENGER) if self.with_challenger else None
         live = Live(self._model(aliases[CHAMPION]), self._model(challenger) if challenger else None)
         in_use = {live.champion.version, challenger}
         self._loaded = {v: m for v, m in self._loaded.items() if v in in_use}
@@ -204,6 +261,7 @@ class Scorer:
         self.task = spec.model.task if spec.model else "binary"
         self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._backlog = threading.BoundedSemaphore(shadow_backlog)
+        self.recent_ids = RecentIds(spec.serving.recent_request_ids)
 
     def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
         serving = self.spec.serving
@@ -213,10 +271,32 @@ class Scorer:
         return canary_bucket(self.spec.name, entity) < serving.canary_share
 
     def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Answer]:
+        """The answers to validated requests. Their log records (and the shadow's scores) follow once the answers
+        are delivered (`delivery.after_answer`); a repeated client request id refuses the whole call (409)."""
         started = time.perf_counter()
         now = datetime.now(UTC)
         bodies = [dict(r) for r in requests]
-        ids = [b.pop("request_id", None) or uuid.uuid4().hex for b in bodies]
+        given = [b.pop("request_id", None) for b in bodies]
+        chosen = [i for i in given if i is not None]
+        self.recent_ids.reserve(chosen)
+        try:
+            answers, live, records, vectors, canary, use_fallback = self._answers(bodies, given, now)
+        except BaseException:
+            self.recent_ids.release(chosen)
+            raise
+        latency = (time.perf_counter() - started) * 1000
+        for record in records:
+            record["latency_ms"] = latency
+        after_answer(
+            lambda: self._log_with_shadow(live, records, vectors, canary, use_fallback),
+            lambda: self.recent_ids.release(chosen),
+        )
+        return answers
+
+    def _answers(
+        self, bodies: list[dict[str, Any]], given: list[str | None], now: datetime
+    ) -> tuple[list[Answer], Live, list[dict[str, Any]], list[ServedVector], list[bool], list[bool]]:
+        ids = [request_id or uuid.uuid4().hex for request_id in given]
         times = [_utc(b.pop("timestamp", None)) or now for b in bodies]
         live = self.models.live
         vectors = self._vectors(bodies, times)
@@ -238,11 +318,7 @@ class Scorer:
             self.metrics.answered(version, vector.degraded, use_fallback[i])
             answers.append(answer)
             records.append(self._record(answer, output, body, vector, times[i]))  # type: ignore[arg-type]
-        latency = (time.perf_counter() - started) * 1000
-        for record in records:
-            record["latency_ms"] = latency
-        self._log_with_shadow(live, records, vectors, canary, use_fallback)
-        return answers
+        return answers, live, records, vectors, canary, use_fallback
 
     def _vectors(self, bodies: list[dict[str, Any]], times: list[datetime]) -> list[ServedVector]:
         """Feature vectors as of each request's time: one lookup per distinct time (just one without replays)."""
@@ -382,8 +458,13 @@ def _utc(moment: datetime | None) -> datetime | None:
 def _reason(vector: ServedVector) -> str | None:
     if vector.reason:
         return vector.reason
-    if vector.missing:
-        return f"no online features for {vector.missing}"
-    if vector.stale:
-        return f"online features past their TTL for {vector.stale}"
-    return None
+    parts = [
+        *([f"no online features for {vector.missing}"] if vector.missing else []),
+        *([f"online features past their TTL for {vector.stale}"] if vector.stale else []),
+        *(
+            [f"online features newer than the request time for {vector.ahead}: not used (none from its future)"]
+            if vector.ahead
+            else []
+        ),
+    ]
+    return "; ".join(parts) or None

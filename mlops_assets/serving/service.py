@@ -10,49 +10,110 @@ from __future__ import annotations
 
 import logging
 import os
-from datetime import datetime
+import re
+from collections.abc import Callable
+from datetime import UTC, datetime, time
+from http import HTTPStatus
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlops_assets.bundle import bundled_aliases, load_version
 from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import ModelRegistry
-from mlops_assets.serving.middleware import ApiKeyMiddleware, BodySizeLimitMiddleware, LoadSheddingMiddleware
-from mlops_assets.serving.scorer import LiveModels, Scorer, prediction_model
+from mlops_assets.serving.delivery import DeliveryMiddleware
+from mlops_assets.serving.middleware import (
+    PREDICTION_PATHS,
+    ApiKeyMiddleware,
+    BodySizeLimitMiddleware,
+    LoadSheddingMiddleware,
+)
+from mlops_assets.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.settings import mlflow_settings, online_store_url
-from mlops_assets.spec import ColumnSpec, PipelineSpec, load_specs
+from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
 
 log = logging.getLogger(__name__)
 _PY_TYPES: dict[str, type] = {"string": str, "int": int, "float": float, "bool": bool, "datetime": datetime}
 
 
 def request_model(spec: PipelineSpec) -> type[BaseModel]:
-    """The request of one prediction, from the spec: entity keys and request features with their constraints; a
-    field the spec does not declare is refused (a typo would otherwise be scored as a missing value)."""
-    key = Field(min_length=1, max_length=200, pattern=spec.entity.pattern, description=f"{spec.entity.name} key")
-    fields: dict[str, Any] = {k: (str, key) for k in spec.entity.keys}
+    """The request of one prediction, from the spec, validated whole before anything is scored (a bad row is its own
+    400 and never reaches another call): entity keys (the spec's pattern, ASCII digits only) and request features
+    with their constraints, in strict JSON types (no `true` for a number, no number for a time), text of bounded
+    length; a field the spec does not declare is refused (a typo would otherwise be scored as a missing value)."""
+    pattern = spec.entity.pattern
+    key: Any = Annotated[
+        str,
+        Field(
+            min_length=1,
+            max_length=200,
+            description=f"{spec.entity.name} key",
+            json_schema_extra={"pattern": pattern} if pattern else None,
+        ),
+        *([AfterValidator(_ascii_match(pattern))] if pattern else []),
+    ]
+    fields: dict[str, Any] = {k: (key, ...) for k in spec.entity.keys}
     for name, column in spec.request_features.items():
         fields[name] = _field(column)
     if spec.serving.allow_replay:
         fields["timestamp"] = (
-            datetime | None,
-            Field(default=None, description="when the prediction was made (replays); default: now, UTC"),
+            Annotated[datetime | None, AfterValidator(_request_time(spec))],
+            Field(
+                default=None,
+                description=f"when the prediction was made (replays), from {spec.start_date} (the pipeline's first "
+                f"day) to the server's clock plus {spec.serving.max_clock_skew}; without a zone, UTC; default: now",
+            ),
         )
     fields["request_id"] = (
         str | None,
-        Field(default=None, max_length=200, description="echoed back and logged; generated if absent"),
+        Field(default=None, min_length=1, max_length=200, description="echoed back and logged; generated if absent"),
     )
-    return create_model(f"{spec.name.title()}Request", __config__=ConfigDict(extra="forbid"), **fields)
+    config = ConfigDict(extra="forbid", strict=True)
+    return create_model(f"{spec.name.title()}Request", __config__=config, **fields)
+
+
+def _ascii_match(pattern: str) -> Callable[[str], str]:
+    """The spec's key pattern as JSON Schema means it (`\\d` is 0-9 only), not as Unicode regular expressions do."""
+    compiled = re.compile(pattern, re.ASCII)
+
+    def matches(value: str) -> str:
+        if not compiled.search(value):
+            raise ValueError(f"should match the pattern {pattern!r}")
+        return value
+
+    return matches
+
+
+def _request_time(spec: PipelineSpec) -> Callable[[datetime | None], datetime | None]:
+    """A request's time as an aware UTC datetime (naive: taken as UTC), within the range a replay can mean."""
+    earliest = datetime.combine(spec.start_date, time(), UTC)
+    skew = parse_duration(spec.serving.max_clock_skew)
+
+    def check(moment: datetime | None) -> datetime | None:
+        if moment is None:
+            return None
+        try:
+            moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        except OverflowError:
+            raise ValueError("is outside the range of UTC times") from None
+        if moment < earliest:
+            raise ValueError(f"is before {earliest.date()}, the pipeline's first day")
+        if moment > datetime.now(UTC) + skew:
+            raise ValueError(f"is later than the server's clock by more than {spec.serving.max_clock_skew}")
+        return moment
+
+    return check
 
 
 def _field(column: ColumnSpec) -> tuple[Any, Any]:
     kind: Any = Literal[tuple(column.isin)] if column.isin else _PY_TYPES[column.dtype]  # type: ignore[misc]
     extra: dict[str, Any] = {"allow_inf_nan": False} if column.dtype == "float" else {}
+    if column.dtype == "string" and not column.isin:
+        extra["max_length"] = column.max_length or DEFAULT_MAX_LENGTH
     if column.nullable:
         return (kind | None, Field(default=None, ge=column.min, le=column.max, **extra))
     return (kind, Field(ge=column.min, le=column.max, **extra))
@@ -139,11 +200,11 @@ class PredictionService:
         uri, artifact_root = mlflow_settings(data_dir)
         registry = ModelRegistry(uri, Path(artifact_root) if artifact_root else None)
         self.metrics = PrometheusMetrics(SPEC.name)
-        models = LiveModels(
+        models = LiveModels.for_spec(
+            SPEC,
             lambda: registry.aliases(SPEC.name),
             lambda version: load_version(SPEC.name, version, registry),
             initial=_initial_aliases(registry),
-            task=SPEC.model.task if SPEC.model else "binary",
         )
         models.watch(serving.refresh_seconds, self._refresh_failed)
         store = open_store(online_store_url(data_dir))
@@ -164,12 +225,25 @@ class PredictionService:
     @bentoml.api
     def predict(self, request: Request) -> Prediction:  # type: ignore[valid-type]
         """Score one request."""
-        return self.scorer.score([request.model_dump()])[0]  # type: ignore[attr-defined]
+        return self._score([request])[0]
 
-    @bentoml.api(batchable=True, max_batch_size=100, max_latency_ms=1000)
+    @bentoml.api
     def predict_batch(self, requests: list[Request]) -> list[Prediction]:  # type: ignore[valid-type]
-        """Score many requests; concurrent calls are batched together (adaptive batching)."""
-        return self.scorer.score([r.model_dump() for r in requests])
+        """Score the requests of one call together (at most `serving.max_batch_rows`; a larger call is refused whole
+        with 413). Each call is validated and answered on its own: one bad row never fails another client's call."""
+        if len(requests) > SPEC.serving.max_batch_rows:
+            raise BentoMLException(
+                f"{len(requests):,} requests in one call, more than serving.max_batch_rows "
+                f"({SPEC.serving.max_batch_rows:,}): send them in several calls",
+                error_code=HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
+            )
+        return self._score(requests)
+
+    def _score(self, requests: list[Any]) -> list[Any]:
+        try:
+            return self.scorer.score([r.model_dump() for r in requests])
+        except RequestRefused as refused:
+            raise BentoMLException(str(refused), error_code=HTTPStatus(refused.status)) from None
 
     @bentoml.api
     def models(self) -> dict[str, str]:
@@ -181,12 +255,14 @@ class PredictionService:
         self.scorer.close()
 
 
-# Outermost first: excess load is shed before any other work, then the API key is checked, then the body's size.
+# Outermost first: excess load is shed before any other work, then the API key is checked, then the body's size;
+# innermost, the answers' follow-ups (their log records) wait until the answer is delivered.
 PredictionService.add_asgi_middleware(
     LoadSheddingMiddleware, max_in_flight=SPEC.serving.max_in_flight, retry_after=SPEC.serving.retry_after_seconds
 )
 PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
 PredictionService.add_asgi_middleware(BodySizeLimitMiddleware)
+PredictionService.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
 
 
 def _initial_aliases(registry: ModelRegistry) -> dict[str, str]:

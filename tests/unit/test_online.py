@@ -73,6 +73,15 @@ def test_rows_past_the_ttl_are_stale_not_fresh(store: OnlineStore) -> None:
     assert stale.stale and stale.values is None and stale.feature_timestamp == T0
 
 
+def test_a_row_newer_than_the_request_is_never_served(store: OnlineStore) -> None:
+    """A replayed request older than the store's latest row: the row valid then is gone, the latest is its future."""
+    sync_view(store, "fraud", "spend", _features([("a", T0, 1.0)]), ["customer_id"])
+    (at,) = lookup(store, "fraud", "spend", [("a",)], timedelta(days=1), T0)
+    (before,) = lookup(store, "fraud", "spend", [("a",)], timedelta(days=1), T0 - timedelta(seconds=1))
+    assert not at.ahead and at.values == {"amount_sum_1d": 1.0}
+    assert before.ahead and before.values is None and before.found and not before.stale
+
+
 def test_sync_is_incremental_and_never_goes_back_in_time(store: OnlineStore) -> None:
     sync_view(store, "fraud", "spend", _features([("a", T0, 1.0), ("b", T0, 2.0)]), ["customer_id"])
     later = _features([("a", T0, 1.0), ("b", T0, 2.0), ("b", T0 + timedelta(hours=1), 5.0)])

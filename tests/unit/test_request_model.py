@@ -2,10 +2,12 @@
 fields refused; and a client's bad request logged as one warning line."""
 
 import importlib
+import json
 import logging
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from types import ModuleType
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
@@ -19,14 +21,19 @@ def service(monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     return importlib.import_module("mlops_assets.serving.service")
 
 
+def parse(model: Any, **fields: Any) -> Any:
+    """A request as the service reads it: JSON text, validated in JSON mode (strict types)."""
+    return model.model_validate_json(json.dumps(fields))
+
+
 def test_fields_and_constraints_come_from_the_spec(service: ModuleType) -> None:
     (spec,) = load_specs()
     model = service.request_model(spec)
     assert "timestamp" not in model.model_fields  # no replays unless the spec allows them
-    request = model(customer_id="c000001", amount=12.5, channel="pos")
+    request = parse(model, customer_id="c000001", amount=12.5, channel="pos")
     assert request.request_id is None and request.country is None
     with pytest.raises(ValidationError) as error:
-        model(customer_id="x1", amount=-1, channel="fax")
+        parse(model, customer_id="x1", amount=-1, channel="fax")
     assert {e["loc"][0] for e in error.value.errors()} == {"customer_id", "amount", "channel"}
 
 
@@ -35,7 +42,7 @@ def test_an_unknown_field_is_refused_by_name(service: ModuleType) -> None:
     (spec,) = load_specs()
     model = service.request_model(spec)
     with pytest.raises(ValidationError) as error:
-        model(customer_id="c000001", amount=1.0, chanel="pos", timestamp="2026-03-02T09:00:00")
+        parse(model, customer_id="c000001", amount=1.0, chanel="pos", timestamp="2026-03-02T09:00:00")
     assert {(e["loc"][0], e["type"]) for e in error.value.errors()} == {
         ("chanel", "extra_forbidden"),
         ("timestamp", "extra_forbidden"),  # replays are off in this spec
@@ -47,10 +54,60 @@ def test_a_replay_timestamp_when_the_spec_allows_it(service: ModuleType) -> None
     (spec,) = load_specs()
     replay: PipelineSpec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"allow_replay": True})})
     model = service.request_model(replay)
-    request = model(customer_id="c000001", amount=1.0, timestamp="2026-03-02T09:00:00")
-    assert request.timestamp == datetime(2026, 3, 2, 9)
+    request = parse(model, customer_id="c000001", amount=1.0, timestamp="2026-03-02T09:00:00")
+    assert request.timestamp == datetime(2026, 3, 2, 9, tzinfo=UTC)  # without a zone: UTC
+    request = parse(model, customer_id="c000001", amount=1.0, timestamp="2026-03-02T09:00:00+02:00")
+    assert request.timestamp == datetime(2026, 3, 2, 7, tzinfo=UTC)
     with pytest.raises(ValidationError, match="timestamp"):
-        model(customer_id="c000001", amount=1.0, timestamp="yesterday")
+        parse(model, customer_id="c000001", amount=1.0, timestamp="yesterday")
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "problem"),
+    [
+        ("9999-12-31T23:59:59-01:00", "outside the range of UTC times"),  # 500 (OverflowError) before
+        ("0001-01-01T00:00:00+01:00", "outside the range of UTC times"),
+        ("0001-01-01T00:00:00Z", "before 2026-01-01, the pipeline's first day"),
+        (0, "Input should be a valid datetime"),  # a number is no time (it read as 1970 before)
+        ("FUTURE", "later than the server's clock by more than 5m"),
+    ],
+)
+def test_a_request_time_that_cannot_be_meant_is_refused_by_validation(
+    service: ModuleType, timestamp: Any, problem: str
+) -> None:
+    """Validated before batching or scoring: a poison row is its own 400, never another call's failure."""
+    (spec,) = load_specs()
+    replay: PipelineSpec = spec.model_copy(update={"serving": spec.serving.model_copy(update={"allow_replay": True})})
+    if timestamp == "FUTURE":
+        timestamp = (datetime.now(UTC) + timedelta(minutes=10)).isoformat()
+    with pytest.raises(ValidationError) as error:
+        parse(service.request_model(replay), customer_id="c000001", amount=1.0, timestamp=timestamp)
+    ((field, message),) = [(e["loc"][0], e["msg"]) for e in error.value.errors()]
+    assert field == "timestamp" and problem in message, message
+
+
+@pytest.mark.parametrize(
+    ("fields", "where", "problem"),
+    [
+        ({"amount": True}, "amount", "valid number"),  # scored as 1.0 before
+        ({"amount": "12.5"}, "amount", "valid number"),
+        ({"customer_id": "c\u0661\u0662\u0663\u0664\u0665\u0666"}, "customer_id", "should match the pattern"),
+        ({"customer_id": "c\uff11\uff12\uff13\uff14\uff15\uff16"}, "customer_id", "should match the pattern"),
+        ({"merchant_category": "x" * 257}, "merchant_category", "at most 256 characters"),
+        ({"request_id": ""}, "request_id", "at least 1 character"),
+    ],
+)
+def test_strict_types_ascii_keys_and_bounded_text(
+    service: ModuleType, fields: dict[str, Any], where: str, problem: str
+) -> None:
+    (spec,) = load_specs()
+    model = service.request_model(spec)
+    body = json.dumps({"customer_id": "c000001", "amount": 1, **fields})
+    with pytest.raises(ValidationError) as error:
+        model.model_validate_json(body)
+    ((field, message),) = [(e["loc"][0], e["msg"]) for e in error.value.errors()]
+    assert field == where and problem in message, message
+    assert parse(model, customer_id="c000001", amount=1).amount == 1.0  # a JSON integer is a number
 
 
 def _bentoml_logs(service: ModuleType, error: BaseException) -> logging.LogRecord:

@@ -16,7 +16,7 @@ import yaml
 from mlops_assets.modeling import Columns, build_pipeline, fit, to_pandas
 from mlops_assets.online import ResilientFeatures, SQLiteOnlineStore
 from mlops_assets.prediction_log import PredictionLogWriter, read_day
-from mlops_assets.serving.scorer import FALLBACK_VERSION, LiveModels, Scorer, canary_bucket
+from mlops_assets.serving.scorer import FALLBACK_VERSION, LiveModels, RequestRefused, Scorer, canary_bucket
 from mlops_assets.spec import PipelineSpec, load_spec
 from tests.conftest import SMALL_SPEC
 
@@ -70,13 +70,13 @@ def _scorer(spec: PipelineSpec, registry: Registry, tmp_path: Path, store: Any =
         stamp = (datetime.now(UTC) - timedelta(hours=1)).replace(tzinfo=None).isoformat()
         payload = {"count_1d": 2, "amount_sum_1d": 30.0, "amount_max_1d": 20.0}
         store.write("shop", "user_orders", [(f"u{i}", stamp, json.dumps(payload)) for i in range(50)])
-    models = LiveModels(lambda: dict(registry.aliases), registry.load)
+    models = LiveModels.for_spec(spec, lambda: dict(registry.aliases), registry.load)
     log = PredictionLogWriter(tmp_path / "log", batch_size=1000, flush_interval=60)
     return Scorer(spec, models, ResilientFeatures(spec, store, timeout=1), log)
 
 
-def _requests(n: int) -> list[dict[str, Any]]:
-    return [{"user_id": f"u{i}", "amount": float(i % 7), "request_id": f"r{i}"} for i in range(n)]
+def _requests(n: int, ids: str = "r") -> list[dict[str, Any]]:
+    return [{"user_id": f"u{i}", "amount": float(i % 7), "request_id": f"{ids}{i}"} for i in range(n)]
 
 
 def _logged(scorer: Scorer, tmp_path: Path) -> pl.DataFrame:
@@ -136,7 +136,7 @@ def test_canary_sends_a_sticky_share_of_entities_to_the_challenger(tmp_path: Pat
     registry.aliases["challenger"] = "2"
     scorer = _scorer(spec, registry, tmp_path)
     first = scorer.score(_requests(50))
-    again = scorer.score(_requests(50))
+    again = scorer.score(_requests(50, ids="again-"))  # the same entities, new predictions
     assert [a.model_version for a in first] == [a.model_version for a in again]
     for request, answer in zip(_requests(50), first, strict=True):
         to_challenger = canary_bucket("shop", [request["user_id"]]) < 0.3
@@ -283,3 +283,28 @@ def test_the_fallback_answers_in_the_kind_of_the_model(tmp_path: Path) -> None:
     ]
     logged = _logged(scorer, tmp_path)
     assert set(logged["label"]) == {"high", "mid"} and logged["score"].null_count() == 2
+
+
+def test_champion_only_neither_loads_nor_shadows_a_challenger(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rollout="champion_only")
+    registry = Registry(spec)
+    registry.aliases["challenger"] = "2"
+    scorer = _scorer(spec, registry, tmp_path)
+    answers = scorer.score(_requests(5))
+    assert {a.model_version for a in answers} == {"1"} and scorer.models.versions() == {"champion": "1"}
+    logged = _logged(scorer, tmp_path)
+    assert logged["shadow_version"].null_count() == 5 and registry.loads == ["1"]
+
+
+def test_a_request_id_names_one_prediction_a_repeat_is_refused_and_logs_nothing(tmp_path: Path) -> None:
+    spec = _spec(tmp_path)
+    scorer = _scorer(spec, Registry(spec), tmp_path)
+    repeated = [*_requests(2), _requests(1)[0]]
+    with pytest.raises(RequestRefused, match=r"repeated within the call: \['r0'\]") as refused:
+        scorer.score(repeated)
+    assert refused.value.status == 409
+    scorer.score(_requests(2))
+    with pytest.raises(RequestRefused, match=r"already answered: \['r1'\]"):
+        scorer.score(_requests(2, ids="new-")[:1] + _requests(2)[1:])
+    scorer.score(_requests(2, ids="new-"))  # a refused call took no id: its new one is still free
+    assert sorted(_logged(scorer, tmp_path)["request_id"]) == ["new-0", "new-1", "r0", "r1"]

@@ -16,7 +16,7 @@ from mlops_assets.defs.models.assets import model_keys
 from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
 from mlops_assets.markdown import markdown_table
 from mlops_assets.online import sync_view
-from mlops_assets.prediction_log import LOG_SCHEMA, read_day
+from mlops_assets.prediction_log import LOG_SCHEMA, duplicate_request_ids, read_day
 from mlops_assets.registry import CHALLENGER, CHAMPION
 from mlops_assets.shadow import ShadowError, compare
 from mlops_assets.spec import PipelineSpec
@@ -81,7 +81,8 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             partitions_def=daily_partitions(spec),
             backfill_policy=SINGLE_RUN,
             description="Every logged prediction of the day (request, features used, scores and model versions, "
-            "degraded flag, latency), ingested from serving's batch files; once per request id.",
+            "degraded flag, latency), ingested from serving's batch files: exactly the answers delivered; request "
+            "ids used twice (across restarts) are kept and counted.",
         )
         def _prediction_log(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
             days = partition_days(context)
@@ -96,6 +97,8 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                     **table_metadata(path, frame),
                     "degraded_share": float(frame.get_column("degraded").mean() or 0.0) if frame.height else 0.0,
                     "model_versions": ", ".join(sorted(set(frame.get_column("model_version").drop_nulls()))) or "none",
+                    # Kept, not dropped; label joins (shadow, performance) take the first answer of an id.
+                    "duplicate_request_ids": duplicate_request_ids(frame),
                 }
             )
 

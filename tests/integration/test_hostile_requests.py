@@ -1,0 +1,190 @@
+"""The serving contract under hostile input, over real HTTP against a served pipeline: one bad request never fails
+another, what is logged is exactly what was answered, the rollout is the spec's, no features from the future.
+
+The server here serves this checkout (`mlops serve --from-source`) with the fixture's specs edited (replays allowed,
+`rollout: champion_only`, small limits) and a copy of its registry in which a challenger is waiting.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_assets.defs.common.resources import mlflow_resource
+from mlops_assets.prediction_log import read_day
+from tests.conftest import BODY, DAYS, Served, free_port, post, stop, wait_for_http
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MAX_IN_FLIGHT, MAX_BATCH_ROWS = 4, 50
+EDITS = {
+    "  rollout: shadow": "  rollout: champion_only",
+    "  refresh_seconds: 1 ": (
+        f"  refresh_seconds: 1\n  allow_replay: true\n  max_in_flight: {MAX_IN_FLIGHT}\n"
+        f"  max_batch_rows: {MAX_BATCH_ROWS}\n  log_flush_seconds: 0.2"
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(url, log folder) of a served pipeline with its own data folder for the log and its own registry copy."""
+    home = tmp_path_factory.mktemp("hostile")
+    shutil.copytree(served.specs, home / "specs")
+    spec = home / "specs" / "fraud.yaml"
+    text = spec.read_text()
+    for old, new in EDITS.items():
+        assert old in text
+        text = text.replace(old, new)
+    spec.write_text(text)
+    shutil.copy(served.home / "mlflow.db", home / "mlflow.db")
+    tracking = f"sqlite:///{home / 'mlflow.db'}"
+    registry = mlflow_resource(str(served.data), tracking).registry()
+    first = registry.version("fraud", "1")
+    waiting = registry.client.create_model_version("fraud", first.source, first.run_id)
+    registry.set_challenger("fraud", str(waiting.version))
+
+    data = home / "data"  # the fixture's online store and models, a prediction log of its own
+    data.mkdir()
+    (data / "mlartifacts").symlink_to(served.data / "mlartifacts")
+    online = f"sqlite:///{served.data / 'online.db'}"
+    port, log = free_port(), home / "serve.log"
+    command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(home / "specs"), "--data-dir", str(data)]
+    process = subprocess.Popen(
+        [*command, "serve", "fraud", "--from-source", "--port", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        env={**served.env(), "MLFLOW_TRACKING_URI": tracking, "MLOPS_ONLINE_STORE_URL": online},
+        cwd=home,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{url}/readyz", process, log, timeout=90)
+        yield url, data / "prediction_log" / "fraud"
+    finally:
+        stop(process)
+
+
+def _logged(folder: Path) -> Counter[str]:
+    return Counter(read_day(folder, datetime.now(UTC).date())["request_id"].to_list())
+
+
+def _until_logged(folder: Path, expected: Counter[str], timeout: float = 10) -> Counter[str]:
+    deadline = time.monotonic() + timeout
+    while (logged := _logged(folder)) != expected and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return logged
+
+
+def test_a_poison_row_amid_concurrent_valid_calls_fails_only_its_own_call(hostile: tuple[str, Path]) -> None:
+    url, _ = hostile
+    poisons: list[dict[str, Any]] = [
+        {**BODY, "timestamp": "9999-12-31T23:59:59-01:00"},  # overflowed converting to UTC: a 500 for the batch
+        {**BODY, "timestamp": "0001-01-01T00:00:00+01:00"},
+        {**BODY, "timestamp": 0},
+        {**BODY, "amount": True},
+        {**BODY, "customer_id": "c\u0661\u0662\u0663\u0664\u0665\u0666"},
+        {**BODY, "merchant_category": "x" * 5000},
+    ]
+    valid: list[int] = []
+    poisoned: list[int] = []
+
+    def client(n: int) -> None:
+        for i in range(6):
+            rows = [{**BODY, "request_id": f"poison-valid-{n}-{i}-{j}"} for j in range(5)]
+            valid.append(post(f"{url}/predict_batch", {"requests": rows})[0])
+
+    def attacker() -> None:
+        for i, poison in enumerate(poisons * 3):
+            rows = [{**BODY, "request_id": f"poison-{i}-a"}, poison, {**BODY, "request_id": f"poison-{i}-b"}]
+            poisoned.append(post(f"{url}/predict_batch", {"requests": rows})[0])
+            poisoned.append(post(f"{url}/predict", {"request": poison})[0])
+
+    # Fewer clients than max_in_flight: none of them is shed, so every valid call must be answered.
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(MAX_IN_FLIGHT - 1)]
+    threads.append(threading.Thread(target=attacker))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert valid == [200] * len(valid) and len(valid) == 6 * (MAX_IN_FLIGHT - 1)
+    assert set(poisoned) == {400} and len(poisoned) == 2 * 3 * len(poisons)
+
+
+def test_the_log_holds_exactly_the_answers_sent_under_overload_refusals_and_repeats(hostile: tuple[str, Path]) -> None:
+    url, folder = hostile
+    before = _logged(folder)
+    statuses: Counter[int] = Counter()
+    answered: Counter[str] = Counter()
+    lock = threading.Lock()
+
+    def send(path: str, body: dict[str, Any]) -> None:
+        status, answer = post(f"{url}{path}", body)
+        with lock:
+            statuses[status] += 1
+            if status == 200:
+                answered.update(a["request_id"] for a in (answer if isinstance(answer, list) else [answer]))
+            else:
+                assert isinstance(answer, dict) and answer.get("error"), answer
+
+    def client(n: int) -> None:
+        for i in range(8):
+            rows = [{**BODY, "request_id": f"load-{n}-{i}-{j}"} for j in range(10)]
+            send("/predict_batch", {"requests": rows})
+            send("/predict", {"request": {**BODY, "request_id": f"load-{n}-{i}"}})
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(4 * MAX_IN_FLIGHT)]  # sheds some: 429
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # Then, on a quiet server (these must not be shed):
+    too_many = [{**BODY, "request_id": f"too-many-{j}"} for j in range(MAX_BATCH_ROWS + 1)]
+    send("/predict_batch", {"requests": too_many})  # refused whole: 413, nothing scored or logged
+    send("/predict", {"request": {**BODY, "request_id": "twice"}})
+    send("/predict", {"request": {**BODY, "request_id": "twice"}})  # 409: one id, one prediction
+    same_call = [{**BODY, "request_id": "same-call"}, {**BODY, "request_id": "same-call"}]
+    send("/predict_batch", {"requests": same_call})  # 409 too
+
+    assert statuses[413] == 1 and statuses[409] == 2 and statuses[429] > 0, statuses
+    expected = before + answered
+    logged = _until_logged(folder, expected)
+    assert logged == expected, (sum(logged.values()), sum(expected.values()), statuses)
+    assert max(logged.values()) == 1 and "too-many-0" not in logged and "same-call" not in logged
+
+
+def test_champion_only_serves_and_shadows_nothing_else(hostile: tuple[str, Path]) -> None:
+    url, folder = hostile
+    status, models = post(f"{url}/models", {})
+    assert status == 200 and models == {"pipeline": "fraud", "champion": "1"}  # the waiting challenger: not live
+    status, answer = post(f"{url}/predict", {"request": {**BODY, "request_id": "champion-only"}})
+    assert status == 200 and answer["model_version"] == "1"
+    deadline = time.monotonic() + 10
+    while "champion-only" not in _logged(folder) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    row = read_day(folder, datetime.now(UTC).date()).filter(request_id="champion-only").row(0, named=True)
+    assert (row["model_version"], row["shadow_version"], row["shadow_score"]) == ("1", None, None)
+
+
+def test_a_request_older_than_the_online_rows_gets_no_features_from_its_future(hostile: tuple[str, Path]) -> None:
+    url, _ = hostile
+    early = f"{DAYS[0]}T06:00:00Z"  # the online store holds rows of later days only
+    status, answer = post(f"{url}/predict", {"request": {**BODY, "timestamp": early, "request_id": "early"}})
+    assert status == 200, answer
+    assert "newer than the request time" in answer["reason"] and answer["degraded"] is False
+    late = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    status, error = post(f"{url}/predict", {"request": {**BODY, "timestamp": late}})
+    assert status == 400 and "later than the server's clock by more than 5m" in str(error)
+    status, error = post(f"{url}/predict", {"request": {**BODY, "timestamp": "2025-12-31T23:00:00Z"}})
+    assert status == 400 and "before 2026-01-01, the pipeline's first day" in str(error)
