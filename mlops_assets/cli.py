@@ -600,9 +600,10 @@ def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url:
             "set it to true (and restart `mlops serve`) to replay"
         )
     try:
-        check_pipeline(url, spec.name)
+        key = os.environ.get(spec.serving.api_key_env)
+        check_pipeline(url, spec.name, key)
         requests = replay_requests(spec, Path(ctx.obj["data_dir"]), day.date(), sample)
-        summary = send(url, requests, os.environ.get(spec.serving.api_key_env))
+        summary = send(url, requests, key)
     except ReplayError as exc:
         _fail(str(exc))
     versions = ", ".join(f"{n:,} by version {v}" for v, n in sorted(summary.versions.items()))

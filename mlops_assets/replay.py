@@ -55,14 +55,17 @@ def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int |
     return requests
 
 
-def check_pipeline(url: str, pipeline: str) -> dict[str, str]:
+def check_pipeline(url: str, pipeline: str, api_key: str | None = None) -> dict[str, str]:
     """The live versions of the service at `url`, once it says it serves `pipeline`; a ReplayError naming the
     pipeline that answered otherwise (another `mlops serve` on that port would file the requests in its own log)."""
     try:
-        request = urllib.request.Request(f"{url}/models", b"{}", {"content-type": "application/json"})
+        headers = {"content-type": "application/json", **({"x-api-key": api_key} if api_key else {})}
+        request = urllib.request.Request(f"{url}/models", b"{}", headers)
         with urllib.request.urlopen(request, timeout=10) as response:
             models = json.loads(response.read())
     except urllib.error.HTTPError as exc:
+        if exc.code == 401:
+            raise ReplayError(f"{url}/models answered 401: set the service's API key in this shell too") from None
         raise ReplayError(f"{url}/models answered {exc.code}: is `mlops serve` running there?") from None
     except (OSError, ValueError) as exc:
         raise ReplayError(f"{url} did not answer ({exc}): is `mlops serve {pipeline}` running there?") from None

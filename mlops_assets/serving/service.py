@@ -25,12 +25,15 @@ from mlops_assets.bundle import bundled_aliases, load_version
 from mlops_assets.online import ResilientFeatures, open_store
 from mlops_assets.prediction_log import PredictionLogWriter
 from mlops_assets.registry import ModelRegistry
+from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.delivery import DeliveryMiddleware
 from mlops_assets.serving.middleware import (
     PREDICTION_PATHS,
     ApiKeyMiddleware,
-    BodySizeLimitMiddleware,
+    ErrorBodyMiddleware,
     LoadSheddingMiddleware,
+    OpenApiMiddleware,
+    RequestBodyMiddleware,
 )
 from mlops_assets.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.settings import mlflow_settings, online_store_url
@@ -255,14 +258,23 @@ class PredictionService:
         self.scorer.close()
 
 
-# Outermost first: excess load is shed before any other work, then the API key is checked, then the body's size;
-# innermost, the answers' follow-ups (their log records) wait until the answer is delivered.
+# Outermost first: answers' follow-ups (their log records) run once the final answer is sent, after every slot is
+# freed; the OpenAPI document is rewritten from our models; every error answer gets one shape; excess load is shed
+# before any other work; then the API key is checked, then the body (type, size, complete).
+API_KEY = os.environ.get(SPEC.serving.api_key_env)
+PredictionService.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
+PredictionService.add_asgi_middleware(
+    OpenApiMiddleware,
+    answers={"/predict": Prediction, "/predict_batch": list[Prediction], "/models": dict[str, str]},  # type: ignore[valid-type]
+    errors=API_ERRORS,
+    key_required=bool(API_KEY),
+)
+PredictionService.add_asgi_middleware(ErrorBodyMiddleware)
 PredictionService.add_asgi_middleware(
     LoadSheddingMiddleware, max_in_flight=SPEC.serving.max_in_flight, retry_after=SPEC.serving.retry_after_seconds
 )
-PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=os.environ.get(SPEC.serving.api_key_env))
-PredictionService.add_asgi_middleware(BodySizeLimitMiddleware)
-PredictionService.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
+PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
+PredictionService.add_asgi_middleware(RequestBodyMiddleware)
 
 
 def _initial_aliases(registry: ModelRegistry) -> dict[str, str]:

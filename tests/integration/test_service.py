@@ -122,8 +122,8 @@ def test_predict_batch_scores_each_request_as_predict_does(service: str) -> None
     status, answers = post(f"{service}/predict_batch", {"requests": bodies})
     assert status == 200, answers
     assert [a["request_id"] for a in answers] == [f"batch-{i}" for i in range(5)]
-    for body, answer in zip(bodies, answers, strict=True):
-        _, single = post(f"{service}/predict", {"request": {**body, "request_id": "single"}})
+    for i, (body, answer) in enumerate(zip(bodies, answers, strict=True)):
+        _, single = post(f"{service}/predict", {"request": {**body, "request_id": f"single-{i}"}})
         assert single["score"] == answer["score"]
 
 
