@@ -239,7 +239,6 @@ async def _drain(receive: Any, more: bool, read: int, cap: int) -> None:
         more = message.get("more_body", False)
 
 
-
 class OpenApiMiddleware:
     """Serves BentoML's OpenAPI document (GET /docs.json) rewritten from our models by contract.openapi_document:
     `answers` maps each API path to the type its 200 carries, `errors` to the error statuses it can answer;
