@@ -36,14 +36,13 @@ EDITS = {
 }
 
 
-@pytest.fixture(scope="module")
-def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
-    """(url, log folder) of a served pipeline with its own data folder for the log and its own registry copy."""
-    home = tmp_path_factory.mktemp("hostile")
+def _serve(served: Served, home: Path, edits: dict[str, str]) -> tuple[str, Path, subprocess.Popen[bytes]]:
+    """This checkout served with the fixture's specs edited, on a copy of its registry in which a challenger waits,
+    sharing its online store and models but with a prediction log of its own: (url, log folder, process)."""
     shutil.copytree(served.specs, home / "specs")
     spec = home / "specs" / "fraud.yaml"
     text = spec.read_text()
-    for old, new in EDITS.items():
+    for old, new in edits.items():
         assert old in text
         text = text.replace(old, new)
     spec.write_text(text)
@@ -54,7 +53,7 @@ def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     waiting = registry.client.create_model_version("fraud", first.source, first.run_id)
     registry.set_challenger("fraud", str(waiting.version))
 
-    data = home / "data"  # the fixture's online store and models, a prediction log of its own
+    data = home / "data"
     data.mkdir()
     (data / "mlartifacts").symlink_to(served.data / "mlartifacts")
     online = f"sqlite:///{served.data / 'online.db'}"
@@ -71,9 +70,18 @@ def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     url = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{url}/readyz", process, log, timeout=90)
-        yield url, data / "prediction_log" / "fraud"
-    finally:
+    except BaseException:
         stop(process)
+        raise
+    return url, data / "prediction_log" / "fraud", process
+
+
+@pytest.fixture(scope="module")
+def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """(url, log folder) of the pipeline served with replays, `champion_only` and small limits."""
+    url, folder, process = _serve(served, tmp_path_factory.mktemp("hostile"), EDITS)
+    yield url, folder
+    stop(process)
 
 
 def _logged(folder: Path, prefixes: tuple[str, ...] = ("",)) -> Counter[str]:
@@ -191,3 +199,29 @@ def test_a_request_older_than_the_online_rows_gets_no_features_from_its_future(h
     assert status == 400 and "later than the server's clock by more than 5m" in str(error)
     status, error = post(f"{url}/predict", {"request": {**BODY, "timestamp": "2025-12-31T23:00:00Z"}})
     assert status == 400 and "before 2026-01-01, the pipeline's first day" in str(error)
+
+
+def test_canary_answers_a_sticky_share_with_the_challenger_and_the_champion_shadows_it(
+    served: Served, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    canary = {"  rollout: shadow": "  rollout: canary", "  canary_share: 0.1": "  canary_share: 0.5"}
+    url, folder, process = _serve(served, tmp_path_factory.mktemp("canary"), canary)
+    try:
+        assert post(f"{url}/models", {})[1] == {"pipeline": "fraud", "champion": "1", "challenger": "2"}
+        entities = [f"c{i:06d}" for i in range(40)]
+        answered = {}
+        for round_ in range(2):
+            rows = [{**BODY, "customer_id": e, "request_id": f"canary-{round_}-{e}"} for e in entities]
+            status, answers = post(f"{url}/predict_batch", {"requests": rows})
+            assert status == 200, answers
+            for entity, answer in zip(entities, answers, strict=True):
+                assert answered.setdefault(entity, answer["model_version"]) == answer["model_version"]  # sticky
+        assert set(answered.values()) == {"1", "2"}  # both answer a share
+        deadline = time.monotonic() + 10
+        while sum(_logged(folder, ("canary-",)).values()) < 80 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        logged = read_day(folder, datetime.now(UTC).date())
+        pairs = set(zip(logged["model_version"], logged["shadow_version"], strict=True))
+        assert pairs == {("1", "2"), ("2", "1")}  # whoever answered, the other model shadowed it
+    finally:
+        stop(process)
