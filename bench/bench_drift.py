@@ -1,4 +1,4 @@
-"""Benchmark: drift statistics of a reference and a current sample (`mlops_assets.drift.compare`).
+"""Benchmark: drift statistics of a reference and a current sample (`mlops_assets.core.monitoring.drift.compare`).
 
 Default scale: 1M reference rows x 1M current rows, 20 features: half numeric (normal, lognormal, and amounts
 rounded to cents, which have ties), half categorical (20 categories each). Both frames are generated with seeded
@@ -30,7 +30,7 @@ import numpy as np
 import polars as pl
 from scipy import stats as scipy_stats
 
-from mlops_assets.drift import EPS, FeatureStats, compare, level
+from mlops_assets.core.monitoring.drift import EPS, FeatureStats, compare, level
 from mlops_assets.spec import DriftThresholds
 
 MAX_RATIO = 1.5

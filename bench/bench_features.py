@@ -1,8 +1,8 @@
-"""Benchmark: feature view computation (`mlops_assets.features.compute_features`) of the fraud example.
+"""Benchmark: feature view computation (`mlops_assets.core.features.views.compute_features`) of the fraud example.
 
 Default scale: 10M card transactions of 100k customers over 60 days (seeded numpy, in memory), the views
 `customer_spend` and `customer_velocity` of `mlops_assets/examples/shared/card_transactions.yaml`, each computed
-and collected on its own, as its asset does (`mlops_assets.features.collect`). The library gets the events as
+and collected on its own, as its asset does (`mlops_assets.core.features.views.collect`). The library gets the events as
 a LazyFrame over the in-memory frame.
 
 Baseline: `hand_written_spend` / `hand_written_velocity` below, the straightforward polars a user would write for
@@ -43,7 +43,7 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect, compute_features
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, collect, compute_features
 from mlops_assets.spec import PipelineSpec, load_specs, parse_duration
 
 VIEWS = ("customer_spend", "customer_velocity")

@@ -1,4 +1,4 @@
-"""Benchmark: online store lookups (`mlops_assets.online.lookup`), single entity and 100-entity batches.
+"""Benchmark: online store lookups (`mlops_assets.core.features.online.lookup`), single entity and 100-entity batches.
 
 For each backend (SQLite file; Redis on 127.0.0.1:6379 when reachable) the store is filled with one feature view
 of `--entities` customers (15 features each), then random lookups are timed: p50 and p99 in microseconds.
@@ -24,9 +24,16 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.online import OnlineStore, RedisOnlineStore, SQLiteOnlineStore, entity_id, lookup, sync_view
+from mlops_assets.core.features.online import (
+    OnlineStore,
+    RedisOnlineStore,
+    SQLiteOnlineStore,
+    entity_id,
+    lookup,
+    sync_view,
+)
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.lake import PARTITION_COLUMN
 
 NOW = datetime(2026, 3, 1)
 

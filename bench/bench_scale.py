@@ -41,7 +41,7 @@ CATEGORIES = np.array(["grocery", "fuel", "restaurants", "electronics", "travel"
 
 def write_raw(data: Path, days: int, per_day: int, customers: int) -> None:
     """`days` partitions of seeded transactions and labels in the lake's raw tables, one day in memory at a time."""
-    from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, table_path
+    from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, table_path
 
     for offset in range(days):
         day = FIRST + timedelta(days=offset)

@@ -34,11 +34,11 @@ import numpy as np
 import pandas as pd
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.modeling import Columns, build_pipeline, fit
-from mlops_assets.online import SQLiteOnlineStore, sync_view
-from mlops_assets.registry import ModelRegistry
+from mlops_assets.core.features.online import SQLiteOnlineStore, sync_view
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.core.models.modeling import Columns, build_pipeline, fit
+from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.spec import load_specs
 
 HERE = Path(__file__).parent

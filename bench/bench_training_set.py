@@ -1,4 +1,4 @@
-"""Benchmark: point-in-time training set build (`mlops_assets.training.point_in_time_join`).
+"""Benchmark: point-in-time training set build (`mlops_assets.core.training.training_set.point_in_time_join`).
 
 Default scale: 2M label events x 3M rows of one feature view (10 feature columns), 100k entities, 60 days.
 Both frames are generated with seeded numpy, held in memory and passed to the library as LazyFrames.
@@ -36,8 +36,8 @@ import numpy as np
 import polars as pl
 from polars.testing import assert_frame_equal
 
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.training import JoinStats, ViewInput, point_in_time_join
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.training.training_set import JoinStats, ViewInput, point_in_time_join
 
 KEY = "customer_id"
 PREDICTION_TS = "transaction_ts"

@@ -251,8 +251,8 @@ class _Commands(click.Group):
 
 def _explained(exc: Exception) -> str:
     """What went wrong, in the words of the error, with what to do for the ones users meet."""
-    from mlops_assets.ingest import SourceDataError
-    from mlops_assets.lake import TableNotFoundError
+    from mlops_assets.core.ingest.files import SourceDataError
+    from mlops_assets.core.lake import TableNotFoundError
 
     if isinstance(exc, SpecError | SourceDataError | TableNotFoundError):
         return str(exc)
@@ -339,7 +339,7 @@ def new(ctx: click.Context, pipeline: str, events: Path, force: bool) -> None:
 
     Example: mlops --specs specs new shop --from orders.parquet
     """
-    from mlops_assets.starter import StarterError, guess_spec, read_events, render, write_days
+    from mlops_assets.app.starter import StarterError, guess_spec, read_events, render, write_days
 
     specs_dir = Path(ctx.obj["specs"] or "specs")
     target = specs_dir / f"{pipeline}.yaml"
@@ -426,7 +426,7 @@ def demo(
     """
     import socket
 
-    from mlops_assets.story import Story
+    from mlops_assets.demo.story import Story
 
     if not port:
         with socket.socket() as sock:
@@ -467,8 +467,8 @@ def _registry(ctx: click.Context) -> Any:
 
 def _record_champion(ctx: click.Context, spec: Any, change: str, **kwargs: Any) -> None:
     """Change the champion through the registry and record it as a champion materialization, as the asset does."""
+    from mlops_assets.core.models.registry import RegistryError
     from mlops_assets.defs.models.assets import record_champion_change
-    from mlops_assets.registry import RegistryError
 
     registry = _registry(ctx)
     user = os.environ.get("USER", "unknown")
@@ -591,7 +591,7 @@ def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url:
 
     Example: mlops replay flights --day 2013-03-02 --sample 500
     """
-    from mlops_assets.replay import ReplayError, check_pipeline, replay_requests, send
+    from mlops_assets.core.serving.replay import ReplayError, check_pipeline, replay_requests, send
 
     spec = _model_spec(ctx, pipeline)
     if not spec.serving.allow_replay:
@@ -755,7 +755,7 @@ def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: 
 
     Example: mlops serve fraud --port 3001
     """
-    from mlops_assets.bundle import SERVICE, bento_name
+    from mlops_assets.core.serving.bundle import SERVICE, bento_name
 
     _model_spec(ctx, pipeline)
     data_dir = Path(ctx.obj["data_dir"]).resolve()

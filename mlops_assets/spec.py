@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlops_assets.generator import FraudGeneratorConfig
+from mlops_assets.demo.generator import FraudGeneratorConfig
 
 logger = logging.getLogger(__name__)
 BUILTIN_SPECS_DIR = Path(__file__).parent / "examples"

@@ -22,8 +22,8 @@ from typing import Any
 import dagster as dg
 import pytest
 
+from mlops_assets.core.lake import content_hash, scan_table
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lake import content_hash, scan_table
 from mlops_assets.spec import BUILTIN_SPECS_DIR
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

@@ -21,12 +21,13 @@ import bentoml
 from bentoml.exceptions import BentoMLException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from mlops_assets.bundle import bundled_aliases, load_version
-from mlops_assets.online import ResilientFeatures, open_store
-from mlops_assets.prediction_log import PredictionLogWriter
-from mlops_assets.registry import ModelRegistry
+from mlops_assets.core.features.online import ResilientFeatures, open_store
+from mlops_assets.core.models.registry import ModelRegistry
+from mlops_assets.core.serving.bundle import bundled_aliases, load_version
+from mlops_assets.core.serving.delivery import DeliveryMiddleware
+from mlops_assets.core.serving.prediction_log import PredictionLogWriter
+from mlops_assets.core.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.serving.contract import API_ERRORS
-from mlops_assets.serving.delivery import DeliveryMiddleware
 from mlops_assets.serving.middleware import (
     PREDICTION_PATHS,
     ApiKeyMiddleware,
@@ -35,7 +36,6 @@ from mlops_assets.serving.middleware import (
     OpenApiMiddleware,
     RequestBodyMiddleware,
 )
-from mlops_assets.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.settings import mlflow_settings, online_store_url
 from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.lake import scan_table, table_version
-from mlops_assets.prediction_log import encode, write_batch
+from mlops_assets.core.lake import scan_table, table_version
+from mlops_assets.core.serving.prediction_log import encode, write_batch
 from tests.conftest import kill_server, lake_tables, small_fraud_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

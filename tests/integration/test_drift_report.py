@@ -10,11 +10,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
+from mlops_assets.core.models.modeling import fitted_columns, to_pandas
+from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
-from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
-from mlops_assets.modeling import fitted_columns, to_pandas
-from mlops_assets.prediction_log import LOG_SCHEMA
 from tests.conftest import QUIET, Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
+from mlops_assets.core.serving.prediction_log import read_day
 from mlops_assets.defs.common.resources import mlflow_resource
-from mlops_assets.prediction_log import read_day
 from tests.conftest import BODY, DAYS, Served, free_port, post, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
+from mlops_assets.core.features.online import SQLiteOnlineStore, lookup
+from mlops_assets.core.lake import content_hash, scan_table, table_path
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lake import content_hash, scan_table, table_path
-from mlops_assets.online import SQLiteOnlineStore, lookup
 from tests.conftest import small_fraud_specs
 
 pytestmark = pytest.mark.integration

@@ -10,10 +10,10 @@ from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
 from mlops_assets.cli import main
+from mlops_assets.core.lake import content_hash, table_path
+from mlops_assets.core.models.modeling import frozen_holdout, model_columns, scores, to_pandas, train_candidate
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
-from mlops_assets.lake import content_hash, table_path
-from mlops_assets.modeling import frozen_holdout, model_columns, scores, to_pandas, train_candidate
 from mlops_assets.spec import load_specs
 from tests.conftest import QUIET, small_fraud_specs
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from mlops_assets.core.lake import scan_table, table_path
+from mlops_assets.core.serving.prediction_log import read_day, write_batch
 from mlops_assets.definitions import build_definitions
-from mlops_assets.lake import scan_table, table_path
-from mlops_assets.prediction_log import read_day, write_batch
 
 pytestmark = pytest.mark.integration
 BATCH = 50
@@ -23,7 +23,7 @@ WRITER = textwrap.dedent(
     import sys, time
     from datetime import UTC, datetime
     from pathlib import Path
-    from mlops_assets.prediction_log import PredictionLogWriter
+    from mlops_assets.core.serving.prediction_log import PredictionLogWriter
 
     writer = PredictionLogWriter(Path(sys.argv[1]), batch_size={batch}, flush_interval=0.5)
     i = 0

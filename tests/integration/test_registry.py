@@ -11,8 +11,8 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
+from mlops_assets.core.models.registry import ModelRegistry, RegistryError
 from mlops_assets.definitions import build_definitions
-from mlops_assets.registry import ModelRegistry, RegistryError
 
 pytestmark = pytest.mark.integration
 

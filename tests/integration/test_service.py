@@ -18,11 +18,11 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from mlops_assets.core.lake import scan_table, table_path
+from mlops_assets.core.models.modeling import fitted_columns, rows_to_pandas
+from mlops_assets.core.serving.prediction_log import read_day
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
-from mlops_assets.lake import scan_table, table_path
-from mlops_assets.modeling import fitted_columns, rows_to_pandas
-from mlops_assets.prediction_log import read_day
 from tests.conftest import BODY, KEY, QUIET, Served, kill_server, post, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -288,7 +288,7 @@ def test_the_bento_carries_what_bentoml_containerize_builds_from(served: Served)
     (building the image itself needs a Docker engine, which this machine lacks)."""
     from importlib.metadata import version
 
-    from mlops_assets.bundle import RUNTIME_PACKAGES, bento_name
+    from mlops_assets.core.serving.bundle import RUNTIME_PACKAGES, bento_name
 
     home = served.data / "bentoml" / "bentos" / bento_name("fraud")
     bento = home / (home / "latest").read_text().strip()

@@ -7,14 +7,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path
-from mlops_assets.modeling import model_columns, scores, train_candidate
-from mlops_assets.monitoring import skew_stats, skew_verdict
-from mlops_assets.online import SQLiteOnlineStore, feature_vectors, sync_view
-from mlops_assets.serving.scorer import LoadedModel
+from mlops_assets.core.features.online import SQLiteOnlineStore, feature_vectors, sync_view
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_path
+from mlops_assets.core.models.modeling import model_columns, scores, train_candidate
+from mlops_assets.core.monitoring.grading import skew_stats, skew_verdict
+from mlops_assets.core.serving.scorer import LoadedModel
+from mlops_assets.core.training.training_set import training_set
 from mlops_assets.spec import load_specs
-from mlops_assets.training import training_set
 
 pytestmark = pytest.mark.integration
 

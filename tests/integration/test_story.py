@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
+from mlops_assets.core.lake import scan_table, table_path
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
-from mlops_assets.lake import scan_table, table_path
 from mlops_assets.settings import MLFLOW_UI_ENV
 from tests.conftest import free_port, service_missing, stop, wait_for_http
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from mlops_assets.online import open_store
-from mlops_assets.registry import ModelRegistry
+from mlops_assets.core.features.online import open_store
+from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
 from tests.conftest import kill_server, lake_tables, small_fraud_specs
 

@@ -13,10 +13,10 @@ import dagster as dg
 import polars as pl
 import pytest
 
+from mlops_assets.core.features.online import RedisOnlineStore, ResilientFeatures, sync_view
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.definitions import build_definitions
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.online import RedisOnlineStore, ResilientFeatures, sync_view
 from mlops_assets.spec import PipelineSpec, load_specs
 from tests.conftest import BODY, QUIET, Served, free_port, post, service_missing, stop
 

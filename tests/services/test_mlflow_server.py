@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
+from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.definitions import build_definitions
-from mlops_assets.registry import ModelRegistry
 from tests.conftest import QUIET, free_port, wait_for_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
-from mlops_assets.online import open_store
+from mlops_assets.core.features.online import open_store
 from tests.conftest import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]

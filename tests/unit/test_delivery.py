@@ -7,7 +7,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mlops_assets.serving.delivery import DeliveryMiddleware, after_answer
+from mlops_assets.core.serving.delivery import DeliveryMiddleware, after_answer
 
 
 def _app(status: int, events: list[str]) -> Any:

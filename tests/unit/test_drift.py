@@ -16,7 +16,7 @@ import pytest
 import yaml
 from scipy import stats as scipy_stats
 
-from mlops_assets.drift import (
+from mlops_assets.core.monitoring.drift import (
     EPS,
     FeatureStats,
     Level,
@@ -27,7 +27,7 @@ from mlops_assets.drift import (
     numeric_stats,
     stats_frame,
 )
-from mlops_assets.generator import CATEGORIES, FraudGeneratorConfig, transactions_for_day
+from mlops_assets.demo.generator import CATEGORIES, FraudGeneratorConfig, transactions_for_day
 from mlops_assets.spec import BUILTIN_SPECS_DIR, DriftThresholds
 
 TOLERANCE = 1e-9

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from mlops_assets.features import (
+from mlops_assets.core.features.views import (
     FEATURE_TIMESTAMP,
     KNOWN_AT,
     FeatureFunctionError,

@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 from pydantic import ValidationError
 
-from mlops_assets import generator
-from mlops_assets.generator import (
+from mlops_assets.demo import generator
+from mlops_assets.demo.generator import (
     AmountShift,
     ConceptDrift,
     FraudGeneratorConfig,

@@ -4,9 +4,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_assets.ingest import SourceDataError, ingest_day, read_day, source_files
+from mlops_assets.core.ingest.files import SourceDataError, ingest_day, read_day, source_files
+from mlops_assets.core.ingest.validation import REASONS_COLUMN
 from mlops_assets.spec import load_specs
-from mlops_assets.validation import REASONS_COLUMN
 from tests.conftest import ORDERS, write_day_files
 
 DAY = date(2026, 3, 2)

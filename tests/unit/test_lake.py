@@ -4,7 +4,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_assets.lake import (
+from mlops_assets.core.lake import (
     PARTITION_COLUMN,
     TableDigest,
     TableNotFoundError,

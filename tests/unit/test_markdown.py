@@ -1,6 +1,6 @@
 """Markdown for people: tables in metadata, and a model card as a page a browser shows."""
 
-from mlops_assets.markdown import html_page, markdown_table
+from mlops_assets.core.markdown import html_page, markdown_table
 
 
 def test_a_card_becomes_a_page_with_its_tables_and_no_raw_html() -> None:

@@ -11,6 +11,7 @@ import pytest
 from pydantic import BaseModel, Field
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
+from mlops_assets.core.serving.scorer import PREDICTIONS
 from mlops_assets.serving.contract import API_ERRORS, MAX_PROBLEMS_IN_SENTENCE, SERVER_ERROR, openapi_30
 from mlops_assets.serving.middleware import (
     DRAIN_FACTOR,
@@ -21,7 +22,6 @@ from mlops_assets.serving.middleware import (
     OpenApiMiddleware,
     RequestBodyMiddleware,
 )
-from mlops_assets.serving.scorer import PREDICTIONS
 
 Headers = list[tuple[bytes, bytes]]
 

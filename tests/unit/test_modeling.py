@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_assets.modeling import (
+from mlops_assets.core.models.modeling import (
     Columns,
     Evaluation,
     ModelError,

@@ -6,8 +6,14 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_assets.modeling import Columns, Outputs
-from mlops_assets.monitoring import WindowReport, offline_stats, offline_verdict, out_of_range, window_report
+from mlops_assets.core.models.modeling import Columns, Outputs
+from mlops_assets.core.monitoring.grading import (
+    WindowReport,
+    offline_stats,
+    offline_verdict,
+    out_of_range,
+    window_report,
+)
 from mlops_assets.spec import MonitoringSpec
 
 

@@ -11,9 +11,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_assets.features import FEATURE_TIMESTAMP
-from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.online import (
+from mlops_assets.core.features.online import (
     OnlineStore,
     RedisOnlineStore,
     ResilientFeatures,
@@ -22,6 +20,8 @@ from mlops_assets.online import (
     lookup,
     sync_view,
 )
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
+from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import load_specs
 from tests.conftest import require_service
 

@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 from sklearn.metrics import average_precision_score
 
-from mlops_assets.performance import judge, labelled_predictions, metrics_by_version
+from mlops_assets.core.monitoring.performance import judge, labelled_predictions, metrics_by_version
 from mlops_assets.spec import PipelineSpec, load_specs
 
 
@@ -61,7 +61,7 @@ def test_the_champion_below_the_floor_fails_with_the_figures(spec: PipelineSpec)
 def test_a_days_performance_is_rolling_and_sees_only_the_labels_known_by_its_end(spec: PipelineSpec) -> None:
     from datetime import date, datetime
 
-    from mlops_assets.performance import labels_known_by, rolling_days
+    from mlops_assets.core.monitoring.performance import labels_known_by, rolling_days
 
     assert rolling_days(date(2026, 3, 3), spec) == [f"2026-02-{d}" for d in (25, 26, 27, 28)] + [
         "2026-03-01",

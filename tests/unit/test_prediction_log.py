@@ -2,7 +2,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mlops_assets.prediction_log import PredictionLogWriter, read_day
+from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
 
 
 def _record(i: int) -> dict[str, object]:

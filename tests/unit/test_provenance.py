@@ -2,7 +2,7 @@
 
 from importlib.metadata import version
 
-from mlops_assets.provenance import MODEL_PACKAGES, model_requirements, package_versions
+from mlops_assets.core.models.provenance import MODEL_PACKAGES, model_requirements, package_versions
 
 
 def test_a_models_requirements_are_pinned_and_follow_its_classes() -> None:

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import yaml
 
-from mlops_assets.features import collect, compute_features
+from mlops_assets.core.features.views import collect, compute_features
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_spec
 
 README = Path(__file__).resolve().parents[2] / "README.md"

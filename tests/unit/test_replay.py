@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
-from mlops_assets.replay import ReplayError, check_pipeline
+from mlops_assets.core.serving.replay import ReplayError, check_pipeline
 from tests.conftest import small_fraud_specs
 
 

@@ -4,7 +4,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from mlops_assets.retraining import WindowVerdict, decide
+from mlops_assets.core.monitoring.retraining import WindowVerdict, decide
 from mlops_assets.spec import RetrainingPolicy
 
 NOW = datetime(2026, 3, 10, 6)

@@ -13,10 +13,10 @@ import polars as pl
 import pytest
 import yaml
 
-from mlops_assets.modeling import Columns, build_pipeline, fit, to_pandas
-from mlops_assets.online import ResilientFeatures, SQLiteOnlineStore
-from mlops_assets.prediction_log import PredictionLogWriter, read_day
-from mlops_assets.serving.scorer import FALLBACK_VERSION, LiveModels, RequestRefused, Scorer, canary_bucket
+from mlops_assets.core.features.online import ResilientFeatures, SQLiteOnlineStore
+from mlops_assets.core.models.modeling import Columns, build_pipeline, fit, to_pandas
+from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
+from mlops_assets.core.serving.scorer import FALLBACK_VERSION, LiveModels, RequestRefused, Scorer, canary_bucket
 from mlops_assets.spec import PipelineSpec, load_spec
 from tests.conftest import SMALL_SPEC
 

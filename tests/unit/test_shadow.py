@@ -6,7 +6,7 @@ import numpy as np
 import polars as pl
 import pytest
 
-from mlops_assets.shadow import ShadowError, compare, paired_scores
+from mlops_assets.core.serving.shadow import ShadowError, compare, paired_scores
 from mlops_assets.spec import PipelineSpec, load_specs
 
 N = 400

@@ -11,10 +11,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from mlops_assets.cli import main
-from mlops_assets.modeling import targets
-from mlops_assets.spec import load_spec, parse_duration
-from mlops_assets.starter import (
+from mlops_assets.app.starter import (
     Starter,
     StarterError,
     guess_spec,
@@ -23,6 +20,9 @@ from mlops_assets.starter import (
     render,
     write_days,
 )
+from mlops_assets.cli import main
+from mlops_assets.core.models.modeling import targets
+from mlops_assets.spec import load_spec, parse_duration
 
 START = dt.datetime(2026, 3, 1)
 

@@ -11,10 +11,10 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
+from mlops_assets.app.starter import guess_spec, read_events, render
 from mlops_assets.cli import main
-from mlops_assets.modeling import targets
+from mlops_assets.core.models.modeling import targets
 from mlops_assets.spec import load_spec
-from mlops_assets.starter import guess_spec, read_events, render
 from tests.public_data import nannyml_csv, write_csv
 from tests.unit.test_starter import assert_every_column_accounted_for
 

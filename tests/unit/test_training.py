@@ -14,11 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, compute_features
-from mlops_assets.generator import FraudGeneratorConfig, labels_for_day, transactions_for_day
-from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, compute_features
+from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.core.training.training_set import JoinStats, ViewInput, point_in_time_join, training_set
+from mlops_assets.demo.generator import FraudGeneratorConfig, labels_for_day, transactions_for_day
 from mlops_assets.spec import PipelineSpec, load_specs, parse_duration
-from mlops_assets.training import JoinStats, ViewInput, point_in_time_join, training_set
 
 T0 = dt.datetime(2026, 1, 10)
 STEP = dt.timedelta(minutes=30)

@@ -9,9 +9,8 @@ from typing import Any
 import polars as pl
 import pytest
 
-from mlops_assets.features import FEATURE_TIMESTAMP, compute_features
-from mlops_assets.spec import PipelineSpec
-from mlops_assets.training import (
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, compute_features
+from mlops_assets.core.training.training_set import (
     JoinStats,
     constant_features,
     duration_text,
@@ -20,6 +19,7 @@ from mlops_assets.training import (
     feature_coverage,
     training_set,
 )
+from mlops_assets.spec import PipelineSpec
 from tests.public_data import nannyml_csv
 
 T0 = dt.datetime(2026, 1, 1)

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from mlops_assets.markdown import markdown_table
-from mlops_assets.validation import REASONS_COLUMN, Split, reason_counts
+from mlops_assets.core.ingest.validation import REASONS_COLUMN, Split, reason_counts
+from mlops_assets.core.markdown import markdown_table
 
 ROWS_VALID = "rows_valid"
 

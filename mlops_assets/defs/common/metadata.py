@@ -6,7 +6,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.lake import TableDigest, table_version
+from mlops_assets.core.lake import TableDigest, table_version
 
 
 def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None = None) -> dg.TableSchema:

@@ -10,8 +10,8 @@ from pydantic import Field
 from mlops_assets.settings import ONLINE_STORE_ENV, TRACKING_URI_ENV, mlflow_settings, online_store_url
 
 if TYPE_CHECKING:
-    from mlops_assets.online import OnlineStore
-    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.core.features.online import OnlineStore
+    from mlops_assets.core.models.registry import ModelRegistry
 
 
 class LakeResource(dg.ConfigurableResource):
@@ -34,7 +34,7 @@ class MlflowResource(dg.ConfigurableResource):
 
     def registry(self) -> "ModelRegistry":
         # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
-        from mlops_assets.registry import ModelRegistry
+        from mlops_assets.core.models.registry import ModelRegistry
 
         uri = _value(self.tracking_uri)
         return ModelRegistry(uri, Path(self.artifact_root).resolve() if self.artifact_root else None)
@@ -77,7 +77,7 @@ class OnlineStoreResource(dg.ConfigurableResource):
     url: str = Field(description="redis://host:port/db, or sqlite:///path/to/online.db")
 
     def store(self) -> "OnlineStore":
-        from mlops_assets.online import open_store
+        from mlops_assets.core.features.online import open_store
 
         return open_store(_value(self.url))
 

@@ -6,12 +6,12 @@ from typing import Any
 
 import dagster as dg
 
+from mlops_assets.core.ingest.validation import Split
+from mlops_assets.core.lake import replace_partitions
 from mlops_assets.defs.common.checks import grade_rows, rows_valid_spec
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions
-from mlops_assets.lake import replace_partitions
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.validation import Split
 
 KINDS = {"delta", "polars", "pandera"}
 

@@ -7,14 +7,14 @@ from datetime import timedelta
 import dagster as dg
 import polars as pl
 
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, FeatureFunctionError, feature_partitions
+from mlops_assets.core.ingest.validation import build_schema, split_valid
+from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_path, table_version
 from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.features import FEATURE_TIMESTAMP, FeatureFunctionError, feature_partitions
-from mlops_assets.lake import PARTITION_COLUMN, scan_table, table_path, table_version
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.validation import build_schema, split_valid
 
 
 def feature_key(spec: PipelineSpec, view: str) -> dg.AssetKey:

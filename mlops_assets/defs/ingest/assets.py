@@ -5,10 +5,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
-from mlops_assets.defs.common.partitions import partition_days
-from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.defs.common.validated import publish_split, validated_table_specs
-from mlops_assets.ingest import (
+from mlops_assets.core.ingest.files import (
     DayIngest,
     SourceDataError,
     ensure_generated,
@@ -16,10 +13,13 @@ from mlops_assets.ingest import (
     read_day,
     source_files,
 )
-from mlops_assets.lake import content_hash, table_path
-from mlops_assets.markdown import markdown_table
+from mlops_assets.core.ingest.validation import Split
+from mlops_assets.core.lake import content_hash, table_path
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.defs.common.partitions import partition_days
+from mlops_assets.defs.common.resources import LakeResource
+from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.spec import PipelineSpec
-from mlops_assets.validation import Split
 
 
 def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:

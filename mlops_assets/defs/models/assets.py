@@ -9,13 +9,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.cards import metrics_rows, render_card
-from mlops_assets.defs.common.metadata import links
-from mlops_assets.defs.common.resources import LakeResource, MlflowResource
-from mlops_assets.defs.training.assets import training_set_key
-from mlops_assets.lake import content_hash, scan_table, table_path, table_version
-from mlops_assets.markdown import html_page, markdown_table
-from mlops_assets.modeling import (
+from mlops_assets.core.lake import content_hash, scan_table, table_path, table_version
+from mlops_assets.core.markdown import html_page, markdown_table
+from mlops_assets.core.models.cards import metrics_rows, render_card
+from mlops_assets.core.models.modeling import (
     ModelError,
     evaluate,
     frozen_holdout,
@@ -24,8 +21,11 @@ from mlops_assets.modeling import (
     to_pandas,
     train_candidate,
 )
-from mlops_assets.provenance import git_commit, package_versions
-from mlops_assets.registry import ChampionEvent, ModelRegistry, RegistryError, metric_key
+from mlops_assets.core.models.provenance import git_commit, package_versions
+from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError, metric_key
+from mlops_assets.defs.common.metadata import links
+from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.settings import card_path, redact
 from mlops_assets.spec import PipelineSpec
 

@@ -8,6 +8,29 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.modeling import fitted_columns, predict, to_pandas
+from mlops_assets.core.models.registry import CHAMPION
+from mlops_assets.core.monitoring.grading import (
+    OUTPUT_PREFIX,
+    offline_stats,
+    offline_verdict,
+    served_features,
+    skew_stats,
+    skew_verdict,
+    window_report,
+)
+from mlops_assets.core.monitoring.performance import (
+    judge,
+    labelled_predictions,
+    labels_known_by,
+    metrics_by_version,
+    rolling_days,
+)
+from mlops_assets.core.monitoring.report import render, top_movers
+from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.defs.common.metadata import links, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
@@ -27,23 +50,6 @@ from mlops_assets.defs.monitoring.checks import (
 )
 from mlops_assets.defs.serving.assets import prediction_log_key
 from mlops_assets.defs.training.assets import training_set_key
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
-from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
-from mlops_assets.markdown import markdown_table
-from mlops_assets.modeling import fitted_columns, predict, to_pandas
-from mlops_assets.monitoring import (
-    OUTPUT_PREFIX,
-    offline_stats,
-    offline_verdict,
-    served_features,
-    skew_stats,
-    skew_verdict,
-    window_report,
-)
-from mlops_assets.performance import judge, labelled_predictions, labels_known_by, metrics_by_version, rolling_days
-from mlops_assets.prediction_log import LOG_SCHEMA
-from mlops_assets.registry import CHAMPION
-from mlops_assets.report import render, top_movers
 from mlops_assets.settings import drift_report_path
 from mlops_assets.spec import PipelineSpec
 

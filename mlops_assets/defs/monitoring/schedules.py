@@ -7,8 +7,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets.core.ingest.files import day_pattern, source_files
 from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.ingest import day_pattern, source_files
 from mlops_assets.spec import PipelineSpec
 
 

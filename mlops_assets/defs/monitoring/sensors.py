@@ -9,14 +9,14 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from mlops_assets.core.models.registry import CHALLENGER
+from mlops_assets.core.monitoring.retraining import Decision, WindowVerdict, decide
 from mlops_assets.defs.common.resources import MlflowResource
 from mlops_assets.defs.monitoring.checks import retraining_evidence
-from mlops_assets.registry import CHALLENGER
-from mlops_assets.retraining import Decision, WindowVerdict, decide
 from mlops_assets.spec import PipelineSpec
 
 if TYPE_CHECKING:
-    from mlops_assets.registry import ModelRegistry
+    from mlops_assets.core.models.registry import ModelRegistry
 
 RETRAINING_TAG = "mlops/retraining"
 

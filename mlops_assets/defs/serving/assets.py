@@ -7,18 +7,18 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 
+from mlops_assets.core.features.online import sync_view
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
+from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, duplicate_request_ids, read_day
+from mlops_assets.core.serving.shadow import ShadowError, compare
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
 from mlops_assets.defs.common.resources import BentoResource, LakeResource, MlflowResource, OnlineStoreResource
 from mlops_assets.defs.features.assets import feature_key
 from mlops_assets.defs.ingest.assets import raw_key
 from mlops_assets.defs.models.assets import model_keys
-from mlops_assets.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
-from mlops_assets.markdown import markdown_table
-from mlops_assets.online import sync_view
-from mlops_assets.prediction_log import LOG_SCHEMA, duplicate_request_ids, read_day
-from mlops_assets.registry import CHALLENGER, CHAMPION
-from mlops_assets.shadow import ShadowError, compare
 from mlops_assets.spec import PipelineSpec
 
 
@@ -123,7 +123,7 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
         "Rebuilt only when those change; `mlops serve` serves the latest.",
     )
     def _bento(mlflow_store: MlflowResource, bentoml_store: BentoResource) -> dg.MaterializeResult:
-        from mlops_assets.bundle import BundleError, build_bento
+        from mlops_assets.core.serving.bundle import BundleError, build_bento
 
         try:
             built = build_bento(spec.name, specs_dir, mlflow_store.registry(), bentoml_store.root)

@@ -8,14 +8,9 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mlops_assets.defs.common.metadata import table_metadata
-from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.defs.features.assets import feature_key
-from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.lake import TableDigest, overwrite_table, scan_table, table_path, table_version
-from mlops_assets.markdown import markdown_table
-from mlops_assets.spec import PipelineSpec
-from mlops_assets.training import (
+from mlops_assets.core.lake import TableDigest, overwrite_table, scan_table, table_path, table_version
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.training.training_set import (
     Verdict,
     constant_features,
     enough_to_learn,
@@ -23,6 +18,11 @@ from mlops_assets.training import (
     sum_stats,
     training_set_chunks,
 )
+from mlops_assets.defs.common.metadata import table_metadata
+from mlops_assets.defs.common.resources import LakeResource
+from mlops_assets.defs.features.assets import feature_key
+from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.spec import PipelineSpec
 
 FEATURE_COVERAGE = "feature_coverage"
 CONSTANT_FEATURES = "constant_features"

@@ -13,9 +13,9 @@ from datetime import date, datetime, time, timedelta
 
 import polars as pl
 
-from mlops_assets.modeling import compute_metrics, targets
-from mlops_assets.prediction_log import logged_outputs
-from mlops_assets.shadow import labels_by_request
+from mlops_assets.core.models.modeling import compute_metrics, targets
+from mlops_assets.core.serving.prediction_log import logged_outputs
+from mlops_assets.core.serving.shadow import labels_by_request
 from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec, parse_duration
 
 

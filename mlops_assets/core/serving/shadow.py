@@ -12,8 +12,15 @@ from dataclasses import dataclass
 
 import polars as pl
 
-from mlops_assets.modeling import Evaluation, GateDecision, ModelError, evaluate_scores, promotion_gate, targets
-from mlops_assets.prediction_log import logged_outputs
+from mlops_assets.core.models.modeling import (
+    Evaluation,
+    GateDecision,
+    ModelError,
+    evaluate_scores,
+    promotion_gate,
+    targets,
+)
+from mlops_assets.core.serving.prediction_log import logged_outputs
 from mlops_assets.spec import PipelineSpec
 
 

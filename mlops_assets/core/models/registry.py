@@ -26,7 +26,7 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
-from mlops_assets.provenance import model_requirements
+from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.settings import mlflow_links, mlflow_ui_url
 
 CHAMPION, CHALLENGER = "champion", "challenger"

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from mlops_assets.modeling import Outputs
+from mlops_assets.core.models.modeling import Outputs
 
 LOG_SCHEMA = {
     "request_id": pl.String,

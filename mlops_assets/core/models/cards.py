@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from mlops_assets.markdown import markdown_table
-from mlops_assets.modeling import Evaluation, GateDecision
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.modeling import Evaluation, GateDecision
 from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec
 
 # What a model of each kind answers, and what its permutation importance measures.

@@ -12,8 +12,8 @@ from typing import Any
 
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect, resolve_duplicates, to_utc
-from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, collect, resolve_duplicates, to_utc
+from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import PipelineSpec, parse_duration
 
 # Label days joined at a time: a chunk's labels and the feature rows of their prediction days are in memory at once.

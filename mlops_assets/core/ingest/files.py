@@ -10,10 +10,10 @@ from pathlib import Path
 
 import polars as pl
 
-from mlops_assets import generator
-from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.core.ingest.validation import POLARS_DTYPES, Split, build_schema, split_valid
+from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.demo import generator
 from mlops_assets.spec import PipelineSpec, SourceSpec
-from mlops_assets.validation import POLARS_DTYPES, Split, build_schema, split_valid
 
 SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"

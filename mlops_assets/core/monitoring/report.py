@@ -9,7 +9,7 @@ from pathlib import Path
 
 import polars as pl
 
-from mlops_assets.markdown import PAGE_STYLE, markdown_table
+from mlops_assets.core.markdown import PAGE_STYLE, markdown_table
 
 
 def _png(figure: object) -> str:

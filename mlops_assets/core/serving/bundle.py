@@ -20,7 +20,8 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Any
 
-from mlops_assets.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG, ModelRegistry
+import mlops_assets
+from mlops_assets.core.models.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG, ModelRegistry
 
 SERVICE = "mlops_assets.serving.service:PredictionService"
 PREVIOUS = "previous_champion"
@@ -80,7 +81,7 @@ def live_versions(registry: ModelRegistry, pipeline: str) -> dict[str, str]:
 
 def stage_sources(specs_dir: Path, target: Path) -> str:
     """Copy the specs and this package's source into `target`; returns a hash of what was copied."""
-    package = Path(__file__).parent
+    package = Path(mlops_assets.__file__).parent
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     shutil.copytree(package, target / "mlops_assets", ignore=ignore)
     shutil.copytree(specs_dir, target / "specs", ignore=ignore)
@@ -103,7 +104,7 @@ def build_bento(
             models[version] = str(registry.download_model(pipeline, version, staging / "models" / version))
         request = {"pipeline": pipeline, "versions": versions, "models": models, "source_hash": source_hash}
         done = subprocess.run(
-            [sys.executable, "-m", "mlops_assets.bundle", json.dumps(request)],
+            [sys.executable, "-m", "mlops_assets.core.serving.bundle", json.dumps(request)],
             cwd=staging / "context",
             env={**os.environ, "BENTOML_HOME": str(bentoml_home), "BENTOML_DO_NOT_TRACK": "True"},
             capture_output=True,

@@ -14,7 +14,7 @@ from datetime import timedelta
 
 import polars as pl
 
-from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import FeatureViewSpec, PipelineSpec, parse_duration
 
 logger = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 
 import polars as pl
 
-from mlops_assets.ingest import source_files
+from mlops_assets.core.ingest.files import source_files
 from mlops_assets.spec import PipelineSpec
 
 BATCH = 100

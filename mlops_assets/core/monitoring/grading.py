@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from mlops_assets.drift import (
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.core.models.modeling import Columns, Outputs
+from mlops_assets.core.monitoring.drift import (
     FeatureStats,
     Level,
     categorical_stats,
@@ -22,10 +25,7 @@ from mlops_assets.drift import (
     numeric_stats,
     stats_frame,
 )
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT
-from mlops_assets.lake import PARTITION_COLUMN
-from mlops_assets.modeling import Columns, Outputs
-from mlops_assets.prediction_log import logged_outputs
+from mlops_assets.core.serving.prediction_log import logged_outputs
 from mlops_assets.spec import DriftThresholds, MonitoringSpec, PipelineSpec
 
 # The rows of a window's stats that describe the model's outputs, not a feature: the score or value (binary,

@@ -22,8 +22,8 @@ from typing import Any, Protocol
 
 import polars as pl
 
-from mlops_assets.features import FEATURE_TIMESTAMP, KNOWN_AT, collect
-from mlops_assets.lake import PARTITION_COLUMN
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, collect
+from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import PipelineSpec, parse_duration
 
 Entity = tuple[str, ...]

@@ -113,7 +113,7 @@ class Story:
         from mlops_assets.cli import materialize_pipeline, print_summary
         from mlops_assets.definitions import build_definitions
         from mlops_assets.defs.common.resources import mlflow_resource
-        from mlops_assets.generator import transactions_for_day
+        from mlops_assets.demo.generator import transactions_for_day
 
         shift = FIRST_DAY + timedelta(days=history + 1)
         specs = story_specs(self.data / "story_specs", shift, customers, per_day)
@@ -174,8 +174,8 @@ class Story:
 
     def _logged(self, day: date, requests: int, timeout: float = 60) -> None:
         """Until every answer of the day (with its shadow score) is in the log files the daily job ingests."""
+        from mlops_assets.core.serving.prediction_log import read_day
         from mlops_assets.defs.serving.assets import prediction_log_folder
-        from mlops_assets.prediction_log import read_day
 
         folder, deadline = prediction_log_folder(self.data, self.spec), time.monotonic() + timeout
         while read_day(folder, day).height < requests and time.monotonic() < deadline:
@@ -264,7 +264,7 @@ class Story:
 
     def _rollback(self, url: str, day: date) -> None:
         """Roll the champion back, and show the live service answering with the previous version."""
-        from mlops_assets.registry import RegistryError
+        from mlops_assets.core.models.registry import RegistryError
 
         try:
             event = self.registry.rollback("fraud", "mlops demo")
