@@ -117,7 +117,8 @@ def materialize_pipeline(
     pipeline: str, start: date | None, days: int, specs_dir: str | None, data_dir: str, training: bool = True
 ) -> RunSummary:
     """Run the daily job over `days` partitions (in chunks, with progress) and then the training job."""
-    from mlops_assets.definitions import build_definitions, daily_job_name, training_job_name
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.defs.keys import daily_job, training_job
 
     specs = {s.name: s for s in load_specs(specs_dir)}
     if pipeline not in specs:
@@ -130,7 +131,7 @@ def materialize_pipeline(
     instance = _instance()
     summary = RunSummary()
     chunks = [(start + timedelta(days=i), min(CHUNK_DAYS, days - i)) for i in range(0, days, CHUNK_DAYS)]
-    daily = defs.resolve_job_def(daily_job_name(spec))
+    daily = defs.resolve_job_def(daily_job(spec))
     with click.progressbar(chunks, label=f"{pipeline}: ingest + features", show_pos=True) as bar:
         for first, length in bar:
             last = first + timedelta(days=length - 1)
@@ -148,7 +149,7 @@ def materialize_pipeline(
                 return summary
     if training:
         click.echo(f"{pipeline}: building the point-in-time training set")
-        result = defs.resolve_job_def(training_job_name(spec)).execute_in_process(
+        result = defs.resolve_job_def(training_job(spec)).execute_in_process(
             instance=instance, run_config=_quiet_run_config(), raise_on_error=False
         )
         summary.add(result)
@@ -160,10 +161,11 @@ def materialize_pipeline(
 
 def build_bento_run(specs_dir: str | None, data_dir: str, spec: Any) -> Any:
     """Run the pipeline's bento job (a no-op when the live models, specs and code have not changed)."""
-    from mlops_assets.definitions import bento_job_name, build_definitions
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.defs.keys import bento_job
 
     defs = build_definitions(specs_dir, data_dir)
-    return defs.resolve_job_def(bento_job_name(spec)).execute_in_process(
+    return defs.resolve_job_def(bento_job(spec)).execute_in_process(
         instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
     )
 
@@ -521,10 +523,11 @@ def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str 
 
 def _shadow_gate(ctx: click.Context, spec: Any) -> dict[str, str]:
     """Run the shadow evaluation asset; the challenger's version and the gate's reasons if it passed, else exit 1."""
-    from mlops_assets.definitions import build_definitions, shadow_job_name
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.defs.keys import shadow_job
 
     defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"])
-    result = defs.resolve_job_def(shadow_job_name(spec)).execute_in_process(
+    result = defs.resolve_job_def(shadow_job(spec)).execute_in_process(
         instance=_instance(), run_config=_quiet_run_config(), raise_on_error=False
     )
     checks = result.get_asset_check_evaluations()
@@ -619,12 +622,13 @@ def monitor(ctx: click.Context, pipeline: str, day: Any) -> None:
 
     Example: mlops monitor flights --day 2013-03-02
     """
-    from mlops_assets.definitions import build_definitions, daily_job_name, monitoring_job_name
+    from mlops_assets.definitions import build_definitions
+    from mlops_assets.defs.keys import daily_job, monitoring_job
 
     spec = _model_spec(ctx, pipeline)
     defs = build_definitions(ctx.obj["specs"], ctx.obj["data_dir"])
     instance, summary = _instance(), RunSummary()
-    for job in (daily_job_name(spec), monitoring_job_name(spec)):
+    for job in (daily_job(spec), monitoring_job(spec)):
         result = defs.resolve_job_def(job).execute_in_process(
             instance=instance,
             partition_key=day.date().isoformat(),

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from mlops_assets.defs import keys
 from mlops_assets.defs.common.resources import (
     LakeResource,
     bento_resource,
@@ -25,34 +26,9 @@ from mlops_assets.defs.serving.assets import (
     build_online_assets,
     build_prediction_log_asset,
     build_shadow_evaluation_asset,
-    prediction_log_key,
 )
 from mlops_assets.defs.training.assets import build_training_set_asset
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
-
-
-def daily_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_daily"
-
-
-def training_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_training"
-
-
-def bento_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_bento"
-
-
-def shadow_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_shadow_evaluation"
-
-
-def monitoring_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_monitoring"
-
-
-def retraining_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_retraining"
 
 
 def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
@@ -65,23 +41,23 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
     jobs = [
         dg.define_asset_job(
-            daily_job_name(spec),
+            keys.daily_job(spec),
             selection=dg.AssetSelection.assets(*daily),
             description="Ingest a day (or a range of days) of every source, compute its feature views and sync the "
             "online store.",
         ),
         dg.define_asset_job(
-            training_job_name(spec),
+            keys.training_job(spec),
             selection=dg.AssetSelection.assets(*training),
             description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    schedules = [daily_schedule(daily_job_name(spec), "30 0 * * *", spec)]
+    schedules = [daily_schedule(keys.daily_job(spec), "30 0 * * *", spec)]
     sensors = []
     serving = []
     if spec.model:
-        retention_job, schedule = build_retention(spec)
-        jobs.append(retention_job)
+        retention, schedule = build_retention(spec)
+        jobs.append(retention)
         schedules.append(schedule)
         bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
         serving += [bento, shadow]
@@ -89,7 +65,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         # the daemon runs (`mlops ui`), as the CLI does itself.
         sensors.append(
             dg.AutomationConditionSensorDefinition(
-                f"{spec.name}_bento_automation",
+                keys.bento_automation_sensor(spec),
                 target=dg.AssetSelection.assets(bento),
                 default_status=dg.DefaultSensorStatus.RUNNING,
                 description="Requests a bento build after the champion changed (the bento's eager condition).",
@@ -97,33 +73,33 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         )
         jobs += [
             dg.define_asset_job(
-                bento_job_name(spec),
+                keys.bento_job(spec),
                 selection=dg.AssetSelection.assets(bento),
                 description="Build the BentoML bundle of the live models (a no-op when they have not changed).",
             ),
             dg.define_asset_job(
-                shadow_job_name(spec),
+                keys.shadow_job(spec),
                 selection=dg.AssetSelection.assets(shadow),
                 description="Compare champion and challenger on labelled live traffic through the promotion gate.",
             ),
         ]
         drift, performance = build_drift_report_asset(spec), build_performance_asset(spec)
         serving += [drift, performance]
-        monitoring_job = dg.define_asset_job(
-            monitoring_job_name(spec),
+        monitor = dg.define_asset_job(
+            keys.monitoring_job(spec),
             selection=dg.AssetSelection.assets(drift, performance),
             description="A day's drift report and live performance with their checks (the daily job ingests the "
             "prediction log first).",
         )
-        retraining_job = dg.define_asset_job(
-            retraining_job_name(spec),
+        retrain = dg.define_asset_job(
+            keys.retraining_job(spec),
             selection=dg.AssetSelection.assets(*training, bento),
             description="Retrain: training set, candidate, evaluation and gate, card, champion, bento.",
         )
-        jobs += [monitoring_job, retraining_job]
+        jobs += [monitor, retrain]
         # The day's drift report reads what the daily job ingested: its prediction log partition.
-        schedules.append(daily_schedule(monitoring_job_name(spec), "30 1 * * *", spec, prediction_log_key(spec)))
-        sensors.append(build_retraining_sensor(spec, retraining_job_name(spec)))
+        schedules.append(daily_schedule(keys.monitoring_job(spec), "30 1 * * *", spec, keys.prediction_log_key(spec)))
+        sensors.append(build_retraining_sensor(spec, keys.retraining_job(spec)))
     return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules, sensors=sensors)
 
 

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from mlops_assets.demo.generator import FraudGeneratorConfig
+from mlops_assets.core import plugins
 
 logger = logging.getLogger(__name__)
 BUILTIN_SPECS_DIR = Path(__file__).parent / "examples"
@@ -48,10 +48,12 @@ Duration = Annotated[str, Field(pattern=_DURATION.pattern, examples=["1h", "7d",
 
 # Specs are data: the only code a spec names (feature functions, estimators) must live in these packages or in the
 # spec's own `code_packages`. Importing a module runs it, so the check comes before any import.
-TRUSTED_PACKAGES = ("sklearn", "mlops_assets.examples")
+TRUSTED_PACKAGES = ("sklearn", "mlops_assets.examples", "mlops_assets.demo")
 
 
-class _Model(BaseModel):
+class SpecSection(BaseModel):
+    """A section of the spec: unknown keys refused, immutable once loaded."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     def fingerprint(self) -> str:
@@ -63,7 +65,7 @@ class _Model(BaseModel):
 DEFAULT_MAX_LENGTH = 256
 
 
-class ColumnSpec(_Model):
+class ColumnSpec(SpecSection):
     """A declared column: its type and the value constraints that become its pandera checks."""
 
     dtype: DType
@@ -85,7 +87,7 @@ class ColumnSpec(_Model):
         return self
 
 
-class ConstraintSpec(_Model):
+class ConstraintSpec(SpecSection):
     """Value constraints on a computed feature."""
 
     nullable: bool = True
@@ -93,7 +95,7 @@ class ConstraintSpec(_Model):
     max: float | None = None
 
 
-class EntitySpec(_Model):
+class EntitySpec(SpecSection):
     name: str = Field(pattern=_NAME)
     keys: list[str] = Field(min_length=1)
     pattern: str | None = Field(
@@ -111,7 +113,43 @@ class EntitySpec(_Model):
         return pattern
 
 
-class SourceSpec(_Model):
+class GeneratorSpec(SpecSection):
+    """A data generator, a plugin named by dotted path: `function(params, table, day, path)` writes one day of `table`
+    to `path` (deterministic per day) and returns its row count. The object may declare `tables` (the tables it
+    writes) and `config` (a pydantic model of its params): both are checked when the spec loads."""
+
+    function: str = Field(
+        pattern=r"^[\w.]+:\w+$",
+        description="'package.module:attribute', inside the packages the spec may run code from",
+        examples=["mlops_assets.demo.generator:fraud_tables"],
+    )
+    params: dict[str, Any] = Field(default_factory=dict, description="the generator's settings")
+
+    def load(self) -> Any:
+        return plugins.load(self.function)
+
+    def problems(self, where: str) -> list[str]:
+        """Its params checked by its own `config` model, each problem located; an import failure is one."""
+        try:
+            generator = self.load()
+        except plugins.PluginError as exc:
+            return [f"{where}.function: {exc}"]
+        config = getattr(generator, "config", None)
+        if config is None:
+            return []
+        try:
+            config.model_validate(self.params)
+        except ValidationError as exc:
+            return [f"{where}.params.{_format_loc(e['loc'])}: {e['msg']}" for e in exc.errors()]
+        return []
+
+    def tables(self) -> tuple[str, ...] | None:
+        """The tables the generator declares it writes, or None when it does not say."""
+        tables = getattr(self.load(), "tables", None)
+        return tuple(tables) if tables is not None else None
+
+
+class SourceSpec(SpecSection):
     """A table of events read from daily files (Parquet or CSV), optionally written there by a generator."""
 
     path: str = Field(description="glob relative to the data folder; '{date}' is replaced by the partition day")
@@ -127,7 +165,7 @@ class SourceSpec(_Model):
         return self.format or ("csv" if self.path.endswith(".csv") else "parquet")
 
 
-class AggregationSpec(_Model):
+class AggregationSpec(SpecSection):
     """Aggregations of one column over trailing windows; `count` needs no column."""
 
     column: str | None = None
@@ -151,7 +189,7 @@ class AggregationSpec(_Model):
         return names
 
 
-class FeatureViewSpec(_Model):
+class FeatureViewSpec(SpecSection):
     """Features per entity computed by one function, used offline and online alike."""
 
     source: str
@@ -197,7 +235,7 @@ class FeatureViewSpec(_Model):
         return max(parse_duration(w) for agg in self.aggregations for w in agg.windows)
 
 
-class LabelSpec(_Model):
+class LabelSpec(SpecSection):
     """Label events: what happened to a prediction, known only at `timestamp`, later than the prediction."""
 
     source: str
@@ -235,7 +273,7 @@ TASK_METRICS: dict[str, list[str]] = {
 LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mape"})
 
 
-class PreprocessingSpec(_Model):
+class PreprocessingSpec(SpecSection):
     """How model inputs are prepared inside the logged pipeline (so serving never re-implements it)."""
 
     numeric_impute: Literal["median", "mean", "zero"] = "median"
@@ -245,7 +283,7 @@ class PreprocessingSpec(_Model):
     max_categories: int = Field(default=20, ge=2)
 
 
-class ModelSpec(_Model):
+class ModelSpec(SpecSection):
     """A scikit-learn estimator trained on the training set, evaluated on its most recent period."""
 
     task: Task = Field(
@@ -287,7 +325,7 @@ class ModelSpec(_Model):
         return self
 
 
-class PromotionSpec(_Model):
+class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""
 
     metric: Metric | None = Field(default=None, description="default: the first of model.metrics")
@@ -307,7 +345,7 @@ class PromotionSpec(_Model):
     )
 
 
-class FallbackRule(_Model):
+class FallbackRule(SpecSection):
     """A rule on a request feature: the first matching rule gives the fallback answer."""
 
     feature: str
@@ -332,7 +370,7 @@ class FallbackRule(_Model):
         return value > self.above if self.above is not None else value < self.below  # type: ignore[operator]
 
 
-class FallbackSpec(_Model):
+class FallbackSpec(SpecSection):
     """The answer when features cannot be had (online store down, nothing cached within TTL): low confidence."""
 
     score: float | None = Field(
@@ -369,7 +407,7 @@ def _answer(entry: FallbackSpec | FallbackRule) -> float | str:
     return answer
 
 
-class ServingSpec(_Model):
+class ServingSpec(SpecSection):
     """How the prediction service answers: online lookups, fallback, rollout of a challenger, logging, auth."""
 
     online_timeout_ms: float = Field(default=100, gt=0, description="an online lookup slower than this degrades")
@@ -413,7 +451,7 @@ class ServingSpec(_Model):
     )
 
 
-class Threshold(_Model):
+class Threshold(SpecSection):
     """Levels of one effect size: at or above `warn` a check warns, at or above `error` it fails."""
 
     warn: float = Field(ge=0)
@@ -431,7 +469,7 @@ class Threshold(_Model):
         return "error" if value >= self.error else "warn"
 
 
-class DriftThresholds(_Model):
+class DriftThresholds(SpecSection):
     """Effect sizes that count as drift (never bare p-values: with enough rows, every trivial shift is significant)."""
 
     ks: Threshold = Field(default_factory=lambda: Threshold(warn=0.1, error=0.2), description="numeric: KS statistic")
@@ -445,7 +483,7 @@ class DriftThresholds(_Model):
     )
 
 
-class RetrainingPolicy(_Model):
+class RetrainingPolicy(SpecSection):
     """When sustained drift (or a performance drop) retrains, and what happens to the retrained model."""
 
     sustained_k: int = Field(default=2, ge=1, description="retrain when k of the last n windows failed a check")
@@ -468,7 +506,7 @@ class RetrainingPolicy(_Model):
         return self
 
 
-class MonitoringSpec(_Model):
+class MonitoringSpec(SpecSection):
     """How drift is measured against the reference (the champion's training set) and when it retrains."""
 
     reference: Literal["champion_training_set"] = "champion_training_set"
@@ -501,13 +539,15 @@ class MonitoringSpec(_Model):
     retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)
 
 
-class PipelineSpec(_Model):
+class PipelineSpec(SpecSection):
     name: str = Field(pattern=_NAME)
     description: str = ""
     owner: str | None = None
     start_date: date = Field(description="first daily partition of every source and feature view")
     entity: EntitySpec
-    generators: dict[str, FraudGeneratorConfig] = Field(default_factory=dict)
+    generators: dict[Annotated[str, Field(pattern=_NAME)], GeneratorSpec] = Field(
+        default_factory=dict, description="data generators (plugins) that write a source's missing days"
+    )
     sources: dict[Annotated[str, Field(pattern=_NAME)], SourceSpec] = Field(min_length=1)
     feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(min_length=1)
     request_features: dict[str, ColumnSpec] = Field(default_factory=dict)
@@ -622,22 +662,35 @@ class PipelineSpec(_Model):
                     problems.append(f"{where}.{field}: column {column!r} must be declared with dtype datetime")
                 if column is not None and column not in declared:
                     problems.append(f"{where}.{field}: {column!r} is not in {where}.columns")
-            if source.generator:
-                gen, _, table = source.generator.partition(".")
-                if gen not in self.generators:
-                    problems.append(f"{where}.generator: unknown generator {gen!r} (known: {sorted(self.generators)})")
-                if table not in ("transactions", "labels"):
-                    problems.append(f"{where}.generator: unknown table {table!r} (expected transactions or labels)")
         allowed = [*TRUSTED_PACKAGES, *self.code_packages]
         code = {f"feature_views.{n}.function": v.function for n, v in self.feature_views.items() if v.function}
+        code |= {f"generators.{n}.function": g.function for n, g in self.generators.items()}
         if self.model is not None:
             code["model.estimator"] = self.model.estimator
+        untrusted = set()
         for where, dotted in code.items():
             if not any(dotted == p or dotted.startswith((f"{p}.", f"{p}:")) for p in allowed):
+                untrusted.add(where)
                 problems.append(
                     f"{where}: {dotted!r} is outside the packages this spec may run code from ({', '.join(allowed)}); "
                     "if you trust it, add its top-level package to code_packages"
                 )
+        for name, generator in self.generators.items():
+            if f"generators.{name}.function" not in untrusted:  # checked before its code is imported
+                problems += generator.problems(f"generators.{name}")
+        for name, source in self.sources.items():
+            if source.generator:
+                gen, _, table = source.generator.partition(".")
+                where = f"sources.{name}.generator"
+                if gen not in self.generators:
+                    problems.append(f"{where}: unknown generator {gen!r} (known: {sorted(self.generators)})")
+                elif f"generators.{gen}.function" not in untrusted:
+                    try:
+                        tables = self.generators[gen].tables()
+                    except plugins.PluginError:
+                        tables = None  # reported with the generator
+                    if tables is not None and table not in tables:
+                        problems.append(f"{where}: unknown table {table!r} (generator {gen!r} writes {list(tables)})")
         for name, view in self.feature_views.items():
             where = f"feature_views.{name}"
             source = self.sources.get(view.source)

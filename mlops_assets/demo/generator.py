@@ -16,7 +16,7 @@ import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import polars as pl
@@ -464,3 +464,17 @@ def write_day(config: FraudGeneratorConfig, table: str, day: dt.date, path: Path
         Path(tmp).unlink(missing_ok=True)
         raise
     return frame.height
+
+
+class FraudTables:
+    """The demo's generator plugin, named in specs as `mlops_assets.demo.generator:fraud_tables`: card transactions
+    and their fraud labels, one deterministic day at a time, with drift scenarios."""
+
+    config = FraudGeneratorConfig
+    tables = tuple(TABLES)
+
+    def __call__(self, params: dict[str, Any], table: str, day: dt.date, path: Path) -> int:
+        return write_day(FraudGeneratorConfig.model_validate(params), table, day, path)
+
+
+fraud_tables = FraudTables()

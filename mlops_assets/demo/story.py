@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster as dg
+import yaml
 
 from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs
 
@@ -45,6 +46,13 @@ class StoryLog:
         self.echo(f"[{day}] {text}")
 
 
+def set_generator_params(shared: Path, generator: str = "demo", **params: Any) -> None:
+    """Change some params of a generator declared in a spec file (the file is rewritten without its comments)."""
+    data = yaml.safe_load(shared.read_text())
+    data["generators"][generator]["params"].update(params)
+    shared.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
 def story_specs(folder: Path, shift_day: date, customers: int, per_day: int) -> Path:
     """The built-in example with two scenarios from `shift_day` (amounts x2, fraud's new pattern), replays allowed,
     a performance floor, manual promotion after a shadow comparison on 100 labelled live requests and a gate minimum
@@ -52,15 +60,16 @@ def story_specs(folder: Path, shift_day: date, customers: int, per_day: int) -> 
     if folder.exists():
         shutil.rmtree(folder)
     shutil.copytree(BUILTIN_SPECS_DIR, folder, ignore=shutil.ignore_patterns("__pycache__", "*.py"))
-    shared = folder / "shared" / "card_transactions.yaml"
-    text = shared.read_text().replace("customers: 5000", f"customers: {customers}")
-    text = text.replace("transactions_per_day: 10000", f"transactions_per_day: {per_day}")
-    start, end = text.index("    scenarios:"), text.index("\nsources:")
-    scenario = (
-        f"    scenarios:\n      - {{kind: amount_shift, start: {shift_day}, factor: 2.0}}\n"
-        f"      - {{kind: concept_drift, start: {shift_day}}}\n"
+    scenarios = [
+        {"kind": "amount_shift", "start": shift_day, "factor": 2.0},
+        {"kind": "concept_drift", "start": shift_day},
+    ]
+    set_generator_params(
+        folder / "shared" / "card_transactions.yaml",
+        customers=customers,
+        transactions_per_day=per_day,
+        scenarios=scenarios,
     )
-    shared.write_text(text[:start] + scenario + text[end:])
     spec = folder / "fraud.yaml"
     text = spec.read_text().replace("refresh_seconds: 10 ", "refresh_seconds: 1\n  allow_replay: true ")
     # Labels come 1 to 14 days late: the example's 200 labelled live requests would not arrive within a short story,
@@ -113,7 +122,7 @@ class Story:
         from mlops_assets.cli import materialize_pipeline, print_summary
         from mlops_assets.definitions import build_definitions
         from mlops_assets.defs.common.resources import mlflow_resource
-        from mlops_assets.demo.generator import transactions_for_day
+        from mlops_assets.demo.generator import FraudGeneratorConfig, transactions_for_day
 
         shift = FIRST_DAY + timedelta(days=history + 1)
         specs = story_specs(self.data / "story_specs", shift, customers, per_day)
@@ -136,7 +145,7 @@ class Story:
         url = f"http://127.0.0.1:{port}"
         self.log(last, f"the bento serves on {url}")
         cursor: str | None = None
-        config = spec.generators["demo"]
+        config = FraudGeneratorConfig.model_validate(spec.generators["demo"].params)
         try:
             for offset in range(1, days + 1):
                 day = last + timedelta(days=offset)

@@ -11,7 +11,8 @@ import dagster as dg
 import pytest
 
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.monitoring.checks import DATASET_DRIFT, PREDICTION_DRIFT, drift_report_key
+from mlops_assets.defs.keys import drift_report_key
+from mlops_assets.defs.monitoring.checks import DATASET_DRIFT, PREDICTION_DRIFT
 from mlops_assets.defs.monitoring.sensors import RETRAIN_AT_TAG, RETRAINING_TAG, evaluate_policy
 from mlops_assets.spec import PipelineSpec, load_specs
 

@@ -15,12 +15,14 @@ from typing import Any
 import dagster as dg
 import polars as pl
 import pytest
+import yaml
 
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
 from mlops_assets.core.models.modeling import fitted_columns, to_pandas
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import mlflow_resource
+from mlops_assets.demo.story import set_generator_params
 from tests.conftest import QUIET, small_fraud_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,11 +38,9 @@ def _specs(folder: Path, scenario: str, margin: float) -> Path:
             "min_improvement: 0.005": f"min_improvement: {margin}",
         },
     )
-    shared = specs / "shared" / "card_transactions.yaml"
-    text = shared.read_text()
-    start = text.index("    scenarios:")
-    end = text.index("\nsources:")
-    shared.write_text(text[:start] + f"    scenarios:\n      - {{{scenario}, start: {DRIFT}}}\n" + text[end:])
+    set_generator_params(
+        specs / "shared" / "card_transactions.yaml", scenarios=[{**yaml.safe_load(f"{{{scenario}}}"), "start": DRIFT}]
+    )
     return specs
 
 

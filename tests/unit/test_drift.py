@@ -204,7 +204,9 @@ def test_false_positive_rate_is_at_most_1_percent_error_and_5_percent_warn(kind:
 # --- The generator's drift scenarios ---------------------------------------------------------------------------
 
 COLUMNS = ("amount", "merchant_category", "channel", "country")
-EXAMPLE = yaml.safe_load((BUILTIN_SPECS_DIR / "shared" / "card_transactions.yaml").read_text())["generators"]["demo"]
+EXAMPLE = yaml.safe_load((BUILTIN_SPECS_DIR / "shared" / "card_transactions.yaml").read_text())["generators"]["demo"][
+    "params"
+]
 SCENARIOS = {scenario["kind"]: scenario for scenario in EXAMPLE["scenarios"]}
 START = dt.date(2026, 2, 15)
 

@@ -369,7 +369,7 @@ def test_a_function_that_returns_a_data_frame_is_rejected() -> None:
 def test_a_function_that_does_not_exist_is_a_feature_function_error(function: str) -> None:
     spec = pipeline({"ghost": custom_view(function)})
     events = pl.DataFrame(schema=EVENT_SCHEMA)
-    with pytest.raises(FeatureFunctionError, match=re.escape(f"cannot load feature function '{function}'")):
+    with pytest.raises(FeatureFunctionError, match=re.escape(f"feature function: cannot load '{function}'")):
         compute_features(spec, "ghost", events.lazy())
 
 

@@ -341,3 +341,26 @@ def test_types_that_could_never_join_are_refused_on_load(tmp_path: Path) -> None
         "entity.keys: 'customer_id' has a different type in different sources (sources.transactions.columns."
         "customer_id: int, sources.labels.columns.customer_id: string)" in _problems(path)
     )
+
+
+def test_a_generator_is_a_plugin_checked_like_other_code_the_spec_names(tmp_path: Path) -> None:
+    """The spec schema knows no generator: the demo's is a plugin whose params its own model checks, located."""
+    path = _fraud_with(tmp_path, "keys: [customer_id]", "keys: [customer_id]")
+    shared = tmp_path / "shared" / "card_transactions.yaml"
+    text = shared.read_text()
+    demo = "function: mlops_assets.demo.generator:fraud_tables"
+    edits = {
+        ("generator: demo.transactions", "generator: demo.refunds"): "sources.transactions.generator: unknown table "
+        "'refunds' (generator 'demo' writes ['transactions', 'labels'])",
+        ("generator: demo.transactions", "generator: other.transactions"): "sources.transactions.generator: unknown "
+        "generator 'other' (known: ['demo'])",
+        ("customers: 5000", "customers: -1"): "generators.demo.params.customers: Input should be greater than or "
+        "equal to 1",
+        (demo, "function: os.path:join"): "generators.demo.function: 'os.path:join' is outside the packages this "
+        "spec may run code from",
+        (demo, "function: mlops_assets.demo.generator:nothing"): "generators.demo.function: cannot load "
+        "'mlops_assets.demo.generator:nothing'",
+    }
+    for (old, new), problem in edits.items():
+        shared.write_text(text.replace(old, new, 1))
+        assert problem in _problems(path)

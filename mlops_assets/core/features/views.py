@@ -6,7 +6,6 @@ latest row per entity, so there is no second implementation of any aggregation t
 
 from __future__ import annotations
 
-import importlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from datetime import timedelta
 
 import polars as pl
 
+from mlops_assets.core import plugins
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import FeatureViewSpec, PipelineSpec, parse_duration
 
@@ -114,11 +114,11 @@ def collect(frame: pl.LazyFrame) -> pl.DataFrame:
 
 
 def load_function(dotted: str) -> Callable[[pl.LazyFrame], pl.LazyFrame]:
-    module_name, _, attr = dotted.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as exc:
-        raise FeatureFunctionError(f"cannot load feature function {dotted!r}: {exc}") from exc
+        function: Callable[[pl.LazyFrame], pl.LazyFrame] = plugins.load(dotted)
+    except plugins.PluginError as exc:
+        raise FeatureFunctionError(f"feature function: {exc}") from exc
+    return function
 
 
 def to_utc(frame: pl.LazyFrame) -> tuple[pl.LazyFrame, dict[str, str]]:

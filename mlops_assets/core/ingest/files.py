@@ -12,7 +12,6 @@ import polars as pl
 
 from mlops_assets.core.ingest.validation import POLARS_DTYPES, Split, build_schema, split_valid
 from mlops_assets.core.lake import PARTITION_COLUMN
-from mlops_assets.demo import generator
 from mlops_assets.spec import PipelineSpec, SourceSpec
 
 SOURCE_FILE_COLUMN = "source_file"
@@ -56,7 +55,8 @@ def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Path, day: 
     path = Path(pattern)
     if not path.exists():
         gen_name, _, table = source.generator.partition(".")
-        generator.write_day(spec.generators[gen_name], table, day, path)
+        generator = spec.generators[gen_name]
+        generator.load()(generator.params, table, day, path)
     return path
 
 

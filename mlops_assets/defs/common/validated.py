@@ -11,13 +11,10 @@ from mlops_assets.core.lake import replace_partitions
 from mlops_assets.defs.common.checks import grade_rows, rows_valid_spec
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions
+from mlops_assets.defs.keys import group, quarantine_key
 from mlops_assets.spec import PipelineSpec
 
 KINDS = {"delta", "polars", "pandera"}
-
-
-def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
-    return dg.AssetKey([*key.path[:-1], f"{key.path[-1]}_quarantine"])
 
 
 def validated_table_specs(
@@ -31,7 +28,7 @@ def validated_table_specs(
     deps: Sequence[dg.AssetDep] = (),
 ) -> dict[str, Any]:
     """The multi_asset arguments shared by every validated table: its specs, check and partitioning."""
-    common = {"group_name": f"{spec.name}_{stage}", "kinds": KINDS, "owners": [spec.owner] if spec.owner else None}
+    common = {"group_name": group(spec, stage), "kinds": KINDS, "owners": [spec.owner] if spec.owner else None}
     q_key = quarantine_key(key)
     return {
         "specs": [

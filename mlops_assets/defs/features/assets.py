@@ -9,16 +9,12 @@ import polars as pl
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, FeatureFunctionError, feature_partitions
 from mlops_assets.core.ingest.validation import build_schema, split_valid
-from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_path, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_version
 from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
-from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.defs.keys import feature_key, raw_key, table_of
 from mlops_assets.spec import PipelineSpec
-
-
-def feature_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, view])
 
 
 def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinition:
@@ -54,7 +50,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
         labels = [d.isoformat() for d in days]
         # Windows reach back `history` days before the first partition: read those raw partitions too.
         reads = [(days[0] - timedelta(days=i)).isoformat() for i in range(history, 0, -1)] + labels
-        raw_path = table_path(lake.root, spec.name, upstream.path[-1])
+        raw_path = table_of(lake.root, upstream)
         source_columns = list(spec.sources[view.source].columns)
         events = scan_table(raw_path, reads).select(source_columns)
         present = set(scan_table(raw_path, reads).select(PARTITION_COLUMN).unique().collect().to_series())
@@ -73,7 +69,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 f"{FEATURE_TIMESTAMP} with another; kept the one known last (ties: by their values)"
             )
         yield from publish_split(
-            table_path(lake.root, spec.name, view_name),
+            table_of(lake.root, feature_key(spec, view_name)),
             key,
             split,
             labels,

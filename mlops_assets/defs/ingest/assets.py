@@ -14,16 +14,13 @@ from mlops_assets.core.ingest.files import (
     source_files,
 )
 from mlops_assets.core.ingest.validation import Split
-from mlops_assets.core.lake import content_hash, table_path
+from mlops_assets.core.lake import content_hash
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.defs.common.partitions import partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
+from mlops_assets.defs.keys import raw_key, table_of
 from mlops_assets.spec import PipelineSpec
-
-
-def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, f"raw_{source}"])
 
 
 def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition:
@@ -77,7 +74,7 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
             for day, s in zip(labels, splits, strict=True)
         ]
         yield from publish_split(
-            table_path(lake.root, spec.name, key.path[-1]),
+            table_of(lake.root, key),
             key,
             split,
             labels,

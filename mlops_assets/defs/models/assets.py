@@ -9,7 +9,7 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.core.lake import content_hash, scan_table, table_path, table_version
+from mlops_assets.core.lake import content_hash, scan_table, table_version
 from mlops_assets.core.markdown import html_page, markdown_table
 from mlops_assets.core.models.cards import metrics_rows, render_card
 from mlops_assets.core.models.modeling import (
@@ -25,7 +25,7 @@ from mlops_assets.core.models.provenance import git_commit, package_versions
 from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError, metric_key
 from mlops_assets.defs.common.metadata import links
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
-from mlops_assets.defs.training.assets import training_set_key
+from mlops_assets.defs.keys import PROMOTION_TAG, TAG_PREFIX, group, model_keys, table_of, training_set_key
 from mlops_assets.settings import card_path, redact
 from mlops_assets.spec import PipelineSpec
 
@@ -33,11 +33,6 @@ PROMOTION_GATE = "promotion_gate"
 KINDS = {"mlflow", "sklearn"}
 # A tracking server that is down fails a step clearly; Dagster retries it (after 10 s, 20 s, 40 s, with jitter).
 MLFLOW_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
-
-
-def model_keys(spec: PipelineSpec) -> dict[str, dg.AssetKey]:
-    names = ("model_candidate", "candidate_evaluation", "model_card", "champion")
-    return {n: dg.AssetKey([spec.name, n]) for n in names}
 
 
 def latest_metadata(context: dg.AssetExecutionContext, key: dg.AssetKey, field: str) -> Any:
@@ -80,7 +75,7 @@ def record_champion_change(
 def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     assert spec.model is not None and spec.promotion is not None
     model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
-    common = {"group_name": f"{spec.name}_models", "owners": [spec.owner] if spec.owner else None}
+    common = {"group_name": group(spec, "models"), "owners": [spec.owner] if spec.owner else None}
     label = spec.label.column
 
     @dg.asset(
@@ -97,7 +92,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     def model_candidate(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
     ) -> dg.MaterializeResult:
-        path = table_path(lake.root, spec.name, "training_set")
+        path = table_of(lake.root, training_set_key(spec))
         version = table_version(path)
         training = scan_table(path).collect()
         try:
@@ -118,7 +113,11 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             "holdout_cutoff": trained.cutoff.isoformat(),
             "seed": str(model.seed),
             # Why this candidate exists when the retraining sensor asked for it (reason, windows, checks, details).
-            **{k.removeprefix("mlops/"): v for k, v in context.run.tags.items() if k.startswith("mlops/retrain")},
+            **{
+                k.removeprefix(TAG_PREFIX): v
+                for k, v in context.run.tags.items()
+                if k.startswith(f"{TAG_PREFIX}retrain")
+            },
         }
         slice_metrics = {
             f"slice.{metric_key(name)}.{metric}": value
@@ -229,7 +228,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         version = str(latest_metadata(context, keys["model_candidate"], "model_version"))
         registered = registry.version(spec.name, version)
         tags = registered.tags
-        path = table_path(lake.root, spec.name, "training_set")
+        path = table_of(lake.root, training_set_key(spec))
         training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
         holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
         columns = model_columns(spec, training)
@@ -311,7 +310,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
         first = "champion" not in registry.aliases(spec.name)
         # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
-        manual = context.run.tags.get("mlops/promotion") == "manual"
+        manual = context.run.tags.get(PROMOTION_TAG) == "manual"
         if (promotion.policy == "challenger" or manual) and not first:
             registry.set_challenger(spec.name, version)
             why = "retraining.promotion: manual" if manual else "policy: challenger"

@@ -3,16 +3,13 @@
 import dagster as dg
 
 from mlops_assets.defs.common.resources import MlflowResource
+from mlops_assets.defs.keys import retention_job
 from mlops_assets.spec import PipelineSpec, parse_duration
-
-
-def retention_job_name(spec: PipelineSpec) -> str:
-    return f"{spec.name}_retention"
 
 
 def build_retention(spec: PipelineSpec) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
     assert spec.promotion is not None
-    retention = parse_duration(spec.promotion.retention)
+    older_than = parse_duration(spec.promotion.retention)
 
     @dg.op(
         name=f"{spec.name}__archive_stale_versions",
@@ -20,18 +17,18 @@ def build_retention(spec: PipelineSpec) -> tuple[dg.JobDefinition, dg.ScheduleDe
         f"older than {spec.promotion.retention}; never the champion, the previous champion or the challenger.",
     )
     def archive_stale_versions(context: dg.OpExecutionContext, mlflow_store: MlflowResource) -> None:
-        archived = mlflow_store.registry().archive_stale(spec.name, retention)
+        archived = mlflow_store.registry().archive_stale(spec.name, older_than)
         context.log.info(f"archived versions {archived or 'none'} of {spec.name}")
 
-    @dg.job(name=retention_job_name(spec), description=archive_stale_versions.description)
-    def retention_job() -> None:
+    @dg.job(name=retention_job(spec), description=archive_stale_versions.description)
+    def retention() -> None:
         archive_stale_versions()
 
     schedule = dg.ScheduleDefinition(
         name=f"{spec.name}_retention_daily",
-        job=retention_job,
+        job=retention,
         cron_schedule="0 3 * * *",
         default_status=dg.DefaultScheduleStatus.RUNNING,
         description="Daily registry housekeeping at 03:00.",
     )
-    return retention_job, schedule
+    return retention, schedule

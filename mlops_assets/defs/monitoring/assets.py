@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
-from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import fitted_columns, predict, to_pandas
 from mlops_assets.core.models.registry import CHAMPION
@@ -34,9 +34,18 @@ from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.defs.common.metadata import links, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
-from mlops_assets.defs.features.assets import feature_key
-from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.defs.models.assets import model_keys
+from mlops_assets.defs.keys import (
+    drift_report_key,
+    drift_stats_key,
+    feature_key,
+    group,
+    model_keys,
+    performance_key,
+    prediction_log_key,
+    raw_key,
+    table_of,
+    training_set_key,
+)
 from mlops_assets.defs.monitoring.checks import (
     DATA_QUALITY,
     DATASET_DRIFT,
@@ -45,11 +54,7 @@ from mlops_assets.defs.monitoring.checks import (
     PERFORMANCE,
     PREDICTION_DRIFT,
     SKEW,
-    drift_report_key,
-    performance_key,
 )
-from mlops_assets.defs.serving.assets import prediction_log_key
-from mlops_assets.defs.training.assets import training_set_key
 from mlops_assets.settings import drift_report_path
 from mlops_assets.spec import PipelineSpec
 
@@ -81,7 +86,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             *(feature_key(spec, view) for view in spec.feature_views),
         ],
         partitions_def=daily_partitions(spec),
-        group_name=f"{spec.name}_monitoring",
+        group_name=group(spec, "monitoring"),
         kinds={"polars", "delta", "scipy"},
         owners=[spec.owner] if spec.owner else None,
         code_version=monitoring.fingerprint(),
@@ -102,7 +107,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         live = registry.version(spec.name, champion)
         tags = live.tags
         training = pl.read_delta(
-            str(table_path(lake.root, spec.name, "training_set")), version=int(tags["training_set_delta_version"])
+            str(table_of(lake.root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
         )
         seed = spec.model.seed if spec.model else 0
         reference = training.sample(min(REFERENCE_ROWS, training.height), seed=seed)
@@ -110,7 +115,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         columns = fitted_columns(model)
         scored = reference.head(SCORED_REFERENCE_ROWS)
         reference_outputs = predict(model, to_pandas(scored, columns), spec.model.task if spec.model else "binary")
-        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log_path = table_of(lake.root, prediction_log_key(spec))
         log = (
             scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
             if log_path.exists()
@@ -128,7 +133,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             OFFLINE_DRIFT: offline_verdict(day, offline, monitoring),
         }
 
-        stats_path = table_path(lake.root, spec.name, "drift_stats")
+        stats_path = table_of(lake.root, drift_stats_key(spec))
         stats = pl.concat([report.stats, offline], how="diagonal_relaxed").with_columns(
             pl.lit(day).alias("window"), pl.lit(champion).alias("champion_version"), pl.lit(day).alias(PARTITION_COLUMN)
         )
@@ -185,12 +190,12 @@ def offline_frames(
     and the request fields from the raw source that carries them."""
     tables: dict[str, tuple[Path, str, list[str]]] = {}
     for view in spec.feature_views:
-        tables[view] = (table_path(root, spec.name, view), FEATURE_TIMESTAMP, [])
+        tables[view] = (table_of(root, feature_key(spec, view)), FEATURE_TIMESTAMP, [])
     sources = [n for n, s in spec.sources.items() if set(spec.request_features) <= set(s.columns)]
     if sources and spec.request_features:
         source = spec.sources[sources[0]]
         tables[f"raw_{sources[0]}"] = (
-            table_path(root, spec.name, f"raw_{sources[0]}"),
+            table_of(root, raw_key(spec, sources[0])),
             source.event_timestamp,
             list(spec.request_features),
         )
@@ -213,7 +218,9 @@ def offline_rows(root: Path, spec: PipelineSpec, log: pl.DataFrame) -> dict[str,
         days |= {stamp[:10] for stamp in json.loads(stamps).values() if stamp}
     if not days:
         return {}
-    return {view: scan_table(table_path(root, spec.name, view), sorted(days)).collect() for view in spec.feature_views}
+    return {
+        view: scan_table(table_of(root, feature_key(spec, view)), sorted(days)).collect() for view in spec.feature_views
+    }
 
 
 def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
@@ -224,7 +231,7 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         key=key,
         deps=[prediction_log_key(spec), raw_key(spec, spec.label.source)],
         partitions_def=daily_partitions(spec),
-        group_name=f"{spec.name}_monitoring",
+        group_name=group(spec, "monitoring"),
         kinds={"polars", "sklearn"},
         owners=[spec.owner] if spec.owner else None,
         description=f"Rolling live performance: the logged predictions of the {spec.monitoring.performance_window} "
@@ -244,13 +251,13 @@ def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         day = context.partition_key
         days = rolling_days(date.fromisoformat(day), spec)
         champion = mlflow_store.registry().aliases(spec.name).get(CHAMPION, "")
-        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log_path = table_of(lake.root, prediction_log_key(spec))
         log = (
             scan_table(log_path).filter(pl.col(PARTITION_COLUMN).is_in(days)).collect()
             if log_path.exists()
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
-        raw_labels = scan_table(table_path(lake.root, spec.name, f"raw_{spec.label.source}"))
+        raw_labels = scan_table(table_of(lake.root, raw_key(spec, spec.label.source)))
         labels = labels_known_by(raw_labels, spec, date.fromisoformat(day)).collect()
         table = metrics_by_version(labelled_predictions(log, labels, spec), spec)
         verdict = judge(table, spec, champion, spec.monitoring.min_rows)

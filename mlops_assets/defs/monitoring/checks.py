@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.defs.keys import drift_report_key, performance_key
 from mlops_assets.spec import PipelineSpec
 
 FEATURE_DRIFT = "feature_drift"
@@ -11,14 +12,6 @@ DATA_QUALITY = "data_quality"
 PERFORMANCE = "performance"
 SKEW = "training_serving_skew"
 OFFLINE_DRIFT = "offline_feature_drift"
-
-
-def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "drift_report"])
-
-
-def performance_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "performance"])
 
 
 def retraining_evidence(spec: PipelineSpec) -> dict[str, tuple[dg.AssetKey, tuple[str, ...]]]:

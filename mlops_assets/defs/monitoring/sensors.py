@@ -12,13 +12,12 @@ import dagster as dg
 from mlops_assets.core.models.registry import CHALLENGER
 from mlops_assets.core.monitoring.retraining import Decision, WindowVerdict, decide
 from mlops_assets.defs.common.resources import MlflowResource
+from mlops_assets.defs.keys import PROMOTION_TAG, RETRAIN_AT_TAG, RETRAINING_TAG, retraining_sensor
 from mlops_assets.defs.monitoring.checks import retraining_evidence
 from mlops_assets.spec import PipelineSpec
 
 if TYPE_CHECKING:
     from mlops_assets.core.models.registry import ModelRegistry
-
-RETRAINING_TAG = "mlops/retraining"
 
 
 def window_verdicts(instance: dg.DagsterInstance, asset: dg.AssetKey, checks: Sequence[str]) -> list[WindowVerdict]:
@@ -42,9 +41,6 @@ def window_verdicts(instance: dg.DagsterInstance, asset: dg.AssetKey, checks: Se
         failed = sorted(n for n, e in results.items() if not e.passed and e.severity == dg.AssetCheckSeverity.ERROR)
         verdicts.append(WindowVerdict(window, failed, {n: (results[n].description or "")[:300] for n in failed}))
     return verdicts
-
-
-RETRAIN_AT_TAG = "mlops/retrain_at"
 
 
 def retraining_times(instance: dg.DagsterInstance, pipeline: str) -> list[datetime]:
@@ -97,7 +93,7 @@ def build_retraining_sensor(spec: PipelineSpec, training_job: str) -> dg.SensorD
     policy = spec.monitoring.retraining
 
     @dg.sensor(
-        name=f"{spec.name}_retraining",
+        name=retraining_sensor(spec),
         job_name=training_job,
         minimum_interval_seconds=300,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -128,6 +124,6 @@ def retraining_request(spec: PipelineSpec, decision: Decision, now: datetime) ->
         **decision.tags(),
         RETRAINING_TAG: spec.name,
         RETRAIN_AT_TAG: now.isoformat(),
-        "mlops/promotion": spec.monitoring.retraining.promotion,
+        PROMOTION_TAG: spec.monitoring.retraining.promotion,
     }
     return dg.RunRequest(run_key=decision.evidence_key, tags=tags)

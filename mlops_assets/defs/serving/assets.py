@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from mlops_assets.core.features.online import sync_view
-from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, duplicate_request_ids, read_day
@@ -16,14 +16,17 @@ from mlops_assets.core.serving.shadow import ShadowError, compare
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
 from mlops_assets.defs.common.resources import BentoResource, LakeResource, MlflowResource, OnlineStoreResource
-from mlops_assets.defs.features.assets import feature_key
-from mlops_assets.defs.ingest.assets import raw_key
-from mlops_assets.defs.models.assets import model_keys
+from mlops_assets.defs.keys import (
+    bento_key,
+    feature_key,
+    group,
+    model_keys,
+    online_key,
+    prediction_log_key,
+    raw_key,
+    table_of,
+)
 from mlops_assets.spec import PipelineSpec
-
-
-def online_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "online", view])
 
 
 def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinition:
@@ -32,7 +35,7 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
     @dg.asset(
         key=online_key(spec, view_name),
         deps=[feature_key(spec, view_name)],
-        group_name=f"{spec.name}_serving",
+        group_name=group(spec, "serving"),
         kinds={"polars", "redis", "sqlite"},
         owners=[spec.owner] if spec.owner else None,
         code_version=view.fingerprint(),
@@ -41,7 +44,7 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
         f"Readers treat rows older than {view.ttl} as stale.",
     )
     def _online(lake: LakeResource, online_store: OnlineStoreResource) -> dg.MaterializeResult:
-        path = table_path(lake.root, spec.name, view_name)
+        path = table_of(lake.root, feature_key(spec, view_name))
         result = sync_view(online_store.store(), spec.name, view_name, scan_table(path), spec.entity.keys)
         return dg.MaterializeResult(
             metadata={
@@ -59,10 +62,6 @@ def build_online_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     return [build_online_asset(spec, name) for name in spec.feature_views]
 
 
-def prediction_log_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "prediction_log"])
-
-
 def prediction_log_folder(root: Path, spec: PipelineSpec) -> Path:
     """Where serving writes its batches for this pipeline (one folder per day)."""
     return root / "prediction_log" / spec.name
@@ -75,7 +74,7 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
         @dg.asset(
             key=prediction_log_key(spec),
-            group_name=f"{spec.name}_serving",
+            group_name=group(spec, "serving"),
             kinds={"delta", "polars"},
             owners=[spec.owner] if spec.owner else None,
             partitions_def=daily_partitions(spec),
@@ -90,7 +89,7 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             frame = pl.concat(
                 [read_day(folder, day).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN)) for day in days]
             )
-            path = table_path(lake.root, spec.name, "prediction_log")
+            path = table_of(lake.root, prediction_log_key(spec))
             replace_partitions(path, frame, [d.isoformat() for d in days])
             return dg.MaterializeResult(
                 metadata={
@@ -105,15 +104,11 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     return _prediction_log
 
 
-def bento_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "bento"])
-
-
 def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinition:
     @dg.asset(
         key=bento_key(spec),
         deps=[model_keys(spec)["champion"]],
-        group_name=f"{spec.name}_serving",
+        group_name=group(spec, "serving"),
         kinds={"bentoml"},
         owners=[spec.owner] if spec.owner else None,
         # A champion change (gate, `mlops promote`, `mlops rollback`) requests a new bento when automation runs.
@@ -159,7 +154,7 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=key,
         deps=[prediction_log_key(spec), raw_key(spec, spec.label.source)],
-        group_name=f"{spec.name}_serving",
+        group_name=group(spec, "serving"),
         kinds={"polars", "mlflow"},
         owners=[spec.owner] if spec.owner else None,
         description="Champion and challenger on live traffic: every logged prediction that both scored (one "
@@ -182,9 +177,9 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         if CHALLENGER not in aliases or CHAMPION not in aliases:
             raise dg.Failure(description=f"{spec.name!r} has no champion and challenger to compare: {aliases}")
         champion, challenger = aliases[CHAMPION], aliases[CHALLENGER]
-        log_path = table_path(lake.root, spec.name, "prediction_log")
+        log_path = table_of(lake.root, prediction_log_key(spec))
         log = pl.read_delta(str(log_path)) if log_path.exists() else pl.DataFrame(schema=LOG_SCHEMA)
-        labels = pl.read_delta(str(table_path(lake.root, spec.name, f"raw_{spec.label.source}")))
+        labels = pl.read_delta(str(table_of(lake.root, raw_key(spec, spec.label.source))))
         versions = {"champion_version": champion, "challenger_version": challenger}
         try:
             result = compare(spec, log, labels, champion, challenger, promotion.min_shadow_rows)

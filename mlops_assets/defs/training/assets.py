@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from mlops_assets.core.lake import TableDigest, overwrite_table, scan_table, table_path, table_version
+from mlops_assets.core.lake import TableDigest, overwrite_table, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.training.training_set import (
     Verdict,
@@ -20,8 +20,7 @@ from mlops_assets.core.training.training_set import (
 )
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.defs.features.assets import feature_key
-from mlops_assets.defs.ingest.assets import raw_key
+from mlops_assets.defs.keys import feature_key, group, raw_key, table_of, training_set_key
 from mlops_assets.spec import PipelineSpec
 
 FEATURE_COVERAGE = "feature_coverage"
@@ -35,10 +34,6 @@ class TrainingSetConfig(dg.Config):
         description="ISO time: build the training set as it could have been built then (labels and feature rows "
         "known by then only). Empty: everything known now.",
     )
-
-
-def training_set_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "training_set"])
 
 
 def training_set_check_specs(spec: PipelineSpec) -> list[dg.AssetCheckSpec]:
@@ -106,7 +101,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     @dg.asset(
         key=training_set_key(spec),
         deps=inputs,
-        group_name=f"{spec.name}_training",
+        group_name=group(spec, "training"),
         code_version=spec.fingerprint(),
         kinds={"delta", "polars"},
         owners=[spec.owner] if spec.owner else None,
@@ -118,7 +113,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, config: TrainingSetConfig, lake: LakeResource
     ) -> dg.MaterializeResult:
         as_of = datetime.fromisoformat(config.as_of) if config.as_of else None
-        paths = {key: table_path(lake.root, spec.name, key.path[-1]) for key in inputs}
+        paths = {key: table_of(lake.root, key) for key in inputs}
         labels = scan_table(paths[inputs[0]])
         features = {v: scan_table(paths[feature_key(spec, v)]) for v in spec.feature_views}
         digest, parts, spans = TableDigest(), [], []
@@ -139,7 +134,7 @@ def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 )
                 yield digest.add(frame)
 
-        path = table_path(lake.root, spec.name, "training_set")
+        path = table_of(lake.root, training_set_key(spec))
         try:
             overwrite_table(path, chunks())
         except ValueError as exc:  # views that cannot be joined, each reason located
