@@ -68,10 +68,13 @@ DEFAULT_MAX_LENGTH = 256
 class ColumnSpec(SpecSection):
     """A declared column: its type and the value constraints that become its pandera checks."""
 
-    dtype: DType
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
+    dtype: DType = Field(description="the column's type: string, int, float, bool, datetime or date")
+    nullable: bool = Field(
+        default=True,
+        description="whether a value may be missing (a missing value of a non-nullable column quarantines its row)",
+    )
+    min: float | None = Field(default=None, description="the smallest allowed value (numbers)")
+    max: float | None = Field(default=None, description="the largest allowed value (numbers)")
     isin: list[str] | None = Field(default=None, description="allowed values (categorical columns)")
     max_length: int | None = Field(
         default=None,
@@ -90,14 +93,21 @@ class ColumnSpec(SpecSection):
 class ConstraintSpec(SpecSection):
     """Value constraints on a computed feature."""
 
-    nullable: bool = True
-    min: float | None = None
-    max: float | None = None
+    nullable: bool = Field(default=True, description="whether the feature may be missing")
+    min: float | None = Field(default=None, description="the smallest allowed value")
+    max: float | None = Field(default=None, description="the largest allowed value")
 
 
 class EntitySpec(SpecSection):
-    name: str = Field(pattern=_NAME)
-    keys: list[str] = Field(min_length=1)
+    """What the features describe, and the columns that identify one."""
+
+    name: str = Field(
+        pattern=_NAME,
+        description="what the features describe (customer, card, plane): names the entity in the UI and the API",
+    )
+    keys: list[str] = Field(
+        min_length=1, description="the columns that identify an entity, in every feature source and the label source"
+    )
     pattern: str | None = Field(
         default=None, description="a regular expression every key value must match; serving answers 400 otherwise"
     )
@@ -155,10 +165,17 @@ class SourceSpec(SpecSection):
     path: str = Field(description="glob relative to the data folder; '{date}' is replaced by the partition day")
     format: Literal["parquet", "csv"] | None = Field(default=None, description="inferred from the suffix")
     generator: str | None = Field(default=None, description="'GENERATOR.TABLE' from the spec's generators")
-    event_timestamp: str
+    event_timestamp: str = Field(
+        description="the column with each row's event time: rows are partitioned by its UTC day"
+    )
     created_timestamp: str | None = Field(default=None, description="ingestion time, for as-of builds")
-    columns: dict[str, ColumnSpec] = Field(min_length=1)
-    max_rejected_share: float = Field(default=0.01, ge=0, le=1)
+    columns: dict[str, ColumnSpec] = Field(
+        min_length=1,
+        description="every column read, with its type and constraints (the file may have others; they are ignored)",
+    )
+    max_rejected_share: float = Field(
+        default=0.01, ge=0, le=1, description="a larger share of quarantined rows in a day fails the raw table's check"
+    )
 
     @property
     def file_format(self) -> str:
@@ -168,9 +185,11 @@ class SourceSpec(SpecSection):
 class AggregationSpec(SpecSection):
     """Aggregations of one column over trailing windows; `count` needs no column."""
 
-    column: str | None = None
-    functions: list[AggFunction] = Field(min_length=1)
-    windows: list[Duration] = Field(min_length=1)
+    column: str | None = Field(default=None, description="the source column aggregated (not needed for count)")
+    functions: list[AggFunction] = Field(min_length=1, description="count, sum, mean, min, max, std, n_unique, last")
+    windows: list[Duration] = Field(
+        min_length=1, description="trailing windows like 1h, 1d, 7d: each function over each window is a feature"
+    )
 
     @model_validator(mode="after")
     def _column_needed(self) -> AggregationSpec:
@@ -192,18 +211,26 @@ class AggregationSpec(SpecSection):
 class FeatureViewSpec(SpecSection):
     """Features per entity computed by one function, used offline and online alike."""
 
-    source: str
-    ttl: Duration
-    description: str = ""
-    aggregations: list[AggregationSpec] = Field(default_factory=list)
+    source: str = Field(description="the source whose events the features are computed from")
+    ttl: Duration = Field(
+        description="how long a feature row stays valid: an older row is stale, nulled in training and in serving"
+    )
+    description: str = Field(default="", description="what the view is for, shown on its asset")
+    aggregations: list[AggregationSpec] = Field(
+        default_factory=list, description="declarative features: functions of a column over trailing windows"
+    )
     function: str | None = Field(
         default=None, description="dotted path 'package.module:function', LazyFrame -> LazyFrame"
     )
     lookback: Duration | None = Field(
         default=None, description="history a custom function needs (aggregations: the longest window)"
     )
-    constraints: dict[str, ConstraintSpec] = Field(default_factory=dict)
-    max_rejected_share: float = Field(default=0.01, ge=0, le=1)
+    constraints: dict[str, ConstraintSpec] = Field(
+        default_factory=dict, description="value constraints of computed features, checked on every materialization"
+    )
+    max_rejected_share: float = Field(
+        default=0.01, ge=0, le=1, description="a larger share of rows breaking the constraints fails the view's check"
+    )
     max_unusable_share: float = Field(
         default=0.5,
         ge=0,
@@ -238,8 +265,8 @@ class FeatureViewSpec(SpecSection):
 class LabelSpec(SpecSection):
     """Label events: what happened to a prediction, known only at `timestamp`, later than the prediction."""
 
-    source: str
-    column: str
+    source: str = Field(description="the source holding the labels (and, in training, the request features)")
+    column: str = Field(description="the label: what the model learns to predict")
     timestamp: str = Field(description="when the label became known")
     prediction_timestamp: str = Field(description="when the prediction was made; features are joined as of it")
     feature_cutoff: Literal["at", "before"] = Field(
@@ -276,11 +303,16 @@ LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae", "mape"})
 class PreprocessingSpec(SpecSection):
     """How model inputs are prepared inside the logged pipeline (so serving never re-implements it)."""
 
-    numeric_impute: Literal["median", "mean", "zero"] = "median"
-    scale: bool = True
-    categorical_encoding: Literal["onehot", "ordinal"] = "onehot"
+    numeric_impute: Literal["median", "mean", "zero"] = Field(
+        default="median",
+        description="how a missing numeric input is filled: median, mean or zero (of the training part)",
+    )
+    scale: bool = Field(default=True, description="standardize numeric inputs")
+    categorical_encoding: Literal["onehot", "ordinal"] = Field(default="onehot", description="onehot or ordinal")
     categorical: list[str] | None = Field(default=None, description="default: the string-typed inputs")
-    max_categories: int = Field(default=20, ge=2)
+    max_categories: int = Field(
+        default=20, ge=2, description="the most frequent categories kept per input; rarer ones share one code"
+    )
 
 
 class ModelSpec(SpecSection):
@@ -293,17 +325,29 @@ class ModelSpec(SpecSection):
         "regression: a numeric label, answered with a predicted value",
     )
     estimator: str = Field(
-        pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$", examples=["sklearn.linear_model.LogisticRegression"]
+        pattern=r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$",
+        examples=["sklearn.linear_model.LogisticRegression"],
+        description="a scikit-learn estimator class by dotted path",
     )
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the estimator")
     features: list[str] | None = Field(default=None, description="default: every feature and request feature")
-    preprocessing: PreprocessingSpec = Field(default_factory=PreprocessingSpec)
+    preprocessing: PreprocessingSpec = Field(
+        default_factory=PreprocessingSpec, description="how inputs are prepared inside the registered pipeline"
+    )
     holdout: Duration = Field(default="7d", description="the most recent period of predictions, held out")
-    seed: int = 0
+    seed: int = Field(
+        default=0,
+        description="the random seed of the estimator and of anything random in training (recorded with the version)",
+    )
     threshold: float = Field(
         default=0.5, ge=0, le=1, description="binary: score at or above which the decision is positive"
     )
-    metrics: list[Metric] = Field(default_factory=list, description=f"default: the task's metrics ({TASK_METRICS})")
+    metrics: list[Metric] = Field(
+        default_factory=list,
+        description="the metrics computed on the holdout; default: the task's own ("
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in TASK_METRICS.items())
+        + ")",
+    )
     slice_by: str | None = Field(default=None, description="a categorical column: metrics per value")
     min_class_rows: int = Field(
         default=20, ge=1, description="classification: fewer training examples of a class is too little to learn"
@@ -332,8 +376,12 @@ class PromotionSpec(SpecSection):
     minimum: float = Field(
         description="the absolute floor of the metric (a ceiling for the lower-is-better log_loss, rmse, mae, mape)"
     )
-    min_improvement: float = Field(default=0.0, ge=0)
-    improvement: Literal["absolute", "relative"] = "absolute"
+    min_improvement: float = Field(
+        default=0.0, ge=0, description="how much better than the champion a candidate must be (0: at least as good)"
+    )
+    improvement: Literal["absolute", "relative"] = Field(
+        default="absolute", description="absolute: in the metric's units; relative: a fraction of the champion's value"
+    )
     max_slice_drop: float | None = Field(default=None, ge=0, description="no slice may get worse by more")
     min_slice_rows: int = Field(default=50, ge=1, description="smaller slices are too noisy to guard")
     policy: Literal["champion", "challenger"] = Field(
@@ -348,10 +396,10 @@ class PromotionSpec(SpecSection):
 class FallbackRule(SpecSection):
     """A rule on a request feature: the first matching rule gives the fallback answer."""
 
-    feature: str
-    above: float | None = None
-    below: float | None = None
-    isin: list[str] | None = None
+    feature: str = Field(description="the request feature the rule looks at")
+    above: float | None = Field(default=None, description="matches when the feature is above this")
+    below: float | None = Field(default=None, description="matches when the feature is below this")
+    isin: list[str] | None = Field(default=None, description="matches when the feature is one of these")
     score: float | None = Field(default=None, description="binary: a probability; regression: a predicted value")
     label: str | None = Field(default=None, description="multiclass: the class answered")
 
@@ -436,7 +484,9 @@ class ServingSpec(SpecSection):
         description="with a challenger: 'shadow' scores it beside the champion without changing the answer; "
         "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows",
     )
-    canary_share: float = Field(default=0.0, ge=0, le=1)
+    canary_share: float = Field(
+        default=0.0, ge=0, le=1, description="canary: the share of entities the challenger answers for"
+    )
     refresh_seconds: float = Field(default=10, gt=0, description="how often the service re-reads the aliases")
     log_batch_size: int = Field(default=200, ge=1, description="prediction log: records per flushed file")
     log_flush_seconds: float = Field(default=1.0, gt=0, description="prediction log: longest wait before a flush")
@@ -447,15 +497,16 @@ class ServingSpec(SpecSection):
     )
     api_key_env: str = Field(
         default="MLOPS_API_KEY",
-        description="environment variable holding the API key; when it is set, prediction endpoints require it",
+        description="environment variable holding the API key; when it is set, /predict, /predict_batch and /models "
+        "require it",
     )
 
 
 class Threshold(SpecSection):
     """Levels of one effect size: at or above `warn` a check warns, at or above `error` it fails."""
 
-    warn: float = Field(ge=0)
-    error: float = Field(ge=0)
+    warn: float = Field(ge=0, description="at or above this, the check warns")
+    error: float = Field(ge=0, description="at or above this, the check fails")
 
     @model_validator(mode="after")
     def _ordered(self) -> Threshold:
@@ -487,7 +538,7 @@ class RetrainingPolicy(SpecSection):
     """When sustained drift (or a performance drop) retrains, and what happens to the retrained model."""
 
     sustained_k: int = Field(default=2, ge=1, description="retrain when k of the last n windows failed a check")
-    sustained_n: int = Field(default=3, ge=1)
+    sustained_n: int = Field(default=3, ge=1, description="the number of most recent windows looked at")
     cooldown: Duration = Field(default="3d", description="no retraining this long after the last one")
     max_per_week: int = Field(default=2, ge=0, description="at most this many retraining runs in any 7 days")
     promotion: Literal["automatic", "manual"] = Field(
@@ -509,11 +560,15 @@ class RetrainingPolicy(SpecSection):
 class MonitoringSpec(SpecSection):
     """How drift is measured against the reference (the champion's training set) and when it retrains."""
 
-    reference: Literal["champion_training_set"] = "champion_training_set"
+    reference: Literal["champion_training_set"] = Field(
+        default="champion_training_set", description="what a window is compared with: the champion's training set"
+    )
     window: Literal["1d"] = Field(default="1d", description="one drift report per daily partition")
     psi_bins: int = Field(default=10, ge=2, description="numeric PSI: quantile bins of the reference")
     min_rows: int = Field(default=200, ge=1, description="a window with fewer rows is reported, never graded")
-    thresholds: DriftThresholds = Field(default_factory=DriftThresholds)
+    thresholds: DriftThresholds = Field(
+        default_factory=DriftThresholds, description="the effect sizes that count as feature drift"
+    )
     dataset_drift_share: Threshold = Field(
         default_factory=lambda: Threshold(warn=0.2, error=0.3),
         description="share of features at error level that counts as dataset drift",
@@ -536,26 +591,48 @@ class MonitoringSpec(SpecSection):
         default_factory=lambda: Threshold(warn=0.0001, error=0.01),
         description="share of served values that differ from the offline row they came from (worst feature)",
     )
-    retraining: RetrainingPolicy = Field(default_factory=RetrainingPolicy)
+    retraining: RetrainingPolicy = Field(
+        default_factory=RetrainingPolicy,
+        description="when sustained evidence retrains, and what happens to the retrained model",
+    )
 
 
 class PipelineSpec(SpecSection):
-    name: str = Field(pattern=_NAME)
-    description: str = ""
-    owner: str | None = None
+    """One model pipeline, declared once: its data, features, label, model, gate, serving and monitoring."""
+
+    name: str = Field(
+        pattern=_NAME, description="the pipeline's name: the prefix of its asset keys, jobs, tables and model name"
+    )
+    description: str = Field(default="", description="what the pipeline predicts, shown in the UI")
+    owner: str | None = Field(
+        default=None, description="who owns it (team:<name> or an email): the Dagster UI shows it on every asset"
+    )
     start_date: date = Field(description="first daily partition of every source and feature view")
-    entity: EntitySpec
+    entity: EntitySpec = Field(description="what features are computed per")
     generators: dict[Annotated[str, Field(pattern=_NAME)], GeneratorSpec] = Field(
         default_factory=dict, description="data generators (plugins) that write a source's missing days"
     )
-    sources: dict[Annotated[str, Field(pattern=_NAME)], SourceSpec] = Field(min_length=1)
-    feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(min_length=1)
-    request_features: dict[str, ColumnSpec] = Field(default_factory=dict)
-    label: LabelSpec
-    model: ModelSpec | None = None
-    promotion: PromotionSpec | None = None
-    serving: ServingSpec = Field(default_factory=ServingSpec)
-    monitoring: MonitoringSpec = Field(default_factory=MonitoringSpec)
+    sources: dict[Annotated[str, Field(pattern=_NAME)], SourceSpec] = Field(
+        min_length=1, description="tables of events read from daily files"
+    )
+    feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(
+        min_length=1, description="features per entity, computed by one function for training and serving alike"
+    )
+    request_features: dict[str, ColumnSpec] = Field(
+        default_factory=dict,
+        description="inputs that come with each prediction request (and, in training, from the label source)",
+    )
+    label: LabelSpec = Field(description="what the model learns and when it is known")
+    model: ModelSpec | None = Field(
+        default=None, description="the estimator, its inputs and how it is evaluated (absent: a feature pipeline only)"
+    )
+    promotion: PromotionSpec | None = Field(
+        default=None, description="the gate a candidate must pass to become champion"
+    )
+    serving: ServingSpec = Field(default_factory=ServingSpec, description="how the prediction service answers")
+    monitoring: MonitoringSpec = Field(
+        default_factory=MonitoringSpec, description="drift, data quality and performance grading, and retraining"
+    )
     code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
         default_factory=list,
         description="top-level packages whose code the spec may name (feature_views.*.function, model.estimator); "

@@ -1,4 +1,4 @@
-"""The README's recipes are specs that load: each YAML block of its Recipes section, merged into the example."""
+"""The manual's recipes are specs that load: each YAML block of docs/recipes.md, merged into the example."""
 
 import re
 import shutil
@@ -12,13 +12,13 @@ import yaml
 from mlops_assets.core.features.views import collect, compute_features
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_spec
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
 
 
 def recipe_blocks() -> list[dict[str, Any]]:
-    text = README.read_text()
-    section = text[text.index("## Recipes") : text.index("## Troubleshooting")]
-    return [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", section, re.S)]
+    blocks = [yaml.safe_load(block) for block in re.findall(r"```yaml\n(.*?)```", RECIPES.read_text(), re.S)]
+    assert blocks, f"no YAML recipe in {RECIPES}"
+    return blocks
 
 
 def merged(base: dict[str, Any], edit: dict[str, Any]) -> dict[str, Any]:
