@@ -513,7 +513,7 @@ def render(starter: Starter, source_file: Path) -> str:
             break_on_hyphens=False,
         )
     header.append("# Add `owner: team:<your team>` (or an email): the Dagster UI shows it on every asset.")
-    header.append("# `mlops check` validates your edits; see the README's spec reference for every field.")
+    header.append("# `mlops check` validates your edits; see docs/spec-reference.md for every field.")
     body = yaml.dump(starter.spec, Dumper=_Plain, sort_keys=False, width=120, allow_unicode=True)
     return "\n".join(header) + "\n" + body
 
@@ -542,3 +542,30 @@ def write_days(frame: pl.DataFrame, event_timestamp: str, folder: Path) -> tuple
         temporary.replace(folder / f"{value}.parquet")  # whole files only: a reader never sees half a day
         written[value] = part.height
     return dict(sorted(written.items())), timeless.height
+
+
+@dataclass(frozen=True)
+class NewPipeline:
+    spec_file: Path
+    guesses: list[str]
+    landing: Path  # where its events were laid out as daily files
+    days: dict[date, int]  # events per day
+    timeless: int  # events without an event time, kept beside the daily files
+
+
+def new_pipeline(specs_dir: Path, data_dir: Path, pipeline: str, events: Path, force: bool = False) -> NewPipeline:
+    """A starter spec guessed from an event file, written with its guesses, and the events laid out as the daily
+    files the spec's source reads; the spec written must load."""
+    from mlops_assets.spec import load_spec
+
+    target = specs_dir / f"{pipeline}.yaml"
+    if target.exists() and not force:
+        raise StarterError(f"{target} exists; --force replaces it")
+    frame = read_events(events)
+    starter = guess_spec(pipeline, frame, events)
+    landing = data_dir / "landing" / pipeline / "events"
+    days, timeless = write_days(frame, starter.event_timestamp, landing)
+    specs_dir.mkdir(parents=True, exist_ok=True)
+    target.write_text(render(starter, events))
+    load_spec(target)
+    return NewPipeline(target, starter.guesses, landing, days, timeless)

@@ -24,14 +24,18 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import dagster as dg
 import yaml
 
+from mlops_assets.app import champion
+from mlops_assets.app.retraining import Retrained, retraining_tick
+from mlops_assets.app.workspace import AppError, Workspace
+from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
+from mlops_assets.core.serving.prediction_log import log_folder, read_day
+from mlops_assets.core.serving.shadow import ShadowOutcome
+from mlops_assets.defs import keys
 from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs
 
 FIRST_DAY = date(2026, 1, 1)
-# Failed checks and refused gates are part of the story, told in its own words: Dagster's error lines would repeat them.
-QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 @dataclass
@@ -115,37 +119,36 @@ def _serve(specs: Path, data: Path, port: int, log: Path) -> subprocess.Popen[by
 
 
 class Story:
-    def __init__(self, data: Path, instance: dg.DagsterInstance, echo: Callable[[str], None]) -> None:
-        self.data, self.instance, self.log = data, instance, StoryLog(echo=echo)
+    """The demo, told day by day through the application layer (the functions the CLI uses), never the wiring."""
+
+    def __init__(self, workspace: Workspace, echo: Callable[[str], None]) -> None:
+        self.data, self.debug, self.log = workspace.root, workspace.debug, StoryLog(echo=echo)
 
     def run(self, history: int, days: int, customers: int, per_day: int, sample: int, port: int) -> StoryLog:
-        from mlops_assets.cli import materialize_pipeline, print_summary
-        from mlops_assets.definitions import build_definitions
-        from mlops_assets.defs.common.resources import mlflow_resource
+        from mlops_assets.app.runs import materialize
         from mlops_assets.demo.generator import FraudGeneratorConfig, transactions_for_day
 
         shift = FIRST_DAY + timedelta(days=history + 1)
         specs = story_specs(self.data / "story_specs", shift, customers, per_day)
-        (spec,) = load_specs(specs)
-        self.specs, self.spec = specs, spec
-        self.registry = mlflow_resource(str(self.data)).registry()
+        self.workspace = Workspace(str(specs), str(self.data), self.debug)
+        self.specs, self.spec = specs, self.workspace.spec("fraud")
         self.log(
             FIRST_DAY,
             f"{history} days of card transactions; from {shift} amounts double (covariate drift) and fraud turns to "
             "small domestic POS payments (concept drift)",
         )
-        summary = materialize_pipeline("fraud", FIRST_DAY, history, str(specs), str(self.data))
-        print_summary(summary)
-        if summary.failures:
+        summary = materialize(self.workspace, "fraud", FIRST_DAY, history)
+        for text, _ in summary.lines():
+            self.log.echo(text)
+        if not summary.ok:
             raise RuntimeError(f"the first model could not be built: {summary.failures}")
         last = FIRST_DAY + timedelta(days=history - 1)
-        self.log(last, f"champion version {self._aliases()['champion']} trained, gated and bundled into a bento")
-        self.defs = build_definitions(specs, str(self.data))
+        self.log(last, f"champion version {self._aliases()[CHAMPION]} trained, gated and bundled into a bento")
         server = _serve(specs, self.data, port, self.data / "story_serve.log")
         url = f"http://127.0.0.1:{port}"
         self.log(last, f"the bento serves on {url}")
         cursor: str | None = None
-        config = FraudGeneratorConfig.model_validate(spec.generators["demo"].params)
+        config = FraudGeneratorConfig.model_validate(self.spec.generators["demo"].params)
         try:
             for offset in range(1, days + 1):
                 day = last + timedelta(days=offset)
@@ -154,8 +157,8 @@ class Story:
                 self._live(url)
                 self._replay(url, day, traffic)
                 self._logged(day, traffic.height)
-                self._run("fraud_daily", day)
-                monitoring = self._run("fraud_monitoring", day)
+                self.workspace.run(keys.daily_job(self.spec), partition=day)
+                monitoring = self.workspace.run(keys.monitoring_job(self.spec), partition=day)
                 failed = sorted({e.check_name for e in monitoring.get_asset_check_evaluations() if not e.passed})
                 if failed:
                     self.log(day, f"monitoring flags: {', '.join(failed)}")
@@ -168,7 +171,7 @@ class Story:
         return self.log
 
     def _aliases(self) -> dict[str, str]:
-        return self.registry.aliases(self.spec.name)
+        return self.workspace.registry.aliases(self.spec.name)
 
     def _live(self, url: str, timeout: float = 60) -> dict[str, str]:
         """Until the live service answers with the registry's versions (it re-reads them every refresh_seconds)."""
@@ -183,17 +186,9 @@ class Story:
 
     def _logged(self, day: date, requests: int, timeout: float = 60) -> None:
         """Until every answer of the day (with its shadow score) is in the log files the daily job ingests."""
-        from mlops_assets.core.serving.prediction_log import read_day
-        from mlops_assets.defs.serving.assets import prediction_log_folder
-
-        folder, deadline = prediction_log_folder(self.data, self.spec), time.monotonic() + timeout
+        folder, deadline = log_folder(self.data, self.spec.name), time.monotonic() + timeout
         while read_day(folder, day).height < requests and time.monotonic() < deadline:
             time.sleep(0.5)
-
-    def _run(self, job: str, day: date) -> Any:
-        return self.defs.resolve_job_def(job).execute_in_process(
-            instance=self.instance, partition_key=day.isoformat(), run_config=QUIET, raise_on_error=False
-        )
 
     def _replay(self, url: str, day: date, traffic: Any) -> None:
         fields = ["customer_id", "amount", "merchant_category", "channel", "country"]
@@ -210,80 +205,47 @@ class Story:
                 degraded += answer["degraded"]
         models = _post(f"{url}/models", {})
         answered = ", ".join(f"{n} by version {v}" for v, n in sorted(versions.items()))
-        shadow = f"; version {models['challenger']} in shadow" if "challenger" in models else ""
+        shadow = f"; version {models[CHALLENGER]} in shadow" if CHALLENGER in models else ""
         self.log(day, f"{len(rows)} transactions scored live: {answered}; {degraded} degraded{shadow}")
 
     def _tick(self, day: date, cursor: str | None) -> str | None:
         """The retraining sensor's decision at the end of `day`: the story's clock, not the wall clock, so that
         cooldowns and the weekly cap are counted in the days of the story."""
-        from mlops_assets.defs.monitoring.sensors import evaluate_policy, pending_challenger, retraining_request
-
         now = datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC)
-        challenger = pending_challenger(self.instance, self.registry, self.spec.name)
-        decision, cursor = evaluate_policy(self.instance, self.spec, cursor, now, challenger)
-        for request in [retraining_request(self.spec, decision, now)] if decision.retrain else []:
-            reason = request.tags["mlops/retrain_reason"]
-            self.log(day, f"retraining sensor: {request.tags['mlops/retrain_explanation']}")
-            before = self._aliases()
-            result = self.defs.resolve_job_def("fraud_retraining").execute_in_process(
-                instance=self.instance,
-                tags=request.tags,
-                run_config=QUIET,
-                raise_on_error=False,
-            )
-            gates = [e for e in result.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
-            after = self._aliases()
-            if after.get("challenger") and after.get("challenger") != before.get("challenger"):
-                self.log(day, f"retrained ({reason}): version {after['challenger']} passed the gate, now challenger")
-            elif gates:
-                self.log(day, f"retrained ({reason}): the candidate did not pass the gate ({gates[0].description})")
-            else:
-                self.log(day, f"retrained ({reason}): the run failed before the gate")
-        return cursor
+        tick = retraining_tick(self.workspace, self.spec, cursor, now)
+        if tick.retrained is None:
+            return tick.cursor
+        self.log(day, f"retraining sensor: {tick.explanation}")
+        if tick.retrained is Retrained.CHALLENGER:
+            self.log(day, f"retrained ({tick.reason}): version {tick.version} passed the gate, now challenger")
+        elif tick.retrained is Retrained.CHAMPION:
+            self.log(day, f"retrained ({tick.reason}): version {tick.version} passed the gate, now champion")
+        elif tick.retrained is Retrained.REFUSED:
+            self.log(day, f"retrained ({tick.reason}): the candidate did not pass the gate ({tick.gate})")
+        else:
+            self.log(day, f"retrained ({tick.reason}): the run failed before the gate")
+        return tick.cursor
 
     def _shadow(self, day: date) -> None:
         """With a challenger in shadow: compare it with the champion on labelled live traffic; promote if it wins."""
-        aliases = self._aliases()
-        if "challenger" not in aliases:
+        if CHALLENGER not in self._aliases():
             return
-        result = self.defs.resolve_job_def("fraud_shadow_evaluation").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
-        checks = result.get_asset_check_evaluations()
-        if not checks:
-            return
-        if not checks[0].passed:
-            if "have a label yet" not in (checks[0].description or ""):
-                self.log(day, f"shadow comparison: the challenger stays challenger ({checks[0].description})")
-            return
-        event = self.registry.promote(
-            "fraud", aliases["challenger"], f"won on labelled live traffic: {checks[0].description}", "mlops demo"
-        )
-        self._record(event)
-        self.log(day, f"shadow comparison won: version {event.version} is champion ({checks[0].description})")
-
-    def _record(self, event: Any) -> None:
-        """A champion change as the CLI records it: a champion materialization, then the bento of the live models."""
-        from mlops_assets.defs.models.assets import record_champion_change
-
-        record_champion_change(self.instance, self.registry, self.spec, self.data, event)
-        self.defs.resolve_job_def("fraud_bento").execute_in_process(
-            instance=self.instance, run_config=QUIET, raise_on_error=False
-        )
+        verdict, change = champion.promote_if_won(self.workspace, self.spec, "mlops demo")
+        if change is not None:
+            self.log(day, f"shadow comparison won: version {change.event.version} is champion ({verdict.reasons})")
+        elif verdict.outcome is ShadowOutcome.LOST:
+            self.log(day, f"shadow comparison: the challenger stays challenger ({verdict.reasons})")
 
     def _rollback(self, url: str, day: date) -> None:
         """Roll the champion back, and show the live service answering with the previous version."""
-        from mlops_assets.core.models.registry import RegistryError
-
         try:
-            event = self.registry.rollback("fraud", "mlops demo")
-        except RegistryError as exc:
+            change = champion.rollback(self.workspace, self.spec, "mlops demo")
+        except AppError as exc:
             self.log(day, f"rollback: not possible ({exc})")
             return
-        self._record(event)
         live = self._live(url)
         self.log(
             day,
-            f"rollback: champion back to version {event.version} (from {event.previous}); the live bento "
-            f"now answers with version {live['champion']}, without a restart",
+            f"rollback: champion back to version {change.event.version} (from {change.event.previous}); the live "
+            f"bento now answers with version {live[CHAMPION]}, without a restart",
         )

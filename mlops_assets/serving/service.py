@@ -22,10 +22,10 @@ from bentoml.exceptions import BentoMLException
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlops_assets.core.features.online import ResilientFeatures, open_store
-from mlops_assets.core.models.registry import ModelRegistry
+from mlops_assets.core.models.registry import ModelRegistry, open_registry
 from mlops_assets.core.serving.bundle import bundled_aliases, load_version
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
-from mlops_assets.core.serving.prediction_log import PredictionLogWriter
+from mlops_assets.core.serving.prediction_log import PredictionLogWriter, log_folder
 from mlops_assets.core.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.middleware import (
@@ -36,7 +36,7 @@ from mlops_assets.serving.middleware import (
     OpenApiMiddleware,
     RequestBodyMiddleware,
 )
-from mlops_assets.settings import mlflow_settings, online_store_url
+from mlops_assets.settings import online_store_url
 from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
 
 log = logging.getLogger(__name__)
@@ -200,8 +200,7 @@ class PredictionService:
         logging.getLogger(_REQUEST_ERRORS_LOGGER).addFilter(CLIENT_ERRORS)
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
-        uri, artifact_root = mlflow_settings(data_dir)
-        registry = ModelRegistry(uri, Path(artifact_root) if artifact_root else None)
+        registry = open_registry(data_dir)
         self.metrics = PrometheusMetrics(SPEC.name)
         models = LiveModels.for_spec(
             SPEC,
@@ -215,7 +214,7 @@ class PredictionService:
             SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size
         )
         writer = PredictionLogWriter(
-            Path(data_dir).resolve() / "prediction_log" / SPEC.name,
+            log_folder(Path(data_dir).resolve(), SPEC.name),
             batch_size=serving.log_batch_size,
             flush_interval=serving.log_flush_seconds,
         )

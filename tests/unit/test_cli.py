@@ -14,7 +14,9 @@ import pytest
 from click.testing import CliRunner
 from mlflow.exceptions import MlflowException
 
-from mlops_assets.cli import main, metrics_folder, step_error
+from mlops_assets.app.runs import step_error
+from mlops_assets.app.serve import metrics_folder
+from mlops_assets.cli import main
 
 
 def test_a_bad_spec_is_a_located_message_and_exit_1_not_a_traceback(tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
 from mlops_assets.core.models.provenance import model_requirements
-from mlops_assets.settings import mlflow_links, mlflow_ui_url
+from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 PREVIOUS_CHAMPION_TAG = "previous_champion"
@@ -63,12 +63,20 @@ class LoggedCandidate:
     model_uri: str
 
 
+def open_registry(data_dir: str | Path, tracking_uri: str | None = None) -> ModelRegistry:
+    """The registry of a data folder: the embedded SQLite store and artifacts in it, or the tracking server given (or
+    set in MLFLOW_TRACKING_URI). The one way the resources, the CLI, the demo and the service reach it."""
+    return ModelRegistry(*mlflow_settings(str(data_dir), tracking_uri))
+
+
 class ModelRegistry:
     """MLflow tracking and registry at one URI (SQLite file by default, a tracking server when configured)."""
 
-    def __init__(self, tracking_uri: str, artifact_root: Path | None = None) -> None:
+    def __init__(self, tracking_uri: str, artifact_root: Path | str | None = None) -> None:
+        """`artifact_root`: where new experiments keep their artifacts (a local store); empty or None: the tracking
+        server decides."""
         self.tracking_uri = tracking_uri
-        self.artifact_root = artifact_root
+        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @contextlib.contextmanager

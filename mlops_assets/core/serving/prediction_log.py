@@ -43,6 +43,11 @@ LOG_SCHEMA = {
 }
 
 
+def log_folder(root: Path, pipeline: str) -> Path:
+    """Where serving writes a pipeline's prediction log under the data folder at `root` (one folder per day)."""
+    return root / "prediction_log" / pipeline
+
+
 class PredictionLogWriter:
     """Buffered, batch-flushing writer of prediction records into `folder/<day>/<batch>.jsonl`.
 

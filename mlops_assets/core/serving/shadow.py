@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from enum import StrEnum
 
 import polars as pl
 
@@ -24,8 +25,25 @@ from mlops_assets.core.serving.prediction_log import logged_outputs
 from mlops_assets.spec import PipelineSpec
 
 
+class ShadowOutcome(StrEnum):
+    """What a shadow comparison decided: the one word the CLI and the demo act on (recorded on the gate's check)."""
+
+    WON = "won"  # the challenger passed the promotion gate against the champion on labelled live traffic
+    LOST = "lost"  # it did not: it stays challenger
+    WAITING_FOR_LABELS = "waiting_for_labels"  # too few labelled predictions scored by both yet
+    CANNOT_COMPARE = "cannot_compare"  # no request id to join labels by, or metrics that cannot be computed
+
+
 class ShadowError(ValueError):
     """A comparison that cannot be made (no challenger, no request id in the labels, too few labelled rows)."""
+
+
+class TooFewLabels(ShadowError):
+    """Not enough labelled predictions scored by both models yet: a comparison later may be made."""
+
+    def __init__(self, message: str, rows: int, needed: int) -> None:
+        super().__init__(message)
+        self.rows, self.needed = rows, needed
 
 
 @dataclass(frozen=True)
@@ -93,9 +111,11 @@ def compare(
     assert spec.model is not None and spec.promotion is not None
     rows = paired_scores(log, labels, spec, champion, challenger)
     if rows.height < min_rows:
-        raise ShadowError(
+        raise TooFewLabels(
             f"only {rows.height} logged predictions scored by both version {champion} and version {challenger} "
-            f"have a label yet; at least {min_rows} are needed to compare them"
+            f"have a label yet; at least {min_rows} are needed to compare them",
+            rows.height,
+            min_rows,
         )
     task = spec.model.task
     slices = rows.get_column("slice") if spec.model.slice_by else None

@@ -36,8 +36,7 @@ class MlflowResource(dg.ConfigurableResource):
         # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
         from mlops_assets.core.models.registry import ModelRegistry
 
-        uri = _value(self.tracking_uri)
-        return ModelRegistry(uri, Path(self.artifact_root).resolve() if self.artifact_root else None)
+        return ModelRegistry(_value(self.tracking_uri), self.artifact_root)
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:

@@ -11,8 +11,8 @@ from mlops_assets.core.features.online import sync_view
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
-from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, duplicate_request_ids, read_day
-from mlops_assets.core.serving.shadow import ShadowError, compare
+from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, duplicate_request_ids, log_folder, read_day
+from mlops_assets.core.serving.shadow import ShadowError, ShadowOutcome, TooFewLabels, compare
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
 from mlops_assets.defs.common.resources import BentoResource, LakeResource, MlflowResource, OnlineStoreResource
@@ -24,6 +24,7 @@ from mlops_assets.defs.keys import (
     online_key,
     prediction_log_key,
     raw_key,
+    shadow_evaluation_key,
     table_of,
 )
 from mlops_assets.spec import PipelineSpec
@@ -62,11 +63,6 @@ def build_online_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     return [build_online_asset(spec, name) for name in spec.feature_views]
 
 
-def prediction_log_folder(root: Path, spec: PipelineSpec) -> Path:
-    """Where serving writes its batches for this pipeline (one folder per day)."""
-    return root / "prediction_log" / spec.name
-
-
 def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     # backfill_policy on @asset is beta; a whole range of days must ingest in one run, like the other daily assets.
     with warnings.catch_warnings():
@@ -85,7 +81,7 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         def _prediction_log(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
             days = partition_days(context)
-            folder = prediction_log_folder(lake.root, spec)
+            folder = log_folder(lake.root, spec.name)
             frame = pl.concat(
                 [read_day(folder, day).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN)) for day in days]
             )
@@ -142,10 +138,6 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
 SHADOW_GATE = "shadow_gate"
 
 
-def shadow_evaluation_key(spec: PipelineSpec) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "shadow_evaluation"])
-
-
 def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     assert spec.promotion is not None
     promotion = spec.promotion
@@ -184,8 +176,14 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         try:
             result = compare(spec, log, labels, champion, challenger, promotion.min_shadow_rows)
         except ShadowError as exc:
-            yield dg.MaterializeResult(metadata={**versions, "labelled_rows": 0, "problem": str(exc)})
-            yield dg.AssetCheckResult(check_name=SHADOW_GATE, passed=False, description=str(exc))
+            waiting = isinstance(exc, TooFewLabels)
+            outcome = {
+                **versions,
+                "outcome": ShadowOutcome.WAITING_FOR_LABELS if waiting else ShadowOutcome.CANNOT_COMPARE,
+                "labelled_rows": exc.rows if isinstance(exc, TooFewLabels) else 0,
+            }
+            yield dg.MaterializeResult(metadata={**outcome, "problem": str(exc)})
+            yield dg.AssetCheckResult(check_name=SHADOW_GATE, passed=False, description=str(exc), metadata=outcome)
             return
         table = [
             {"metric": m, "champion": f"{v:.4f}", "challenger": f"{result.challenger.metrics[m]:.4f}"}
@@ -200,11 +198,12 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 f"challenger/{promotion.metric}": result.challenger.metrics[promotion.metric],
             }
         )
+        outcome = ShadowOutcome.WON if result.decision.passed else ShadowOutcome.LOST
         yield dg.AssetCheckResult(
             check_name=SHADOW_GATE,
             passed=result.decision.passed,
             description="; ".join(result.decision.reasons),
-            metadata={**versions, "labelled_rows": result.rows},
+            metadata={**versions, "outcome": outcome, "labelled_rows": result.rows},
         )
 
     return _shadow_evaluation

@@ -1,0 +1,90 @@
+"""Which model is live, changed on purpose: promote a version, promote the challenger if it won in shadow, roll
+back. Every change goes through the registry, is recorded as a champion materialization (the history the UI shows)
+and rebuilds the bento; decisions come back as values, never as prose to parse."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from mlops_assets.app.runs import RunSummary, build_bento
+from mlops_assets.app.workspace import AppError, Workspace
+from mlops_assets.core.models.registry import ChampionEvent, RegistryError
+from mlops_assets.core.serving.shadow import ShadowOutcome
+from mlops_assets.defs import keys
+from mlops_assets.defs.models.assets import record_champion_change
+from mlops_assets.spec import PipelineSpec
+
+
+def actor(via: str) -> str:
+    """Who made a change, as the champion history records it: the tool and the user running it."""
+    return f"{via} ({os.environ.get('USER', 'unknown')})"
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    event: ChampionEvent
+    bento: RunSummary  # the rebuild of the bento that serves the new live models
+
+    @property
+    def bento_failed(self) -> bool:
+        return not self.bento.ok
+
+
+def _record(workspace: Workspace, spec: PipelineSpec, event: ChampionEvent) -> ChampionChange:
+    record_champion_change(workspace.instance, workspace.registry, spec, workspace.root, event)
+    return ChampionChange(event, workspace.summary(build_bento(workspace, spec)))
+
+
+def promote(workspace: Workspace, spec: PipelineSpec, version: str, reason: str, by: str) -> ChampionChange:
+    """Make `version` the champion, for `reason` (recorded with who did it)."""
+    try:
+        event = workspace.registry.promote(spec.name, version, reason, by)
+    except RegistryError as exc:
+        raise AppError(str(exc)) from None
+    return _record(workspace, spec, event)
+
+
+def rollback(workspace: Workspace, spec: PipelineSpec, by: str) -> ChampionChange:
+    """The champion back to the version it replaced."""
+    try:
+        event = workspace.registry.rollback(spec.name, by)
+    except RegistryError as exc:
+        raise AppError(str(exc)) from None
+    return _record(workspace, spec, event)
+
+
+@dataclass(frozen=True)
+class ShadowVerdict:
+    outcome: ShadowOutcome
+    challenger: str
+    reasons: str  # the gate's reasons, or why no comparison could be made
+    labelled_rows: int
+
+
+def shadow_verdict(workspace: Workspace, spec: PipelineSpec) -> ShadowVerdict:
+    """Compare the challenger with the champion on labelled live traffic (the shadow evaluation asset and its gate)."""
+    if "challenger" not in workspace.registry.aliases(spec.name):
+        raise AppError(f"{spec.name!r} has no challenger to compare with its champion")
+    result = workspace.run(keys.shadow_job(spec))
+    checks = result.get_asset_check_evaluations()
+    if not checks:  # the step failed before its check: the run says why
+        failures = "; ".join(workspace.summary(result).failures)
+        raise AppError(f"the shadow evaluation of {spec.name!r} failed: {failures}")
+    meta: dict[str, Any] = {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}
+    return ShadowVerdict(
+        ShadowOutcome(meta["outcome"]),
+        str(meta["challenger_version"]),
+        checks[0].description or "",
+        int(meta["labelled_rows"]),
+    )
+
+
+def promote_if_won(workspace: Workspace, spec: PipelineSpec, by: str) -> tuple[ShadowVerdict, ChampionChange | None]:
+    """The one decision "promote the challenger if it won in shadow": the verdict, and the change when it won."""
+    verdict = shadow_verdict(workspace, spec)
+    if verdict.outcome is not ShadowOutcome.WON:
+        return verdict, None
+    reason = f"won on labelled live traffic: {verdict.reasons}"
+    return verdict, promote(workspace, spec, verdict.challenger, reason, by)

@@ -1,0 +1,173 @@
+"""Running a pipeline's jobs as a person asks for them (materialize days, grade a served day, build the bento), and
+what the runs did, summarized for reading."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import date, timedelta
+from typing import Any
+
+from mlops_assets.app.workspace import AppError, Workspace
+from mlops_assets.defs import keys
+from mlops_assets.settings import drift_report_path
+from mlops_assets.spec import PipelineSpec
+
+# Days of history materialized per run: one run (and one Delta commit per table) for a range of days.
+CHUNK_DAYS = 10
+
+
+@dataclass
+class RunSummary:
+    """What a person wants to read after runs: rows and check verdicts per asset, and what failed."""
+
+    rows: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    checks: dict[str, list[tuple[bool, str, str]]] = field(default_factory=lambda: defaultdict(list))
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def add(self, result: Any) -> None:
+        # A run over a range of days records one materialization per day, all with the run's metadata.
+        latest = {
+            e.asset_key.to_user_string(): e.materialization.metadata for e in result.get_asset_materialization_events()
+        }
+        for key, metadata in latest.items():
+            meta = {k: getattr(v, "value", v) for k, v in metadata.items()}
+            if "dagster/row_count" in meta:
+                self.rows[key] += int(meta["dagster/row_count"])
+            self.metadata[key] = meta
+        for evaluation in result.get_asset_check_evaluations():
+            severity = evaluation.severity.value if not evaluation.passed else "OK"
+            self.checks[evaluation.asset_key.to_user_string()].append(
+                (evaluation.passed, severity, evaluation.description or "")
+            )
+        for failure in result.get_step_failure_events():
+            self.failures.append(f"{failure.step_key}: {step_error(failure.step_failure_data.error)}")
+        for skipped in result.get_step_skipped_events():
+            self.failures.append(f"{skipped.step_key}: skipped (a blocking check upstream failed)")
+
+    def lines(self) -> list[tuple[str, str | None]]:
+        """The summary as lines of text, each with the colour it deserves (green, yellow, red or none)."""
+        out: list[tuple[str, str | None]] = []
+        width = max((len(k) for k in self.metadata), default=10) + 2
+        for key, meta in self.metadata.items():
+            verdicts = self.checks.get(key, [])
+            worst = next((v for v in verdicts if not v[0] and v[1] == "ERROR"), None) or next(
+                (v for v in verdicts if not v[0]), None
+            )
+            check = "" if not verdicts else ("checks passed" if worst is None else f"{worst[1]}: {worst[2]}")
+            colour = "green" if worst is None else ("red" if worst[1] == "ERROR" else "yellow")
+            out.append((f"  {key:<{width}}{_fact(key, meta, self.rows)}  {check}", colour if check else None))
+        for key, meta in self.metadata.items():
+            if key.endswith(f"/{keys.TRAINING_SET}"):
+                rate = f"label rate {meta['label_rate']:.2%}, " if "label_rate" in meta else ""  # binary only
+                out.append(
+                    (
+                        f"  training set: {rate}predictions {meta['first_prediction']} .. {meta['last_prediction']}, "
+                        f"Delta version {meta['delta_version']}",
+                        None,
+                    )
+                )
+            if key.endswith("/champion"):
+                previous = meta["previous"] or "none"
+                out.append((f"  champion: version {meta['version']} ({meta['reason']}; previous: {previous})", None))
+        out += [(f"  FAILED {failure}", "red") for failure in self.failures]
+        return out
+
+
+def _fact(key: str, meta: dict[str, Any], rows: dict[str, int]) -> str:
+    if key in rows:
+        return f"{rows[key]:>10,} rows"
+    if "entities_written" in meta:
+        return f"{meta['entities_written']:>10,} entities synced"
+    if "labelled_predictions" in meta:
+        return f"{meta['labelled_predictions']:>10,} labelled predictions"
+    if "bento_tag" in meta:
+        return f"{meta['bento_tag']} ({'built' if meta['rebuilt'] else 'unchanged'})"
+    version = meta.get("model_version") or meta.get("candidate_version") or meta.get("version") or "?"
+    return f"version {version!s:>4}"
+
+
+# Dagster's wrappers around the exception of a step's own code: the cause is what a person needs to read.
+_DAGSTER_WRAPPERS = ("DagsterExecutionStepExecutionError", "DagsterUserCodeExecutionError")
+
+
+def step_error(error: Any, max_lines: int = 3) -> str:
+    """A failed step's error as a person reads it: the step code's exception (not Dagster's wrapper around it), its
+    first lines, no traceback (`--debug` prints Dagster's log with it)."""
+    if error is None:
+        return "failed"
+    while error.cls_name in _DAGSTER_WRAPPERS and error.cause is not None:
+        error = error.cause
+    text = error.message.strip()
+    qualified, colon, rest = text.partition(": ")
+    if colon and qualified.rpartition(".")[2] == error.cls_name:  # "module.Class: message" -> "Class: message"
+        text = rest if error.cls_name == "Failure" else f"{error.cls_name}: {rest}"  # a Failure is its message
+    lines = [line.rstrip() for line in text.splitlines() if line.strip()]
+    return "\n      ".join(lines[:max_lines]) + (" [...]" if len(lines) > max_lines else "")
+
+
+def chunks(start: date, days: int, size: int = CHUNK_DAYS) -> list[tuple[date, date]]:
+    """`days` days from `start` as (first, last) ranges of at most `size` days."""
+    return [(start + timedelta(days=i), start + timedelta(days=min(i + size, days) - 1)) for i in range(0, days, size)]
+
+
+def materialize(
+    workspace: Workspace,
+    pipeline: str,
+    start: date | None,
+    days: int,
+    training: bool = True,
+    progress: Callable[[str], None] = lambda _: None,
+    each_chunk: Callable[[list[tuple[date, date]]], Any] = iter,
+) -> RunSummary:
+    """The daily job over `days` partitions (a run per chunk of days), then the training job and the bento.
+
+    `each_chunk` wraps the chunks' iteration (a progress bar); `progress` hears what comes next."""
+    spec = workspace.spec(pipeline, with_model=False)
+    start = start or spec.start_date
+    if start < spec.start_date:
+        raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
+    summary = RunSummary()
+    for days_range in each_chunk(chunks(start, days)):
+        result = workspace.run(keys.daily_job(spec), days=days_range)
+        summary.add(result)
+        if not result.success:
+            return summary
+    if training:
+        progress(f"{pipeline}: building the point-in-time training set")
+        result = workspace.run(keys.training_job(spec))
+        summary.add(result)
+        if result.success and spec.model:
+            progress(f"{pipeline}: building the bento of the live models")
+            summary.add(build_bento(workspace, spec))
+    return summary
+
+
+def build_bento(workspace: Workspace, spec: PipelineSpec) -> Any:
+    """Run the pipeline's bento job (a no-op when the live models, specs and code have not changed)."""
+    return workspace.run(keys.bento_job(spec))
+
+
+@dataclass(frozen=True)
+class Graded:
+    summary: RunSummary
+    report: str | None  # the drift report's file URL, when one was written
+
+
+def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
+    """A served day ingested (raw data, features, prediction log), then its drift report and performance."""
+    spec = workspace.spec(pipeline)
+    summary = RunSummary()
+    for job in (keys.daily_job(spec), keys.monitoring_job(spec)):
+        result = workspace.run(job, partition=day)
+        summary.add(result)
+        if not result.success:
+            break
+    report = drift_report_path(workspace.root, spec.name, day.isoformat())
+    return Graded(summary, report.as_uri() if report.exists() else None)
