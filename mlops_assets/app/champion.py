@@ -34,7 +34,7 @@ class ChampionChange:
 
 def _record(workspace: Workspace, spec: PipelineSpec, event: ChampionEvent) -> ChampionChange:
     record_champion_change(workspace.instance, workspace.registry, spec, workspace.root, event)
-    return ChampionChange(event, workspace.summary(build_bento(workspace, spec)))
+    return ChampionChange(event, RunSummary.of(build_bento(workspace, spec)))
 
 
 def promote(workspace: Workspace, spec: PipelineSpec, version: str, reason: str, by: str) -> ChampionChange:
@@ -70,7 +70,7 @@ def shadow_verdict(workspace: Workspace, spec: PipelineSpec) -> ShadowVerdict:
     result = workspace.run(keys.shadow_job(spec))
     checks = result.get_asset_check_evaluations()
     if not checks:  # the step failed before its check: the run says why
-        failures = "; ".join(workspace.summary(result).failures)
+        failures = "; ".join(RunSummary.of(result).failures)
         raise AppError(f"the shadow evaluation of {spec.name!r} failed: {failures}")
     meta: dict[str, Any] = {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}
     return ShadowVerdict(

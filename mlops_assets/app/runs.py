@@ -26,6 +26,14 @@ class RunSummary:
     checks: dict[str, list[tuple[bool, str, str]]] = field(default_factory=lambda: defaultdict(list))
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    failed_checks: list[str] = field(default_factory=list)  # the names of the checks that did not pass
+
+    @classmethod
+    def of(cls, *results: Any) -> RunSummary:
+        summary = cls()
+        for result in results:
+            summary.add(result)
+        return summary
 
     @property
     def ok(self) -> bool:
@@ -46,6 +54,8 @@ class RunSummary:
             self.checks[evaluation.asset_key.to_user_string()].append(
                 (evaluation.passed, severity, evaluation.description or "")
             )
+            if not evaluation.passed:
+                self.failed_checks.append(evaluation.check_name)
         for failure in result.get_step_failure_events():
             self.failures.append(f"{failure.step_key}: {step_error(failure.step_failure_data.error)}")
         for skipped in result.get_step_skipped_events():

@@ -16,7 +16,6 @@ from mlops_assets.spec import PipelineSpec, load_specs
 if TYPE_CHECKING:
     import dagster as dg
 
-    from mlops_assets.app.runs import RunSummary
     from mlops_assets.core.models.registry import ModelRegistry
 
 DAGSTER_HOME_DIR = ".dagster_home"
@@ -94,13 +93,6 @@ class Workspace:
             raise_on_error=False,
         )
 
-    def summary(self, *results: Any) -> RunSummary:
-        from mlops_assets.app.runs import RunSummary
-
-        summary = RunSummary()
-        for result in results:
-            summary.add(result)
-        return summary
 
 
 def project_instance() -> dg.DagsterInstance:

@@ -32,7 +32,6 @@ from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
 from mlops_assets.core.serving.prediction_log import log_folder, read_day
 from mlops_assets.core.serving.shadow import ShadowOutcome
-from mlops_assets.defs import keys
 from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs
 
 FIRST_DAY = date(2026, 1, 1)
@@ -125,7 +124,7 @@ class Story:
         self.data, self.debug, self.log = workspace.root, workspace.debug, StoryLog(echo=echo)
 
     def run(self, history: int, days: int, customers: int, per_day: int, sample: int, port: int) -> StoryLog:
-        from mlops_assets.app.runs import materialize
+        from mlops_assets.app.runs import grade_day, materialize
         from mlops_assets.demo.generator import FraudGeneratorConfig, transactions_for_day
 
         shift = FIRST_DAY + timedelta(days=history + 1)
@@ -157,9 +156,8 @@ class Story:
                 self._live(url)
                 self._replay(url, day, traffic)
                 self._logged(day, traffic.height)
-                self.workspace.run(keys.daily_job(self.spec), partition=day)
-                monitoring = self.workspace.run(keys.monitoring_job(self.spec), partition=day)
-                failed = sorted({e.check_name for e in monitoring.get_asset_check_evaluations() if not e.passed})
+                graded = grade_day(self.workspace, "fraud", day)
+                failed = sorted(set(graded.summary.failed_checks))
                 if failed:
                     self.log(day, f"monitoring flags: {', '.join(failed)}")
                 self._shadow(day)
