@@ -39,7 +39,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         build_prediction_log_asset(spec),
     ]
     training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
-    jobs = [
+    jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
         dg.define_asset_job(
             keys.daily_job(spec),
             selection=dg.AssetSelection.assets(*daily),
@@ -53,7 +53,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         ),
     ]
     schedules = [daily_schedule(keys.daily_job(spec), "30 0 * * *", spec)]
-    sensors = []
+    sensors: list[dg.SensorDefinition] = []
     serving = []
     if spec.model:
         retention, schedule = build_retention(spec)

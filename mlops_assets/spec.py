@@ -415,7 +415,7 @@ class FallbackRule(SpecSection):
             return False
         if self.isin is not None:
             return str(value) in self.isin
-        return value > self.above if self.above is not None else value < self.below  # type: ignore[operator]
+        return bool(value > self.above) if self.above is not None else bool(value < self.below)
 
 
 class FallbackSpec(SpecSection):
@@ -730,6 +730,7 @@ class PipelineSpec(SpecSection):
         """References between sections that pydantic cannot check field by field."""
         problems: list[str] = []
         keys = self.entity.keys
+        source: SourceSpec | None  # the loops bind a source; the lookups by name below may find none
         for name, source in self.sources.items():
             where = f"sources.{name}"
             declared = source.columns
@@ -798,8 +799,8 @@ class PipelineSpec(SpecSection):
         if self.model is not None and self.promotion is not None and self.promotion.metric not in self.model.metrics:
             problems.append(f"promotion.metric: {self.promotion.metric!r} is not in model.metrics")
         if self.model is not None and self.model.slice_by and self.model.slice_by not in self.request_features:
-            names = self.model.slice_by
-            problems.append(f"model.slice_by: {names!r} is not a request feature (slices come with the request)")
+            slice_by = self.model.slice_by
+            problems.append(f"model.slice_by: {slice_by!r} is not a request feature (slices come with the request)")
         fallback = self.serving.fallback
         if fallback is not None:
             problems += fallback.problems(self.model.task if self.model else "binary")

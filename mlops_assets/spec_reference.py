@@ -265,7 +265,7 @@ def _default(info: FieldInfo) -> str:
         return f"`{_value(info.default)}`"
     if getattr(info, "default_factory_takes_validated_data", False):  # pydantic 2.10+
         return "computed from the other fields"
-    value = info.default_factory()  # type: ignore[call-arg]
+    value = info.get_default(call_default_factory=True)  # the factory takes no argument (checked above)
     if isinstance(value, BaseModel) and _is_every_default(value):
         return "each field's default"
     return f"`{_value(value)}`"

@@ -1,93 +1,44 @@
-"""Shared fixtures: a small user pipeline on CSV files, the small fraud lake, and that lake served over HTTP."""
+"""Fixtures shared by several test folders: a small user pipeline on CSV files, the small fraud lake, that lake
+served over HTTP, and fresh databases of the local services. Helpers are in tests/helpers.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import signal
-import socket
 import subprocess
-import sys
-import textwrap
-import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import pytest
+from click.testing import CliRunner
 
-from mlops_assets.core.lake import content_hash, scan_table
+from mlops_assets.cli import main
 from mlops_assets.definitions import build_definitions
-from mlops_assets.spec import BUILTIN_SPECS_DIR
-
-QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
-DAYS = ("2026-01-01", "2026-01-16")
-
-SMALL_SPEC = textwrap.dedent(
-    """
-    name: shop
-    start_date: 2026-03-01
-    entity: {name: user, keys: [user_id]}
-    sources:
-      orders:
-        path: landing/orders/{date}.csv
-        event_timestamp: ts
-        max_rejected_share: 0.45
-        columns:
-          user_id: {dtype: string, nullable: false}
-          amount: {dtype: float, nullable: false, min: 0}
-          channel: {dtype: string, isin: [web, app]}
-          ts: {dtype: datetime, nullable: false}
-      returns:
-        path: landing/returns/{date}.csv
-        event_timestamp: returned_at
-        columns:
-          user_id: {dtype: string, nullable: false}
-          ordered_at: {dtype: datetime, nullable: false}
-          amount: {dtype: float}
-          returned: {dtype: int, min: 0, max: 1}
-          returned_at: {dtype: datetime, nullable: false}
-    feature_views:
-      user_orders:
-        source: orders
-        ttl: 2d
-        aggregations:
-          - {functions: [count], windows: [1d]}
-          - {column: amount, functions: [sum, max], windows: [1d]}
-    request_features:
-      amount: {dtype: float}
-    label:
-      source: returns
-      column: returned
-      timestamp: returned_at
-      prediction_timestamp: ordered_at
-    """
+from mlops_assets.settings import MLFLOW_UI_ENV
+from tests.helpers import (
+    DAYS,
+    ORDERS,
+    QUIET,
+    RETURNS,
+    SMALL_SPEC,
+    Demo,
+    Served,
+    free_port,
+    require_service,
+    service_missing,
+    small_fraud_specs,
+    write_day_files,
 )
 
-ORDERS = {
-    "2026-03-01": "user_id,amount,channel,ts\nu1,10.0,web,2026-03-01T08:00:00\nu2,5.5,app,2026-03-01T09:30:00\n"
-    "u1,7.0,web,2026-03-01T12:00:00\n",
-    "2026-03-02": "user_id,amount,channel,ts\nu1,3.0,app,2026-03-02T10:00:00\nu2,abc,web,2026-03-02T11:00:00\n"
-    "u3,-4.0,fax,2026-03-02T12:00:00\nu3,2.0,web,2026-03-02T13:00:00\nu3,8.0,web,2026-03-02T14:00:00\n",
-}
-RETURNS = {
-    "2026-03-01": "user_id,ordered_at,amount,returned,returned_at\n",
-    "2026-03-02": "user_id,ordered_at,amount,returned,returned_at\nu1,2026-03-01T12:00:00,7.0,1,2026-03-02T09:00:00\n"
-    "u2,2026-03-01T09:30:00,5.5,0,2026-03-02T10:00:00\n",
-}
 
-
-def write_day_files(data_dir: Path, source: str, files: dict[str, str]) -> None:
-    folder = data_dir / "landing" / source
-    folder.mkdir(parents=True, exist_ok=True)
-    for day, text in files.items():
-        (folder / f"{day}.csv").write_text(text)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test file runs on one worker, as `--dist loadfile` would (its module fixtures are set up once); a file
+    marked with an xdist group runs on that group's worker: the demo's story and UI tests share the session's demo."""
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
 
 
 @pytest.fixture
@@ -99,26 +50,6 @@ def shop(tmp_path: Path) -> tuple[Path, Path]:
     write_day_files(data, "orders", ORDERS)
     write_day_files(data, "returns", RETURNS)
     return specs, data
-
-
-def small_fraud_specs(folder: Path, **replace: str) -> Path:
-    """The built-in example at a tenth of its size, with a fast model; `replace` edits fraud.yaml."""
-    shutil.copytree(BUILTIN_SPECS_DIR / "shared", folder / "shared")
-    shared = folder / "shared" / "card_transactions.yaml"
-    text = (
-        shared.read_text()
-        .replace("customers: 5000", "customers: 300")
-        .replace("transactions_per_day: 10000", "transactions_per_day: 1500")
-    )
-    shared.write_text(text)
-    spec = (BUILTIN_SPECS_DIR / "fraud.yaml").read_text()
-    spec = spec.replace("params: {max_iter: 150, learning_rate: 0.1, max_leaf_nodes: 31}", "params: {max_iter: 30}")
-    spec = spec.replace("holdout: 5d", "holdout: 3d").replace("minimum: 0.3", "minimum: 0.05")
-    for old, new in replace.items():
-        assert old in spec
-        spec = spec.replace(old, new)
-    (folder / "fraud.yaml").write_text(spec)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -135,50 +66,6 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             .success
         )
     return specs, data
-
-
-def lake_tables(data: Path) -> dict[str, str]:
-    """Every Delta table under a data folder's lake, read as a reader would: table -> content hash."""
-    tables = {}
-    for log in sorted((data / "lake").rglob("_delta_log")):
-        frame = scan_table(log.parent).collect()
-        tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
-    return tables
-
-
-def service_missing(message: str) -> None:
-    """Skip a test whose service is missing, with the reason; in CI (CI=true) services are mandatory: fail."""
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{message}: services are mandatory in CI")
-    pytest.skip(message)
-
-
-def require_service(name: str, port: int) -> None:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
-    except OSError as exc:
-        service_missing(f"{name} is not reachable on 127.0.0.1:{port} ({exc})")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120) -> None:
-    """Until `url` answers 200; the server's log in the error if it exits or never does."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{url} never answered: {log.read_text()[-3000:]}")
-        time.sleep(0.5)
 
 
 @pytest.fixture
@@ -235,89 +122,14 @@ def rabbitmq_url() -> Iterator[str]:
         subprocess.run([rabbitmqctl, "delete_vhost", vhost], check=True, capture_output=True)
 
 
-KEY = "test-key-5f1c"  # the API key the served fixtures set and their requests send
-BODY = {
-    "customer_id": "c000042",
-    "amount": 120.5,
-    "merchant_category": "electronics",
-    "channel": "online",
-    "country": "FR",
-}
-
-
-@dataclass
-class Served:
-    specs: Path
-    data: Path
-    home: Path
-    tracking: str
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
-        return subprocess.run(
-            [*command, *args], env=self.env(), cwd=self.home, capture_output=True, text=True, timeout=300
-        )
-
-    def env(self) -> dict[str, str]:
-        return {
-            **os.environ,
-            "MLFLOW_TRACKING_URI": self.tracking,
-            "MLOPS_API_KEY": KEY,
-            "DAGSTER_HOME": str(self.home / "dagster"),
-        }
-
-    def start(self, name: str, **env: str) -> tuple[str, subprocess.Popen[bytes]]:
-        """`mlops serve` in a process group of its own (so a test can kill the server and its workers at once)."""
-        port, log = free_port(), self.home / f"{name}.log"
-        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(self.specs), "--data-dir", str(self.data)]
-        process = subprocess.Popen(
-            [*command, "serve", "fraud", "--port", str(port)],
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            env={**self.env(), **env},
-            cwd=self.home,
-            start_new_session=True,
-        )
-        url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/readyz", process, log, timeout=90)
-        return url, process
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    """A graceful stop: BentoML's arbiter stops its workers (which run in sessions of their own)."""
-    if process.poll() is None:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
-
-
-def kill_server(process: subprocess.Popen[bytes]) -> int:
-    """SIGKILL a server and every process it started, at once (a crash); returns how many were killed."""
-    import psutil
-
-    victims = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
-    for victim in victims:
-        victim.kill()
-    process.wait(timeout=10)
-    psutil.wait_procs(victims, timeout=10)
-    return len(victims)
-
-
-def post(url: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
-    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
-
-
 @pytest.fixture(scope="session")
 def served(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Served:
     """A champion, its bento and the online store synced; the spec re-reads the aliases every second."""
-    specs, data = lake
+    specs, lake_data = lake
     home = tmp_path_factory.mktemp("home")
     shutil.copytree(specs, home / "specs")
+    data = home / "data"  # a copy: the session's lake stays as the tests that read it expect
+    shutil.copytree(lake_data, data)
     spec_file = home / "specs" / "fraud.yaml"
     spec_file.write_text(spec_file.read_text().replace("refresh_seconds: 10", "refresh_seconds: 1"))
     tracking = f"sqlite:///{home / 'mlflow.db'}"  # a registry of its own: other tests promote in the shared one
@@ -331,34 +143,19 @@ def served(lake: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) ->
     return Served(home / "specs", data, home, tracking)
 
 
-@dataclass
-class Project:
-    """A user's project folder driven through the CLI in subprocesses, with a Dagster home of its own and none of
-    this machine's MLOPS_/MLFLOW_ settings."""
-
-    folder: Path
-
-    def __post_init__(self) -> None:
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "MLFLOW_"))}
-        self.env["DAGSTER_HOME"] = str(self.folder / "home")
-        (self.folder / "home").mkdir(exist_ok=True)
-
-    def run(self, *args: str) -> str:
-        """`python ARGS` in the folder; its output, or its output in the assertion when it fails."""
-        result = subprocess.run([sys.executable, *args], cwd=self.folder, env=self.env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-        return result.stdout
-
-    def mlops(self, *args: str) -> str:
-        return self.run("-m", "mlops_assets.cli", "--specs", "specs", *args)
-
-    def serve(self, pipeline: str, port: int, log: Path) -> subprocess.Popen[bytes]:
-        command = [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", pipeline, "--port", str(port)]
-        return subprocess.Popen(
-            command,
-            cwd=self.folder,
-            env=self.env,
-            stdout=log.open("w"),
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+@pytest.fixture(scope="session")
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """`mlops demo` at a small scale in a folder of its own, once per session (the story and the UI tests only read
+    it: they share an xdist group); the MLflow links it records point at `mlflow_port`."""
+    root, mlflow_port = tmp_path_factory.mktemp("demo"), free_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.chdir(root)
+        env.setenv("DAGSTER_HOME", str(root / "dagster"))
+        env.setenv(MLFLOW_UI_ENV, f"http://127.0.0.1:{mlflow_port}")
+        env.delenv("MLFLOW_TRACKING_URI", raising=False)
+        env.delenv("MLOPS_ONLINE_STORE_URL", raising=False)
+        (root / "dagster").mkdir()
+        options = ["--days", "20", "--story-days", "12", "--customers", "300", "--transactions-per-day", "1500"]
+        result = CliRunner().invoke(main, ["--data-dir", "data", "demo", *options, "--sample", "600"])
+        assert result.exit_code == 0, result.output + repr(result.exception)
+        yield Demo(root, result.output, mlflow_port)

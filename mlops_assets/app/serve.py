@@ -125,4 +125,3 @@ def mlflow_ui(workspace: Workspace, host: str, port: int) -> str | None:
     require_port(host, port)
     mlflow = Path(sys.executable).with_name("mlflow")
     os.execv(str(mlflow), [str(mlflow), "ui", "--backend-store-uri", uri, "--host", host, "--port", str(port)])
-    return None

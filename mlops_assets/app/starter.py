@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import textwrap
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 import yaml
@@ -299,15 +299,16 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     features = [*numeric, *[c for c in inputs if schema[c] == pl.Boolean], *[c for c in inputs if "isin" in columns[c]]]
     entity = re.sub(r"_?(id|key)$", "", key) or "entity"
     entity = entity if re.match(r"^[a-z][a-z0-9_]*$", entity) else "entity"
-    first, last = frame[event_ts].min(), frame[event_ts].max()
-    span = max((last.date() - first.date()).days + 1, 1)  # type: ignore[union-attr]
+    # polars types a min or max as any Python literal: this column's are date-times.
+    first, last = cast(datetime, frame[event_ts].min()), cast(datetime, frame[event_ts].max())
+    span = max((last.date() - first.date()).days + 1, 1)
     view, said = _activity_view(frame, entity, key, event_ts, numeric[:MAX_AGGREGATED], span)
     guesses += said
     guesses.append(f"request_features: {', '.join(features) or 'none'} (known when the event happens)")
     holdout = max(1, min(MAX_HOLDOUT_DAYS, span // 5))
-    held = frame.filter(pl.col(event_ts) > last - timedelta(days=holdout)).height  # type: ignore[operator]
+    held_out = frame.filter(pl.col(event_ts) > last - timedelta(days=holdout)).height
     guesses.append(
-        f"model.holdout: {holdout}d (the most recent {holdout} of the {span} days, {held:,} events here; at most a "
+        f"model.holdout: {holdout}d (the most recent {holdout} of the {span} days, {held_out:,} events here; at most a "
         f"fifth of the days and {MAX_HOLDOUT_DAYS}d, because it is cut from the days you materialize: materialize "
         f"at least {5 * holdout} days, or shorten it)"
     )
@@ -324,7 +325,7 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     spec = {
         "name": name,
         "description": f"Starter spec guessed by `mlops new` from {source_file.name}: check every guess.",
-        "start_date": first.date().isoformat(),  # type: ignore[union-attr]
+        "start_date": first.date().isoformat(),
         "entity": {"name": entity, "keys": [key]},
         "sources": {
             "events": {
@@ -369,7 +370,7 @@ def _times(frame: pl.DataFrame, source_file: Path) -> tuple[str, str, list[str]]
     # fifth as varied as the most varied, the event time is the earliest (a label's time comes later).
     varied = max(frame[c].n_unique() for c in times)
     candidates = [c for c in times if frame[c].n_unique() >= 0.2 * varied]
-    event_ts = min(candidates, key=lambda c: frame[c].cast(pl.Int64).mean())
+    event_ts = min(candidates, key=lambda c: cast(float, frame[c].cast(pl.Int64).mean()))
     later = [
         c
         for c in _hinted([c for c in times if c != event_ts], LABEL_TIME_WORDS)
@@ -395,8 +396,10 @@ def _declared(frame: pl.DataFrame, label: str, keys: list[str], counts: dict[str
         declared: dict[str, Any] = {"dtype": _dtype(dtype)}
         if frame[column].null_count() == 0:
             declared["nullable"] = False
-        if dtype.is_numeric() and column != label and frame[column].min() is not None and frame[column].min() >= 0:
-            declared["min"] = 0
+        if dtype.is_numeric() and column != label:
+            low = cast("float | None", frame[column].min())  # a number (polars types a min as any Python literal)
+            if low is not None and low >= 0:
+                declared["min"] = 0
         if dtype == pl.String and column not in keys and counts[column] <= MAX_CATEGORIES:
             declared["isin"] = sorted(frame[column].drop_nulls().unique().to_list())
         columns[column] = declared
@@ -409,7 +412,8 @@ def _activity_view(
     """The starter feature view: counts (and sums, means, maxima of `aggregated`) over windows sized by the gaps
     between an entity's events, with a TTL covering 90% of the gaps; and the guesses that say so."""
     gaps = _gaps(frame, key, event_ts)
-    median, p90 = (float(gaps.median() or 0), float(gaps.quantile(0.9) or 0)) if gaps.len() else (86400.0, 86400.0)
+    middle = cast("float | None", gaps.median())  # seconds (polars types a median as any Python literal)
+    median, p90 = (float(middle or 0), float(gaps.quantile(0.9) or 0)) if gaps.len() else (86400.0, 86400.0)
     windows = list(dict.fromkeys(_duration(g, at_most=span * 86400) for g in (median, 5 * median)))
     # Features are computed once per daily partition: a TTL under a day would leave most of a day without them.
     ttl = _duration(max(p90, 86400))
@@ -430,13 +434,15 @@ def _label_evidence(series: pl.Series, chosen: Candidate) -> str:
     """What the chosen label holds, in the words of its task, and why it was chosen."""
     named = f"; {chosen.hint}" if chosen.hint else ""
     if chosen.task == "binary":
-        positive = series.cast(pl.String).str.to_lowercase().is_in(["1", "1.0", "true", "yes"]).mean() or 0.0
+        answers = series.cast(pl.String).str.to_lowercase()
+        positive = cast("float | None", answers.is_in(["1", "1.0", "true", "yes"]).mean()) or 0.0
         return f"{chosen.evidence}, {positive:.1%} positive{named}"
     if chosen.task == "multiclass":
         shares = series.drop_nulls().value_counts(normalize=True, sort=True, name="share")
         classes = ", ".join(f"{v} {s:.0%}" for v, s in shares.iter_rows())
         return f"{chosen.evidence}: {classes}{named}"
-    return f"{chosen.evidence}, mean {series.mean():,.4g}, standard deviation {series.std(ddof=0):,.4g}{named}"
+    mean, deviation = cast(float, series.mean()), cast(float, series.std(ddof=0))  # a regression label: numbers
+    return f"{chosen.evidence}, mean {mean:,.4g}, standard deviation {deviation:,.4g}{named}"
 
 
 def _gate(series: pl.Series, task: str) -> tuple[dict[str, Any], str]:
@@ -449,7 +455,7 @@ def _gate(series: pl.Series, task: str) -> tuple[dict[str, Any], str]:
         return {"metric": "macro_f1", "minimum": floor}, (
             f"macro_f1 at least {floor} (1/{classes} for {classes} classes: better than picking a class at random)"
         )
-    spread = float(f"{float(series.std(ddof=0) or 0.0):.4g}")
+    spread = float(f"{float(cast('float | None', series.std(ddof=0)) or 0.0):.4g}")
     return {"metric": "rmse", "minimum": spread}, (
         f"rmse at most {spread:,} (the label's standard deviation: better than always predicting its mean)"
     )

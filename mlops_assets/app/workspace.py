@@ -4,6 +4,7 @@ services each is reached through. The CLI and the demo build one and pass it to 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date
 from functools import cached_property
@@ -73,7 +74,7 @@ class Workspace:
         job: str,
         partition: date | None = None,
         days: tuple[date, date] | None = None,
-        tags: dict[str, str] | None = None,
+        tags: Mapping[str, str] | None = None,
     ) -> Any:
         """Execute a job in this process on the project's instance, its console log quiet (the caller summarizes
         it); a failure is in the result, never raised."""
@@ -92,7 +93,6 @@ class Workspace:
             run_config={"loggers": {"console": {"config": {"log_level": level}}}},
             raise_on_error=False,
         )
-
 
 
 def project_instance() -> dg.DagsterInstance:

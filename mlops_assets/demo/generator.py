@@ -219,7 +219,8 @@ def _rng(config: FraudGeneratorConfig, day: dt.date, stream: int | None = None) 
 def _pick_rows(rng: np.random.Generator, cum: np.ndarray) -> np.ndarray:
     """One index per row of a (rows, k) cumulative weight matrix; rows need not be normalised."""
     u = (1.0 - rng.random(cum.shape[0])) * cum[:, -1]  # in (0, total], so zero weights are never picked
-    return (cum < u[:, None]).sum(axis=1)
+    picked: np.ndarray = (cum < u[:, None]).sum(axis=1)
+    return picked
 
 
 def _pick(rng: np.random.Generator, cum: np.ndarray, size: int) -> np.ndarray:

@@ -15,8 +15,9 @@ import argparse
 import importlib.util
 import io
 import zipfile
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 
@@ -41,8 +42,8 @@ def flight_events(days: int | None = None) -> tuple[pl.DataFrame, dict[str, int]
     )
     flights = raw.with_columns(departure.alias("scheduled_departure"))
     if days is not None:
-        first = flights["scheduled_departure"].min()
-        flights = flights.filter(pl.col("scheduled_departure") < first + timedelta(days=days))  # type: ignore[operator]
+        first = cast(datetime, flights["scheduled_departure"].min())  # polars types a min as any Python literal
+        flights = flights.filter(pl.col("scheduled_departure") < first + timedelta(days=days))
     left_out = {
         "cancelled (no arrival)": flights.filter(pl.col("arr_delay").is_null()).height,
         "no tail number": flights.filter(pl.col("arr_delay").is_not_null() & pl.col("tailnum").is_null()).height,
@@ -75,7 +76,7 @@ def main() -> None:
     events, left_out = flight_events(args.days)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     events.write_csv(args.output) if args.output.suffix == ".csv" else events.write_parquet(args.output)
-    late = events["late"].mean()
+    late = cast(float, events["late"].mean())  # a boolean column's (polars types a mean as any Python literal)
     print(f"wrote {events.height:,} flights to {args.output} ({late:.1%} late); left out: {left_out}")
 
 

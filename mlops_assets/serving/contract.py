@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Collection, Iterator, Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -143,7 +143,9 @@ def openapi_document(
     out = copy.deepcopy(dict(document))
     components = out.setdefault("components", {})
     schemas = components.setdefault("schemas", {})
-    adapters = [(path, "serialization", TypeAdapter(kind)) for path, kind in answers.items()]
+    adapters: list[tuple[str, Literal["serialization"], TypeAdapter[Any]]] = [
+        (path, "serialization", TypeAdapter(kind)) for path, kind in answers.items()
+    ]
     adapters.append(("ErrorBody", "serialization", TypeAdapter(ErrorBody)))
     generated, defs = TypeAdapter.json_schemas(adapters, ref_template=COMPONENTS + "{model}")
     schemas.update(defs.get("$defs", {}))

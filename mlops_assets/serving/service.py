@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, time
 from http import HTTPStatus
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import bentoml
 from bentoml.exceptions import BentoMLException
@@ -26,7 +26,7 @@ from mlops_assets.core.models.registry import ModelRegistry, open_registry
 from mlops_assets.core.serving.bundle import bundled_aliases, load_version
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, log_folder
-from mlops_assets.core.serving.scorer import LiveModels, RequestRefused, Scorer, prediction_model
+from mlops_assets.core.serving.scorer import Answer, LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.middleware import (
     PREDICTION_PATHS,
@@ -113,7 +113,7 @@ def _request_time(spec: PipelineSpec) -> Callable[[datetime | None], datetime | 
 
 
 def _field(column: ColumnSpec) -> tuple[Any, Any]:
-    kind: Any = Literal[tuple(column.isin)] if column.isin else _PY_TYPES[column.dtype]  # type: ignore[misc]
+    kind: Any = Literal[tuple(column.isin)] if column.isin else _PY_TYPES[column.dtype]
     extra: dict[str, Any] = {"allow_inf_nan": False} if column.dtype == "float" else {}
     if column.dtype == "string" and not column.isin:
         extra["max_length"] = column.max_length or DEFAULT_MAX_LENGTH
@@ -186,10 +186,16 @@ def _arguments() -> tuple[str, str | None]:
 
 PIPELINE, SPECS_DIR = _arguments()
 SPEC = {s.name: s for s in load_specs(SPECS_DIR)}[PIPELINE]
-Request = request_model(SPEC)
-# The answer's shape follows the kind of problem: binary score and decision, regression prediction, multiclass label
-# and probabilities by class.
-Prediction = prediction_model(SPEC)
+if TYPE_CHECKING:
+    # Chosen or built from the spec when the module loads: a type checker knows them by their base classes. BentoML
+    # reads the API's schemas from the annotations below, which name the actual ones.
+    Request = BaseModel
+    Prediction = Answer
+else:
+    Request = request_model(SPEC)
+    # The answer's shape follows the kind of problem: binary score and decision, regression prediction, multiclass
+    # label and probabilities by class.
+    Prediction = prediction_model(SPEC)
 
 
 @bentoml.service(name=f"mlops_{SPEC.name}", traffic={"timeout": 10})
@@ -225,12 +231,12 @@ class PredictionService:
         log.warning("could not re-read the registry aliases, still serving %s: %s", self.scorer.models.versions(), exc)
 
     @bentoml.api
-    def predict(self, request: Request) -> Prediction:  # type: ignore[valid-type]
+    def predict(self, request: Request) -> Prediction:
         """Score one request."""
         return self._score([request])[0]
 
     @bentoml.api
-    def predict_batch(self, requests: list[Request]) -> list[Prediction]:  # type: ignore[valid-type]
+    def predict_batch(self, requests: list[Request]) -> list[Prediction]:
         """Score the requests of one call together (at most `serving.max_batch_rows`; a larger call is refused whole
         with 413). Each call is validated and answered on its own: one bad row never fails another client's call."""
         if len(requests) > SPEC.serving.max_batch_rows:
@@ -241,7 +247,7 @@ class PredictionService:
             )
         return self._score(requests)
 
-    def _score(self, requests: list[Any]) -> list[Any]:
+    def _score(self, requests: list[Any]) -> list[Answer]:
         try:
             return self.scorer.score([r.model_dump() for r in requests])
         except RequestRefused as refused:
@@ -261,19 +267,21 @@ class PredictionService:
 # freed; the OpenAPI document is rewritten from our models; every error answer gets one shape; excess load is shed
 # before any other work; then the API key is checked, then the body (type, size, complete).
 API_KEY = os.environ.get(SPEC.serving.api_key_env)
-PredictionService.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
-PredictionService.add_asgi_middleware(
+# @bentoml.service made the class a Service; mypy types a decorated class as the class itself (python/mypy#3135).
+_service = cast("bentoml.Service[PredictionService]", PredictionService)
+_service.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
+_service.add_asgi_middleware(
     OpenApiMiddleware,
-    answers={"/predict": Prediction, "/predict_batch": list[Prediction], "/models": dict[str, str]},  # type: ignore[valid-type]
+    answers={"/predict": Prediction, "/predict_batch": list[Prediction], "/models": dict[str, str]},
     errors=API_ERRORS,
     key_required=bool(API_KEY),
 )
-PredictionService.add_asgi_middleware(ErrorBodyMiddleware)
-PredictionService.add_asgi_middleware(
+_service.add_asgi_middleware(ErrorBodyMiddleware)
+_service.add_asgi_middleware(
     LoadSheddingMiddleware, max_in_flight=SPEC.serving.max_in_flight, retry_after=SPEC.serving.retry_after_seconds
 )
-PredictionService.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
-PredictionService.add_asgi_middleware(RequestBodyMiddleware)
+_service.add_asgi_middleware(ApiKeyMiddleware, key=API_KEY)
+_service.add_asgi_middleware(RequestBodyMiddleware)
 
 
 def _initial_aliases(registry: ModelRegistry) -> dict[str, str]:

@@ -18,7 +18,7 @@ from schemathesis.checks import CHECKS, load_all_checks
 from schemathesis.errors import FailureGroup
 
 from mlops_assets.serving.middleware import BODY_RECEIVE_TIMEOUT
-from tests.conftest import BODY, KEY, Served, post, stop
+from tests.helpers import BODY, KEY, Served, post, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -13,7 +13,7 @@ import pytest
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.serving.prediction_log import encode, write_batch
-from tests.conftest import kill_server, lake_tables, small_fraud_specs
+from tests.helpers import kill_server, lake_tables, small_fraud_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIG_LOG_BATCHES = 40

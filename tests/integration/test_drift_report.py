@@ -12,17 +12,17 @@ import pytest
 
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
 from mlops_assets.core.models.modeling import fitted_columns, to_pandas
+from mlops_assets.core.models.registry import open_registry
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.common.resources import mlflow_resource
-from tests.conftest import QUIET, Served
+from tests.helpers import QUIET, Served
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def _log_window(served: Served, day: str, rows: pl.DataFrame, version: str = "1", **edits: Any) -> None:
     """Served traffic for `day`: training rows as the service would have logged them, scored by the champion."""
-    registry = mlflow_resource(str(served.data), served.tracking).registry()
+    registry = open_registry(str(served.data), served.tracking)
     model = registry.load_sklearn("fraud", "1")
     columns = fitted_columns(model)
     features = rows.select(columns.all).with_columns(**edits) if edits else rows.select(columns.all)

@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from mlops_assets.core.models.registry import open_registry
 from mlops_assets.core.serving.prediction_log import read_day
-from mlops_assets.defs.common.resources import mlflow_resource
-from tests.conftest import BODY, DAYS, Served, free_port, post, stop, wait_for_http
+from tests.helpers import BODY, DAYS, POLL_SECONDS, Served, free_port, post, stop, until, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,9 +36,10 @@ EDITS = {
 }
 
 
-def _serve(served: Served, home: Path, edits: dict[str, str]) -> tuple[str, Path, subprocess.Popen[bytes]]:
+def _serve(served: Served, home: Path, edits: dict[str, str]) -> tuple[str, Path, subprocess.Popen[bytes], str]:
     """This checkout served with the fixture's specs edited, on a copy of its registry in which a challenger waits,
-    sharing its online store and models but with a prediction log of its own: (url, log folder, process)."""
+    sharing its online store and models but with a prediction log of its own: (url, log folder, process, the
+    challenger's version)."""
     shutil.copytree(served.specs, home / "specs")
     spec = home / "specs" / "fraud.yaml"
     text = spec.read_text()
@@ -48,10 +49,9 @@ def _serve(served: Served, home: Path, edits: dict[str, str]) -> tuple[str, Path
     spec.write_text(text)
     shutil.copy(served.home / "mlflow.db", home / "mlflow.db")
     tracking = f"sqlite:///{home / 'mlflow.db'}"
-    registry = mlflow_resource(str(served.data), tracking).registry()
-    first = registry.version("fraud", "1")
-    waiting = registry.client.create_model_version("fraud", first.source, first.run_id)
-    registry.set_challenger("fraud", str(waiting.version))
+    registry = open_registry(str(served.data), tracking)
+    waiting = registry.register_again("fraud", "1")
+    registry.set_challenger("fraud", waiting)
 
     data = home / "data"
     data.mkdir()
@@ -69,17 +69,17 @@ def _serve(served: Served, home: Path, edits: dict[str, str]) -> tuple[str, Path
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_for_http(f"{url}/readyz", process, log, timeout=90)
+        wait_for_http(f"{url}/readyz", process, log)
     except BaseException:
         stop(process)
         raise
-    return url, data / "prediction_log" / "fraud", process
+    return url, data / "prediction_log" / "fraud", process, waiting
 
 
 @pytest.fixture(scope="module")
 def hostile(served: Served, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(url, log folder) of the pipeline served with replays, `champion_only` and small limits."""
-    url, folder, process = _serve(served, tmp_path_factory.mktemp("hostile"), EDITS)
+    url, folder, process, _ = _serve(served, tmp_path_factory.mktemp("hostile"), EDITS)
     yield url, folder
     stop(process)
 
@@ -90,7 +90,9 @@ def _logged(folder: Path, prefixes: tuple[str, ...] = ("",)) -> Counter[str]:
     return Counter(i for i in ids if i.startswith(prefixes))
 
 
-def _until_logged(folder: Path, expected: Counter[str], prefixes: tuple[str, ...], timeout: float = 10) -> Counter[str]:
+def _until_logged(
+    folder: Path, expected: Counter[str], prefixes: tuple[str, ...], timeout: float = POLL_SECONDS
+) -> Counter[str]:
     deadline = time.monotonic() + timeout
     while (logged := _logged(folder, prefixes)) != expected and time.monotonic() < deadline:
         time.sleep(0.2)
@@ -181,9 +183,7 @@ def test_champion_only_serves_and_shadows_nothing_else(hostile: tuple[str, Path]
     assert status == 200 and models == {"pipeline": "fraud", "champion": "1"}  # the waiting challenger: not live
     status, answer = post(f"{url}/predict", {"request": {**BODY, "request_id": "champion-only"}})
     assert status == 200 and answer["model_version"] == "1"
-    deadline = time.monotonic() + 10
-    while "champion-only" not in _logged(folder) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    until(lambda: "champion-only" in _logged(folder), what="the log record")
     row = read_day(folder, datetime.now(UTC).date()).filter(request_id="champion-only").row(0, named=True)
     assert (row["model_version"], row["shadow_version"], row["shadow_score"]) == ("1", None, None)
 
@@ -205,9 +205,9 @@ def test_canary_answers_a_sticky_share_with_the_challenger_and_the_champion_shad
     served: Served, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     canary = {"  rollout: shadow": "  rollout: canary", "  canary_share: 0.1": "  canary_share: 0.5"}
-    url, folder, process = _serve(served, tmp_path_factory.mktemp("canary"), canary)
+    url, folder, process, challenger = _serve(served, tmp_path_factory.mktemp("canary"), canary)
     try:
-        assert post(f"{url}/models", {})[1] == {"pipeline": "fraud", "champion": "1", "challenger": "2"}
+        assert post(f"{url}/models", {})[1] == {"pipeline": "fraud", "champion": "1", "challenger": challenger}
         entities = [f"c{i:06d}" for i in range(40)]
         answered = {}
         for round_ in range(2):
@@ -216,12 +216,10 @@ def test_canary_answers_a_sticky_share_with_the_challenger_and_the_champion_shad
             assert status == 200, answers
             for entity, answer in zip(entities, answers, strict=True):
                 assert answered.setdefault(entity, answer["model_version"]) == answer["model_version"]  # sticky
-        assert set(answered.values()) == {"1", "2"}  # both answer a share
-        deadline = time.monotonic() + 10
-        while sum(_logged(folder, ("canary-",)).values()) < 80 and time.monotonic() < deadline:
-            time.sleep(0.2)
+        assert set(answered.values()) == {"1", challenger}  # both answer a share
+        until(lambda: sum(_logged(folder, ("canary-",)).values()) == 80, what="the 80 log records")
         logged = read_day(folder, datetime.now(UTC).date())
         pairs = set(zip(logged["model_version"], logged["shadow_version"], strict=True))
-        assert pairs == {("1", "2"), ("2", "1")}  # whoever answered, the other model shadowed it
+        assert pairs == {("1", challenger), (challenger, "1")}  # whoever answered, the other model shadowed it
     finally:
         stop(process)

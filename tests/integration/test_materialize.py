@@ -11,7 +11,7 @@ from mlops_assets.cli import main
 from mlops_assets.core.features.online import SQLiteOnlineStore, lookup
 from mlops_assets.core.lake import content_hash, scan_table, table_path
 from mlops_assets.definitions import build_definitions
-from tests.conftest import small_fraud_specs
+from tests.helpers import small_fraud_specs
 
 pytestmark = pytest.mark.integration
 

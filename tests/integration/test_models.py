@@ -12,10 +12,10 @@ from mlflow.exceptions import MlflowException
 from mlops_assets.cli import main
 from mlops_assets.core.lake import content_hash, table_path
 from mlops_assets.core.models.modeling import frozen_holdout, model_columns, scores, to_pandas, train_candidate
+from mlops_assets.core.models.registry import open_registry
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.common.resources import mlflow_resource
 from mlops_assets.spec import load_specs
-from tests.conftest import QUIET, small_fraud_specs
+from tests.helpers import QUIET, small_fraud_specs
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +37,7 @@ def test_train_gate_promote_and_roll_back(
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     (tmp_path / "home").mkdir()
     defs = build_definitions(specs, str(data))
-    registry = mlflow_resource(str(data)).registry()
+    registry = open_registry(str(data))
     cli = ["--specs", str(specs), "--data-dir", str(data)]
     with dg.DagsterInstance.get() as instance:
         first = defs.resolve_job_def("fraud_training").execute_in_process(instance=instance, run_config=QUIET)
@@ -87,7 +87,7 @@ def test_registered_version_is_reproducible_from_delta_history(lake: tuple[Path,
         assert job.execute_in_process(
             instance=instance, run_config={**QUIET, **as_of}, asset_selection=[dg.AssetKey(["fraud", "training_set"])]
         ).success
-    registry = mlflow_resource(str(data), uri).registry()
+    registry = open_registry(str(data), uri)
     version = registry.aliases("fraud")["champion"]
     tags = registry.version("fraud", version).tags
     training = pl.read_delta(
@@ -148,7 +148,7 @@ def test_bad_models_fail_the_candidate_and_register_nothing(
     (failure,) = result.get_step_failure_events()
     assert failure.step_key == "fraud__model_candidate"
     assert message in failure.step_failure_data.error.message
-    assert mlflow_resource(str(data), uri).registry().client.search_model_versions("name='fraud'") == []
+    assert open_registry(str(data), uri).client.search_model_versions("name='fraud'") == []
 
 
 def test_a_retraining_with_manual_promotion_leaves_the_winner_as_challenger(
@@ -159,7 +159,7 @@ def test_a_retraining_with_manual_promotion_leaves_the_winner_as_challenger(
     specs = small_fraud_specs(tmp_path / "specs", **{"min_improvement: 0.005": "min_improvement: 0.0"})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     defs = build_definitions(specs, str(data), tracking_uri=uri)
-    registry = mlflow_resource(str(data), uri).registry()
+    registry = open_registry(str(data), uri)
     with dg.instance_for_test() as instance:
         job = defs.resolve_job_def("fraud_training")
         assert job.execute_in_process(instance=instance, run_config=QUIET).success

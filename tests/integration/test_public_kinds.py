@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.conftest import Project, free_port, stop, wait_for_http
+from tests.helpers import Project, free_port, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -66,7 +66,7 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
     server = project.serve(example, port, log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/readyz", server, log, timeout=90)
+        wait_for_http(f"{url}/readyz", server, log)
         sent = mlops("replay", example, "--day", replayed, "--sample", "300", "--url", url)
         assert "requests answered" in sent and "by version 1" in sent
         answer = _post(f"{url}/predict", {"request": _request(tmp_path, example, spec)})

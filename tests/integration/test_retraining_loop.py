@@ -19,11 +19,11 @@ import yaml
 
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_path
 from mlops_assets.core.models.modeling import fitted_columns, to_pandas
+from mlops_assets.core.models.registry import open_registry
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.common.resources import mlflow_resource
 from mlops_assets.demo.story import set_generator_params
-from tests.conftest import QUIET, small_fraud_specs
+from tests.helpers import QUIET, small_fraud_specs
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FIRST, DRIFT, LAST = date(2026, 1, 1), date(2026, 1, 17), date(2026, 1, 27)
@@ -92,7 +92,7 @@ def _run_loop(
     Returns (registry, the tick, the check verdicts)."""
     specs, data = _specs(tmp_path / "specs", scenario, margin), tmp_path / "data"
     tracking = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    registry = mlflow_resource(str(data), tracking).registry()
+    registry = open_registry(str(data), tracking)
     with dg.instance_for_test() as instance:
         defs = build_definitions(specs, str(data), tracking_uri=tracking)
         tags = {"dagster/asset_partition_range_start": str(FIRST), "dagster/asset_partition_range_end": str(LAST)}

@@ -20,10 +20,10 @@ import pytest
 
 from mlops_assets.core.lake import scan_table, table_path
 from mlops_assets.core.models.modeling import fitted_columns, rows_to_pandas
+from mlops_assets.core.models.registry import open_registry
 from mlops_assets.core.serving.prediction_log import read_day
 from mlops_assets.definitions import build_definitions
-from mlops_assets.defs.common.resources import mlflow_resource
-from tests.conftest import BODY, KEY, QUIET, Served, kill_server, post, stop
+from tests.helpers import BODY, KEY, QUIET, Served, kill_server, post, stop, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -72,12 +72,12 @@ def test_predict_answers_with_the_champion_and_logs_it(service: str, served: Ser
     assert status == 200 and unknown["reason"].startswith("no online features for")
 
     # Flushed every log_flush_seconds (1 s); a busy machine may be a little late.
-    _until(lambda: {"req-1", "req-2"} <= set(logged_today(served.data)["request_id"]), timeout=10)
+    until(lambda: {"req-1", "req-2"} <= set(logged_today(served.data)["request_id"]))
     logged = logged_today(served.data)
     row = logged.filter(logged["request_id"] == "req-1").row(0, named=True)
     assert row["model_version"] == "1" and row["score"] == answer["score"]
     # The served score is the registered model's score on the feature vector the service used (and logged).
-    registry = mlflow_resource(str(served.data), served.tracking).registry()
+    registry = open_registry(str(served.data), served.tracking)
     model = registry.load_sklearn("fraud", "1")
     vector = json.loads(row["features"])
     assert vector["amount"] == 120.5
@@ -173,22 +173,13 @@ def _models(service: str) -> dict[str, str]:
     return models
 
 
-def _until(condition: Any, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"the running service did not get there within {timeout} s"
-        time.sleep(0.2)
-
-
 def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(service: str, served: Served) -> None:
-    registry = mlflow_resource(str(served.data), served.tracking).registry()
-    first = registry.version("fraud", "1")
-    second = registry.client.create_model_version("fraud", first.source, first.run_id)
-    registry.set_challenger("fraud", str(second.version))
-    _until(lambda: _models(service) == {"champion": "1", "challenger": "2"})
+    registry = open_registry(str(served.data), served.tracking)
+    registry.set_challenger("fraud", registry.register_again("fraud", "1"))
+    until(lambda: _models(service) == {"champion": "1", "challenger": "2"})
     status, answer = post(f"{service}/predict", {"request": {**BODY, "request_id": "shadowed"}})
     assert status == 200 and answer["model_version"] == "1"  # the shadow never answers
-    _until(lambda: "shadowed" in set(logged_today(served.data)["request_id"]), timeout=10)
+    until(lambda: "shadowed" in set(logged_today(served.data)["request_id"]))
     row = logged_today(served.data).filter(request_id="shadowed").row(0, named=True)
     assert (row["shadow_version"], row["shadow_score"]) == ("2", row["score"])  # same artifacts, same score
 
@@ -202,7 +193,7 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
     for start in range(0, len(requests), 100):
         assert post(f"{service}/predict_batch", {"requests": requests[start : start + 100]})[0] == 200
     sent = {r["request_id"] for r in requests}
-    _until(lambda: sent <= set(logged_today(served.data)["request_id"]), timeout=10)
+    until(lambda: sent <= set(logged_today(served.data)["request_id"]))
     _ingest_todays_log(served)
     refused = served.cli("promote", "fraud", "--from-shadow")
     assert refused.returncode == 1, refused.stdout + refused.stderr
@@ -211,10 +202,10 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
 
     promoted = served.cli("promote", "fraud", "2", "--reason", "shadowed without disagreement")
     assert promoted.returncode == 0, promoted.stderr
-    _until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "2")
+    until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "2")
     rolled_back = served.cli("rollback", "fraud")
     assert rolled_back.returncode == 0, rolled_back.stderr
-    _until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "1")
+    until(lambda: post(f"{service}/predict", {"request": BODY})[1]["model_version"] == "1")
     assert _models(service) == {"champion": "1"}
 
 

@@ -6,7 +6,7 @@ import dagster as dg
 import pytest
 
 from mlops_assets.definitions import build_definitions
-from tests.conftest import QUIET
+from tests.helpers import QUIET
 
 pytestmark = pytest.mark.integration
 

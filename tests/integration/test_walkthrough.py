@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import Project, free_port, stop, wait_for_http
+from tests.helpers import Project, free_port, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -36,7 +36,7 @@ def test_the_flights_walkthrough_from_a_file_to_a_served_model_and_a_drift_repor
     server = project.serve("flights", port, log)
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/readyz", server, log, timeout=90)
+        wait_for_http(f"{url}/readyz", server, log)
         sent = mlops("replay", "flights", "--day", "2013-01-13", "--sample", "300", "--url", url)
         assert "300 requests answered (300 by version 1)" in sent
     finally:

@@ -15,7 +15,7 @@ import pytest
 from mlops_assets.core.features.online import open_store
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
-from tests.conftest import kill_server, lake_tables, small_fraud_specs
+from tests.helpers import kill_server, lake_tables, small_fraud_specs
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

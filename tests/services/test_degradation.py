@@ -18,7 +18,7 @@ from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.definitions import build_definitions
 from mlops_assets.spec import PipelineSpec, load_specs
-from tests.conftest import BODY, QUIET, Served, free_port, post, service_missing, stop
+from tests.helpers import BODY, QUIET, Served, free_port, post, service_missing, stop
 
 pytestmark = pytest.mark.services
 NOW = datetime(2026, 1, 20, 12)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from mlops_assets.cli import main
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.definitions import build_definitions
-from tests.conftest import QUIET, free_port, wait_for_http
+from tests.helpers import QUIET, free_port, wait_for_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 

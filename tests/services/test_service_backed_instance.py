@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.core.features.online import open_store
-from tests.conftest import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
+from tests.helpers import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -105,7 +105,7 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     )
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_for_http(f"{url}/readyz", server, log, timeout=90)
+        wait_for_http(f"{url}/readyz", server, log)
         assert post(f"{url}/predict", {"request": BODY}, key=API_KEY)[0] == 200
         assert post(f"{url}/predict", {"request": BODY}, key=f"{API_KEY}-wrong")[0] == 401
     finally:

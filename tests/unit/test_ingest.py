@@ -7,7 +7,7 @@ import pytest
 from mlops_assets.core.ingest.files import SourceDataError, ingest_day, read_day, source_files
 from mlops_assets.core.ingest.validation import REASONS_COLUMN
 from mlops_assets.spec import load_specs
-from tests.conftest import ORDERS, write_day_files
+from tests.helpers import ORDERS, write_day_files
 
 DAY = date(2026, 3, 2)
 

@@ -1,7 +1,6 @@
 """The online store contract, on SQLite always and on the machine's Redis when it is reachable."""
 
 import threading
-import time
 import uuid
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,7 @@ from mlops_assets.core.features.online import (
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.spec import load_specs
-from tests.conftest import require_service
+from tests.helpers import require_service, until
 
 T0 = datetime(2026, 1, 10, 12)
 
@@ -116,15 +115,12 @@ def test_a_hanging_store_never_queues_requests_without_bound(tmp_path: Path) -> 
     (spec,) = load_specs()
     release = threading.Event()
     features = ResilientFeatures(spec, HangingStore(tmp_path / "online.db", release), timeout=0.05)
-    started = time.monotonic()
     answers = [features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0] for _ in range(10)]
-    assert time.monotonic() - started < 2  # four timeouts, then immediate answers
-    assert all(a.degraded for a in answers)
+    assert all(a.degraded for a in answers)  # four timeouts, then answers at once without waiting on the store
     assert sum("slower than 50 ms" in (a.reason or "") for a in answers) == 4
     assert sum("saturated" in (a.reason or "") for a in answers) == 6
-    release.set()
-    time.sleep(0.2)  # the hung lookups finish and give their slots back
-    assert not features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0].degraded
+    release.set()  # the hung lookups finish and give their slots back
+    until(lambda: not features.vectors([{"customer_id": "c1", "amount": 1.0}], T0)[0].degraded, what="recovery")
 
 
 def test_syncs_that_open_a_new_sqlite_store_at_once_all_land(tmp_path: Path) -> None:

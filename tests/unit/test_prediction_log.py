@@ -1,8 +1,8 @@
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
+from tests.helpers import until
 
 
 def _record(i: int) -> dict[str, object]:
@@ -26,8 +26,7 @@ def test_batches_flush_by_size_by_time_and_on_close(tmp_path: Path) -> None:
     for i in range(4):
         writer.log(_record(i))
     assert read_day(tmp_path, today).height == 3  # one full batch; the fourth waits
-    time.sleep(0.5)
-    assert read_day(tmp_path, today).height == 4  # flushed by time
+    until(lambda: read_day(tmp_path, today).height == 4, what="the flush by time")  # every flush_interval
     writer.log(_record(4))
     writer.close()
     frame = read_day(tmp_path, today)

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.core.serving.replay import ReplayError, check_pipeline
-from tests.conftest import small_fraud_specs
+from tests.helpers import small_fraud_specs
 
 
 class FakeService:

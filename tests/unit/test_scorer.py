@@ -18,7 +18,7 @@ from mlops_assets.core.models.modeling import Columns, build_pipeline, fit, to_p
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
 from mlops_assets.core.serving.scorer import FALLBACK_VERSION, LiveModels, RequestRefused, Scorer, canary_bucket
 from mlops_assets.spec import PipelineSpec, load_spec
-from tests.conftest import SMALL_SPEC
+from tests.helpers import SMALL_SPEC
 
 MODEL = textwrap.dedent(
     """

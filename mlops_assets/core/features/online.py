@@ -18,7 +18,7 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import polars as pl
 
@@ -125,7 +125,7 @@ class SQLiteOnlineStore:
 
     def _connect(self) -> sqlite3.Connection:
         """This thread's connection, opened (and the schema created) on first use: lookups skip both."""
-        connection = getattr(self._local, "connection", None)
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
         if connection is not None:
             return connection
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -214,11 +214,13 @@ class RedisOnlineStore:
             args = [part for row in rows[start : start + 2000] for part in row]
             self._upsert(keys=[self._key(pipeline, view)], args=args)
 
+    # redis types replies as bytes or str whatever the client; this one decodes them (decode_responses=True).
     def read(self, pipeline: str, view: str, entities: Sequence[str]) -> list[str | None]:
-        return list(self.client.hmget(self._key(pipeline, view), list(entities))) if entities else []
+        values = self.client.hmget(self._key(pipeline, view), list(entities)) if entities else []
+        return cast("list[str | None]", list(values))
 
     def watermark(self, pipeline: str, view: str) -> str | None:
-        return self.client.hget(f"{self.prefix}:watermarks", f"{pipeline}:{view}")
+        return cast("str | None", self.client.hget(f"{self.prefix}:watermarks", f"{pipeline}:{view}"))
 
     def set_watermark(self, pipeline: str, view: str, value: str) -> None:
         self.client.hset(f"{self.prefix}:watermarks", f"{pipeline}:{view}", value)
@@ -253,7 +255,8 @@ def sync_view(store: OnlineStore, pipeline: str, view: str, features: pl.LazyFra
     if latest.height == 0:
         return SyncResult(0, mark)
     store.write(pipeline, view, encode(latest, keys))
-    newest = latest.get_column(FEATURE_TIMESTAMP).max().isoformat()
+    # polars types a column's max as any Python literal; feature times are datetimes.
+    newest = cast(datetime, latest.get_column(FEATURE_TIMESTAMP).max()).isoformat()
     store.set_watermark(pipeline, view, newest)
     return SyncResult(latest.height, newest)
 
@@ -297,8 +300,8 @@ def assemble(
             elif row.stale:
                 vector.stale.append(view_name)
             vector.values.update(row.values or dict.fromkeys(columns))
-            usable = row.values is not None and row.feature_timestamp is not None
-            vector.timestamps[view_name] = row.feature_timestamp.isoformat() if usable else None  # type: ignore[union-attr]
+            stamp = row.feature_timestamp
+            vector.timestamps[view_name] = stamp.isoformat() if row.values is not None and stamp is not None else None
     return vectors
 
 

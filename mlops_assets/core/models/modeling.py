@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,8 @@ class Outputs:
     @property
     def labels(self) -> np.ndarray:
         """Multiclass: the most probable class of each row."""
-        return np.asarray(self.classes, dtype=object)[np.argmax(self.values, axis=1)]
+        labels: np.ndarray = np.asarray(self.classes, dtype=object)[np.argmax(self.values, axis=1)]
+        return labels
 
     @property
     def scores(self) -> np.ndarray:
@@ -114,7 +115,8 @@ def time_split(frame: pl.DataFrame, timestamp: str, holdout: timedelta) -> tuple
     """Train on everything before the last `holdout` period, evaluate on that period: never a random shuffle."""
     if frame.height == 0:
         raise ModelError("the training set is empty: materialize more days of data and labels")
-    cutoff = frame.get_column(timestamp).max() - holdout
+    # polars types a column's max as any Python literal; a timestamp column's is a datetime (the frame has rows).
+    cutoff = cast(datetime, frame.get_column(timestamp).max()) - holdout
     train, test = frame.filter(pl.col(timestamp) <= cutoff), frame.filter(pl.col(timestamp) > cutoff)
     if train.height == 0 or test.height == 0:
         raise ModelError(
@@ -246,10 +248,13 @@ def scores(pipeline: Pipeline, frame: pl.DataFrame, columns: Columns, task: str 
     return predict(pipeline, to_pandas(frame, columns), task).values
 
 
-def compute_metrics(y: np.ndarray, out: Outputs, metrics: list[str], threshold: float = 0.5) -> dict[str, float | None]:
+def compute_metrics(
+    y: np.ndarray, out: Outputs, metrics: Sequence[str], threshold: float = 0.5
+) -> dict[str, float | None]:
     """The declared metrics; None (not 0) where a metric is undefined on these rows: a ranking metric where one
     class is absent, MAPE where a target is zero, R² on fewer than two rows."""
     p = out.values
+    table: dict[str, Callable[[], float | None]]
     if out.task == "multiclass":
         classes = list(out.classes)
         predicted = out.labels

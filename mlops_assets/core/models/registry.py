@@ -257,6 +257,13 @@ class ModelRegistry:
             if "MLmodel" not in files:
                 raise RegistryError(f"version {version} of {name!r} has no model files (MLmodel missing): not live")
 
+    def register_again(self, name: str, version: str) -> str:
+        """A new version of the model files of `version` (the same artifacts and run): the new version number.
+        Under this registry's URI: MLflow resolves a logged model's source through its process-wide tracking URI."""
+        source = self.version(name, version)
+        with self._fluent():
+            return str(self.client.create_model_version(name, source.source, source.run_id).version)
+
     def set_challenger(self, name: str, version: str) -> None:
         self.verify_artifacts(name, version)
         self.client.set_registered_model_alias(name, CHALLENGER, version)

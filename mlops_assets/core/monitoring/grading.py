@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -25,7 +26,7 @@ from mlops_assets.core.monitoring.drift import (
     numeric_stats,
     stats_frame,
 )
-from mlops_assets.core.serving.prediction_log import logged_outputs
+from mlops_assets.core.serving.prediction_log import degraded_share, logged_outputs
 from mlops_assets.spec import DriftThresholds, MonitoringSpec, PipelineSpec
 
 # The rows of a window's stats that describe the model's outputs, not a feature: the score or value (binary,
@@ -242,7 +243,7 @@ def out_of_range(reference: pl.DataFrame, current: pl.DataFrame, numeric: Sequen
         values = current.get_column(name).drop_nulls()
         if low is None or values.len() == 0:
             continue
-        shares[name] = float(((values < low) | (values > high)).mean() or 0.0)  # type: ignore[operator]
+        shares[name] = float(cast("float | None", ((values < low) | (values > high)).mean()) or 0.0)
     return shares
 
 
@@ -271,7 +272,7 @@ def _data_quality(
         unseen = thresholds.unseen_share.level(s.unseen_share)
         if unseen != "ok":
             problems.append((unseen, f"{s.feature} has {s.unseen_share:.1%} values never seen in training"))
-    degraded = float(log.get_column("degraded").mean() or 0.0)
+    degraded = degraded_share(log)
     fallback = monitoring.fallback_rate.level(degraded)
     if fallback != "ok":
         problems.append((fallback, f"{degraded:.1%} of the answers were degraded (store failure or fallback)"))
@@ -291,7 +292,7 @@ def _data_quality(
     )
 
 
-SKEW_SCHEMA = {
+SKEW_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "view": pl.String,
     "feature": pl.String,
     "compared": pl.Int64,
@@ -342,7 +343,7 @@ def skew_stats(log: pl.DataFrame, offline: Mapping[str, pl.DataFrame], spec: Pip
                     "compared": int(found.sum()),
                     "mismatched": int((found & ~same).sum()),
                     "not_found_offline": int((~found).sum()),
-                    "max_abs_diff": float(difference.max() or 0.0) if difference.len() else 0.0,  # type: ignore[arg-type]
+                    "max_abs_diff": float(cast("float | None", difference.max()) or 0.0) if difference.len() else 0.0,
                 }
             )
     return pl.DataFrame(rows, schema=SKEW_SCHEMA)
@@ -350,7 +351,11 @@ def skew_stats(log: pl.DataFrame, offline: Mapping[str, pl.DataFrame], spec: Pip
 
 def skew_verdict(window: str, skew: pl.DataFrame, monitoring: MonitoringSpec) -> CheckVerdict:
     """The worst feature's share of served values that differ from (or are missing) offline."""
-    if skew.height == 0 or int(skew.get_column("compared").sum() + skew.get_column("not_found_offline").sum()) == 0:
+
+    def total(column: str) -> int:  # of an Int64 column (polars types any sum as int | float | Decimal)
+        return cast(int, skew.get_column(column).sum())
+
+    if skew.height == 0 or total("compared") + total("not_found_offline") == 0:
         return CheckVerdict("ok", f"{window}: no answer with online feature rows to compare", {"window": window})
     shares = skew.with_columns(
         ((pl.col("mismatched") + pl.col("not_found_offline")) / (pl.col("compared") + pl.col("not_found_offline")))
@@ -361,7 +366,7 @@ def skew_verdict(window: str, skew: pl.DataFrame, monitoring: MonitoringSpec) ->
     level = monitoring.skew_share.level(top["share"])
     bad = shares.filter(pl.col("share") > 0)
     if bad.height == 0:
-        compared = int(skew.get_column("compared").max() or 0)
+        compared = int(cast("int | None", skew.get_column("compared").max()) or 0)
         return CheckVerdict(
             "ok", f"{window}: served features equal their offline rows ({compared} answers)", {"window": window}
         )
@@ -400,7 +405,7 @@ def offline_stats(
 
 def offline_verdict(window: str, stats: pl.DataFrame, monitoring: MonitoringSpec) -> CheckVerdict:
     """Features computed offline from the window's raw data against the training period: drift before serving."""
-    rows = int(stats.get_column("current_rows").max() or 0) if stats.height else 0
+    rows = int(cast("int | None", stats.get_column("current_rows").max()) or 0) if stats.height else 0
     if rows < monitoring.min_rows:
         text = (
             f"{window}: {rows} offline feature rows, fewer than monitoring.min_rows ({monitoring.min_rows}): not graded"
@@ -414,5 +419,5 @@ def offline_verdict(window: str, stats: pl.DataFrame, monitoring: MonitoringSpec
         f"{r['feature']} (KS {r['ks'] or 0:.3f}, PSI {r['psi'] or 0:.3f}) {r['distribution_level']}"
         for r in moved.head(10).iter_rows(named=True)
     )
-    evidence = {"window": window, "features": moved.get_column("feature").to_list()}
+    evidence: dict[str, object] = {"window": window, "features": moved.get_column("feature").to_list()}
     return CheckVerdict(level, f"{window}: {moved.height} features drifted offline: {text}", evidence)

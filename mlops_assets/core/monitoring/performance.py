@@ -62,7 +62,11 @@ def metrics_by_version(rows: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
             spec.model.threshold,
         )
         out.append({"model_version": version, "labelled": group.height, **metrics})
-    schema = {"model_version": pl.String, "labelled": pl.Int64, **dict.fromkeys(spec.model.metrics, pl.Float64)}
+    schema: dict[str, pl.DataType | type[pl.DataType]] = {
+        "model_version": pl.String,
+        "labelled": pl.Int64,
+        **dict.fromkeys(spec.model.metrics, pl.Float64),
+    }
     return pl.DataFrame(out, schema=schema)
 
 
@@ -70,6 +74,7 @@ def judge(table: pl.DataFrame, spec: PipelineSpec, champion: str, min_rows: int)
     """Whether the champion's promotion metric on labelled live traffic stays above the floor."""
     assert spec.promotion is not None
     metric, floor = spec.promotion.metric, spec.monitoring.performance_floor
+    assert metric is not None, "filled in with the task's first metric when the spec is loaded"
     row = table.filter(pl.col("model_version") == champion)
     labelled = int(row.get_column("labelled").item()) if row.height else 0
     value = row.get_column(metric).item() if row.height else None

@@ -6,15 +6,19 @@ import base64
 import html
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
 from mlops_assets.core.markdown import PAGE_STYLE, markdown_table
 
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
-def _png(figure: object) -> str:
+
+def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")  # type: ignore[attr-defined]
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
     return base64.b64encode(buffer.getvalue()).decode()
 
 

@@ -169,7 +169,7 @@ def _build_here(request: dict[str, Any]) -> BuiltBento:
             description=f"Prediction service of the {pipeline!r} pipeline (mlops-assets)",
             include=["mlops_assets/**", "specs/**"],
             python={"packages": [f"{p}=={installed_version(p)}" for p in RUNTIME_PACKAGES], "lock_packages": False},
-            models=tags,
+            models=[*tags],  # a new list: bentoml types it as an (invariant) list of model specs, tags or dicts
             build_ctx=".",
             args={"pipeline": pipeline, "specs_dir": "specs", **versions},
         )

@@ -15,14 +15,14 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
 
 from mlops_assets.core.models.modeling import Outputs
 
-LOG_SCHEMA = {
+LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "request_id": pl.String,
     "timestamp": pl.Datetime("us"),
     "entity": pl.String,
@@ -140,6 +140,12 @@ def read_day(folder: Path, day: date) -> pl.DataFrame:
 def duplicate_request_ids(frame: pl.DataFrame) -> int:
     """Records whose request id an earlier record of the frame already had."""
     return frame.height - frame.get_column("request_id").n_unique()
+
+
+def degraded_share(frame: pl.DataFrame) -> float:
+    """The share of logged answers that were degraded; 0 without any."""
+    # A boolean column's mean: a float, None when empty (polars types a mean as any Python literal).
+    return float(cast("float | None", frame.get_column("degraded").mean()) or 0.0)
 
 
 def logged_outputs(

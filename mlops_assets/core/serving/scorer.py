@@ -306,23 +306,27 @@ class Scorer:
         answering = [live.challenger if c else live.champion for c in canary]
         scored = _score_by_model(answering, vectors, skip=use_fallback)
         answers, records = [], []
+        output: RowOutput | str
+        reason: str | None
         for i, (request_id, body, vector) in enumerate(zip(ids, bodies, vectors, strict=True)):
             if use_fallback[i]:
                 assert fallback is not None
                 output, rule = fallback.score_for(body)
                 version, reason = FALLBACK_VERSION, f"{vector.reason}; answered by the {rule}"
             else:
-                output, version, reason = scored[i], answering[i].version, _reason(vector)  # type: ignore[union-attr]
+                model, model_output = answering[i], scored[i]
+                assert model is not None and model_output is not None, "a row the fallback skips is a model's"
+                output, version, reason = model_output, model.version, _reason(vector)
             common = {"request_id": request_id, "model_version": version, "degraded": vector.degraded, "reason": reason}
-            answer = self._answer(output, common)  # type: ignore[arg-type]
+            answer = self._answer(output, common)
             self.metrics.answered(version, vector.degraded, use_fallback[i])
             answers.append(answer)
-            records.append(self._record(answer, output, body, vector, times[i]))  # type: ignore[arg-type]
+            records.append(self._record(answer, output, body, vector, times[i]))
         return answers, live, records, vectors, canary, use_fallback
 
     def _vectors(self, bodies: list[dict[str, Any]], times: list[datetime]) -> list[ServedVector]:
         """Feature vectors as of each request's time: one lookup per distinct time (just one without replays)."""
-        vectors: list[ServedVector | None] = [None] * len(bodies)
+        vectors: dict[int, ServedVector] = {}
         groups: dict[datetime, list[int]] = {}
         for i, moment in enumerate(times):
             groups.setdefault(moment, []).append(i)
@@ -330,7 +334,7 @@ class Scorer:
             found = self.features.vectors([bodies[i] for i in rows], moment.replace(tzinfo=None))
             for i, vector in zip(rows, found, strict=True):
                 vectors[i] = vector
-        return vectors  # type: ignore[return-value]
+        return [vectors[i] for i in range(len(bodies))]
 
     def _answer(self, output: RowOutput | str, common: dict[str, Any]) -> Answer:
         """The response for one row: a model's output, or the fallback's score, value or class."""
@@ -409,7 +413,7 @@ class Scorer:
         """Whether the shadow would have answered differently: another decision (binary), another class
         (multiclass), a value more than REGRESSION_DISAGREEMENT apart relative to the larger (regression)."""
         if isinstance(shadow, dict):
-            return record["shadow_label"] != record["label"]
+            return bool(record["shadow_label"] != record["label"])
         answered = float(record["score"])
         if self.task == "regression":
             return abs(shadow - answered) > REGRESSION_DISAGREEMENT * max(abs(shadow), abs(answered))

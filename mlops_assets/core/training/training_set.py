@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -223,7 +223,10 @@ def training_set_chunks(
     chunks = [days.slice(i, chunk_days) for i in range(0, days.height, chunk_days)] or [days]
     # A chunk reads feature rows from the earliest prediction of it or of any later chunk; each entity's latest
     # older row is carried from the chunks before (for the first, folded from the history a few days at a time).
-    opens = list(itertools.accumulate(reversed([c["first"].min() for c in chunks]), min))[::-1]
+    # (polars types a min as any Python literal: here a prediction time, or None in the one chunk of no labels at
+    # all, whose opening is never read.)
+    firsts = [cast(datetime, c["first"].min()) for c in chunks]
+    opens = list(itertools.accumulate(reversed(firsts), min))[::-1]
     views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
     columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
     carried: dict[str, pl.DataFrame] = {}
@@ -236,7 +239,7 @@ def training_set_chunks(
             else:
                 first_history = latest_before(frame, keys, opens[0], chunk_days) if not i else None
                 history, duplicates[name] = first_history or (carried[name], 0)
-                read = rows_between(frame, opens[i], max(chunk["last"].max(), reopens or opens[i]))
+                read = rows_between(frame, opens[i], max(cast(datetime, chunk["last"].max()), reopens or opens[i]))
                 recent, dropped = resolved(read, keys)
                 if dropped and reopens is not None:
                     # Chunks may read the same recent rows: each counts the duplicates of its own stretch of time
@@ -248,7 +251,7 @@ def training_set_chunks(
             inputs[name] = ViewInput(rows.lazy(), parse_duration(spec.feature_views[name].ttl))
             if reopens is not None:
                 carried[name] = latest(rows.filter(pl.col(FEATURE_TIMESTAMP) < reopens), keys)
-        frame, stats = point_in_time_join(
+        joined, stats = point_in_time_join(
             usable.filter(day.is_in(chunk["day"].to_list())).select(*columns, label.column),
             inputs,
             keys=keys,
@@ -256,7 +259,7 @@ def training_set_chunks(
             label_timestamp=label.timestamp,
             inclusive=label.feature_cutoff == "at",
         )
-        yield frame, replace(stats, before_start=before_start if i == 0 else 0, duplicates=duplicates)
+        yield joined, replace(stats, before_start=before_start if i == 0 else 0, duplicates=duplicates)
 
 
 def training_set_problems(spec: PipelineSpec, labels: pl.LazyFrame, features: Mapping[str, pl.LazyFrame]) -> list[str]:

@@ -53,7 +53,7 @@ def _value(setting: str) -> str:
 def _from_environment(value: str, variable: str) -> str:
     """A value that came from the environment stays a reference to it (dg.EnvVar): the UI and the run config show the
     variable's name, never a password inside the URL."""
-    return dg.EnvVar(variable) if os.environ.get(variable) == value else value  # type: ignore[return-value]
+    return dg.EnvVar(variable) if os.environ.get(variable) == value else value
 
 
 class BentoResource(dg.ConfigurableResource):

@@ -28,12 +28,28 @@ def validated_table_specs(
     deps: Sequence[dg.AssetDep] = (),
 ) -> dict[str, Any]:
     """The multi_asset arguments shared by every validated table: its specs, check and partitioning."""
-    common = {"group_name": group(spec, stage), "kinds": KINDS, "owners": [spec.owner] if spec.owner else None}
+    group_name, owners = group(spec, stage), [spec.owner] if spec.owner else None
     q_key = quarantine_key(key)
     return {
         "specs": [
-            dg.AssetSpec(key, deps=deps, description=description, code_version=code_version, **common),
-            dg.AssetSpec(q_key, deps=[key], description=quarantine_description, code_version=code_version, **common),
+            dg.AssetSpec(
+                key,
+                deps=deps,
+                description=description,
+                code_version=code_version,
+                group_name=group_name,
+                kinds=KINDS,
+                owners=owners,
+            ),
+            dg.AssetSpec(
+                q_key,
+                deps=[key],
+                description=quarantine_description,
+                code_version=code_version,
+                group_name=group_name,
+                kinds=KINDS,
+                owners=owners,
+            ),
         ],
         "check_specs": [rows_valid_spec(key, q_key)],
         "partitions_def": daily_partitions(spec),

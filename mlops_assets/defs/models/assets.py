@@ -75,7 +75,7 @@ def record_champion_change(
 def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
     assert spec.model is not None and spec.promotion is not None
     model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
-    common = {"group_name": group(spec, "models"), "owners": [spec.owner] if spec.owner else None}
+    group_name, owners = group(spec, "models"), [spec.owner] if spec.owner else None
     label = spec.label.column
 
     @dg.asset(
@@ -87,7 +87,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         f"{model.holdout} of the training set, logs it to MLflow with its lineage and registers a new version "
         f"of the `{spec.name}` model.",
         retry_policy=MLFLOW_RETRY,
-        **common,
+        group_name=group_name,
+        owners=owners,
     )
     def model_candidate(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
@@ -200,14 +201,16 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 kinds=KINDS,
                 description="The candidate and the current champion scored on the candidate's frozen holdout "
                 "(rebuilt from the training set's Delta version); the promotion gate grades the result.",
-                **common,
+                group_name=group_name,
+                owners=owners,
             ),
             dg.AssetSpec(
                 keys["model_card"],
                 deps=[keys["model_candidate"]],
                 kinds={"mlflow", "markdown"},
                 description="A markdown card per registered version: intended use, data, metrics, comparison.",
-                **common,
+                group_name=group_name,
+                owners=owners,
             ),
         ],
         check_specs=[
@@ -301,7 +304,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         description="The live model: each materialization is one change of the `champion` alias (gate passed, "
         "manual promotion or rollback), with the previous version, the reason and who triggered it.",
         retry_policy=MLFLOW_RETRY,
-        **common,
+        group_name=group_name,
+        owners=owners,
     )
     def champion(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource

@@ -4,6 +4,7 @@ import json
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
+from typing import cast
 
 import dagster as dg
 import polars as pl
@@ -30,7 +31,7 @@ from mlops_assets.core.monitoring.performance import (
     rolling_days,
 )
 from mlops_assets.core.monitoring.report import render, top_movers
-from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
+from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, degraded_share
 from mlops_assets.defs.common.metadata import links, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
@@ -125,7 +126,9 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         report = window_report(day, monitoring, reference, reference_outputs, log, columns, champion, known)
         skew = skew_stats(log, offline_rows(lake.root, spec, log), spec)
         period = training.get_column(spec.label.prediction_timestamp)
-        reference_offline, current_offline = offline_frames(lake.root, spec, day, period.min(), period.max(), seed)
+        # Prediction times: date-times (polars types a min or max as any Python literal).
+        first, last = cast(datetime, period.min()), cast(datetime, period.max())
+        reference_offline, current_offline = offline_frames(lake.root, spec, day, first, last, seed)
         offline = offline_stats(reference_offline, current_offline, monitoring)
         checks = {
             **report.checks,
@@ -152,6 +155,9 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         features = report.stats.filter(~is_output)
         top = features.sort("psi", descending=True, nulls_last=True).head(1)
         outputs = report.stats.filter(is_output)
+        # Numbers or None (polars types a column's max or mean as any Python literal).
+        prediction_psi = cast("float | None", outputs.get_column("psi").max())  # multiclass: the worst output
+        drifted = cast("float | None", (features.get_column("distribution_level") == "error").mean())
         yield dg.MaterializeResult(
             metadata={
                 **table_metadata(stats_path, stats),
@@ -161,9 +167,9 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "top_movers": dg.MetadataValue.md(top_movers(features)),
                 "top_feature": top.get_column("feature").item() if top.height else "",
                 "top_feature_psi": float(top.get_column("psi").item() or 0.0) if top.height else 0.0,
-                "prediction_psi": float(outputs.get_column("psi").max() or 0.0),  # multiclass: the worst output
-                "drifted_share": float((features.get_column("distribution_level") == "error").mean() or 0.0),
-                "degraded_share": float(log.get_column("degraded").mean() or 0.0) if log.height else 0.0,
+                "prediction_psi": float(prediction_psi or 0.0),
+                "drifted_share": float(drifted or 0.0),
+                "degraded_share": degraded_share(log),
                 "report": dg.MetadataValue.url(page.as_uri()),
                 # The champion that served the day: its MLflow version page and the run that trained it.
                 **links(registry.links(spec.name, champion, live.run_id)),

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from mlops_assets.core.monitoring.retraining import Reason
 from mlops_assets.defs.keys import drift_report_key, performance_key
 from mlops_assets.spec import PipelineSpec
 
@@ -14,7 +15,7 @@ SKEW = "training_serving_skew"
 OFFLINE_DRIFT = "offline_feature_drift"
 
 
-def retraining_evidence(spec: PipelineSpec) -> dict[str, tuple[dg.AssetKey, tuple[str, ...]]]:
+def retraining_evidence(spec: PipelineSpec) -> dict[Reason, tuple[dg.AssetKey, tuple[str, ...]]]:
     """Which failing checks (at ERROR), on which asset, are evidence for a retraining, by reason."""
     return {
         "drift": (drift_report_key(spec), (DATASET_DRIFT, PREDICTION_DRIFT)),

@@ -81,7 +81,7 @@ def evaluate_policy(
     decisions = []
     for reason, (asset, checks) in retraining_evidence(spec).items():
         verdicts = window_verdicts(instance, asset, checks)
-        decisions.append(decide(verdicts, policy, retrained_at, now, acted_on, reason, challenger))  # type: ignore[arg-type]
+        decisions.append(decide(verdicts, policy, retrained_at, now, acted_on, reason, challenger))
     decision = next((d for d in decisions if d.retrain), decisions[0])
     if decision.retrain and decision.evidence_key:
         state["acted_on"] = [*state.get("acted_on", []), decision.evidence_key][-200:]

@@ -11,7 +11,13 @@ from mlops_assets.core.features.online import sync_view
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
-from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, duplicate_request_ids, log_folder, read_day
+from mlops_assets.core.serving.prediction_log import (
+    LOG_SCHEMA,
+    degraded_share,
+    duplicate_request_ids,
+    log_folder,
+    read_day,
+)
 from mlops_assets.core.serving.shadow import ShadowError, ShadowOutcome, TooFewLabels, compare
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
@@ -90,7 +96,7 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             return dg.MaterializeResult(
                 metadata={
                     **table_metadata(path, frame),
-                    "degraded_share": float(frame.get_column("degraded").mean() or 0.0) if frame.height else 0.0,
+                    "degraded_share": degraded_share(frame),
                     "model_versions": ", ".join(sorted(set(frame.get_column("model_version").drop_nulls()))) or "none",
                     # Kept, not dropped; label joins (shadow, performance) take the first answer of an id.
                     "duplicate_request_ids": duplicate_request_ids(frame),
@@ -177,25 +183,27 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             result = compare(spec, log, labels, champion, challenger, promotion.min_shadow_rows)
         except ShadowError as exc:
             waiting = isinstance(exc, TooFewLabels)
-            outcome = {
+            evidence: dict[str, str | int] = {
                 **versions,
-                "outcome": ShadowOutcome.WAITING_FOR_LABELS if waiting else ShadowOutcome.CANNOT_COMPARE,
+                "outcome": (ShadowOutcome.WAITING_FOR_LABELS if waiting else ShadowOutcome.CANNOT_COMPARE).value,
                 "labelled_rows": exc.rows if isinstance(exc, TooFewLabels) else 0,
             }
-            yield dg.MaterializeResult(metadata={**outcome, "problem": str(exc)})
-            yield dg.AssetCheckResult(check_name=SHADOW_GATE, passed=False, description=str(exc), metadata=outcome)
+            yield dg.MaterializeResult(metadata={**evidence, "problem": str(exc)})
+            yield dg.AssetCheckResult(check_name=SHADOW_GATE, passed=False, description=str(exc), metadata=evidence)
             return
         table = [
             {"metric": m, "champion": f"{v:.4f}", "challenger": f"{result.challenger.metrics[m]:.4f}"}
             for m, v in result.champion.metrics.items()
         ]
+        metric = promotion.metric
+        assert metric is not None, "filled in with the task's first metric when the spec is loaded"
         yield dg.MaterializeResult(
             metadata={
                 **versions,
                 "labelled_rows": result.rows,
                 "metrics": dg.MetadataValue.md(markdown_table(table)),
-                f"champion/{promotion.metric}": result.champion.metrics[promotion.metric],
-                f"challenger/{promotion.metric}": result.challenger.metrics[promotion.metric],
+                f"champion/{metric}": result.champion.metrics[metric],
+                f"challenger/{metric}": result.challenger.metrics[metric],
             }
         )
         outcome = ShadowOutcome.WON if result.decision.passed else ShadowOutcome.LOST
@@ -203,7 +211,7 @@ def build_shadow_evaluation_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             check_name=SHADOW_GATE,
             passed=result.decision.passed,
             description="; ".join(result.decision.reasons),
-            metadata={**versions, "outcome": outcome, "labelled_rows": result.rows},
+            metadata={**versions, "outcome": outcome.value, "labelled_rows": result.rows},
         )
 
     return _shadow_evaluation
