@@ -14,93 +14,55 @@ from mlops_assets.defs.common.resources import (
     mlflow_resource,
     online_store_resource,
 )
-from mlops_assets.defs.features.assets import build_feature_assets
-from mlops_assets.defs.ingest.assets import build_ingest_assets
-from mlops_assets.defs.models.assets import build_model_assets
-from mlops_assets.defs.models.jobs import build_retention
-from mlops_assets.defs.monitoring.assets import build_drift_report_asset, build_performance_asset
-from mlops_assets.defs.monitoring.schedules import daily_schedule
-from mlops_assets.defs.monitoring.sensors import build_retraining_sensor
-from mlops_assets.defs.serving.assets import (
-    build_bento_asset,
-    build_online_assets,
-    build_prediction_log_asset,
-    build_shadow_evaluation_asset,
-)
-from mlops_assets.defs.training.assets import build_training_set_asset
+from mlops_assets.defs.common.schedules import daily_schedule
+from mlops_assets.defs.features import definitions as features
+from mlops_assets.defs.ingest import definitions as ingest
+from mlops_assets.defs.models import definitions as models
+from mlops_assets.defs.monitoring import definitions as monitoring
+from mlops_assets.defs.serving import definitions as serving
+from mlops_assets.defs.training import definitions as training
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
 
 
 def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
-    daily = [
-        *build_ingest_assets(spec),
-        *build_feature_assets(spec),
-        *build_online_assets(spec),
-        build_prediction_log_asset(spec),
+    """One pipeline: what each stage defines, and the jobs that cross stages (a day of data, training, retraining)."""
+    stages = [
+        ingest.definitions(spec),
+        features.definitions(spec),
+        training.definitions(spec),
+        models.definitions(spec),
+        serving.definitions(spec, specs_dir),
+        monitoring.definitions(spec),
     ]
-    training = [build_training_set_asset(spec), *(build_model_assets(spec) if spec.model else [])]
+    day = dg.AssetSelection.groups(keys.group(spec, "ingest"), keys.group(spec, "features")) | dg.AssetSelection.assets(
+        *(keys.online_key(spec, view) for view in spec.feature_views), keys.prediction_log_key(spec)
+    )
+    trained = dg.AssetSelection.assets(
+        keys.training_set_key(spec), *(keys.model_keys(spec).values() if spec.model else [])
+    )
     jobs: list[dg.JobDefinition | dg.UnresolvedAssetJobDefinition] = [
         dg.define_asset_job(
             keys.daily_job(spec),
-            selection=dg.AssetSelection.assets(*daily),
+            selection=day,
             description="Ingest a day (or a range of days) of every source, compute its feature views and sync the "
             "online store.",
         ),
         dg.define_asset_job(
             keys.training_job(spec),
-            selection=dg.AssetSelection.assets(*training),
+            selection=trained,
             description="Rebuild the point-in-time training set, then train, evaluate, gate and promote a model.",
         ),
     ]
-    schedules = [daily_schedule(keys.daily_job(spec), "30 0 * * *", spec)]
-    sensors: list[dg.SensorDefinition] = []
-    serving = []
     if spec.model:
-        retention, schedule = build_retention(spec)
-        jobs.append(retention)
-        schedules.append(schedule)
-        bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
-        serving += [bento, shadow]
-        # Evaluates the bento's automation condition: a champion change (gate, promote, rollback) rebuilds it when
-        # the daemon runs (`mlops ui`), as the CLI does itself.
-        sensors.append(
-            dg.AutomationConditionSensorDefinition(
-                keys.bento_automation_sensor(spec),
-                target=dg.AssetSelection.assets(bento),
-                default_status=dg.DefaultSensorStatus.RUNNING,
-                description="Requests a bento build after the champion changed (the bento's eager condition).",
+        jobs.append(
+            dg.define_asset_job(
+                keys.retraining_job(spec),
+                selection=trained | dg.AssetSelection.assets(keys.bento_key(spec)),
+                description="Retrain: training set, candidate, evaluation and gate, card, champion, bento.",
             )
         )
-        jobs += [
-            dg.define_asset_job(
-                keys.bento_job(spec),
-                selection=dg.AssetSelection.assets(bento),
-                description="Build the BentoML bundle of the live models (a no-op when they have not changed).",
-            ),
-            dg.define_asset_job(
-                keys.shadow_job(spec),
-                selection=dg.AssetSelection.assets(shadow),
-                description="Compare champion and challenger on labelled live traffic through the promotion gate.",
-            ),
-        ]
-        drift, performance = build_drift_report_asset(spec), build_performance_asset(spec)
-        serving += [drift, performance]
-        monitor = dg.define_asset_job(
-            keys.monitoring_job(spec),
-            selection=dg.AssetSelection.assets(drift, performance),
-            description="A day's drift report and live performance with their checks (the daily job ingests the "
-            "prediction log first).",
-        )
-        retrain = dg.define_asset_job(
-            keys.retraining_job(spec),
-            selection=dg.AssetSelection.assets(*training, bento),
-            description="Retrain: training set, candidate, evaluation and gate, card, champion, bento.",
-        )
-        jobs += [monitor, retrain]
-        # The day's drift report reads what the daily job ingested: its prediction log partition.
-        schedules.append(daily_schedule(keys.monitoring_job(spec), "30 1 * * *", spec, keys.prediction_log_key(spec)))
-        sensors.append(build_retraining_sensor(spec, keys.retraining_job(spec)))
-    return dg.Definitions(assets=[*daily, *training, *serving], jobs=jobs, schedules=schedules, sensors=sensors)
+    across = dg.Definitions(jobs=jobs, schedules=[daily_schedule(keys.daily_job(spec), "30 0 * * *", spec)])
+    return dg.Definitions.merge(*stages, across)
 
 
 def build_definitions(

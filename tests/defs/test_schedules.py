@@ -12,7 +12,7 @@ import pytest
 
 from mlops_assets.definitions import build_definitions
 from mlops_assets.defs.common.resources import LakeResource
-from mlops_assets.defs.monitoring.schedules import daily_schedule
+from mlops_assets.defs.common.schedules import daily_schedule
 from mlops_assets.spec import PipelineSpec, load_specs
 
 
