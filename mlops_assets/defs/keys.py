@@ -9,6 +9,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.core.lake import table_path
+from mlops_assets.core.monitoring.retraining import TAG_PREFIX
 from mlops_assets.spec import PipelineSpec
 
 # --- Tables: an asset that writes Delta writes the table named by its key's last part -----------------------------
@@ -126,8 +127,7 @@ def bento_automation_sensor(spec: PipelineSpec) -> str:
 
 
 # --- Run tags ---------------------------------------------------------------------------------------------------------
-TAG_PREFIX = "mlops/"
-PROMOTION_TAG = "mlops/promotion"  # "manual": a passing candidate becomes challenger, never champion
-RETRAINING_TAG = "mlops/retraining"  # the evidence a retraining run was requested for
-RETRAIN_AT_TAG = "mlops/retrain_at"
-RETRAIN_REASON_TAG = "mlops/retrain_reason"
+PROMOTION_TAG = f"{TAG_PREFIX}promotion"  # "manual": a passing candidate becomes challenger, never champion
+RETRAINING_TAG = f"{TAG_PREFIX}retraining"  # the evidence a retraining run was requested for
+RETRAIN_AT_TAG = f"{TAG_PREFIX}retrain_at"
+RETRAIN_REASON_TAG = f"{TAG_PREFIX}retrain_reason"

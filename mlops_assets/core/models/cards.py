@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
-from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.markdown import html_page, markdown_table
 from mlops_assets.core.models.modeling import Evaluation, GateDecision
 from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec
 
@@ -114,3 +115,12 @@ def render_card(
             "degrades it without notice until labels arrive.",
         ]
     )
+
+
+def write_card(path: Path, title: str, card: str) -> Path:
+    """The card as markdown at `path` and as the HTML page a browser shows beside it; the page's path."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(card)
+    page = path.with_suffix(".html")
+    page.write_text(html_page(title, card))
+    return page

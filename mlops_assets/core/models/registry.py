@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -256,6 +256,25 @@ class ModelRegistry:
                 raise RegistryError(f"the artifacts of version {version} of {name!r} cannot be listed: {exc}") from exc
             if "MLmodel" not in files:
                 raise RegistryError(f"version {version} of {name!r} has no model files (MLmodel missing): not live")
+
+    def versions(self, name: str) -> set[str]:
+        """Every registered version of the model."""
+        return {str(v.version) for v in self.client.search_model_versions(f"name='{name}'")}
+
+    def record_gate(
+        self, name: str, version: str, champion_metrics: Mapping[str, float], passed: bool, reasons: Sequence[str]
+    ) -> None:
+        """What the promotion gate decided for `version`, on its run (with the champion's metrics beside its own) and
+        on the version (its reasons)."""
+        run_id = self.version(name, version).run_id
+        for metric, value in champion_metrics.items():
+            self.client.log_metric(run_id, f"champion.{metric}", value)
+        self.client.set_tag(run_id, "promotion_gate", "passed" if passed else "failed")
+        self.client.set_model_version_tag(name, version, "promotion_gate", "; ".join(reasons))
+
+    def attach(self, name: str, version: str, file: Path) -> None:
+        """A file (the model card) as an artifact of the run that trained `version`."""
+        self.client.log_artifact(self.version(name, version).run_id, str(file))
 
     def register_again(self, name: str, version: str) -> str:
         """A new version of the model files of `version` (the same artifacts and run): the new version number.

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import cast
 
 import numpy as np
@@ -421,3 +422,41 @@ def offline_verdict(window: str, stats: pl.DataFrame, monitoring: MonitoringSpec
     )
     evidence: dict[str, object] = {"window": window, "features": moved.get_column("feature").to_list()}
     return CheckVerdict(level, f"{window}: {moved.height} features drifted offline: {text}", evidence)
+
+
+# The offline reference: a seeded sample of the training period's rows is enough for the statistics, bounded in memory.
+REFERENCE_ROWS = 200_000
+
+
+@dataclass(frozen=True)
+class OfflineTable:
+    """A table of the lake read for offline drift: its scan, its time column, and the columns compared (default:
+    every column but keys, times and partitions)."""
+
+    frame: pl.LazyFrame
+    timestamp: str
+    columns: list[str] = field(default_factory=list)
+
+
+def offline_frames(
+    tables: Mapping[str, OfflineTable], spec: PipelineSpec, day: str, start: datetime, end: datetime, seed: int
+) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
+    """Per table, its columns over the training period (a seeded sample) and on the window's day (its partition)."""
+    reference, current = {}, {}
+    skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
+    for name, table in tables.items():
+        columns = table.columns or [c for c in table.frame.collect_schema() if c not in skip]
+        past = table.frame.filter(pl.col(table.timestamp).is_between(start, end)).select(columns).collect()
+        reference[name] = past.sample(min(REFERENCE_ROWS, past.height), seed=seed)
+        current[name] = table.frame.filter(pl.col(PARTITION_COLUMN) == day).select(columns).collect()
+    return reference, current
+
+
+def served_rows(views: Mapping[str, pl.LazyFrame], log: pl.DataFrame) -> dict[str, pl.DataFrame]:
+    """Each view's offline rows on the days the logged answers' online rows came from (to compare them for skew)."""
+    days: set[str] = set()
+    for stamps in log.get_column("feature_timestamps").drop_nulls():
+        days |= {stamp[:10] for stamp in json.loads(stamps).values() if stamp}
+    if not days:
+        return {}
+    return {view: frame.filter(pl.col(PARTITION_COLUMN).is_in(sorted(days))).collect() for view, frame in views.items()}

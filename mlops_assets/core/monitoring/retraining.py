@@ -15,6 +15,8 @@ from typing import Literal
 from mlops_assets.spec import RetrainingPolicy, parse_duration
 
 Reason = Literal["drift", "performance"]
+# The prefix of every run tag the framework sets (`mlops/retrain_reason`, `mlops/promotion`, ...).
+TAG_PREFIX = "mlops/"
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,7 @@ class Decision:
     evidence_key: str | None = None
     windows: list[WindowVerdict] = field(default_factory=list)
 
-    def tags(self, prefix: str = "mlops/") -> dict[str, str]:
+    def tags(self, prefix: str = TAG_PREFIX) -> dict[str, str]:
         """Run tags recording why (Dagster tag values are strings of limited length)."""
         failing = [w for w in self.windows if w.failed]
         return {

@@ -1,6 +1,5 @@
 """Models as assets: candidate (trained and registered), evaluation with the promotion gate, card, champion."""
 
-import json
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -9,9 +8,10 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.core.lake import content_hash, scan_table, table_version
-from mlops_assets.core.markdown import html_page, markdown_table
-from mlops_assets.core.models.cards import metrics_rows, render_card
+from mlops_assets.core.lake import scan_table, table_version
+from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
+from mlops_assets.core.models.lineage import candidate_record
 from mlops_assets.core.models.modeling import (
     ModelError,
     evaluate,
@@ -21,11 +21,10 @@ from mlops_assets.core.models.modeling import (
     to_pandas,
     train_candidate,
 )
-from mlops_assets.core.models.provenance import git_commit, package_versions
-from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError, metric_key
+from mlops_assets.core.models.registry import CHAMPION, ChampionEvent, ModelRegistry, RegistryError
 from mlops_assets.defs.common.metadata import links
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
-from mlops_assets.defs.keys import PROMOTION_TAG, TAG_PREFIX, group, model_keys, table_of, training_set_key
+from mlops_assets.defs.keys import PROMOTION_TAG, group, model_keys, table_of, training_set_key
 from mlops_assets.settings import card_path, redact
 from mlops_assets.spec import PipelineSpec
 
@@ -73,10 +72,16 @@ def record_champion_change(
 
 
 def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
-    assert spec.model is not None and spec.promotion is not None
-    model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
-    group_name, owners = group(spec, "models"), [spec.owner] if spec.owner else None
-    label = spec.label.column
+    return [build_candidate_asset(spec), build_evaluation_assets(spec), build_champion_asset(spec)]
+
+
+def _owners(spec: PipelineSpec) -> list[str] | None:
+    return [spec.owner] if spec.owner else None
+
+
+def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    assert spec.model is not None
+    model, keys = spec.model, model_keys(spec)
 
     @dg.asset(
         key=keys["model_candidate"],
@@ -87,8 +92,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         f"{model.holdout} of the training set, logs it to MLflow with its lineage and registers a new version "
         f"of the `{spec.name}` model.",
         retry_policy=MLFLOW_RETRY,
-        group_name=group_name,
-        owners=owners,
+        group_name=group(spec, "models"),
+        owners=_owners(spec),
     )
     def model_candidate(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
@@ -100,79 +105,30 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             trained = train_candidate(spec, training)
         except ModelError as exc:
             raise dg.Failure(description=f"{spec.name} model: {exc}", allow_retries=False) from exc
-        evaluation = trained.evaluation
         inputs = latest_metadata(context, training_set_key(spec), "input_delta_versions")
-        tags = {
-            "dagster_run_id": context.run.run_id,
-            "pipeline": spec.name,
-            "spec_hash": spec.fingerprint(),
-            "git_commit": git_commit(),
-            "training_set_hash": content_hash(training),
-            "training_set_delta_version": str(version),
-            "input_delta_versions": json.dumps(inputs, sort_keys=True),
-            "training_from": str(training.get_column(spec.label.prediction_timestamp).min()),
-            "holdout_cutoff": trained.cutoff.isoformat(),
-            "seed": str(model.seed),
-            # Why this candidate exists when the retraining sensor asked for it (reason, windows, checks, details).
-            **{
-                k.removeprefix(TAG_PREFIX): v
-                for k, v in context.run.tags.items()
-                if k.startswith(f"{TAG_PREFIX}retrain")
-            },
-        }
-        slice_metrics = {
-            f"slice.{metric_key(name)}.{metric}": value
-            for name, values in evaluation.slices.items()
-            for metric, value in values.items()
-            if value is not None and metric != "rows"
-        }
-        class_metrics = {
-            f"class.{metric_key(name)}.recall": values["recall"]
-            for name, values in evaluation.per_class.items()
-            if values["recall"] == values["recall"]  # a class absent from the holdout has no recall (NaN)
-        }
+        record = candidate_record(spec, trained, training, version, inputs, context.run.run_id, context.run.tags)
         from mlflow.exceptions import MlflowException
 
         registry = mlflow_store.registry()
+        sample = to_pandas(training.head(20), trained.columns)
         try:
             logged = registry.log_candidate(
                 spec.name,
                 trained.pipeline,
-                to_pandas(training.head(20), trained.columns),
-                params={
-                    "estimator": model.estimator,
-                    **{f"param.{k}": v for k, v in model.params.items()},
-                    "preprocessing": model.preprocessing.model_dump(),
-                    "features": trained.columns.all,
-                    "holdout": model.holdout,
-                    "task": model.task,
-                    **({"threshold": model.threshold} if model.task == "binary" else {}),
-                    "seed": model.seed,
-                },
-                metrics={
-                    **evaluation.metrics,
-                    **slice_metrics,
-                    **class_metrics,
-                    "train_rows": trained.train_rows,
-                    "holdout_rows": evaluation.rows,
-                },
-                tags=tags,
-                artifacts={
-                    "slices.json": evaluation.slices,
-                    **({"per_class.json": evaluation.per_class} if evaluation.per_class else {}),
-                    "feature_importance.json": trained.importance,
-                    "packages.json": package_versions(),
-                    "spec.json": spec.model_dump(mode="json"),
-                },
-                required={name for name, column in spec.request_features.items() if not column.nullable},
+                sample,
+                params=record.params,
+                metrics=record.metrics,
+                tags=record.tags,
+                artifacts=record.artifacts,
+                required=record.required,
                 task=model.task,
             )
         except (MlflowException, OSError) as exc:
             uri = mlflow_store.tracking_uri
-            error = redact(str(exc), uri)
             raise dg.Failure(
-                description=f"MLflow at {redact(uri, uri)} failed while logging the candidate: {error}"
+                description=f"MLflow at {redact(uri, uri)} failed while logging the candidate: {redact(str(exc), uri)}"
             ) from None
+        evaluation = trained.evaluation
         top = [{"input": k, "importance": v} for k, v in list(trained.importance.items())[:10]]
         return dg.MaterializeResult(
             metadata={
@@ -181,7 +137,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "mlflow_run_id": logged.run_id,
                 **links(registry.links(spec.name, logged.version, logged.run_id)),
                 "tracking_uri": redact(mlflow_store.tracking_uri, mlflow_store.tracking_uri),
-                **{k: v for k, v in evaluation.metrics.items()},
+                **evaluation.metrics,
                 "metrics": dg.MetadataValue.md(markdown_table(metrics_rows(evaluation, None))),
                 "feature_importance": dg.MetadataValue.md(markdown_table(top)),
                 "training_set_delta_version": version,
@@ -190,6 +146,14 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 "holdout_rows": evaluation.rows,
             }
         )
+
+    return model_candidate
+
+
+def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
+    """The candidate and the champion on the candidate's frozen holdout, the promotion gate, and the model card."""
+    assert spec.model is not None and spec.promotion is not None
+    model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
 
     @dg.multi_asset(
         name=f"{spec.name}__candidate_evaluation",
@@ -201,16 +165,16 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 kinds=KINDS,
                 description="The candidate and the current champion scored on the candidate's frozen holdout "
                 "(rebuilt from the training set's Delta version); the promotion gate grades the result.",
-                group_name=group_name,
-                owners=owners,
+                group_name=group(spec, "models"),
+                owners=_owners(spec),
             ),
             dg.AssetSpec(
                 keys["model_card"],
                 deps=[keys["model_candidate"]],
                 kinds={"mlflow", "markdown"},
                 description="A markdown card per registered version: intended use, data, metrics, comparison.",
-                group_name=group_name,
-                owners=owners,
+                group_name=group(spec, "models"),
+                owners=_owners(spec),
             ),
         ],
         check_specs=[
@@ -235,7 +199,8 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
         holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
         columns = model_columns(spec, training)
-        champion_version = registry.aliases(spec.name).get("champion")
+        champion_version = registry.aliases(spec.name).get(CHAMPION)
+        label = spec.label.column
         try:
             candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label)
             champion = None
@@ -248,19 +213,15 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
                 allow_retries=False,
             ) from exc
         decision = promotion_gate(candidate, champion, promotion)
-        run_id = registered.run_id
-        for name, value in (champion.metrics if champion else {}).items():
-            registry.client.log_metric(run_id, f"champion.{name}", value)
-        registry.client.set_tag(run_id, "promotion_gate", "passed" if decision.passed else "failed")
-        registry.client.set_model_version_tag(spec.name, version, "promotion_gate", "; ".join(decision.reasons))
-        importance = registry.json_artifact(run_id, "feature_importance.json")
+        registry.record_gate(
+            spec.name, version, champion.metrics if champion else {}, decision.passed, decision.reasons
+        )
+        importance = registry.json_artifact(registered.run_id, "feature_importance.json")
         card = render_card(spec, version, tags, candidate, champion, champion_version, importance, decision)
         card_file = card_path(lake.root, spec.name, version)
-        card_file.parent.mkdir(parents=True, exist_ok=True)
-        card_file.write_text(card)
-        card_file.with_suffix(".html").write_text(html_page(f"{spec.name} model version {version}", card))
-        registry.client.log_artifact(run_id, str(card_file))
-        urls = registry.links(spec.name, version, run_id)
+        page = write_card(card_file, f"{spec.name} model version {version}", card)
+        registry.attach(spec.name, version, card_file)
+        urls = registry.links(spec.name, version, registered.run_id)
         table = metrics_rows(candidate, champion)
         yield dg.MaterializeResult(
             asset_key=keys["candidate_evaluation"],
@@ -279,7 +240,7 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             metadata={
                 "model_version": version,
                 "path": dg.MetadataValue.path(str(card_file)),
-                **links({"model_card": card_file.with_suffix(".html").as_uri(), **urls}),
+                **links({"model_card": page.as_uri(), **urls}),
                 "card": dg.MetadataValue.md(card),
             },
         )
@@ -296,6 +257,13 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             },
         )
 
+    return candidate_evaluation
+
+
+def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    assert spec.promotion is not None
+    promotion, keys = spec.promotion, model_keys(spec)
+
     @dg.asset(
         key=keys["champion"],
         deps=[keys["candidate_evaluation"]],
@@ -304,15 +272,15 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
         description="The live model: each materialization is one change of the `champion` alias (gate passed, "
         "manual promotion or rollback), with the previous version, the reason and who triggered it.",
         retry_policy=MLFLOW_RETRY,
-        group_name=group_name,
-        owners=owners,
+        group_name=group(spec, "models"),
+        owners=_owners(spec),
     )
     def champion(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
     ) -> Iterator[dg.MaterializeResult]:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
-        first = "champion" not in registry.aliases(spec.name)
+        first = CHAMPION not in registry.aliases(spec.name)
         # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
         manual = context.run.tags.get(PROMOTION_TAG) == "manual"
         if (promotion.policy == "challenger" or manual) and not first:
@@ -326,4 +294,4 @@ def build_model_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
         yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.root))
 
-    return [model_candidate, candidate_evaluation, champion]
+    return champion

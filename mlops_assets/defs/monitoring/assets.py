@@ -1,6 +1,5 @@
 """The drift report: one window of served traffic against the champion's training set, with its checks."""
 
-import json
 from collections.abc import Iterator
 from datetime import date, datetime
 from pathlib import Path
@@ -9,16 +8,20 @@ from typing import cast
 import dagster as dg
 import polars as pl
 
-from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
+from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import fitted_columns, predict, to_pandas
 from mlops_assets.core.models.registry import CHAMPION
 from mlops_assets.core.monitoring.grading import (
     OUTPUT_PREFIX,
+    REFERENCE_ROWS,
+    OfflineTable,
+    offline_frames,
     offline_stats,
     offline_verdict,
     served_features,
+    served_rows,
     skew_stats,
     skew_verdict,
     window_report,
@@ -44,6 +47,7 @@ from mlops_assets.defs.keys import (
     performance_key,
     prediction_log_key,
     raw_key,
+    raw_table,
     table_of,
     training_set_key,
 )
@@ -59,7 +63,6 @@ from mlops_assets.defs.monitoring.checks import (
 from mlops_assets.settings import drift_report_path
 from mlops_assets.spec import PipelineSpec
 
-REFERENCE_ROWS = 200_000  # a seeded sample of the training set: enough for the statistics, bounded in memory
 SCORED_REFERENCE_ROWS = 50_000
 
 CHECKS = {
@@ -122,13 +125,16 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             if log_path.exists()
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
-        known = {str(v.version) for v in registry.client.search_model_versions(f"name='{spec.name}'")}
+        known = registry.versions(spec.name)
         report = window_report(day, monitoring, reference, reference_outputs, log, columns, champion, known)
-        skew = skew_stats(log, offline_rows(lake.root, spec, log), spec)
+        views = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
+        skew = skew_stats(log, served_rows(views, log), spec)
         period = training.get_column(spec.label.prediction_timestamp)
         # Prediction times: date-times (polars types a min or max as any Python literal).
         first, last = cast(datetime, period.min()), cast(datetime, period.max())
-        reference_offline, current_offline = offline_frames(lake.root, spec, day, first, last, seed)
+        reference_offline, current_offline = offline_frames(
+            offline_tables(lake.root, spec), spec, day, first, last, seed
+        )
         offline = offline_stats(reference_offline, current_offline, monitoring)
         checks = {
             **report.checks,
@@ -189,44 +195,21 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     return _drift_report
 
 
-def offline_frames(
-    root: Path, spec: PipelineSpec, day: str, start: datetime, end: datetime, seed: int
-) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
-    """Per table, feature columns over the training period (sampled) and on the window's day: every feature view,
-    and the request fields from the raw source that carries them."""
-    tables: dict[str, tuple[Path, str, list[str]]] = {}
-    for view in spec.feature_views:
-        tables[view] = (table_of(root, feature_key(spec, view)), FEATURE_TIMESTAMP, [])
-    sources = [n for n, s in spec.sources.items() if set(spec.request_features) <= set(s.columns)]
-    if sources and spec.request_features:
-        source = spec.sources[sources[0]]
-        tables[f"raw_{sources[0]}"] = (
-            table_of(root, raw_key(spec, sources[0])),
-            source.event_timestamp,
-            list(spec.request_features),
-        )
-    reference, current = {}, {}
-    for name, (path, timestamp, wanted) in tables.items():
-        if table_version(path) is None:
-            continue
-        skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
-        columns = wanted or [c for c in scan_table(path).collect_schema() if c not in skip]
-        past = scan_table(path).filter(pl.col(timestamp).is_between(start, end)).select(columns).collect()
-        reference[name] = past.sample(min(REFERENCE_ROWS, past.height), seed=seed)
-        current[name] = scan_table(path, [day]).select(columns).collect()
-    return reference, current
-
-
-def offline_rows(root: Path, spec: PipelineSpec, log: pl.DataFrame) -> dict[str, pl.DataFrame]:
-    """Each view's offline feature rows on the days the logged answers' online rows came from."""
-    days: set[str] = set()
-    for stamps in log.get_column("feature_timestamps").drop_nulls():
-        days |= {stamp[:10] for stamp in json.loads(stamps).values() if stamp}
-    if not days:
-        return {}
-    return {
-        view: scan_table(table_of(root, feature_key(spec, view)), sorted(days)).collect() for view in spec.feature_views
+def offline_tables(root: Path, spec: PipelineSpec) -> dict[str, OfflineTable]:
+    """The lake's tables the offline drift reads: every feature view, and the raw source carrying the request fields."""
+    tables = {
+        view: OfflineTable(scan_table(path), FEATURE_TIMESTAMP)
+        for view in spec.feature_views
+        if table_version(path := table_of(root, feature_key(spec, view))) is not None
     }
+    sources = [n for n, s in spec.sources.items() if set(spec.request_features) <= set(s.columns)]
+    raw = table_of(root, raw_key(spec, sources[0])) if sources and spec.request_features else None
+    if raw is not None and table_version(raw) is not None:
+        source = spec.sources[sources[0]]
+        tables[raw_table(sources[0])] = OfflineTable(
+            scan_table(raw), source.event_timestamp, list(spec.request_features)
+        )
+    return tables
 
 
 def build_performance_asset(spec: PipelineSpec) -> dg.AssetsDefinition:

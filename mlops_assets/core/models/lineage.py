@@ -1,0 +1,95 @@
+"""What a candidate is registered with, so that its prediction can be reproduced: the data versions and hashes it was
+trained on, the code, seed and packages, its parameters and metrics, and why it was trained."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import polars as pl
+
+from mlops_assets.core.lake import content_hash
+from mlops_assets.core.models.modeling import TrainedCandidate
+from mlops_assets.core.models.provenance import git_commit, package_versions
+from mlops_assets.core.models.registry import metric_key
+from mlops_assets.core.monitoring.retraining import TAG_PREFIX
+from mlops_assets.spec import PipelineSpec
+
+# Run tags with this prefix say why a retraining was requested (reason, windows, checks, details): kept, unprefixed.
+RETRAIN_TAG_PREFIX = f"{TAG_PREFIX}retrain"
+
+
+@dataclass(frozen=True)
+class CandidateRecord:
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+    artifacts: dict[str, Any]
+    required: set[str]  # request features a prediction cannot do without
+
+
+def candidate_record(
+    spec: PipelineSpec,
+    trained: TrainedCandidate,
+    training: pl.DataFrame,
+    training_version: int | None,
+    inputs: Mapping[str, Any],
+    run_id: str,
+    run_tags: Mapping[str, str],
+) -> CandidateRecord:
+    """The record of a trained candidate: `training` is the training set at Delta version `training_version`,
+    `inputs` the Delta versions of the tables it was built from, `run_tags` those of the run that trained it."""
+    assert spec.model is not None
+    model, evaluation = spec.model, trained.evaluation
+    tags = {
+        "dagster_run_id": run_id,
+        "pipeline": spec.name,
+        "spec_hash": spec.fingerprint(),
+        "git_commit": git_commit(),
+        "training_set_hash": content_hash(training),
+        "training_set_delta_version": str(training_version),
+        "input_delta_versions": json.dumps(dict(inputs), sort_keys=True),
+        "training_from": str(training.get_column(spec.label.prediction_timestamp).min()),
+        "holdout_cutoff": trained.cutoff.isoformat(),
+        "seed": str(model.seed),
+        **{k.removeprefix(TAG_PREFIX): v for k, v in run_tags.items() if k.startswith(RETRAIN_TAG_PREFIX)},
+    }
+    slice_metrics = {
+        f"slice.{metric_key(name)}.{metric}": value
+        for name, values in evaluation.slices.items()
+        for metric, value in values.items()
+        if value is not None and metric != "rows"
+    }
+    class_metrics = {
+        f"class.{metric_key(name)}.recall": values["recall"]
+        for name, values in evaluation.per_class.items()
+        if values["recall"] == values["recall"]  # a class absent from the holdout has no recall (NaN)
+    }
+    params = {
+        "estimator": model.estimator,
+        **{f"param.{k}": v for k, v in model.params.items()},
+        "preprocessing": model.preprocessing.model_dump(),
+        "features": trained.columns.all,
+        "holdout": model.holdout,
+        "task": model.task,
+        **({"threshold": model.threshold} if model.task == "binary" else {}),
+        "seed": model.seed,
+    }
+    metrics = {
+        **evaluation.metrics,
+        **slice_metrics,
+        **class_metrics,
+        "train_rows": trained.train_rows,
+        "holdout_rows": evaluation.rows,
+    }
+    artifacts = {
+        "slices.json": evaluation.slices,
+        **({"per_class.json": evaluation.per_class} if evaluation.per_class else {}),
+        "feature_importance.json": trained.importance,
+        "packages.json": package_versions(),
+        "spec.json": spec.model_dump(mode="json"),
+    }
+    required = {name for name, column in spec.request_features.items() if not column.nullable}
+    return CandidateRecord(params, metrics, tags, artifacts, required)
