@@ -565,6 +565,11 @@ class MonitoringSpec(SpecSection):
     )
     window: Literal["1d"] = Field(default="1d", description="one drift report per daily partition")
     psi_bins: int = Field(default=10, ge=2, description="numeric PSI: quantile bins of the reference")
+    p_values: bool = Field(
+        default=False,
+        description="report the KS p-value of numeric features too (never graded; the most expensive statistic of a "
+        "large window)",
+    )
     min_rows: int = Field(default=200, ge=1, description="a window with fewer rows is reported, never graded")
     thresholds: DriftThresholds = Field(
         default_factory=DriftThresholds, description="the effect sizes that count as feature drift"

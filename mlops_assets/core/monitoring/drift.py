@@ -2,8 +2,8 @@
 
 Definitions (the tests hold the implementation to them):
 
-- Nulls (None, and NaN for numeric features) are set aside first. They are measured by the null rates (share of
-  the rows, 0.0 when there are no rows) and never enter KS, chi-squared, PSI or the unseen share.
+- Nulls (None, NaN, and for numeric features +inf and -inf) are set aside first. They are measured by the null rates
+  (share of the rows, 0.0 when there are no rows) and never enter KS, chi-squared, PSI or the unseen share.
 - KS (numeric): the two-sample Kolmogorov-Smirnov statistic, sup |F_ref - F_cur| of the empirical CDFs, and its
   two-sided p-value, equal to ``scipy.stats.ks_2samp(reference, current)`` with its default method 'auto' (exact
   p-value up to 10,000 values a side, Smirnov's asymptotic distribution above).
@@ -11,30 +11,42 @@ Definitions (the tests hold the implementation to them):
   the non-null categories; statistic and p-value of ``scipy.stats.chi2_contingency(table, correction=False)``.
   Undefined (None) with fewer than 2 categories.
 - PSI: sum over bins of (cur - ref) * ln(cur / ref), where cur and ref are each sample's share of its non-null
-  values in the bin, and the share of an empty bin is replaced by EPS = 1e-4 so that the logarithm stays finite
-  and one empty bin adds a bounded term instead of infinity. Numeric bins are cut at the reference's quantiles
+  values in the bin (categorical: a bin per category, those under RARE_SHARE of the reference pooled in one), and
+  the share of an empty bin is replaced by EPS = 1e-4 so that the logarithm stays finite and one empty bin adds a
+  bounded term instead of infinity. Numeric bins are cut at the reference's quantiles
   i / bins (i = 1 .. bins - 1, ``np.quantile``'s default linear method), de-duplicated, with -inf and +inf as the
   outer edges; a value equal to an edge belongs to the bin on its right. Categorical bins are the categories of
   both samples, so a category the reference never had counts with a reference share of EPS.
 - Unseen share (categorical): share of the current non-null values whose category the reference never had.
 - A statistic that compares the two samples is None when either sample has no non-null value.
 
-Effect sizes (KS, PSI, null rate increase, unseen share) are what `level` grades; p-values are reported only,
-because with a million rows every trivial shift is significant.
+- Categories are compared in their own type: a reference and a current column of different types (an integer `1`
+  against a float `1.0`) are an error naming the feature, never a silent 100% unseen.
+
+Effect sizes (KS, PSI, null rate increase, unseen share) are what `level` grades, each against the larger of the
+spec's floor and its own noise at the window's size (`calibration`); p-values are computed only when asked for
+(`p_values`), because with a million rows every trivial shift is significant and the KS p-value costs most of a
+large window's time.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
 import polars as pl
 from scipy import stats as scipy_stats
 
-from mlops_assets.spec import DriftThresholds
+from mlops_assets.core.monitoring.calibration import (
+    Noise,
+    ks_noise,
+    null_rate_noise,
+    psi_noise,
+)
+from mlops_assets.spec import DriftThresholds, Threshold
 
 Kind = Literal["numeric", "categorical"]
 Level = Literal["ok", "warn", "error"]
@@ -61,6 +73,8 @@ class FeatureStats:
     null_rate_reference: float
     null_rate_current: float
     unseen_share: float | None
+    # Each graded statistic's quantiles when nothing changed, at this window's size (empty: not calibrated).
+    noise: dict[str, Noise] = field(default_factory=dict)
 
     @property
     def null_rate_increase(self) -> float:
@@ -110,20 +124,36 @@ def _numeric_bin_counts(sorted_values: np.ndarray, inner_edges: np.ndarray) -> n
     return np.diff(np.concatenate(([0], below, [len(sorted_values)])))
 
 
-def numeric_stats(feature: str, reference: np.ndarray, current: np.ndarray, bins: int = 10) -> FeatureStats:
-    """KS, PSI over `bins` quantile bins of the reference, and null rates of one numeric feature."""
+def numeric_stats(
+    feature: str,
+    reference: np.ndarray,
+    current: np.ndarray,
+    bins: int = 10,
+    calibrate: bool = False,
+    p_values: bool = True,
+) -> FeatureStats:
+    """KS, PSI over `bins` quantile bins of the reference, and null rates of one numeric feature; with `calibrate`,
+    the noise of each at the current window's size; the KS p-value only with `p_values`."""
     ref_all = np.asarray(reference, dtype=np.float64)
     cur_all = np.asarray(current, dtype=np.float64)
-    # Sorted once per side: NaN sorts last, so the non-null values are a prefix, shared by KS, edges and PSI counts.
-    ref_nulls, cur_nulls = int(np.isnan(ref_all).sum()), int(np.isnan(cur_all).sum())
-    ref = np.sort(ref_all)[: len(ref_all) - ref_nulls]
-    cur = np.sort(cur_all)[: len(cur_all) - cur_nulls]
+    # Sorted once per side: non-finite values (NaN sorts last, infinities at the ends) are set aside as nulls, so the
+    # finite values are a slice shared by KS, edges and PSI counts.
+    ref, cur = np.sort(ref_all), np.sort(cur_all)
+    ref, cur = ref[np.isfinite(ref)], cur[np.isfinite(cur)]
+    ref_nulls, cur_nulls = len(ref_all) - len(ref), len(cur_all) - len(cur)
     ks = ks_pvalue = psi = None
+    noise: dict[str, Noise] = {}
     if len(ref) and len(cur):
         ks = _ks_statistic(ref, cur)
-        ks_pvalue = _ks_pvalue(ref, cur, ks)
+        ks_pvalue = _ks_pvalue(ref, cur, ks) if p_values else None
         edges = np.unique(np.quantile(ref, np.arange(1, bins) / bins))
-        psi = _psi(_numeric_bin_counts(ref, edges), _numeric_bin_counts(cur, edges))
+        ref_counts = _numeric_bin_counts(ref, edges)
+        psi = _psi(ref_counts, _numeric_bin_counts(cur, edges))
+        if calibrate:
+            noise["ks"] = ks_noise(len(ref), len(cur))
+            noise["psi"] = psi_noise(feature, ref_counts, len(cur), EPS)[0]
+    if calibrate:
+        noise["null_rate_increase"] = null_rate_noise(_rate(ref_nulls, len(ref_all)), len(cur_all))
     return FeatureStats(
         feature=feature,
         kind="numeric",
@@ -137,35 +167,89 @@ def numeric_stats(feature: str, reference: np.ndarray, current: np.ndarray, bins
         null_rate_reference=_rate(ref_nulls, len(ref_all)),
         null_rate_current=_rate(cur_nulls, len(cur_all)),
         unseen_share=None,
+        noise=noise,
     )
 
 
-def _category_counts(reference: pl.Series, current: pl.Series) -> tuple[np.ndarray, np.ndarray]:
-    """Non-null counts of each side over the sorted union of both sides' categories."""
+def _categories(feature: str, series: pl.Series) -> pl.Series:
+    """A categorical column's values in their own type (text however it is stored); a float NaN is a null."""
+    if isinstance(series.dtype, pl.Categorical | pl.Enum):
+        return series.cast(pl.String)
+    return series.fill_nan(None) if series.dtype.is_float() else series
+
+
+# Categories with less of the reference than this are one bin for PSI: a bin a window cannot fill says nothing.
+RARE_SHARE = 0.005
+
+
+@dataclass(frozen=True)
+class CategoryCounts:
+    """Non-null counts per PSI bin of each side: the reference's categories (those under RARE_SHARE pooled into one
+    bin), then the categories only the current window has; and how many categories the reference has once."""
+
+    reference: np.ndarray
+    current: np.ndarray
+    singletons: int
+    raw: tuple[np.ndarray, np.ndarray]  # a column per category, none pooled (the chi-squared table)
+
+
+def _category_counts(
+    feature: str, reference: pl.Series, current: pl.Series, rare_share: float = RARE_SHARE
+) -> CategoryCounts:
+    """The counts of both sides over the union of their categories, compared in their own type."""
+    ref, cur = _categories(feature, reference), _categories(feature, current)
+    if ref.dtype != cur.dtype and pl.Null not in (ref.dtype, cur.dtype):
+        raise TypeError(
+            f"feature {feature!r}: the reference's categories are {ref.dtype} and the current window's {cur.dtype}: "
+            "they cannot be compared (cast one side to the other's type where the data is read)"
+        )
+    dtype = ref.dtype if ref.dtype != pl.Null else cur.dtype
 
     def counts(series: pl.Series, name: str) -> pl.DataFrame:
-        return series.cast(pl.String).drop_nulls().rename("category").value_counts(name=name).cast({name: pl.Int64})
+        return series.cast(dtype).drop_nulls().rename("category").value_counts(name=name).cast({name: pl.Int64})
 
     table = (
-        counts(reference, "reference")
-        .join(counts(current, "current"), on="category", how="full", coalesce=True)
+        counts(ref, "reference")
+        .join(counts(cur, "current"), on="category", how="full", coalesce=True)
         .fill_null(0)
         .sort("category")
     )
-    return table.get_column("reference").to_numpy(), table.get_column("current").to_numpy()
+    ref_counts, cur_counts = table.get_column("reference").to_numpy(), table.get_column("current").to_numpy()
+    total = ref_counts.sum()
+    rare = (ref_counts > 0) & (ref_counts < rare_share * total)
+    kept, unseen = (ref_counts > 0) & ~rare, ref_counts == 0
+    pooled = [rare] if rare.any() else []
+    return CategoryCounts(
+        np.array([*ref_counts[kept], *(ref_counts[m].sum() for m in pooled), *ref_counts[unseen]], dtype=np.int64),
+        np.array([*cur_counts[kept], *(cur_counts[m].sum() for m in pooled), *cur_counts[unseen]], dtype=np.int64),
+        int((ref_counts == 1).sum()),
+        (ref_counts, cur_counts),
+    )
 
 
-def categorical_stats(feature: str, reference: pl.Series, current: pl.Series) -> FeatureStats:
-    """Chi-squared, PSI over the categories, unseen share and null rates of one categorical feature."""
-    ref_counts, cur_counts = _category_counts(reference, current)
+def categorical_stats(
+    feature: str, reference: pl.Series, current: pl.Series, calibrate: bool = False, rare_share: float = RARE_SHARE
+) -> FeatureStats:
+    """Chi-squared, PSI over the categories, unseen share and null rates of one categorical feature; with
+    `calibrate`, the noise of each at the current window's size."""
+    counted = _category_counts(feature, reference, current, rare_share)
+    ref_counts, cur_counts = counted.reference, counted.current
     ref_total, cur_total = int(ref_counts.sum()), int(cur_counts.sum())
     chi2 = chi2_pvalue = psi = unseen = None
+    noise: dict[str, Noise] = {}
     if ref_total and cur_total:
-        if len(ref_counts) >= 2:
-            result = scipy_stats.chi2_contingency(np.vstack([ref_counts, cur_counts]), correction=False)
+        if len(counted.raw[0]) >= 2:
+            result = scipy_stats.chi2_contingency(np.vstack(counted.raw), correction=False)
             chi2, chi2_pvalue = float(result.statistic), float(result.pvalue)
         psi = _psi(ref_counts, cur_counts)
         unseen = float(cur_counts[ref_counts == 0].sum() / cur_total)
+        if calibrate:
+            seen = ref_counts[ref_counts > 0]
+            noise["psi"], unseen_noise = psi_noise(feature, seen, cur_total, EPS, counted.singletons / ref_total)
+            noise["unseen_share"] = unseen_noise or Noise(0.0, 0.0)
+    null_reference = _rate(_categories(feature, reference).null_count(), reference.len())
+    if calibrate:
+        noise["null_rate_increase"] = null_rate_noise(null_reference, current.len())
     return FeatureStats(
         feature=feature,
         kind="categorical",
@@ -176,10 +260,20 @@ def categorical_stats(feature: str, reference: pl.Series, current: pl.Series) ->
         chi2=chi2,
         chi2_pvalue=chi2_pvalue,
         psi=psi,
-        null_rate_reference=_rate(reference.null_count(), reference.len()),
-        null_rate_current=_rate(current.null_count(), current.len()),
+        null_rate_reference=null_reference,
+        null_rate_current=_rate(_categories(feature, current).null_count(), current.len()),
         unseen_share=unseen,
+        noise=noise,
     )
+
+
+def _frame(frame: object, side: str) -> pl.DataFrame:
+    """Polars as it is, pandas converted; anything else is a TypeError saying what was given."""
+    if isinstance(frame, pl.DataFrame):
+        return frame
+    if type(frame).__module__.split(".")[0] == "pandas" and type(frame).__name__ == "DataFrame":
+        return pl.from_pandas(frame)
+    raise TypeError(f"the {side} must be a polars or pandas DataFrame, not {type(frame).__name__}")
 
 
 def compare(
@@ -188,8 +282,13 @@ def compare(
     numeric: Sequence[str],
     categorical: Sequence[str],
     bins: int = 10,
+    calibrate: bool = False,
+    p_values: bool = True,
+    rare_share: float = RARE_SHARE,
 ) -> list[FeatureStats]:
-    """Statistics of every listed feature, numeric ones first, each in the order given."""
+    """Statistics of every listed feature, numeric ones first, each in the order given (polars or pandas frames);
+    with `calibrate`, each statistic's noise at the current window's size."""
+    reference, current = _frame(reference, "reference"), _frame(current, "current")
     # Nulls become NaN in a float array, which is how numeric_stats recognises them.
     return [
         *(
@@ -198,10 +297,15 @@ def compare(
                 reference.get_column(name).cast(pl.Float64).to_numpy(),
                 current.get_column(name).cast(pl.Float64).to_numpy(),
                 bins,
+                calibrate,
+                p_values,
             )
             for name in numeric
         ),
-        *(categorical_stats(name, reference.get_column(name), current.get_column(name)) for name in categorical),
+        *(
+            categorical_stats(name, reference.get_column(name), current.get_column(name), calibrate, rare_share)
+            for name in categorical
+        ),
     ]
 
 
@@ -228,13 +332,48 @@ def stats_frame(stats: Sequence[FeatureStats]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=_FRAME_SCHEMA, orient="row")
 
 
+def graded(value: float | None, floor: Threshold, noise: Noise | None) -> Level:
+    """A statistic's level: at or above the spec's floor and, when calibrated, above its noise (strictly: many
+    statistics are counts, and a quantile of a count is reached with a probability larger than its tail's)."""
+    if value is None:
+        return "ok"
+
+    def beyond(at_least: float, noise_level: float | None) -> bool:
+        return value >= at_least and (noise_level is None or value > noise_level)
+
+    if beyond(floor.error, noise.error if noise else None):
+        return "error"
+    return "warn" if beyond(floor.warn, noise.warn if noise else None) else "ok"
+
+
+def _bounds(floor: Threshold, noise: Noise | None) -> tuple[float, float]:
+    """The (warn, error) levels a statistic must reach: the larger of floor and noise (the noise to be exceeded)."""
+    if noise is None:
+        return floor.warn, floor.error
+    return max(floor.warn, noise.warn), max(floor.error, noise.error)
+
+
+def thresholds_of(stats: FeatureStats, thresholds: DriftThresholds) -> dict[str, tuple[float, float]]:
+    """The (warn, error) thresholds each graded statistic of the feature was held to: floor and noise combined."""
+    floors = {"ks": thresholds.ks, "psi": thresholds.psi, "null_rate_increase": thresholds.null_rate_increase}
+    floors["unseen_share"] = thresholds.unseen_share
+    out = {}
+    for name, floor in floors.items():
+        noise = stats.noise.get(name)
+        out[name] = (
+            (floor.warn, floor.error) if noise is None else (max(floor.warn, noise.warn), max(floor.error, noise.error))
+        )
+    return out
+
+
 def level(stats: FeatureStats, thresholds: DriftThresholds) -> Level:
     """The worst level of the feature's effect sizes: KS (numeric), PSI, null rate increase, unseen share."""
+    noise = stats.noise.get
     levels = [
-        thresholds.ks.level(stats.ks),
-        thresholds.psi.level(stats.psi),
-        thresholds.null_rate_increase.level(stats.null_rate_increase),
-        thresholds.unseen_share.level(stats.unseen_share),
+        graded(stats.ks, thresholds.ks, noise("ks")),
+        graded(stats.psi, thresholds.psi, noise("psi")),
+        graded(stats.null_rate_increase, thresholds.null_rate_increase, noise("null_rate_increase")),
+        graded(stats.unseen_share, thresholds.unseen_share, noise("unseen_share")),
     ]
     return max(levels, key=_SEVERITY.__getitem__)
 

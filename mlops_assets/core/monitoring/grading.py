@@ -17,6 +17,7 @@ import polars as pl
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import Columns, Outputs
 from mlops_assets.core.monitoring.drift import (
     FeatureStats,
@@ -24,8 +25,10 @@ from mlops_assets.core.monitoring.drift import (
     categorical_stats,
     compare,
     drifted_share,
+    graded,
     numeric_stats,
     stats_frame,
+    thresholds_of,
 )
 from mlops_assets.core.serving.prediction_log import degraded_share, logged_outputs
 from mlops_assets.spec import DriftThresholds, MonitoringSpec, PipelineSpec
@@ -41,22 +44,23 @@ def probability_row(name: str) -> str:
     return f"__proba_{name}__"
 
 
-def output_stats(reference: Outputs, current: Outputs, bins: int) -> list[FeatureStats]:
+def output_stats(reference: Outputs, current: Outputs, bins: int, p_values: bool = False) -> list[FeatureStats]:
     """Drift of the model's outputs: the distribution of scores or predicted values; for multiclass, of the
-    predicted classes (chi-squared, PSI) and of each class's probability."""
+    predicted classes (chi-squared, PSI) and of each class's probability; calibrated to the window's size."""
     if reference.task != "multiclass":
-        return [numeric_stats(SCORE, reference.values, current.values.astype(float), bins)]
+        return [numeric_stats(SCORE, reference.values, current.values.astype(float), bins, True, p_values)]
     stats = [
         categorical_stats(
             LABEL,
             pl.Series(reference.labels, dtype=pl.String),
             pl.Series(current.labels if len(current) else [], dtype=pl.String),
+            calibrate=True,
         )
     ]
     for j, name in enumerate(reference.classes):
         column = current.classes.index(name) if name in current.classes else None
         values = current.values[:, column] if column is not None else np.zeros(len(current))
-        stats.append(numeric_stats(probability_row(name), reference.values[:, j], values, bins))
+        stats.append(numeric_stats(probability_row(name), reference.values[:, j], values, bins, True, p_values))
     return stats
 
 
@@ -68,18 +72,36 @@ def worst(levels: Sequence[Level]) -> Level:
 
 
 def distribution_level(stats: FeatureStats, thresholds: DriftThresholds) -> Level:
-    """Drift of the distribution itself: KS (numeric) and PSI."""
-    return worst([thresholds.ks.level(stats.ks), thresholds.psi.level(stats.psi)])
+    """Drift of the distribution itself: KS (numeric) and PSI, each above its floor and its noise."""
+    noise = stats.noise.get
+    return worst([graded(stats.ks, thresholds.ks, noise("ks")), graded(stats.psi, thresholds.psi, noise("psi"))])
 
 
 def quality_level(stats: FeatureStats, thresholds: DriftThresholds) -> Level:
-    """Data quality: more nulls than the reference, categories it never had."""
+    """Data quality: more nulls than the reference, categories it never had (each above its floor and noise)."""
+    noise = stats.noise.get
     return worst(
         [
-            thresholds.null_rate_increase.level(stats.null_rate_increase),
-            thresholds.unseen_share.level(stats.unseen_share),
+            graded(stats.null_rate_increase, thresholds.null_rate_increase, noise("null_rate_increase")),
+            graded(stats.unseen_share, thresholds.unseen_share, noise("unseen_share")),
         ]
     )
+
+
+def live(stats: FeatureStats) -> bool:
+    """A feature with values in the reference: one all null there (a view never available in training) says
+    nothing about drift, and is reported by data quality instead of counted by dataset drift."""
+    return stats.reference_rows > 0 and stats.null_rate_reference < 1.0
+
+
+def threshold_columns(stats: Sequence[FeatureStats], thresholds: Sequence[DriftThresholds]) -> list[pl.Series]:
+    """Per feature, the level each graded statistic had to reach to warn and to fail (floor and noise combined)."""
+    bounds = [thresholds_of(s, t) for s, t in zip(stats, thresholds, strict=True)]
+    return [
+        pl.Series(f"{name}_{side}_at", [b[name][i] for b in bounds], pl.Float64)
+        for name in ("ks", "psi", "null_rate_increase", "unseen_share")
+        for i, side in enumerate(("warn", "error"))
+    ]
 
 
 @dataclass(frozen=True)
@@ -142,20 +164,29 @@ def window_report(
     thresholds = monitoring.thresholds
     current = served_features(log, columns)
     features = compare(
-        reference.select(columns.all), current, columns.numeric, columns.categorical, monitoring.psi_bins
+        reference.select(columns.all),
+        current,
+        columns.numeric,
+        columns.categorical,
+        monitoring.psi_bins,
+        calibrate=True,
+        p_values=monitoring.p_values,
     )
     answered = log.filter(pl.col("model_version") == champion) if log.height else log
     for column in ("score", "probabilities"):  # a log written before multiclass existed has no probabilities
         if column not in answered.columns:
             answered = answered.with_columns(pl.lit(None, pl.String).alias(column))
-    outputs = output_stats(reference_outputs, logged_outputs(answered, reference_outputs.task), monitoring.psi_bins)
+    outputs = output_stats(
+        reference_outputs, logged_outputs(answered, reference_outputs.task), monitoring.psi_bins, monitoring.p_values
+    )
+    graded_with = [thresholds] * len(features) + [monitoring.prediction_drift] * len(outputs)
     stats = stats_frame([*features, *outputs]).with_columns(
         pl.Series(
             "distribution_level",
-            [distribution_level(s, thresholds) for s in features]
-            + [distribution_level(s, monitoring.prediction_drift) for s in outputs],
+            [distribution_level(s, t) for s, t in zip([*features, *outputs], graded_with, strict=True)],
         ),
         pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, *outputs]]),
+        *threshold_columns([*features, *outputs], graded_with),
         pl.lit("served").alias("source"),
     )
     rows = log.height
@@ -191,31 +222,58 @@ def _describe(stats: FeatureStats) -> str:
     return f"{stats.feature} ({', '.join(parts)})"
 
 
+def calibration_table(features: Sequence[FeatureStats], thresholds: DriftThresholds) -> str:
+    """What each feature's distribution had to reach in this window to warn and to fail (the spec's floor, or the
+    reference's own noise at the window's size when that is larger), beside what it reached."""
+    rows = []
+    for s in features:
+        bounds = thresholds_of(s, thresholds)
+        for name, value in (("KS", s.ks), ("PSI", s.psi)):
+            if value is not None:
+                warn, error = bounds[name.lower()]
+                rows.append(
+                    {
+                        "feature": s.feature,
+                        "statistic": name,
+                        "value": f"{value:.4f}",
+                        "warns at": f"{warn:.4f}",
+                        "fails at": f"{error:.4f}",
+                        "rows": s.current_rows,
+                    }
+                )
+    return markdown_table(rows)
+
+
 def _feature_drift(window: str, features: list[FeatureStats], thresholds: DriftThresholds) -> CheckVerdict:
-    graded = [(s, distribution_level(s, thresholds)) for s in features]
-    moved = sorted([(s, lv) for s, lv in graded if lv != "ok"], key=lambda x: -(x[0].psi or 0))
-    level = worst([lv for _, lv in graded])
+    levels = [(s, distribution_level(s, thresholds)) for s in features]
+    moved = sorted([(s, lv) for s, lv in levels if lv != "ok"], key=lambda x: -(x[0].psi or 0))
+    level = worst([lv for _, lv in levels])
+    evidence: dict[str, object] = {"window": window, "thresholds_table": calibration_table(features, thresholds)}
     if not moved:
-        return CheckVerdict("ok", f"{window}: no feature drifted", {"window": window})
+        return CheckVerdict("ok", f"{window}: no feature drifted", evidence)
     text = ", ".join(f"{_describe(s)} {lv}" for s, lv in moved[:10])
     return CheckVerdict(
         level,
         f"{window}: {len(moved)} features drifted: {text}",
-        {"window": window, "features": [s.feature for s, _ in moved]},
+        {**evidence, "features": [s.feature for s, _ in moved]},
     )
 
 
 def _dataset_drift(window: str, features: list[FeatureStats], monitoring: MonitoringSpec) -> CheckVerdict:
-    levels = [distribution_level(s, monitoring.thresholds) for s in features]
+    counted = [s for s in features if live(s)]
+    levels = [distribution_level(s, monitoring.thresholds) for s in counted]
     share = drifted_share(levels)
     level = monitoring.dataset_drift_share.level(share)
-    drifted = [s.feature for s, lv in zip(features, levels, strict=True) if lv == "error"]
+    drifted = [s.feature for s, lv in zip(counted, levels, strict=True) if lv == "error"]
+    dead = len(features) - len(counted)
     return CheckVerdict(
         level,
-        f"{window}: {share:.0%} of {len(features)} features drifted at error level "
+        f"{window}: {share:.0%} of {len(counted)} live features drifted at error level "
         f"(dataset drift: {monitoring.dataset_drift_share.warn:.0%} warns, "
-        f"{monitoring.dataset_drift_share.error:.0%} fails)" + (f": {', '.join(drifted)}" if drifted else ""),
-        {"window": window, "drifted_share": share, "drifted": drifted},
+        f"{monitoring.dataset_drift_share.error:.0%} fails)"
+        + (f": {', '.join(drifted)}" if drifted else "")
+        + (f"; {dead} features without values in training not counted (see data_quality)" if dead else ""),
+        {"window": window, "drifted_share": share, "drifted": drifted, "live_features": len(counted)},
     )
 
 
@@ -263,14 +321,21 @@ def _data_quality(
         level = thresholds.unseen_share.level(share)
         if level != "ok":
             problems.append((level, f"{name} has {share:.1%} values outside the training range"))
+    dead = [s.feature for s in features if not live(s)]
+    if dead:
+        # Not a drift of the window: the reference never had them (a view stale or missing in every training row).
+        problems.append(("warn", f"{len(dead)} features have no value in the training set: {', '.join(dead[:10])}"))
     for s in features:
-        if s.current_rows and s.null_rate_current == 1.0 and s.null_rate_reference < 1.0:
+        if not live(s):
+            continue
+        if s.current_rows and s.null_rate_current == 1.0:
             problems.append(("error", f"{s.feature} is missing entirely"))
             continue
-        null = thresholds.null_rate_increase.level(s.null_rate_increase)
+        noise = s.noise.get
+        null = graded(s.null_rate_increase, thresholds.null_rate_increase, noise("null_rate_increase"))
         if null != "ok":
             problems.append((null, f"{s.feature} nulls {s.null_rate_reference:.1%} -> {s.null_rate_current:.1%}"))
-        unseen = thresholds.unseen_share.level(s.unseen_share)
+        unseen = graded(s.unseen_share, thresholds.unseen_share, noise("unseen_share"))
         if unseen != "ok":
             problems.append((unseen, f"{s.feature} has {s.unseen_share:.1%} values never seen in training"))
     degraded = degraded_share(log)
@@ -395,11 +460,20 @@ def offline_stats(
     for table, frame in reference.items():
         numeric = [c for c, t in frame.schema.items() if t.is_numeric()]
         categorical = [c for c in frame.columns if c not in numeric]
-        stats += compare(frame, current[table], numeric, categorical, monitoring.psi_bins)
+        stats += compare(
+            frame,
+            current[table],
+            numeric,
+            categorical,
+            monitoring.psi_bins,
+            calibrate=True,
+            p_values=monitoring.p_values,
+        )
     thresholds = monitoring.thresholds
     return stats_frame(stats).with_columns(
         pl.Series("distribution_level", [distribution_level(s, thresholds) for s in stats], pl.String),
         pl.Series("quality_level", [quality_level(s, thresholds) for s in stats], pl.String),
+        *threshold_columns(stats, [thresholds] * len(stats)),
         pl.lit("offline").alias("source"),
     )
 

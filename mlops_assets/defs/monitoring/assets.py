@@ -189,7 +189,14 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 passed=verdict.level == "ok",
                 severity=dg.AssetCheckSeverity.ERROR if verdict.level == "error" else dg.AssetCheckSeverity.WARN,
                 description=verdict.description,
-                metadata={k: v if isinstance(v, int | float | str) else str(v) for k, v in verdict.evidence.items()},
+                metadata={
+                    k: dg.MetadataValue.md(str(v))
+                    if k.endswith("_table")
+                    else v
+                    if isinstance(v, int | float | str)
+                    else str(v)
+                    for k, v in verdict.evidence.items()
+                },
             )
 
     return _drift_report
