@@ -219,6 +219,14 @@ def check(ctx: click.Context) -> None:
     for spec in specs:
         views = ", ".join(spec.feature_views)
         click.echo(f"{spec.name}: ok ({len(spec.sources)} sources; feature views: {views})")
+        if spec.model is not None:
+            from mlops_assets.app.reports import daily_volume, window_advice
+            from mlops_assets.app.workspace import Workspace
+
+            workspace = Workspace(ctx.obj["specs"], ctx.obj["data_dir"])
+            advice = window_advice(daily_volume(workspace, spec), spec.monitoring)
+            if advice:
+                click.secho(f"  note: {advice}", fg="yellow")
 
 
 @main.command()

@@ -563,7 +563,11 @@ class MonitoringSpec(SpecSection):
     reference: Literal["champion_training_set"] = Field(
         default="champion_training_set", description="what a window is compared with: the champion's training set"
     )
-    window: Literal["1d"] = Field(default="1d", description="one drift report per daily partition")
+    window: Duration = Field(
+        default="1d",
+        description="the traffic a day's drift report grades: its own day (1d), or a rolling window of days ending "
+        "with it (7d, 2w) when a day alone has fewer than min_rows",
+    )
     psi_bins: int = Field(default=10, ge=2, description="numeric PSI: quantile bins of the reference")
     p_values: bool = Field(
         default=False,
@@ -600,6 +604,17 @@ class MonitoringSpec(SpecSection):
         default_factory=RetrainingPolicy,
         description="when sustained evidence retrains, and what happens to the retrained model",
     )
+
+    @field_validator("window")
+    @classmethod
+    def _whole_days(cls, window: str) -> str:
+        if parse_duration(window) % timedelta(days=1):
+            raise ValueError(f"a monitoring window is whole days (1d, 7d, 2w), got {window!r}")
+        return window
+
+    @property
+    def window_days(self) -> int:
+        return parse_duration(self.window) // timedelta(days=1)
 
 
 class PipelineSpec(SpecSection):

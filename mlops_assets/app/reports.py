@@ -3,13 +3,20 @@ champion's model card."""
 
 from __future__ import annotations
 
+import glob
+import math
+import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import polars as pl
+
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.models.registry import CHAMPION
+from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.settings import card_path, drift_report_path
+from mlops_assets.spec import MonitoringSpec, PipelineSpec
 
 
 def status(workspace: Workspace) -> dict[str, dict[str, Any]]:
@@ -37,3 +44,31 @@ def latest_reports(workspace: Workspace, pipeline: str) -> Reports:
     if card is not None and card.with_suffix(".html").exists():
         card = card.with_suffix(".html")  # the page a browser shows; the markdown is beside it
     return Reports(drift[-1] if drift else None, card, champion)
+
+
+def daily_volume(workspace: Workspace, spec: PipelineSpec, days: int = 14) -> list[int]:
+    """Rows a day of the label source (one per prediction request) in its last `days` daily files, where the
+    files are there (a generated source writes its days only when they are materialized)."""
+    source = spec.sources[spec.label.source]
+    if "{date}" not in source.path:
+        return []
+    files = sorted(glob.glob(str(workspace.root / source.path.replace("{date}", "*"))))[-days:]
+    if source.file_format == "csv":
+        return [pl.scan_csv(f, infer_schema=False).select(pl.len()).collect().item() for f in files]
+    return [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]
+
+
+def window_advice(daily_rows: Sequence[int], monitoring: MonitoringSpec) -> str | None:
+    """When days of this volume leave the spec's window under min_rows (it would never be graded), what to say and
+    the window that reaches it; None when the window is large enough (or nothing is known yet)."""
+    if not daily_rows:
+        return None
+    median = statistics.median(daily_rows)
+    if median * monitoring.window_days >= monitoring.min_rows:
+        return None
+    needed = math.ceil(monitoring.min_rows / max(median, 1))
+    return (
+        f"about {median:,.0f} prediction requests a day (median of {len(daily_rows)} days): a {monitoring.window} "
+        f"window holds fewer than monitoring.min_rows ({monitoring.min_rows}) and would never be graded; set "
+        f"monitoring.window: {needed}d"
+    )

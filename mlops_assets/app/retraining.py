@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
 from mlops_assets.defs import keys
 from mlops_assets.defs.models.assets import PROMOTION_GATE
 from mlops_assets.defs.monitoring.sensors import evaluate_policy, pending_challenger, retraining_request

@@ -29,7 +29,7 @@ import yaml
 from mlops_assets.app import champion
 from mlops_assets.app.retraining import Retrained, retraining_tick
 from mlops_assets.app.workspace import AppError, Workspace
-from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
 from mlops_assets.core.serving.prediction_log import log_folder, read_day
 from mlops_assets.core.serving.shadow import ShadowOutcome
 from mlops_assets.spec import BUILTIN_SPECS_DIR, load_specs

@@ -26,11 +26,9 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 from sklearn.pipeline import Pipeline
 
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
-
-CHAMPION, CHALLENGER = "champion", "challenger"
-PREVIOUS_CHAMPION_TAG = "previous_champion"
 
 
 def metric_key(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime, time, timedelta
 from typing import cast
 
 import numpy as np
@@ -513,17 +513,36 @@ class OfflineTable:
 
 
 def offline_frames(
-    tables: Mapping[str, OfflineTable], spec: PipelineSpec, day: str, start: datetime, end: datetime, seed: int
+    tables: Mapping[str, OfflineTable],
+    spec: PipelineSpec,
+    days: Sequence[str],
+    start: datetime,
+    end: datetime,
+    seed: int,
 ) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
-    """Per table, its columns over the training period (a seeded sample) and on the window's day (its partition)."""
+    """Per table, its columns over the training period (a seeded sample) and over the window's days (partitions)."""
     reference, current = {}, {}
     skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
     for name, table in tables.items():
         columns = table.columns or [c for c in table.frame.collect_schema() if c not in skip]
         past = table.frame.filter(pl.col(table.timestamp).is_between(start, end)).select(columns).collect()
         reference[name] = past.sample(min(REFERENCE_ROWS, past.height), seed=seed)
-        current[name] = table.frame.filter(pl.col(PARTITION_COLUMN) == day).select(columns).collect()
+        current[name] = table.frame.filter(pl.col(PARTITION_COLUMN).is_in(list(days))).select(columns).collect()
     return reference, current
+
+
+def window_days(day: date, spec: PipelineSpec) -> list[str]:
+    """The days a day's drift report grades: the day, and before it as many as the spec's window holds."""
+    return [(day - timedelta(days=i)).isoformat() for i in reversed(range(spec.monitoring.window_days))]
+
+
+def warm_reference(training: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFrame, datetime]:
+    """The training rows whose windowed features saw their whole history: predictions made at least the longest
+    lookback of the feature views after the first day of data (earlier rows' windows were still filling up, so a
+    window of served traffic would look drifted against them though nothing changed); all of them when none is."""
+    since = datetime.combine(spec.start_date, time()) + max(v.lookback_delta for v in spec.feature_views.values())
+    warm = training.filter(pl.col(spec.label.prediction_timestamp) >= since)
+    return (warm, since) if warm.height else (training, datetime.combine(spec.start_date, time()))
 
 
 def served_rows(views: Mapping[str, pl.LazyFrame], log: pl.DataFrame) -> dict[str, pl.DataFrame]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import mlops_assets
-from mlops_assets.core.models.registry import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG, ModelRegistry
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
+from mlops_assets.core.models.registry import ModelRegistry
 
 SERVICE = "mlops_assets.serving.service:PredictionService"
 PREVIOUS = "previous_champion"

@@ -22,8 +22,8 @@ from pydantic import BaseModel, Field
 from sklearn.pipeline import Pipeline
 
 from mlops_assets.core.features.online import ResilientFeatures, ServedVector
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
 from mlops_assets.core.models.modeling import Columns, Outputs, fitted_columns, predict, rows_to_pandas
-from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
 from mlops_assets.core.serving.delivery import after_answer
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter
 from mlops_assets.spec import PipelineSpec

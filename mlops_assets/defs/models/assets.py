@@ -10,6 +10,7 @@ import polars as pl
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.lineage import candidate_record
 from mlops_assets.core.models.modeling import (
@@ -21,7 +22,7 @@ from mlops_assets.core.models.modeling import (
     to_pandas,
     train_candidate,
 )
-from mlops_assets.core.models.registry import CHAMPION, ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError
 from mlops_assets.defs.common.metadata import links
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
 from mlops_assets.defs.keys import PROMOTION_TAG, group, model_keys, table_of, training_set_key

@@ -11,8 +11,8 @@ import polars as pl
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.modeling import fitted_columns, predict, to_pandas
-from mlops_assets.core.models.registry import CHAMPION
 from mlops_assets.core.monitoring.grading import (
     OUTPUT_PREFIX,
     REFERENCE_ROWS,
@@ -24,6 +24,8 @@ from mlops_assets.core.monitoring.grading import (
     served_rows,
     skew_stats,
     skew_verdict,
+    warm_reference,
+    window_days,
     window_report,
 )
 from mlops_assets.core.monitoring.performance import (
@@ -84,7 +86,10 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         # What a day's report reads: its served traffic, the champion and the training set it was trained on, and the
         # day's offline feature rows (offline drift).
         deps=[
-            prediction_log_key(spec),
+            dg.AssetDep(
+                prediction_log_key(spec),
+                partition_mapping=dg.TimeWindowPartitionMapping(start_offset=1 - monitoring.window_days),
+            ),
             model_keys(spec)["champion"],
             training_set_key(spec),
             *(feature_key(spec, view) for view in spec.feature_views),
@@ -114,26 +119,29 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             str(table_of(lake.root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
         )
         seed = spec.model.seed if spec.model else 0
-        reference = training.sample(min(REFERENCE_ROWS, training.height), seed=seed)
+        warm, warm_since = warm_reference(training, spec)
+        reference = warm.sample(min(REFERENCE_ROWS, warm.height), seed=seed)
         model = registry.load_sklearn(spec.name, champion)
         columns = fitted_columns(model)
         scored = reference.head(SCORED_REFERENCE_ROWS)
         reference_outputs = predict(model, to_pandas(scored, columns), spec.model.task if spec.model else "binary")
         log_path = table_of(lake.root, prediction_log_key(spec))
+        days = window_days(date.fromisoformat(day), spec)
         log = (
-            scan_table(log_path).filter(pl.col(PARTITION_COLUMN) == day).collect()
+            scan_table(log_path).filter(pl.col(PARTITION_COLUMN).is_in(days)).collect()
             if log_path.exists()
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
         known = registry.versions(spec.name)
-        report = window_report(day, monitoring, reference, reference_outputs, log, columns, champion, known)
+        label = day if len(days) == 1 else f"{days[0]}..{day}"
+        report = window_report(label, monitoring, reference, reference_outputs, log, columns, champion, known)
         views = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
         skew = skew_stats(log, served_rows(views, log), spec)
-        period = training.get_column(spec.label.prediction_timestamp)
+        period = warm.get_column(spec.label.prediction_timestamp)
         # Prediction times: date-times (polars types a min or max as any Python literal).
         first, last = cast(datetime, period.min()), cast(datetime, period.max())
         reference_offline, current_offline = offline_frames(
-            offline_tables(lake.root, spec), spec, day, first, last, seed
+            offline_tables(lake.root, spec), spec, days, first, last, seed
         )
         offline = offline_stats(reference_offline, current_offline, monitoring)
         checks = {
@@ -168,8 +176,12 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             metadata={
                 **table_metadata(stats_path, stats),
                 "window": day,
+                "window_days": ", ".join(days),
                 "logged_predictions": report.rows,
                 "champion_version": champion,
+                # Training rows whose windowed features had their whole history: the reference of every statistic.
+                "reference_since": warm_since.isoformat(),
+                "reference_rows": reference.height,
                 "top_movers": dg.MetadataValue.md(top_movers(features)),
                 "top_feature": top.get_column("feature").item() if top.height else "",
                 "top_feature_psi": float(top.get_column("psi").item() or 0.0) if top.height else 0.0,

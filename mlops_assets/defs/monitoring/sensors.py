@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from mlops_assets.core.models.registry import CHALLENGER
+from mlops_assets.core.models.aliases import CHALLENGER
 from mlops_assets.core.monitoring.retraining import Decision, WindowVerdict, decide
 from mlops_assets.defs.common.resources import MlflowResource
 from mlops_assets.defs.keys import PROMOTION_TAG, RETRAIN_AT_TAG, RETRAINING_TAG, retraining_sensor

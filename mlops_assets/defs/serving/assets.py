@@ -10,7 +10,7 @@ import polars as pl
 from mlops_assets.core.features.online import sync_view
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
-from mlops_assets.core.models.registry import CHALLENGER, CHAMPION
+from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
 from mlops_assets.core.serving.prediction_log import (
     LOG_SCHEMA,
     degraded_share,
