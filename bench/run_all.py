@@ -19,6 +19,7 @@ BENCHMARKS = {
     "bench_online.py": ["--entities", "10000", "--repeat", "300"],
     "bench_serving.py": ["--entities", "5000", "--requests", "400", "--batches", "10"],
     "bench_drift.py": ["--rows", "100000"],
+    "bench_drift_calibration.py": ["--quick"],
     "bench_overload.py": ["--entities", "2000", "--seconds", "5"],
 }
 

@@ -198,13 +198,18 @@ class AggregationSpec(SpecSection):
         return self
 
     def feature_names(self) -> list[str]:
-        names: list[str] = []
+        return list(self.feature_windows())
+
+    def feature_windows(self) -> dict[str, timedelta]:
+        """Each feature's name and the history it aggregates (`last`: the longest window of the aggregation)."""
+        names: dict[str, timedelta] = {}
+        longest = max(parse_duration(w) for w in self.windows)
         for fn in self.functions:
             if fn == "last":
-                names.append(f"{self.column}_last")
+                names[f"{self.column}_last"] = longest
                 continue
             for window in self.windows:
-                names.append(f"count_{window}" if fn == "count" else f"{self.column}_{fn}_{window}")
+                names[f"count_{window}" if fn == "count" else f"{self.column}_{fn}_{window}"] = parse_duration(window)
         return names
 
 
@@ -254,6 +259,12 @@ class FeatureViewSpec(SpecSection):
         if self.function:
             return None
         return [name for agg in self.aggregations for name in agg.feature_names()]
+
+    def feature_windows(self) -> dict[str, timedelta] | None:
+        """Each aggregation feature and the history it needs; None for a custom function (its `lookback` for all)."""
+        if self.function:
+            return None
+        return {name: window for agg in self.aggregations for name, window in agg.feature_windows().items()}
 
     @property
     def lookback_delta(self) -> timedelta:

@@ -1,6 +1,7 @@
 """Grading a window: offline drift table by table, with the evidence a person acts on."""
 
 import json
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -8,13 +9,15 @@ import pytest
 
 from mlops_assets.core.models.modeling import Columns, Outputs
 from mlops_assets.core.monitoring.grading import (
+    OfflineFrames,
     WindowReport,
     offline_stats,
     offline_verdict,
     out_of_range,
+    warm_masks,
     window_report,
 )
-from mlops_assets.spec import MonitoringSpec
+from mlops_assets.spec import MonitoringSpec, load_specs
 
 
 def _tables(shift: float, rows: int = 3000, seed: int = 0) -> dict[str, pl.DataFrame]:
@@ -31,11 +34,11 @@ def _tables(shift: float, rows: int = 3000, seed: int = 0) -> dict[str, pl.DataF
 
 def test_offline_features_are_compared_table_by_table_and_the_mover_is_named() -> None:
     monitoring = MonitoringSpec()
-    same = offline_stats(_tables(1.0), _tables(1.0, seed=1), monitoring)
+    same = offline_stats(OfflineFrames(_tables(1.0), _tables(1.0, seed=1), {}), monitoring)
     assert set(same.get_column("feature")) == {"amount_sum_1d", "count_1d", "channel", "amount"}
     assert set(same.get_column("source")) == {"offline"}
     assert offline_verdict("2026-03-01", same, monitoring).level == "ok"
-    moved = offline_stats(_tables(1.0), _tables(2.0, seed=1), monitoring)
+    moved = offline_stats(OfflineFrames(_tables(1.0), _tables(2.0, seed=1), {}), monitoring)
     verdict = offline_verdict("2026-03-01", moved, monitoring)
     assert verdict.level == "error" and "amount_sum_1d" in verdict.description
     assert verdict.evidence["features"] == ["amount_sum_1d"]
@@ -44,7 +47,9 @@ def test_offline_features_are_compared_table_by_table_and_the_mover_is_named() -
 def test_an_offline_window_without_rows_is_not_graded() -> None:
     monitoring = MonitoringSpec()
     empty = {name: frame.head(0) for name, frame in _tables(1.0).items()}
-    verdict = offline_verdict("2026-03-01", offline_stats(_tables(1.0), empty, monitoring), monitoring)
+    verdict = offline_verdict(
+        "2026-03-01", offline_stats(OfflineFrames(_tables(1.0), empty, {}), monitoring), monitoring
+    )
     assert verdict.level == "warn" and "0 offline feature rows" in verdict.description
 
 
@@ -94,3 +99,38 @@ def test_prediction_drift_reads_the_outputs_of_each_kind(task: str) -> None:
         assert "__proba_a__" in verdict.description and "__label__" in verdict.description
     else:
         assert outputs == ["__score__"]  # the distribution of predicted values
+
+
+def test_a_windowed_feature_is_compared_only_on_training_rows_whose_window_was_full() -> None:
+    """A 30-day window is filling up for the first 30 days of data: those rows are not its reference. A feature
+    with no full window in the whole training set is not graded (data quality says so) and not counted by dataset
+    drift; a 7-day one is graded on its rows from day 8."""
+    (spec,) = load_specs()  # fraud: windows of 1h to 30d, data from 2026-01-01
+    rng = np.random.default_rng(0)
+    times = pl.datetime_range(datetime(2026, 1, 1), datetime(2026, 1, 20, 23), "1h", eager=True)
+    day = (times - datetime(2026, 1, 1)).dt.total_days()
+    # A sum over a filling window grows with the days of history, then stays put: the served window is full.
+    reference = pl.DataFrame(
+        {"t": times, "amount_sum_7d": rng.normal(100, 10, len(times)) * (day.clip(0, 7) / 7), "amount_sum_30d": 1.0}
+    )
+    masks = warm_masks(reference, "t", spec, ["amount_sum_7d", "amount_sum_30d"])
+    assert masks["amount_sum_7d"].sum() == (times >= datetime(2026, 1, 8)).sum() and not masks["amount_sum_30d"].any()
+    served = pl.DataFrame({"amount_sum_7d": rng.normal(100, 10, 500), "amount_sum_30d": rng.normal(300, 30, 500)})
+    log = pl.DataFrame(
+        {
+            "model_version": ["1"] * 500,
+            "features": [json.dumps(r) for r in served.iter_rows(named=True)],
+            "degraded": [False] * 500,
+            "score": rng.random(500),
+            "probabilities": [None] * 500,
+        }
+    )
+    columns = Columns(["amount_sum_7d", "amount_sum_30d"], [])
+    outputs = Outputs("binary", rng.random(len(times)))
+    report = window_report("2026-01-21", MonitoringSpec(), reference, outputs, log, columns, "1", {"1"}, masks)
+    assert report.checks["feature_drift"].level == "ok"  # against all rows, the 7-day sum would have drifted
+    assert "0% of 1 live features" in report.checks["dataset_drift"].description
+    quality = report.checks["data_quality"]
+    assert quality.level == "ok" and "not graded yet: amount_sum_30d" in quality.description
+    unmasked = window_report("2026-01-21", MonitoringSpec(), reference, outputs, log, columns, "1", {"1"})
+    assert unmasked.checks["feature_drift"].level != "ok"

@@ -32,7 +32,7 @@ large window's time.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -285,16 +285,23 @@ def compare(
     calibrate: bool = False,
     p_values: bool = True,
     rare_share: float = RARE_SHARE,
+    masks: Mapping[str, pl.Series] | None = None,
 ) -> list[FeatureStats]:
     """Statistics of every listed feature, numeric ones first, each in the order given (polars or pandas frames);
-    with `calibrate`, each statistic's noise at the current window's size."""
+    with `calibrate`, each statistic's noise at the current window's size; `masks`: the reference rows a feature is
+    compared on (a windowed feature's rows whose window had its whole history), all of them where none is given."""
     reference, current = _frame(reference, "reference"), _frame(current, "current")
+
+    def kept(name: str) -> pl.Series:
+        column = reference.get_column(name)
+        return column.filter(masks[name]) if masks and name in masks else column
+
     # Nulls become NaN in a float array, which is how numeric_stats recognises them.
     return [
         *(
             numeric_stats(
                 name,
-                reference.get_column(name).cast(pl.Float64).to_numpy(),
+                kept(name).cast(pl.Float64).to_numpy(),
                 current.get_column(name).cast(pl.Float64).to_numpy(),
                 bins,
                 calibrate,
@@ -302,10 +309,7 @@ def compare(
             )
             for name in numeric
         ),
-        *(
-            categorical_stats(name, reference.get_column(name), current.get_column(name), calibrate, rare_share)
-            for name in categorical
-        ),
+        *(categorical_stats(name, kept(name), current.get_column(name), calibrate, rare_share) for name in categorical),
     ]
 
 

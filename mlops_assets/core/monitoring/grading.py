@@ -159,8 +159,10 @@ def window_report(
     columns: Columns,
     champion: str,
     known_versions: set[str],
+    masks: Mapping[str, pl.Series] | None = None,
 ) -> WindowReport:
-    """Grade one window of logged predictions: features, dataset, scores and data quality."""
+    """Grade one window of logged predictions: features, dataset, scores and data quality (`masks`: per windowed
+    feature, the reference rows whose window had its whole history)."""
     thresholds = monitoring.thresholds
     current = served_features(log, columns)
     features = compare(
@@ -171,6 +173,7 @@ def window_report(
         monitoring.psi_bins,
         calibrate=True,
         p_values=monitoring.p_values,
+        masks=masks,
     )
     answered = log.filter(pl.col("model_version") == champion) if log.height else log
     for column in ("score", "probabilities"):  # a log written before multiclass existed has no probabilities
@@ -211,7 +214,12 @@ def window_report(
             "dataset_drift": _dataset_drift(window, features, monitoring),
             "prediction_drift": _prediction_drift(window, outputs, monitoring),
             "data_quality": _data_quality(
-                window, features, log, monitoring, known_versions, out_of_range(reference, current, columns.numeric)
+                window,
+                features,
+                log,
+                monitoring,
+                known_versions,
+                out_of_range(reference, current, columns.numeric, masks),
             ),
         },
     )
@@ -294,11 +302,19 @@ def _prediction_drift(window: str, outputs: list[FeatureStats], monitoring: Moni
     )
 
 
-def out_of_range(reference: pl.DataFrame, current: pl.DataFrame, numeric: Sequence[str]) -> dict[str, float]:
-    """Per numeric feature, the share of current values outside the range the reference ever had."""
+def out_of_range(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    numeric: Sequence[str],
+    masks: Mapping[str, pl.Series] | None = None,
+) -> dict[str, float]:
+    """Per numeric feature, the share of current values outside the range the reference ever had (on the rows of
+    its mask, when it has one: a window still filling up has a narrower range)."""
     shares = {}
     for name in numeric:
-        low, high = reference.get_column(name).min(), reference.get_column(name).max()
+        column = reference.get_column(name)
+        column = column.filter(masks[name]) if masks and name in masks else column
+        low, high = column.min(), column.max()
         values = current.get_column(name).drop_nulls()
         if low is None or values.len() == 0:
             continue
@@ -321,10 +337,16 @@ def _data_quality(
         level = thresholds.unseen_share.level(share)
         if level != "ok":
             problems.append((level, f"{name} has {share:.1%} values outside the training range"))
-    dead = [s.feature for s in features if not live(s)]
-    if dead:
-        # Not a drift of the window: the reference never had them (a view stale or missing in every training row).
-        problems.append(("warn", f"{len(dead)} features have no value in the training set: {', '.join(dead[:10])}"))
+    # Not problems of the window, so never more than a note: features without a reference are not graded.
+    warming = [s.feature for s in features if s.reference_rows == 0]
+    dead = [s.feature for s in features if s.reference_rows and s.null_rate_reference == 1.0]
+    if dead:  # a view stale or missing in every training row: a problem of the training set, worth a warning
+        problems.append(("warn", f"{len(dead)} features had no value in the training set: {', '.join(dead[:10])}"))
+    notes = (
+        [f"not graded yet: {', '.join(warming[:10])} (their windows were still filling up in every training row)"]
+        if warming
+        else []
+    )
     for s in features:
         if not live(s):
             continue
@@ -346,15 +368,13 @@ def _data_quality(
     if unknown:
         count = log.filter(pl.col("model_version").is_in(unknown)).height
         problems.append(("warn", f"{count} predictions from model versions the registry does not know: {unknown}"))
+    evidence: dict[str, object] = {"window": window, "degraded_share": degraded, "not_graded_yet": len(warming)}
     if not problems:
-        return CheckVerdict(
-            "ok", f"{window}: data quality as in training", {"window": window, "degraded_share": degraded}
-        )
-    level = worst([lv for lv, _ in problems])
+        return CheckVerdict("ok", f"{window}: " + "; ".join(["data quality as in training", *notes]), evidence)
     return CheckVerdict(
-        level,
-        f"{window}: " + "; ".join(text for _, text in problems),
-        {"window": window, "problems": [t for _, t in problems], "degraded_share": degraded},
+        worst([lv for lv, _ in problems]),
+        f"{window}: " + "; ".join([*(text for _, text in problems), *notes]),
+        {**evidence, "problems": [t for _, t in problems]},
     )
 
 
@@ -448,26 +468,25 @@ def skew_verdict(window: str, skew: pl.DataFrame, monitoring: MonitoringSpec) ->
     )
 
 
-def offline_stats(
-    reference: Mapping[str, pl.DataFrame], current: Mapping[str, pl.DataFrame], monitoring: MonitoringSpec
-) -> pl.DataFrame:
+def offline_stats(frames: OfflineFrames, monitoring: MonitoringSpec) -> pl.DataFrame:
     """Drift of the features as the offline path computes them from fresh raw data, table by table.
 
     Each entry is one table's feature columns (a feature view's rows, or the request fields of the raw source),
     over the reference period and over the window: like is compared with like, one row per event on both sides.
     """
     stats: list[FeatureStats] = []
-    for table, frame in reference.items():
+    for table, frame in frames.reference.items():
         numeric = [c for c, t in frame.schema.items() if t.is_numeric()]
         categorical = [c for c in frame.columns if c not in numeric]
         stats += compare(
             frame,
-            current[table],
+            frames.current[table],
             numeric,
             categorical,
             monitoring.psi_bins,
             calibrate=True,
             p_values=monitoring.p_values,
+            masks=frames.masks.get(table),
         )
     thresholds = monitoring.thresholds
     return stats_frame(stats).with_columns(
@@ -512,6 +531,16 @@ class OfflineTable:
     columns: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class OfflineFrames:
+    """Per table, its columns over the training period (a seeded sample) and over the window, and per windowed
+    feature the reference rows whose window had its whole history."""
+
+    reference: dict[str, pl.DataFrame]
+    current: dict[str, pl.DataFrame]
+    masks: dict[str, dict[str, pl.Series]]
+
+
 def offline_frames(
     tables: Mapping[str, OfflineTable],
     spec: PipelineSpec,
@@ -519,16 +548,19 @@ def offline_frames(
     start: datetime,
     end: datetime,
     seed: int,
-) -> tuple[dict[str, pl.DataFrame], dict[str, pl.DataFrame]]:
-    """Per table, its columns over the training period (a seeded sample) and over the window's days (partitions)."""
-    reference, current = {}, {}
+) -> OfflineFrames:
+    """Per table, its columns over the training period and over the window's days (partitions)."""
+    frames = OfflineFrames({}, {}, {})
     skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
     for name, table in tables.items():
         columns = table.columns or [c for c in table.frame.collect_schema() if c not in skip]
-        past = table.frame.filter(pl.col(table.timestamp).is_between(start, end)).select(columns).collect()
-        reference[name] = past.sample(min(REFERENCE_ROWS, past.height), seed=seed)
-        current[name] = table.frame.filter(pl.col(PARTITION_COLUMN).is_in(list(days))).select(columns).collect()
-    return reference, current
+        past = table.frame.filter(pl.col(table.timestamp).is_between(start, end)).select(table.timestamp, *columns)
+        sample = past.collect()
+        sample = sample.sample(min(REFERENCE_ROWS, sample.height), seed=seed)
+        frames.masks[name] = warm_masks(sample, table.timestamp, spec, columns)
+        frames.reference[name] = sample.select(columns)
+        frames.current[name] = table.frame.filter(pl.col(PARTITION_COLUMN).is_in(list(days))).select(columns).collect()
+    return frames
 
 
 def window_days(day: date, spec: PipelineSpec) -> list[str]:
@@ -536,13 +568,38 @@ def window_days(day: date, spec: PipelineSpec) -> list[str]:
     return [(day - timedelta(days=i)).isoformat() for i in reversed(range(spec.monitoring.window_days))]
 
 
-def warm_reference(training: pl.DataFrame, spec: PipelineSpec) -> tuple[pl.DataFrame, datetime]:
-    """The training rows whose windowed features saw their whole history: predictions made at least the longest
-    lookback of the feature views after the first day of data (earlier rows' windows were still filling up, so a
-    window of served traffic would look drifted against them though nothing changed); all of them when none is."""
-    since = datetime.combine(spec.start_date, time()) + max(v.lookback_delta for v in spec.feature_views.values())
-    warm = training.filter(pl.col(spec.label.prediction_timestamp) >= since)
-    return (warm, since) if warm.height else (training, datetime.combine(spec.start_date, time()))
+def feature_windows(spec: PipelineSpec, columns: Sequence[str]) -> dict[str, timedelta]:
+    """The history each of `columns` aggregates: its own window for an aggregation, the view's lookback for a custom
+    function's features (the longest of them when several custom views could own a column); request fields none."""
+    windows: dict[str, timedelta] = {}
+    custom = [v.lookback_delta for v in spec.feature_views.values() if v.function]
+    for view in spec.feature_views.values():
+        windows |= view.feature_windows() or {}
+    return {
+        c: windows[c] if c in windows else max(custom)
+        for c in columns
+        if c in windows or (custom and c not in spec.request_features)
+    }
+
+
+def scored_reference(reference: pl.DataFrame, masks: Mapping[str, pl.Series]) -> pl.DataFrame:
+    """The reference rows the model's outputs are compared on: those whose windows were all full, of the features
+    that have any full window (a feature never full in training is left out of this too: no row would remain)."""
+    usable = [mask for mask in masks.values() if mask.any()]
+    if not usable:
+        return reference
+    return reference.filter(pl.all_horizontal(usable))
+
+
+def warm_masks(
+    frame: pl.DataFrame, time_column: str, spec: PipelineSpec, columns: Sequence[str]
+) -> dict[str, pl.Series]:
+    """Per windowed feature, the rows of `frame` (at `time_column`) whose window had its whole history: at least its
+    length after the first day of data. Earlier rows saw windows still filling up: served traffic would look
+    drifted against them though nothing changed."""
+    start = datetime.combine(spec.start_date, time())
+    times = frame.get_column(time_column)
+    return {c: times >= start + window for c, window in feature_windows(spec, columns).items()}
 
 
 def served_rows(views: Mapping[str, pl.LazyFrame], log: pl.DataFrame) -> dict[str, pl.DataFrame]:

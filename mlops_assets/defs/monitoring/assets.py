@@ -20,11 +20,12 @@ from mlops_assets.core.monitoring.grading import (
     offline_frames,
     offline_stats,
     offline_verdict,
+    scored_reference,
     served_features,
     served_rows,
     skew_stats,
     skew_verdict,
-    warm_reference,
+    warm_masks,
     window_days,
     window_report,
 )
@@ -119,11 +120,11 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             str(table_of(lake.root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
         )
         seed = spec.model.seed if spec.model else 0
-        warm, warm_since = warm_reference(training, spec)
-        reference = warm.sample(min(REFERENCE_ROWS, warm.height), seed=seed)
+        reference = training.sample(min(REFERENCE_ROWS, training.height), seed=seed)
+        masks = warm_masks(reference, spec.label.prediction_timestamp, spec, reference.columns)
         model = registry.load_sklearn(spec.name, champion)
         columns = fitted_columns(model)
-        scored = reference.head(SCORED_REFERENCE_ROWS)
+        scored = scored_reference(reference, masks).head(SCORED_REFERENCE_ROWS)
         reference_outputs = predict(model, to_pandas(scored, columns), spec.model.task if spec.model else "binary")
         log_path = table_of(lake.root, prediction_log_key(spec))
         days = window_days(date.fromisoformat(day), spec)
@@ -134,16 +135,15 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         known = registry.versions(spec.name)
         label = day if len(days) == 1 else f"{days[0]}..{day}"
-        report = window_report(label, monitoring, reference, reference_outputs, log, columns, champion, known)
+        report = window_report(label, monitoring, reference, reference_outputs, log, columns, champion, known, masks)
         views = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
         skew = skew_stats(log, served_rows(views, log), spec)
-        period = warm.get_column(spec.label.prediction_timestamp)
+        period = training.get_column(spec.label.prediction_timestamp)
         # Prediction times: date-times (polars types a min or max as any Python literal).
         first, last = cast(datetime, period.min()), cast(datetime, period.max())
-        reference_offline, current_offline = offline_frames(
-            offline_tables(lake.root, spec), spec, days, first, last, seed
+        offline = offline_stats(
+            offline_frames(offline_tables(lake.root, spec), spec, days, first, last, seed), monitoring
         )
-        offline = offline_stats(reference_offline, current_offline, monitoring)
         checks = {
             **report.checks,
             SKEW: skew_verdict(day, skew, monitoring),
@@ -179,9 +179,9 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "window_days": ", ".join(days),
                 "logged_predictions": report.rows,
                 "champion_version": champion,
-                # Training rows whose windowed features had their whole history: the reference of every statistic.
-                "reference_since": warm_since.isoformat(),
                 "reference_rows": reference.height,
+                # Windowed features are compared on the training rows whose window had its whole history only.
+                "warming_up": ", ".join(sorted(f for f, m in masks.items() if not m.any())) or "none",
                 "top_movers": dg.MetadataValue.md(top_movers(features)),
                 "top_feature": top.get_column("feature").item() if top.height else "",
                 "top_feature_psi": float(top.get_column("psi").item() or 0.0) if top.height else 0.0,
