@@ -19,18 +19,20 @@ from tests.helpers import Project, free_port, stop, wait_for_http
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-# example, days in the file, the answer's fields, the edits beyond `serving.allow_replay: true`
+# example, days in the file, the answer's fields, the edits beyond `serving.allow_replay: true`, days served
 KINDS = {
-    "loans": (60, {"score", "decision"}, {"monitoring": {"min_rows": 100}}),  # a day has ~165 loans, not 200
-    "cars": (8, {"prediction"}, {}),
-    "cards": (40, {"label", "probabilities"}, {}),
+    # A day has ~165 loans, fewer than monitoring.min_rows (200): `mlops check` says so and suggests a 2-day window,
+    # which grades the last two days served together.
+    "loans": (60, {"score", "decision"}, {"monitoring": {"window": "2d"}}, 2),
+    "cars": (8, {"prediction"}, {}, 1),
+    "cards": (40, {"label", "probabilities"}, {}, 1),
 }
 ANSWER_FIELDS = {"request_id", "model_version", "degraded", "reason"}
 
 
 @pytest.mark.parametrize("example", list(KINDS))
 def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path: Path, example: str) -> None:
-    days, fields, edits = KINDS[example]
+    days, fields, edits, served = KINDS[example]
     project = Project(tmp_path)
     run, mlops = project.run, project.mlops
 
@@ -41,13 +43,16 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
     spec = yaml.safe_load(path.read_text())
     task = spec["model"]["task"]
     assert task == {"loans": "binary", "cars": "regression", "cards": "multiclass"}[example]
+    checked = mlops("check")
+    assert f"{example}: ok" in checked
+    assert ("monitoring.window: 2d" in checked) == (example == "loans"), checked
     spec["serving"] = {"allow_replay": True}
     spec.update(edits)
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
-    assert f"{example}: ok" in mlops("check")
+    assert f"{example}: ok" in mlops("check") and "note:" not in mlops("check")
 
     start = spec["start_date"]
-    trained = mlops("materialize", example, "--start", str(start), "--days", str(days - 1))
+    trained = mlops("materialize", example, "--start", str(start), "--days", str(days - served))
     assert "champion: version 1 (promotion gate passed" in trained
     status = json.loads(mlops("status", "--json"))[example]["champion"]["metrics"]
     assert (
@@ -60,15 +65,17 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
     )
     assert all(value is not None for metric, value in status.items() if metric != "mape")
 
-    # The file's last whole day, not materialized: served as live traffic, then graded.
-    replayed = (date.fromisoformat(str(start)) + timedelta(days=days - 1)).isoformat()
+    # The file's last whole days, not materialized: served as live traffic, then graded.
+    replays = [(date.fromisoformat(str(start)) + timedelta(days=days - i)).isoformat() for i in range(served, 0, -1)]
+    replayed = replays[-1]
     port, log = free_port(), tmp_path / "serve.log"
     server = project.serve(example, port, log)
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for_http(f"{url}/readyz", server, log)
-        sent = mlops("replay", example, "--day", replayed, "--sample", "300", "--url", url)
-        assert "requests answered" in sent and "by version 1" in sent
+        for day in replays:
+            sent = mlops("replay", example, "--day", day, "--sample", "300", "--url", url)
+            assert "requests answered" in sent and "by version 1" in sent
         answer = _post(f"{url}/predict", {"request": _request(tmp_path, example, spec)})
         assert set(answer) == ANSWER_FIELDS | fields, answer
         schema = _get(f"{url}/docs.json")["components"]["schemas"]
@@ -76,6 +83,8 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
         assert set(schema[answered[task]]["properties"]) == ANSWER_FIELDS | fields
     finally:
         stop(server)
+    for day in replays[:-1]:
+        mlops("monitor", example, "--day", day)  # ingests the day, whose log the last day's window reads too
     graded = mlops("monitor", example, "--day", replayed)
     assert f"{example}/prediction_log" in graded and "drift report: file://" in graded
     drift_line = next(line for line in graded.splitlines() if f"{example}/drift_report" in line)

@@ -14,6 +14,7 @@ from mlops_assets.core.monitoring.grading import (
     offline_stats,
     offline_verdict,
     out_of_range,
+    served_features,
     warm_masks,
     window_report,
 )
@@ -134,3 +135,11 @@ def test_a_windowed_feature_is_compared_only_on_training_rows_whose_window_was_f
     assert quality.level == "ok" and "not graded yet: amount_sum_30d" in quality.description
     unmasked = window_report("2026-01-21", MonitoringSpec(), reference, outputs, log, columns, "1", {"1"})
     assert unmasked.checks["feature_drift"].level != "ok"
+
+
+def test_served_vectors_read_whatever_json_type_each_record_gave_a_value() -> None:
+    """A count logged as 3 in one record and 2.5 (a mean) or null in another: one column of floats, not an error
+    (a window of several days met this first)."""
+    log = pl.DataFrame({"features": [json.dumps({"x": None})] * 200 + [json.dumps({"x": 3}), json.dumps({"x": 2.5})]})
+    served = served_features(log, Columns(["x"], []))
+    assert served.get_column("x").to_list()[-2:] == [3.0, 2.5] and served.schema["x"] == pl.Float64

@@ -127,7 +127,7 @@ def served_features(log: pl.DataFrame, columns: Columns) -> pl.DataFrame:
         return pl.DataFrame(
             schema={**dict.fromkeys(columns.numeric, pl.Float64), **dict.fromkeys(columns.categorical, pl.String)}
         )
-    decoded = pl.DataFrame([json.loads(v) for v in log.get_column("features")])
+    decoded = pl.DataFrame([json.loads(v) for v in log.get_column("features")], infer_schema_length=None)
     return pl.DataFrame(
         [
             *[
@@ -400,7 +400,9 @@ def skew_stats(log: pl.DataFrame, offline: Mapping[str, pl.DataFrame], spec: Pip
     answered = log.filter(~pl.col("degraded") & pl.col("feature_timestamps").is_not_null())
     if answered.height == 0:
         return pl.DataFrame(schema=SKEW_SCHEMA)
-    entities = pl.DataFrame([json.loads(e) for e in answered.get_column("entity")]).select(keys)
+    entities = pl.DataFrame([json.loads(e) for e in answered.get_column("entity")], infer_schema_length=None).select(
+        keys
+    )
     stamps = [json.loads(t) for t in answered.get_column("feature_timestamps")]
     served = [json.loads(f) for f in answered.get_column("features")]
     rows = []
