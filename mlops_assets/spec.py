@@ -280,10 +280,12 @@ class LabelSpec(SpecSection):
     column: str = Field(description="the label: what the model learns to predict")
     timestamp: str = Field(description="when the label became known")
     prediction_timestamp: str = Field(description="when the prediction was made; features are joined as of it")
-    feature_cutoff: Literal["at", "before"] = Field(
+    feature_cutoff: Literal["at", "before", "previous_day"] = Field(
         default="at",
         description="'at': feature rows at or before the prediction time; 'before': strictly before, so an "
-        "event that is itself the prediction request does not count in its own features",
+        "event that is itself the prediction request does not count in its own features; 'previous_day': rows of "
+        "the days before the prediction's day, what the online store (synced by the daily job) holds when it is made: "
+        "training on fresher rows than serving has is training-serving skew",
     )
     request_id: str | None = Field(
         default=None,

@@ -342,8 +342,9 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
             "column": label,
             "timestamp": label_ts,
             "prediction_timestamp": event_ts,
-            # The event being scored is itself an event of the source: it must not count in its own features.
-            "feature_cutoff": "before",
+            # Features as the online store holds them when a prediction is made: it is synced after each day, so
+            # training on fresher rows than that would be training-serving skew.
+            "feature_cutoff": "previous_day",
             **({"request_id": request_id} if request_id else {}),
         },
         "model": {
@@ -414,9 +415,10 @@ def _activity_view(
     gaps = _gaps(frame, key, event_ts)
     middle = cast("float | None", gaps.median())  # seconds (polars types a median as any Python literal)
     median, p90 = (float(middle or 0), float(gaps.quantile(0.9) or 0)) if gaps.len() else (86400.0, 86400.0)
-    windows = list(dict.fromkeys(_duration(g, at_most=span * 86400) for g in (median, 5 * median)))
-    # Features are computed once per daily partition: a TTL under a day would leave most of a day without them.
-    ttl = _duration(max(p90, 86400))
+    # Served from rows of the days before (the online store is synced after each day): windows of at least a day,
+    # and a TTL a day longer than 90% of the gaps, at least two days (yesterday's last row, late in today).
+    windows = list(dict.fromkeys(_duration(max(g, 86400), at_most=span * 86400) for g in (median, 5 * median)))
+    ttl = _duration(max(p90 + 86400, 2 * 86400))
     aggregations: list[dict[str, Any]] = [{"functions": ["count"], "windows": windows}]
     aggregations += [{"column": c, "functions": ["sum", "mean", "max"], "windows": windows} for c in aggregated]
     amounts = f", and the sum, mean and max of {', '.join(aggregated)}" if aggregated else ""
@@ -424,9 +426,11 @@ def _activity_view(
     return {"source": "events", "ttl": ttl, "aggregations": aggregations}, [
         f"{view}: per {entity}, over the last {' and '.join(windows)}, the count of events{amounts} (the median gap "
         f"between an entity's events is {_human(median)}: the shorter window covers it, the longer about five; at "
-        f"most the {span} days of the file)",
-        f"{view}.ttl: {ttl} (90% of the gaps between an entity's events are at most {_human(p90)}; at least a day, "
-        "as features are computed once per daily partition)",
+        f"least a day, at most the {span} days of the file)",
+        f"{view}.ttl: {ttl} (90% of the gaps between an entity's events are at most {_human(p90)}, and a day more: "
+        "a prediction is served the rows of the days before its own, as the online store is synced after each day)",
+        "label.feature_cutoff: previous_day (training joins each prediction to the rows the online store holds "
+        "when it is made; windows are therefore at least a day)",
     ]
 
 

@@ -104,7 +104,7 @@ def test_the_guesses_name_the_key_the_times_the_label_and_the_types(tmp_path: Pa
         "column": "returned",
         "timestamp": "returned_at",
         "prediction_timestamp": "ts",
-        "feature_cutoff": "before",
+        "feature_cutoff": "previous_day",
         "request_id": "order_id",
     }
     columns = spec["sources"]["events"]["columns"]

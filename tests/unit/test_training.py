@@ -16,7 +16,13 @@ from polars.testing import assert_frame_equal
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, compute_features
 from mlops_assets.core.lake import PARTITION_COLUMN
-from mlops_assets.core.training.training_set import JoinStats, ViewInput, point_in_time_join, training_set
+from mlops_assets.core.training.training_set import (
+    JOIN_AT,
+    JoinStats,
+    ViewInput,
+    point_in_time_join,
+    training_set,
+)
 from mlops_assets.demo.generator import FraudGeneratorConfig, labels_for_day, transactions_for_day
 from mlops_assets.spec import PipelineSpec, load_specs, parse_duration
 
@@ -116,21 +122,27 @@ def pit_inputs(draw: st.DrawFn) -> tuple[pl.DataFrame, dict[str, pl.DataFrame], 
 
 
 def brute_force_join(
-    labels: pl.DataFrame, views: dict[str, pl.DataFrame], inclusive: bool, as_of: dt.datetime | None
+    labels: pl.DataFrame,
+    views: dict[str, pl.DataFrame],
+    inclusive: bool,
+    as_of: dt.datetime | None,
+    previous_day: bool = False,
 ) -> tuple[list[dict[str, Any]], dict[str, int], dict[str, int]]:
-    """The contract, label by label: scan every feature row of the entity."""
+    """The contract, label by label: scan every feature row of the entity (`previous_day`: only rows of the days
+    before the prediction's day, stale by the prediction's own time)."""
     out, missing, stale = [], dict.fromkeys(views, 0), dict.fromkeys(views, 0)
     for label in labels.iter_rows(named=True):
         if as_of is not None and label["labeled_at"] > as_of:
             continue
         p = label["predicted_at"]
+        cut = dt.datetime.combine(p.date(), dt.time()) if previous_day else p
         row = dict(label)
         for name, frame in views.items():
             usable = [
                 r
                 for r in frame.iter_rows(named=True)
                 if (r["bank"], r["card"]) == (label["bank"], label["card"])
-                and (r[FEATURE_TIMESTAMP] <= p if inclusive else r[FEATURE_TIMESTAMP] < p)
+                and (r[FEATURE_TIMESTAMP] <= cut if inclusive and not previous_day else r[FEATURE_TIMESTAMP] < cut)
                 and (as_of is None or r.get(KNOWN_AT, r[FEATURE_TIMESTAMP]) <= as_of)
             ]
             latest = max(usable, key=lambda r: r[FEATURE_TIMESTAMP], default=None)
@@ -168,6 +180,31 @@ def test_point_in_time_join_matches_a_brute_force_reference(
     assert (stats.rows, stats.missing, stats.stale) == (len(rows), missing, stale)
     for feature in [*FEATURES["fast"], *FEATURES["slow"]]:
         assert stats.nulls.get(feature, 0) == expected[feature].null_count()
+
+
+@settings(max_examples=100, deadline=None)
+@given(inputs=pit_inputs())
+def test_joined_at_the_start_of_the_predictions_day_the_rows_are_those_a_daily_synced_store_holds(
+    inputs: tuple[pl.DataFrame, dict[str, pl.DataFrame], dt.datetime | None],
+) -> None:
+    """feature_cutoff previous_day: the join's key is the start of the prediction's day, strictly before, and a row
+    is stale by the prediction's own time, as the online store (synced after each day) and its TTL check serve it."""
+    labels, frames, as_of = inputs
+    views = {name: ViewInput(frame.lazy(), TTLS[name]) for name, frame in frames.items()}
+    day_start = labels.with_columns(pl.col("predicted_at").dt.truncate("1d").alias(JOIN_AT))
+    actual, stats = point_in_time_join(
+        day_start.lazy(),
+        views,
+        keys=KEYS,
+        prediction_timestamp="predicted_at",
+        label_timestamp="labeled_at",
+        inclusive=False,
+        as_of=as_of,
+        join_at=JOIN_AT,
+    )
+    rows, missing, stale = brute_force_join(labels, frames, False, as_of, previous_day=True)
+    assert_frame_equal(actual.sort("label_id"), pl.DataFrame(rows, schema=actual.schema).sort("label_id"))
+    assert (stats.rows, stats.missing, stats.stale) == (len(rows), missing, stale)
 
 
 @pytest.mark.parametrize(
@@ -328,7 +365,7 @@ def pipeline(feature_cutoff: str) -> PipelineSpec:
     )
 
 
-SPECS = {cutoff: pipeline(cutoff) for cutoff in ("at", "before")}
+SPECS = {cutoff: pipeline(cutoff) for cutoff in ("at", "before", "previous_day")}
 
 
 def build(
@@ -539,18 +576,23 @@ def one_step(spec: PipelineSpec, labels: pl.DataFrame, features: dict[str, pl.La
     label = spec.label
     start = dt.datetime.combine(spec.start_date, dt.time())
     columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
+    daily = label.feature_cutoff == "previous_day"
+    selected = labels.lazy().filter(pl.col(label.prediction_timestamp) >= start).select(list(dict.fromkeys(columns)))
     return point_in_time_join(
-        labels.lazy().filter(pl.col(label.prediction_timestamp) >= start).select(list(dict.fromkeys(columns))),
+        selected.with_columns(pl.col(label.prediction_timestamp).dt.truncate("1d").alias(JOIN_AT)),
         {name: ViewInput(features[name], parse_duration(view.ttl)) for name, view in spec.feature_views.items()},
         keys=spec.entity.keys,
         prediction_timestamp=label.prediction_timestamp,
         label_timestamp=label.timestamp,
         inclusive=label.feature_cutoff == "at",
+        join_at=JOIN_AT if daily else None,
     )
 
 
 @settings(max_examples=120, deadline=None)
-@given(history=histories(), cutoff=st.sampled_from(["at", "before"]), chunk_days=st.sampled_from([1, 2]))
+@given(
+    history=histories(), cutoff=st.sampled_from(["at", "before", "previous_day"]), chunk_days=st.sampled_from([1, 2])
+)
 def test_a_training_set_built_a_few_label_days_at_a_time_equals_the_one_step_join(
     history: tuple[pl.DataFrame, pl.DataFrame, list[dt.datetime]], cutoff: str, chunk_days: int
 ) -> None:

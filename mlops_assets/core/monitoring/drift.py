@@ -267,6 +267,18 @@ def categorical_stats(
     )
 
 
+@dataclass(frozen=True)
+class Distinct:
+    """Features whose rows repeat a value of one entity: a feature view's row served to every request of its entity
+    that day, the same row in many training rows. Counted once per entity and value on each side, so that a
+    statistic's size (and its noise) is the count of distinct rows, not of the requests that reused them: three
+    segments' daily rows are three observations, however many requests they answered."""
+
+    features: frozenset[str]
+    reference: pl.DataFrame  # the entity keys of each reference row
+    current: pl.DataFrame  # the entity keys of each current row
+
+
 def _frame(frame: object, side: str) -> pl.DataFrame:
     """Polars as it is, pandas converted; anything else is a TypeError saying what was given."""
     if isinstance(frame, pl.DataFrame):
@@ -286,15 +298,29 @@ def compare(
     p_values: bool = True,
     rare_share: float = RARE_SHARE,
     masks: Mapping[str, pl.Series] | None = None,
+    distinct: Distinct | None = None,
 ) -> list[FeatureStats]:
     """Statistics of every listed feature, numeric ones first, each in the order given (polars or pandas frames);
     with `calibrate`, each statistic's noise at the current window's size; `masks`: the reference rows a feature is
-    compared on (a windowed feature's rows whose window had its whole history), all of them where none is given."""
+    compared on (a windowed feature's rows whose window had its whole history), all of them where none is given;
+    `distinct`: features compared once per entity and value on each side (see `Distinct`)."""
     reference, current = _frame(reference, "reference"), _frame(current, "current")
+
+    def once(name: str, values: pl.Series, entities: pl.DataFrame | None) -> pl.Series:
+        if distinct is None or name not in distinct.features or entities is None:
+            return values
+        return entities.with_columns(values.alias("__value")).unique(maintain_order=True).get_column("__value")
 
     def kept(name: str) -> pl.Series:
         column = reference.get_column(name)
-        return column.filter(masks[name]) if masks and name in masks else column
+        entities = distinct.reference if distinct else None
+        if masks and name in masks:
+            column = column.filter(masks[name])
+            entities = entities.filter(masks[name]) if entities is not None else None
+        return once(name, column, entities).rename(name)
+
+    def now(name: str) -> pl.Series:
+        return once(name, current.get_column(name), distinct.current if distinct else None).rename(name)
 
     # Nulls become NaN in a float array, which is how numeric_stats recognises them.
     return [
@@ -302,7 +328,7 @@ def compare(
             numeric_stats(
                 name,
                 kept(name).cast(pl.Float64).to_numpy(),
-                current.get_column(name).cast(pl.Float64).to_numpy(),
+                now(name).cast(pl.Float64).to_numpy(),
                 bins,
                 calibrate,
                 p_values,

@@ -20,6 +20,7 @@ from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import Columns, Outputs
 from mlops_assets.core.monitoring.drift import (
+    Distinct,
     FeatureStats,
     Level,
     categorical_stats,
@@ -150,6 +151,26 @@ def served_features(log: pl.DataFrame, columns: Columns) -> pl.DataFrame:
     )
 
 
+@dataclass(frozen=True)
+class ViewRows:
+    """The model inputs that are feature views' rows (not request fields), and the entity keys that own them."""
+
+    features: frozenset[str]
+    keys: list[str]
+
+    @classmethod
+    def of(cls, spec: PipelineSpec, columns: Sequence[str]) -> ViewRows:
+        return cls(frozenset(c for c in columns if c not in spec.request_features), list(spec.entity.keys))
+
+
+def served_entities(log: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
+    """The entity keys of each logged answer, as text (as the requests carried them)."""
+    if log.height == 0:
+        return pl.DataFrame(schema=dict.fromkeys(keys, pl.String))
+    decoded = pl.DataFrame([json.loads(e) for e in log.get_column("entity")], infer_schema_length=None)
+    return decoded.select(pl.col(k).cast(pl.String) for k in keys)
+
+
 def window_report(
     window: str,
     monitoring: MonitoringSpec,
@@ -160,11 +181,18 @@ def window_report(
     champion: str,
     known_versions: set[str],
     masks: Mapping[str, pl.Series] | None = None,
+    views: ViewRows | None = None,
 ) -> WindowReport:
     """Grade one window of logged predictions: features, dataset, scores and data quality (`masks`: per windowed
-    feature, the reference rows whose window had its whole history)."""
+    feature, the reference rows whose window had its whole history; `views`: which features are a view's rows, to
+    be counted once per entity and value)."""
     thresholds = monitoring.thresholds
     current = served_features(log, columns)
+    distinct = (
+        Distinct(views.features, reference.select(views.keys), served_entities(log, views.keys))
+        if views is not None
+        else None
+    )
     features = compare(
         reference.select(columns.all),
         current,
@@ -174,6 +202,7 @@ def window_report(
         calibrate=True,
         p_values=monitoring.p_values,
         masks=masks,
+        distinct=distinct,
     )
     answered = log.filter(pl.col("model_version") == champion) if log.height else log
     for column in ("score", "probabilities"):  # a log written before multiclass existed has no probabilities
@@ -531,6 +560,13 @@ class OfflineTable:
     frame: pl.LazyFrame
     timestamp: str
     columns: list[str] = field(default_factory=list)
+    daily_keys: list[str] | None = None  # reduce to each entity's last row of each day (a daily-synced store's rows)
+
+    def rows(self) -> pl.LazyFrame:
+        if self.daily_keys is None:
+            return self.frame
+        day = pl.col(PARTITION_COLUMN)
+        return self.frame.sort(self.timestamp).group_by([*self.daily_keys, day], maintain_order=True).last()
 
 
 @dataclass(frozen=True)
@@ -556,12 +592,12 @@ def offline_frames(
     skip = (*spec.entity.keys, FEATURE_TIMESTAMP, KNOWN_AT, PARTITION_COLUMN)
     for name, table in tables.items():
         columns = table.columns or [c for c in table.frame.collect_schema() if c not in skip]
-        past = table.frame.filter(pl.col(table.timestamp).is_between(start, end)).select(table.timestamp, *columns)
+        past = table.rows().filter(pl.col(table.timestamp).is_between(start, end)).select(table.timestamp, *columns)
         sample = past.collect()
         sample = sample.sample(min(REFERENCE_ROWS, sample.height), seed=seed)
         frames.masks[name] = warm_masks(sample, table.timestamp, spec, columns)
         frames.reference[name] = sample.select(columns)
-        frames.current[name] = table.frame.filter(pl.col(PARTITION_COLUMN).is_in(list(days))).select(columns).collect()
+        frames.current[name] = table.rows().filter(pl.col(PARTITION_COLUMN).is_in(list(days))).select(columns).collect()
     return frames
 
 

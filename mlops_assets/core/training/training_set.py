@@ -20,6 +20,10 @@ from mlops_assets.spec import PipelineSpec, parse_duration
 CHUNK_DAYS = 10
 
 
+# The label's time the views are joined at when it is not its prediction time (dropped with the join's own columns).
+JOIN_AT = "__join_at"
+
+
 @dataclass(frozen=True)
 class ViewInput:
     """One feature view's rows (keys, feature_timestamp, [known_at], features) and how long they stay valid."""
@@ -50,8 +54,10 @@ def point_in_time_join(
     label_timestamp: str,
     inclusive: bool = True,
     as_of: datetime | None = None,
+    join_at: str | None = None,
 ) -> tuple[pl.DataFrame, JoinStats]:
-    """For each label, the latest row of each view at (or, not `inclusive`, before) its prediction time.
+    """For each label, the latest row of each view at (or, not `inclusive`, before) its prediction time (or the time
+    in the label's `join_at` column: the start of its day, for rows an online store synced daily holds then).
 
     A row older than the view's TTL is nulled and counted as stale; no row at all counts as missing. With
     `as_of`, only labels known by then and feature rows known by then (`known_at`) are used, so a backfill
@@ -59,7 +65,8 @@ def point_in_time_join(
     """
     if as_of is not None:
         labels = labels.filter(pl.col(label_timestamp) <= as_of)
-    joined = labels.sort(prediction_timestamp)
+    on = join_at or prediction_timestamp
+    joined = labels.sort(on)
     label_schema = labels.collect_schema()
     # Which frame each column of the join comes from: a feature may take none of these names.
     owners = dict.fromkeys(label_schema.names(), "a column of the labels")
@@ -89,7 +96,7 @@ def point_in_time_join(
         right = rows.lazy().select(*keys, pl.col(FEATURE_TIMESTAMP).alias(stamp), *features).sort(stamp)
         joined = joined.join_asof(
             right,
-            left_on=prediction_timestamp,
+            left_on=on,
             right_on=stamp,
             by=keys,
             strategy="backward",
@@ -212,6 +219,13 @@ def training_set_chunks(
     start = datetime.combine(spec.start_date, time())
     before_start = known.filter(predicted < start).select(pl.len()).collect().item()
     usable = known.filter(predicted >= start)
+    join_at = None
+    if label.feature_cutoff == "previous_day":
+        # The rows a daily-synced online store holds during a day: those of the days before it. Joined as of the
+        # start of the prediction's day, strictly before; stale by the prediction's own time, as serving judges.
+        join_at = JOIN_AT
+        usable = usable.with_columns(predicted.dt.truncate("1d").alias(JOIN_AT))
+        predicted = pl.col(JOIN_AT)
     partitioned = PARTITION_COLUMN in labels.collect_schema().names()
     day = pl.col(PARTITION_COLUMN) if partitioned else pl.col(label.timestamp).dt.date().cast(pl.String)
     days = (
@@ -229,6 +243,7 @@ def training_set_chunks(
     opens = list(itertools.accumulate(reversed(firsts), min))[::-1]
     views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
     columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
+    columns += [join_at] if join_at else []
     carried: dict[str, pl.DataFrame] = {}
     for i, chunk in enumerate(chunks):
         reopens = opens[i + 1] if i + 1 < len(chunks) else None
@@ -258,6 +273,7 @@ def training_set_chunks(
             prediction_timestamp=label.prediction_timestamp,
             label_timestamp=label.timestamp,
             inclusive=label.feature_cutoff == "at",
+            join_at=join_at,
         )
         yield joined, replace(stats, before_start=before_start if i == 0 else 0, duplicates=duplicates)
 

@@ -17,6 +17,7 @@ from mlops_assets.core.monitoring.grading import (
     OUTPUT_PREFIX,
     REFERENCE_ROWS,
     OfflineTable,
+    ViewRows,
     offline_frames,
     offline_stats,
     offline_verdict,
@@ -135,9 +136,12 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         known = registry.versions(spec.name)
         label = day if len(days) == 1 else f"{days[0]}..{day}"
-        report = window_report(label, monitoring, reference, reference_outputs, log, columns, champion, known, masks)
-        views = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
-        skew = skew_stats(log, served_rows(views, log), spec)
+        views = ViewRows.of(spec, columns.all)
+        report = window_report(
+            label, monitoring, reference, reference_outputs, log, columns, champion, known, masks, views
+        )
+        scans = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
+        skew = skew_stats(log, served_rows(scans, log), spec)
         period = training.get_column(spec.label.prediction_timestamp)
         # Prediction times: date-times (polars types a min or max as any Python literal).
         first, last = cast(datetime, period.min()), cast(datetime, period.max())
@@ -216,8 +220,11 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
 
 def offline_tables(root: Path, spec: PipelineSpec) -> dict[str, OfflineTable]:
     """The lake's tables the offline drift reads: every feature view, and the raw source carrying the request fields."""
+    # A view's rows as serving meets them: with feature_cutoff previous_day, each entity's last row of each day (what
+    # the daily sync writes to the online store); otherwise every row (training joins each event's own).
+    daily = list(spec.entity.keys) if spec.label.feature_cutoff == "previous_day" else None
     tables = {
-        view: OfflineTable(scan_table(path), FEATURE_TIMESTAMP)
+        view: OfflineTable(scan_table(path), FEATURE_TIMESTAMP, daily_keys=daily)
         for view in spec.feature_views
         if table_version(path := table_of(root, feature_key(spec, view))) is not None
     }

@@ -94,7 +94,11 @@ def _metadata_value(value: Any) -> Any:
 def build_training_set_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     label = spec.label
     inputs = [raw_key(spec, label.source), *(feature_key(spec, v) for v in spec.feature_views)]
-    cutoff = "at or before" if label.feature_cutoff == "at" else "strictly before"
+    cutoff = {
+        "at": "at or before",
+        "before": "strictly before",
+        "previous_day": "of the days before the day of",  # what the daily-synced online store holds then
+    }[label.feature_cutoff]
     # The label rate of a 0/1 label; other labels (classes, values) have none.
     binary = spec.model is None or spec.model.task == "binary"
 
