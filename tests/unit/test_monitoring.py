@@ -57,7 +57,10 @@ def test_an_offline_window_without_rows_is_not_graded() -> None:
 def test_values_outside_the_training_range_are_counted_per_feature() -> None:
     reference = pl.DataFrame({"amount": [1.0, 5.0, 10.0], "count_1d": [0, 2, 4]})
     current = pl.DataFrame({"amount": [0.5, 5.0, 11.0, None], "count_1d": [1, 2, 3, 4]})
-    assert out_of_range(reference, current, ["amount", "count_1d"]) == {"amount": 2 / 3, "count_1d": 0.0}
+    shares = out_of_range(reference, current, ["amount", "count_1d"])
+    assert {name: share for name, (share, _) in shares.items()} == {"amount": 2 / 3, "count_1d": 0.0}
+    # Of 3 new values, each outside the range of 3 known ones with probability 1/2: 2 of 3 outside is chance.
+    assert shares["amount"][1].warn == 1.0
     assert out_of_range(reference.head(0), current, ["amount"]) == {}
 
 

@@ -267,6 +267,30 @@ def categorical_stats(
     )
 
 
+def compared_values(
+    reference: pl.DataFrame,
+    current: pl.DataFrame,
+    name: str,
+    masks: Mapping[str, pl.Series] | None = None,
+    distinct: Distinct | None = None,
+) -> tuple[pl.Series, pl.Series]:
+    """The values of feature `name` each side is judged on: the reference's rows of its mask (if any), and on both
+    sides each entity's value once when the feature is `distinct`."""
+
+    def once(values: pl.Series, entities: pl.DataFrame | None) -> pl.Series:
+        if distinct is None or name not in distinct.features or entities is None:
+            return values
+        frame = entities.with_columns(values.alias("__value")).unique(maintain_order=True)
+        return frame.get_column("__value").rename(name)
+
+    column = reference.get_column(name)
+    entities = distinct.reference if distinct else None
+    if masks and name in masks:
+        column = column.filter(masks[name])
+        entities = entities.filter(masks[name]) if entities is not None else None
+    return once(column, entities), once(current.get_column(name), distinct.current if distinct else None)
+
+
 @dataclass(frozen=True)
 class Distinct:
     """Features whose rows repeat a value of one entity: a feature view's row served to every request of its entity
@@ -306,21 +330,11 @@ def compare(
     `distinct`: features compared once per entity and value on each side (see `Distinct`)."""
     reference, current = _frame(reference, "reference"), _frame(current, "current")
 
-    def once(name: str, values: pl.Series, entities: pl.DataFrame | None) -> pl.Series:
-        if distinct is None or name not in distinct.features or entities is None:
-            return values
-        return entities.with_columns(values.alias("__value")).unique(maintain_order=True).get_column("__value")
-
     def kept(name: str) -> pl.Series:
-        column = reference.get_column(name)
-        entities = distinct.reference if distinct else None
-        if masks and name in masks:
-            column = column.filter(masks[name])
-            entities = entities.filter(masks[name]) if entities is not None else None
-        return once(name, column, entities).rename(name)
+        return compared_values(reference, current, name, masks, distinct)[0]
 
     def now(name: str) -> pl.Series:
-        return once(name, current.get_column(name), distinct.current if distinct else None).rename(name)
+        return compared_values(reference, current, name, masks, distinct)[1]
 
     # Nulls become NaN in a float array, which is how numeric_stats recognises them.
     return [

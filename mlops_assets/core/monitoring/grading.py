@@ -14,17 +14,20 @@ from typing import cast
 
 import numpy as np
 import polars as pl
+from scipy import stats as scipy_stats
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import Columns, Outputs
+from mlops_assets.core.monitoring.calibration import ERROR_QUANTILE, WARN_QUANTILE, Noise
 from mlops_assets.core.monitoring.drift import (
     Distinct,
     FeatureStats,
     Level,
     categorical_stats,
     compare,
+    compared_values,
     drifted_share,
     graded,
     numeric_stats,
@@ -248,7 +251,7 @@ def window_report(
                 log,
                 monitoring,
                 known_versions,
-                out_of_range(reference, current, columns.numeric, masks),
+                out_of_range(reference, current, columns.numeric, masks, distinct),
             ),
         },
     )
@@ -336,18 +339,22 @@ def out_of_range(
     current: pl.DataFrame,
     numeric: Sequence[str],
     masks: Mapping[str, pl.Series] | None = None,
-) -> dict[str, float]:
-    """Per numeric feature, the share of current values outside the range the reference ever had (on the rows of
-    its mask, when it has one: a window still filling up has a narrower range)."""
+    distinct: Distinct | None = None,
+) -> dict[str, tuple[float, Noise]]:
+    """Per numeric feature, the share of current values outside the range the reference ever had (on the values
+    compared for drift: a window still filling up has a narrower range), and that share's noise when nothing
+    changed: each of n new values falls outside the range of N others with probability 2 / (N + 1)."""
     shares = {}
     for name in numeric:
-        column = reference.get_column(name)
-        column = column.filter(masks[name]) if masks and name in masks else column
-        low, high = column.min(), column.max()
-        values = current.get_column(name).drop_nulls()
+        known, values = compared_values(reference, current, name, masks, distinct)
+        known, values = known.drop_nulls(), values.drop_nulls()
+        low, high = known.min(), known.max()
         if low is None or values.len() == 0:
             continue
-        shares[name] = float(cast("float | None", ((values < low) | (values > high)).mean()) or 0.0)
+        outside = int(((values < low) | (values > high)).sum())
+        chance = min(1.0, 2 / (known.len() + 1))
+        warn, error = scipy_stats.binom.ppf([WARN_QUANTILE, ERROR_QUANTILE], values.len(), chance) / values.len()
+        shares[name] = (outside / values.len(), Noise(float(warn), float(error)))
     return shares
 
 
@@ -357,13 +364,13 @@ def _data_quality(
     log: pl.DataFrame,
     monitoring: MonitoringSpec,
     known: set[str],
-    outside: dict[str, float],
+    outside: dict[str, tuple[float, Noise]],
 ) -> CheckVerdict:
     thresholds = monitoring.thresholds
     problems: list[tuple[Level, str]] = []
-    for name, share in sorted(outside.items(), key=lambda item: -item[1]):
+    for name, (share, noise) in sorted(outside.items(), key=lambda item: -item[1][0]):
         # Values never seen in training, like unseen categories: the model extrapolates on them.
-        level = thresholds.unseen_share.level(share)
+        level = graded(share, thresholds.unseen_share, noise)
         if level != "ok":
             problems.append((level, f"{name} has {share:.1%} values outside the training range"))
     # Not problems of the window, so never more than a note: features without a reference are not graded.
@@ -382,11 +389,10 @@ def _data_quality(
         if s.current_rows and s.null_rate_current == 1.0:
             problems.append(("error", f"{s.feature} is missing entirely"))
             continue
-        noise = s.noise.get
-        null = graded(s.null_rate_increase, thresholds.null_rate_increase, noise("null_rate_increase"))
+        null = graded(s.null_rate_increase, thresholds.null_rate_increase, s.noise.get("null_rate_increase"))
         if null != "ok":
             problems.append((null, f"{s.feature} nulls {s.null_rate_reference:.1%} -> {s.null_rate_current:.1%}"))
-        unseen = graded(s.unseen_share, thresholds.unseen_share, noise("unseen_share"))
+        unseen = graded(s.unseen_share, thresholds.unseen_share, s.noise.get("unseen_share"))
         if unseen != "ok":
             problems.append((unseen, f"{s.feature} has {s.unseen_share:.1%} values never seen in training"))
     degraded = degraded_share(log)
