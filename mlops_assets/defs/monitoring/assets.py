@@ -125,7 +125,16 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         masks = warm_masks(reference, spec.label.prediction_timestamp, spec, reference.columns)
         model = registry.load_sklearn(spec.name, champion)
         columns = fitted_columns(model)
-        scored = scored_reference(reference, masks).head(SCORED_REFERENCE_ROWS)
+        # The model's outputs on rows it was not trained on (its holdout): on its training rows it is more sure of
+        # itself than on any new traffic, which would read as prediction drift from the first day.
+        holdout = training.filter(
+            pl.col(spec.label.prediction_timestamp) >= datetime.fromisoformat(tags["holdout_cutoff"])
+        )
+        scored = (
+            holdout.sample(min(SCORED_REFERENCE_ROWS, holdout.height), seed=seed)
+            if holdout.height
+            else (scored_reference(reference, masks).head(SCORED_REFERENCE_ROWS))
+        )
         reference_outputs = predict(model, to_pandas(scored, columns), spec.model.task if spec.model else "binary")
         log_path = table_of(lake.root, prediction_log_key(spec))
         days = window_days(date.fromisoformat(day), spec)
