@@ -1,7 +1,8 @@
 """The `mlops` command: argument parsing and printing over the application layer (`mlops_assets.app`).
 
 Heavy modules (Dagster, MLflow, BentoML, scikit-learn) are imported inside the commands that use them, so that
-`mlops --help`, `check` and `report` answer at once.
+`mlops --help` and `check` answer at once, and `status` and `report` load MLflow's client only
+(tests/unit/test_cli_imports.py holds them to it).
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Which version is live is the `champion` alias; each promotion tags the new champion with the version it replaced,
 so a rollback walks back one step and a history of promotions can always be rebuilt from the registry.
+
+Importing it loads MLflow's client only: the model flavours, scikit-learn and skops load where a model is logged or
+loaded, so that `mlops status` and `report` answer without them.
 """
 
 from __future__ import annotations
@@ -15,20 +18,21 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
-import pandas as pd
-import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
-from sklearn.pipeline import Pipeline
 
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 
 def metric_key(text: str) -> str:
@@ -119,6 +123,8 @@ class ModelRegistry:
         Its pyfunc answers as serving does: probabilities (classifiers; binary, the positive class's in the
         signature) or predicted values (regression).
         """
+        import skops.io  # with scikit-learn, seconds to import: only where a model is logged
+
         with self._fluent():
             if task == "regression":
                 outputs = pipeline.predict(example)
