@@ -46,7 +46,7 @@ def main() -> None:
 
 
 def run(folder: Path, args: argparse.Namespace) -> None:
-    _, _, requests, _, _ = prepare(folder, args.entities)
+    requests = prepare(folder, args.entities).requests
     env = service_env(folder)
     port = free_port()
     command = [sys.executable, "-m", "mlops_assets.cli", "--data-dir", str(folder), "serve", "fraud", "--from-source"]

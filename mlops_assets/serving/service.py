@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import bentoml
 from bentoml.exceptions import BentoMLException
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # the package ships no type hints
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from mlops_assets.core.features.online import ResilientFeatures, open_store
@@ -225,6 +226,10 @@ class PredictionService:
             flush_interval=serving.log_flush_seconds,
         )
         self.scorer = Scorer(SPEC, models, features, writer, self.metrics)
+        # One native thread per call: a worker answers many small calls at once, and an estimator that starts an
+        # OpenMP or BLAS thread team per call (histogram gradient boosting does) makes each answer wait on the team.
+        # Set once the models are loaded, so that the libraries they brought in are loaded too.
+        threadpool_limits(limits=1)
 
     def _refresh_failed(self, exc: Exception) -> None:
         self.metrics.refresh_failures.labels(SPEC.name).inc()

@@ -118,12 +118,13 @@ def test_a_failing_shadow_costs_neither_the_answer_nor_its_record(tmp_path: Path
     registry.aliases["challenger"] = "2"
     scorer = _scorer(spec, registry, tmp_path)
     assert scorer.models.live.challenger is not None
-    broken = scorer.models.live.challenger.pipeline
+    # The estimator step: what both the compiled path and the pipeline call.
+    broken = scorer.models.live.challenger.pipeline.named_steps["estimator"]
 
     def fail(*_: Any) -> Any:
         raise ValueError("the challenger cannot score")
 
-    broken.predict_proba = fail  # type: ignore[method-assign]
+    broken.predict_proba = fail
     answers = scorer.score(_requests(5))
     assert all(a.model_version == "1" and not a.degraded for a in answers)
     logged = _logged(scorer, tmp_path)

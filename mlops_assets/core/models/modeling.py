@@ -188,11 +188,11 @@ def rows_to_pandas(rows: Sequence[Mapping[str, Any]], columns: Columns) -> pd.Da
         for c in columns.numeric
     }
     for c in columns.categorical:
-        data[c] = np.array([_as_string(r.get(c)) for r in rows], dtype=object)
+        data[c] = np.array([as_string(r.get(c)) for r in rows], dtype=object)
     return pd.DataFrame(data, columns=columns.all)
 
 
-def _as_string(value: Any) -> str | None:
+def as_string(value: Any) -> str | None:
     """A value as polars casts it to String (booleans are 'true'/'false')."""
     if value is None or isinstance(value, str):
         return value

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import threading
 import time
 import uuid
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -23,6 +23,7 @@ from sklearn.pipeline import Pipeline
 
 from mlops_assets.core.features.online import ResilientFeatures, ServedVector
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
+from mlops_assets.core.models.compiled import FastModel, fast_model
 from mlops_assets.core.models.modeling import Columns, Outputs, fitted_columns, predict, rows_to_pandas
 from mlops_assets.core.serving.delivery import after_answer
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter
@@ -32,6 +33,8 @@ log = logging.getLogger(__name__)
 FALLBACK_VERSION = "fallback"
 # Regression: a shadow prediction this far from the answer (relative to the larger of the two) disagrees with it.
 REGRESSION_DISAGREEMENT = 0.1
+# The most answered calls the shadow scores in one batch (one model call for all their rows).
+SHADOW_BATCH_CALLS = 256
 
 
 class RequestRefused(ValueError):
@@ -126,8 +129,13 @@ class LoadedModel:
     pipeline: Pipeline
     columns: Columns
     task: str = "binary"
+    # The pipeline's preprocessing compiled to numpy (checked equal to the pipeline's when loaded; see
+    # `compiled.fast_model`), or None: the pipeline itself scores.
+    fast: FastModel | None = None
 
     def outputs(self, vectors: Sequence[Mapping[str, Any]]) -> Outputs:
+        if self.fast is not None:
+            return self.fast.outputs(vectors)
         return predict(self.pipeline, rows_to_pandas(vectors, self.columns), self.task)
 
     def scores(self, vectors: Sequence[Mapping[str, Any]]) -> np.ndarray:
@@ -176,7 +184,9 @@ class LiveModels:
     def _model(self, version: str) -> LoadedModel:
         if version not in self._loaded:
             pipeline = self._load(version)
-            self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline), self.task)
+            fast, how = fast_model(pipeline, self.task)
+            log.info("model version %s: %s", version, how)
+            self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline), self.task, fast)
         return self._loaded[version]
 
     def _resolve(self, aliases: dict[str, str]) -> Live:
@@ -237,13 +247,32 @@ class NoMetrics:
         pass
 
 
-class Scorer:
-    """Scores requests: features from the online store, the routed model, the shadow in the background, the log.
+@dataclass
+class ShadowJob:
+    """An answered call's records, waiting for the other live model's scores of the same vectors."""
 
-    With a challenger and rollout 'shadow', the champion answers and the challenger scores the same vectors in a
-    background thread; with 'canary', the challenger answers for a sticky share of entities and the champion
-    shadows. Either way both scores are logged with the request id, and the shadow never changes or delays the
-    answer. When features cannot be had and the spec declares a fallback, the fallback answers.
+    live: Live
+    records: list[dict[str, Any]]
+    vectors: list[ServedVector]
+    canary: list[bool]
+    skip: list[bool]
+    shadows: list[LoadedModel] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Canary rows were answered by the challenger: the champion shadows them.
+        challenger = self.live.challenger
+        assert challenger is not None, "a shadow job needs a challenger"
+        self.shadows = [self.live.champion if c else challenger for c in self.canary]
+
+
+class Scorer:
+    """Scores requests: features from the online store, the routed model, the shadow off the request path, the log.
+
+    With a challenger and rollout 'shadow', the champion answers and the challenger scores the same vectors later,
+    in a background thread that takes the answered calls waiting (up to SHADOW_BATCH_CALLS) and scores them in one
+    batch; with 'canary', the challenger answers for a sticky share of entities and the champion shadows. Either
+    way both scores are logged with the request id, and the shadow never changes or delays the answer. When
+    features cannot be had and the spec declares a fallback, the fallback answers.
     """
 
     def __init__(
@@ -259,8 +288,10 @@ class Scorer:
         self.metrics = metrics or NoMetrics()
         self.threshold = spec.model.threshold if spec.model else 0.5
         self.task = spec.model.task if spec.model else "binary"
-        self._shadow = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shadow")
         self._backlog = threading.BoundedSemaphore(shadow_backlog)
+        self._jobs: queue.SimpleQueue[ShadowJob | None] = queue.SimpleQueue()
+        self._shadow = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
+        self._shadow.start()
         self.recent_ids = RecentIds(spec.serving.recent_request_ids)
 
     def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
@@ -380,34 +411,54 @@ class Scorer:
         canary: list[bool],
         skip: list[bool],
     ) -> None:
-        """Log the records; with a challenger, after the other model has scored them (in the background)."""
+        """Log the records; with a challenger, once the other model has scored them (in the shadow thread)."""
         if live.challenger is None or all(skip) or not self._backlog.acquire(blocking=False):
             # No shadow, or its backlog is full: log now rather than queue without bound.
             for record in records:
                 self.log.log(record)
             return
-        shadows = [live.champion if c else live.challenger for c in canary]
+        self._jobs.put(ShadowJob(live, records, vectors, canary, skip))
 
-        def shadow() -> None:
-            try:
-                scored = _score_by_model(shadows, vectors, skip=skip)
-                for i, record in enumerate(records):
-                    output = scored[i]
-                    if skip[i] or output is None:
-                        continue
-                    record["shadow_version"], record["shadow_score"] = shadows[i].version, _score(output)
-                    if isinstance(output, dict):
-                        record["shadow_label"] = max(output, key=output.__getitem__)
-                        record["shadow_probabilities"] = output
-                    self.metrics.shadow_scored(self._disagree(record, output))
-            except Exception:  # a failing shadow must never cost the answer or its log record
-                log.exception("shadow scoring failed; the records are logged without shadow scores")
-            finally:
-                for record in records:
+    def _shadow_loop(self) -> None:
+        """Score the waiting calls a batch at a time until `close` sends None."""
+        while (job := self._jobs.get()) is not None:
+            jobs = [job]
+            while len(jobs) < SHADOW_BATCH_CALLS:
+                try:
+                    following = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._jobs.put(None)  # finish this batch, then stop
+                    break
+                jobs.append(following)
+            self._shadow_batch(jobs)
+
+    def _shadow_batch(self, jobs: list[ShadowJob]) -> None:
+        """The shadow scores of several answered calls, one model call per model version, then their log records."""
+        try:
+            scored = _score_by_model(
+                [m for j in jobs for m in j.shadows],
+                [v for j in jobs for v in j.vectors],
+                skip=[s for j in jobs for s in j.skip],
+            )
+            rows = [(j, i) for j in jobs for i in range(len(j.records))]
+            for (job, i), output in zip(rows, scored, strict=True):
+                if job.skip[i] or output is None:
+                    continue
+                record = job.records[i]
+                record["shadow_version"], record["shadow_score"] = job.shadows[i].version, _score(output)
+                if isinstance(output, dict):
+                    record["shadow_label"] = max(output, key=output.__getitem__)
+                    record["shadow_probabilities"] = output
+                self.metrics.shadow_scored(self._disagree(record, output))
+        except Exception:  # a failing shadow must never cost the answer or its log record
+            log.exception("shadow scoring failed; the records are logged without shadow scores")
+        finally:
+            for job in jobs:
+                for record in job.records:
                     self.log.log(record)
                 self._backlog.release()
-
-        self._shadow.submit(shadow)
 
     def _disagree(self, record: dict[str, Any], shadow: RowOutput) -> bool:
         """Whether the shadow would have answered differently: another decision (binary), another class
@@ -422,7 +473,8 @@ class Scorer:
     def close(self) -> None:
         """Finish the shadow backlog and flush the log (a graceful shutdown loses nothing)."""
         self.models.stop()
-        self._shadow.shutdown(wait=True)
+        self._jobs.put(None)
+        self._shadow.join()
         self.log.close()
 
 
