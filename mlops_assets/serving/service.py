@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import bentoml
 from bentoml.exceptions import BentoMLException
-from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # the package ships no type hints
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model
+from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # the package ships no type hints
 
 from mlops_assets.core.features.online import ResilientFeatures, open_store
 from mlops_assets.core.models.registry import ModelRegistry, open_registry
-from mlops_assets.core.serving.bundle import bundled_aliases, load_version
+from mlops_assets.core.serving.bundle import bundled_aliases, load_version, version_check_rows
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, log_folder
 from mlops_assets.core.serving.scorer import Answer, LiveModels, RequestRefused, Scorer, prediction_model
@@ -214,6 +214,7 @@ class PredictionService:
             lambda: registry.aliases(SPEC.name),
             lambda version: load_version(SPEC.name, version, registry),
             initial=_initial_aliases(registry),
+            check_rows=lambda version: version_check_rows(SPEC.name, version, registry),
         )
         models.watch(serving.refresh_seconds, self._refresh_failed)
         store = open_store(online_store_url(data_dir))

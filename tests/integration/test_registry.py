@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 import numpy as np
 import pandas as pd
+import polars as pl
 import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -106,3 +107,46 @@ def test_a_version_is_registered_whole_and_an_alias_never_points_at_missing_arti
     with pytest.raises(RegistryError, match="has no model files"):
         registry.set_challenger("fraud", second)
     assert registry.aliases("fraud") == {"champion": version}
+
+
+def test_a_version_carries_holdout_rows_its_compiled_scoring_is_checked_on_when_it_loads(
+    registry: ModelRegistry,
+) -> None:
+    from mlops_assets.core.models.modeling import Columns, build_pipeline, fit, to_pandas
+    from mlops_assets.core.serving.bundle import version_check_rows
+    from mlops_assets.core.serving.scorer import LiveModels
+    from mlops_assets.spec import ModelSpec
+    from tests.public_data import nannyml_csv
+
+    # NannyML's credit card products (multiclass): text and numeric inputs, some of them missing in the holdout.
+    frame = nannyml_csv("cards").head(3000)
+    columns = Columns(["app_behavioral_score", "requested_credit_limit"], ["acq_channel"])
+    holdout = frame.tail(200).with_columns(
+        pl.when(pl.int_range(pl.len()) % 5 == 0).then(None).otherwise(pl.col(c)).alias(c) for c in columns.all
+    )
+    spec = ModelSpec(
+        task="multiclass", estimator="sklearn.ensemble.HistGradientBoostingClassifier", params={"max_iter": 20}
+    )
+    pipeline = fit(build_pipeline(spec, columns), frame.head(2800), columns, "y_true", "multiclass")
+    logged = registry.log_candidate(
+        "cards_check_rows",
+        pipeline,
+        to_pandas(holdout, columns),
+        params={},
+        metrics={},
+        tags={},
+        artifacts={},
+        required=set(),
+        task="multiclass",
+    )
+
+    rows = version_check_rows("cards_check_rows", logged.version, registry)
+
+    assert rows == holdout.select(columns.all).to_dicts()
+    models = LiveModels(
+        lambda: {"champion": logged.version},
+        lambda v: registry.load_sklearn("cards_check_rows", v),
+        task="multiclass",
+        check_rows=lambda v: version_check_rows("cards_check_rows", v, registry),
+    )
+    assert models.live.champion.fast is not None

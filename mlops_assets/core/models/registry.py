@@ -150,7 +150,8 @@ class ModelRegistry:
                     pipeline,
                     name="model",
                     signature=signature,
-                    input_example=example.head(5),
+                    # The rows serving checks its compiled scoring of this version on, each time it loads it.
+                    input_example=example,
                     pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
                     skops_trusted_types=trusted,
                     pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
@@ -191,6 +192,11 @@ class ModelRegistry:
     def load_sklearn(self, name: str, version: str) -> Pipeline:
         with self._fluent():
             return mlflow.sklearn.load_model(f"models:/{name}/{version}")
+
+    def input_example(self, name: str, version: str) -> Any:
+        """The rows a version was logged with as its input example (a frame; None when it has none)."""
+        with self._fluent():
+            return input_example(f"models:/{name}/{version}")
 
     def download_model(self, name: str, version: str, target: Path) -> Path:
         """The registered version's MLflow model folder, copied into `target`."""
@@ -328,3 +334,10 @@ def _param(value: Any) -> Any:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def input_example(model: str) -> Any:
+    """The input example of an MLflow model (a folder or a models:/ URI) as logged, or None."""
+    from mlflow.models import Model
+
+    return Model.load(model).load_input_example(model)

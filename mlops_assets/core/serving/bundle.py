@@ -22,7 +22,7 @@ from typing import Any
 
 import mlops_assets
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
-from mlops_assets.core.models.registry import ModelRegistry
+from mlops_assets.core.models.registry import ModelRegistry, input_example
 
 SERVICE = "mlops_assets.serving.service:PredictionService"
 PREVIOUS = "previous_champion"
@@ -129,6 +129,23 @@ def load_version(pipeline: str, version: str, registry: ModelRegistry | None) ->
             raise
         return registry.load_sklearn(pipeline, version)
     return mlflow.sklearn.load_model(model.path)
+
+
+def version_check_rows(pipeline: str, version: str, registry: ModelRegistry | None) -> list[dict[str, Any]]:
+    """The rows a version was registered with (a sample of its holdout's inputs, its MLflow input example), as
+    serving's rows (missing values None): its compiled scoring is checked on them when it loads."""
+    import bentoml
+
+    try:
+        example = input_example(bentoml.models.get(model_tag(pipeline, version)).path)
+    except bentoml.exceptions.NotFound:
+        if registry is None:
+            raise
+        example = registry.input_example(pipeline, version)
+    if example is None:
+        return []
+    records: list[dict[str, Any]] = example.astype(object).where(example.notna(), None).to_dict("records")
+    return records
 
 
 def bundled_aliases() -> dict[str, str]:

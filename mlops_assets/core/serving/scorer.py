@@ -162,9 +162,13 @@ class LiveModels:
         initial: dict[str, str] | None = None,
         task: str = "binary",
         with_challenger: bool = True,
+        check_rows: Callable[[str], Sequence[Mapping[str, Any]]] = lambda _: (),
     ) -> None:
-        """`with_challenger` False (rollout `champion_only`): a challenger alias is neither loaded nor served."""
+        """`with_challenger` False (rollout `champion_only`): a challenger alias is neither loaded nor served.
+        `check_rows` gives a version's rows its compiled scoring is checked on, besides rows that take every branch
+        of it (see `compiled.fast_model`)."""
         self._aliases, self._load, self.task, self.with_challenger = aliases, load, task, with_challenger
+        self._check_rows = check_rows
         self._loaded: dict[str, LoadedModel] = {}
         self.live = self._resolve(aliases() if initial is None else initial)
         self._stop = threading.Event()
@@ -176,15 +180,16 @@ class LiveModels:
         aliases: Callable[[], dict[str, str]],
         load: Callable[[str], Pipeline],
         initial: dict[str, str] | None = None,
+        check_rows: Callable[[str], Sequence[Mapping[str, Any]]] = lambda _: (),
     ) -> LiveModels:
         """The live models of the spec's kind of problem and rollout (`champion_only` serves no challenger)."""
         task = spec.model.task if spec.model else "binary"
-        return cls(aliases, load, initial, task, with_challenger=spec.serving.rollout != "champion_only")
+        return cls(aliases, load, initial, task, spec.serving.rollout != "champion_only", check_rows)
 
     def _model(self, version: str) -> LoadedModel:
         if version not in self._loaded:
             pipeline = self._load(version)
-            fast, how = fast_model(pipeline, self.task)
+            fast, how = fast_model(pipeline, self.task, self._check_rows(version))
             log.info("model version %s: %s", version, how)
             self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline), self.task, fast)
         return self._loaded[version]

@@ -12,6 +12,7 @@ from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
+from mlops_assets.core.models.compiled import fast_model
 from mlops_assets.core.models.lineage import candidate_record
 from mlops_assets.core.models.modeling import (
     ModelError,
@@ -31,6 +32,8 @@ from mlops_assets.spec import PipelineSpec
 
 PROMOTION_GATE = "promotion_gate"
 KINDS = {"mlflow", "sklearn"}
+# Holdout rows logged with a version as its input example, on which its compiled scoring is checked.
+CHECK_ROWS = 500
 # A tracking server that is down fails a step clearly; Dagster retries it (after 10 s, 20 s, 40 s, with jitter).
 MLFLOW_RETRY = dg.RetryPolicy(max_retries=3, delay=10, backoff=dg.Backoff.EXPONENTIAL, jitter=dg.Jitter.PLUS_MINUS)
 
@@ -111,7 +114,13 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         from mlflow.exceptions import MlflowException
 
         registry = mlflow_store.registry()
-        sample = to_pandas(training.head(20), trained.columns)
+        # A sample of the holdout is the version's input example: serving checks its compiled scoring on these rows
+        # each time it loads the version, as this run does now.
+        holdout = frozen_holdout(spec, training, trained.cutoff)
+        checked = holdout.sample(min(CHECK_ROWS, holdout.height), seed=model.seed)
+        sample = to_pandas(checked, trained.columns)
+        compiled = fast_model(trained.pipeline, model.task, checked.select(trained.columns.all).to_dicts())[1]
+        context.log.info(f"{spec.name} model: {compiled}")
         try:
             logged = registry.log_candidate(
                 spec.name,
@@ -145,6 +154,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "holdout_cutoff": trained.cutoff.isoformat(),
                 "train_rows": trained.train_rows,
                 "holdout_rows": evaluation.rows,
+                "compiled_scoring": compiled,
             }
         )
 
