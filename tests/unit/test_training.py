@@ -14,6 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from polars.testing import assert_frame_equal
 
+import mlops_assets.core.training.training_set as training_module
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT, compute_features
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.core.training.training_set import (
@@ -156,12 +157,9 @@ def brute_force_join(
     return out, missing, stale
 
 
-@settings(max_examples=150, deadline=None)
-@given(inputs=pit_inputs(), inclusive=st.booleans())
-def test_point_in_time_join_matches_a_brute_force_reference(
-    inputs: tuple[pl.DataFrame, dict[str, pl.DataFrame], dt.datetime | None], inclusive: bool
+def assert_matches_brute_force(
+    labels: pl.DataFrame, frames: dict[str, pl.DataFrame], as_of: dt.datetime | None, inclusive: bool
 ) -> None:
-    labels, frames, as_of = inputs
     views = {name: ViewInput(frame.lazy(), TTLS[name]) for name, frame in frames.items()}
     actual, stats = point_in_time_join(
         labels.lazy(),
@@ -176,10 +174,88 @@ def test_point_in_time_join_matches_a_brute_force_reference(
     expected = pl.DataFrame(rows, schema=actual.schema)
     assert actual.columns == [*labels.columns, *FEATURES["fast"], *FEATURES["slow"]]
     assert_frame_equal(actual.sort("label_id"), expected.sort("label_id"))
-    assert actual["predicted_at"].is_sorted()
+    # Ordered by (prediction time, keys), labels alike in their input order.
+    known = labels if as_of is None else labels.filter(pl.col("labeled_at") <= as_of)
+    assert_frame_equal(actual.select(labels.columns), known.sort("predicted_at", *KEYS, maintain_order=True))
     assert (stats.rows, stats.missing, stats.stale) == (len(rows), missing, stale)
     for feature in [*FEATURES["fast"], *FEATURES["slow"]]:
         assert stats.nulls.get(feature, 0) == expected[feature].null_count()
+
+
+@settings(max_examples=150, deadline=None)
+@given(inputs=pit_inputs(), inclusive=st.booleans())
+def test_point_in_time_join_matches_a_brute_force_reference(
+    inputs: tuple[pl.DataFrame, dict[str, pl.DataFrame], dt.datetime | None], inclusive: bool
+) -> None:
+    assert_matches_brute_force(*inputs, inclusive)
+
+
+@settings(max_examples=100, deadline=None)
+@given(inputs=pit_inputs(), inclusive=st.booleans())
+def test_entities_whose_keys_hash_alike_are_still_joined_by_their_keys(
+    inputs: tuple[pl.DataFrame, dict[str, pl.DataFrame], dt.datetime | None], inclusive: bool
+) -> None:
+    """The join groups entities by a hash of their keys; where two hash alike, a row of the other is found first,
+    and the join searches again by the keys themselves. Here every entity hashes alike."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_module, "entity_hash", lambda keys: pl.lit(0, pl.UInt64))
+        assert_matches_brute_force(*inputs, inclusive)
+
+
+def join_one_view(labels: pl.LazyFrame, rows: pl.LazyFrame, **options: Any) -> tuple[pl.DataFrame, JoinStats]:
+    """The labels joined to one view's rows, of view "fast" (TTL 2h)."""
+    return point_in_time_join(
+        labels,
+        {"fast": ViewInput(rows, TTLS["fast"])},
+        keys=KEYS,
+        prediction_timestamp="predicted_at",
+        label_timestamp="labeled_at",
+        **options,
+    )
+
+
+def test_a_row_of_an_entity_hashed_alike_is_never_used() -> None:
+    """Entity b's row is the latest of the hash the two share: entity a's label still gets a's own row."""
+    labels = pl.LazyFrame(
+        {"bank": ["a"], "card": [1], "predicted_at": [T0], "labeled_at": [T0 + DAY]},
+        schema_overrides={"predicted_at": pl.Datetime("us"), "labeled_at": pl.Datetime("us")},
+    )
+    rows = pl.LazyFrame(
+        {"bank": ["a", "b"], "card": [1, 1], FEATURE_TIMESTAMP: [T0 - HOUR, T0 - STEP], "f_count": [1, 2]},
+        schema_overrides={FEATURE_TIMESTAMP: pl.Datetime("us")},
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(training_module, "entity_hash", lambda keys: pl.lit(0, pl.UInt64))
+        frame, stats = join_one_view(labels, rows)
+    assert frame["f_count"].to_list() == [1]
+    assert (stats.missing, stats.stale) == ({"fast": 0}, {"fast": 0})
+
+
+def test_null_keys_and_times_join_nothing() -> None:
+    """As polars' join_asof: a label with a null key or time gets no row, and a row with one is never used."""
+    labels = pl.LazyFrame(
+        {
+            "label_id": [1, 2, 3],
+            "bank": ["a", None, "a"],
+            "card": [1, 1, 1],
+            "predicted_at": [T0, T0, None],
+            "labeled_at": [T0 + DAY] * 3,
+        },
+        schema_overrides={"predicted_at": pl.Datetime("us"), "labeled_at": pl.Datetime("us")},
+    )
+    rows = pl.LazyFrame(
+        {
+            "bank": ["a", None, "a"],
+            "card": [1, 1, 1],
+            FEATURE_TIMESTAMP: [T0 - HOUR, T0 - HOUR, None],
+            "f_count": [1, 2, 3],
+        },
+        schema_overrides={FEATURE_TIMESTAMP: pl.Datetime("us")},
+    )
+    frame, stats = join_one_view(labels, rows)
+    # Ordered by (prediction time, keys), nulls first.
+    assert frame.select("label_id", "f_count").rows() == [(3, None), (2, None), (1, 1)]
+    assert stats.missing == {"fast": 2}
 
 
 @settings(max_examples=100, deadline=None)
@@ -228,14 +304,7 @@ def test_point_in_time_join_edges(feature_at: dt.datetime, inclusive: bool, outc
         {"bank": ["a"], "card": [1], FEATURE_TIMESTAMP: [feature_at], "f_count": [3]},
         schema_overrides={FEATURE_TIMESTAMP: pl.Datetime("us")},
     )
-    frame, stats = point_in_time_join(
-        labels,
-        {"fast": ViewInput(feature, TTLS["fast"])},
-        keys=KEYS,
-        prediction_timestamp="predicted_at",
-        label_timestamp="labeled_at",
-        inclusive=inclusive,
-    )
+    frame, stats = join_one_view(labels, feature, inclusive=inclusive)
     assert frame["f_count"].to_list() == ([3] if outcome == "used" else [None])
     assert stats == JoinStats(
         rows=1,
@@ -272,14 +341,7 @@ def test_point_in_time_join_as_of_edges(as_of: dt.datetime, f_count: list[int]) 
         },
         schema_overrides={FEATURE_TIMESTAMP: pl.Datetime("us"), KNOWN_AT: pl.Datetime("us")},
     )
-    frame, _ = point_in_time_join(
-        labels,
-        {"fast": ViewInput(feature, TTLS["fast"])},
-        keys=KEYS,
-        prediction_timestamp="predicted_at",
-        label_timestamp="labeled_at",
-        as_of=as_of,
-    )
+    frame, _ = join_one_view(labels, feature, as_of=as_of)
     assert frame["f_count"].to_list() == f_count
 
 
