@@ -21,6 +21,7 @@ BENCHMARKS = {
     "bench_drift.py": ["--rows", "100000"],
     "bench_drift_calibration.py": ["--quick"],
     "bench_overload.py": ["--entities", "2000", "--seconds", "5"],
+    "bench_backfill.py": ["--quick"],
 }
 
 

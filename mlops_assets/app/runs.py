@@ -4,18 +4,20 @@ what the runs did, summarized for reading."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from typing import Any
 
 from mlops_assets.app.workspace import AppError, Workspace
+from mlops_assets.core.ingest.files import day_rows
 from mlops_assets.defs import keys
 from mlops_assets.settings import drift_report_path
 from mlops_assets.spec import PipelineSpec
 
-# Days of history materialized per run: one run (and one Delta commit per table) for a range of days.
-CHUNK_DAYS = 10
+# Source rows per run of the daily job: a range of days holding more is split into runs of whole days (each one
+# Delta commit per table), so that a run's memory follows this, not the length of the history (bench_backfill.py).
+ROWS_PER_RUN = 5_000_000
 
 
 @dataclass
@@ -122,9 +124,17 @@ def step_error(error: Any, max_lines: int = 3) -> str:
     return "\n      ".join(lines[:max_lines]) + (" [...]" if len(lines) > max_lines else "")
 
 
-def chunks(start: date, days: int, size: int = CHUNK_DAYS) -> list[tuple[date, date]]:
-    """`days` days from `start` as (first, last) ranges of at most `size` days."""
-    return [(start + timedelta(days=i), start + timedelta(days=min(i + size, days) - 1)) for i in range(0, days, size)]
+def chunks(start: date, rows: Sequence[int], limit: int = ROWS_PER_RUN) -> list[tuple[date, date]]:
+    """The days from `start` (`rows[i]` rows on the i-th) as (first, last) ranges of whole days, each holding at most
+    `limit` rows, or one day that alone holds more."""
+    ranges: list[tuple[date, date]] = []
+    first, held = 0, 0
+    for i, n in enumerate(rows):
+        if i > first and held + n > limit:
+            ranges.append((start + timedelta(days=first), start + timedelta(days=i - 1)))
+            first, held = i, 0
+        held += n
+    return [*ranges, (start + timedelta(days=first), start + timedelta(days=len(rows) - 1))] if rows else ranges
 
 
 def materialize(
@@ -135,16 +145,20 @@ def materialize(
     training: bool = True,
     progress: Callable[[str], None] = lambda _: None,
     each_chunk: Callable[[list[tuple[date, date]]], Any] = iter,
+    rows_per_run: int = ROWS_PER_RUN,
 ) -> RunSummary:
-    """The daily job over `days` partitions (a run per chunk of days), then the training job and the bento.
+    """The daily job over `days` partitions, then the training job and the bento.
 
-    `each_chunk` wraps the chunks' iteration (a progress bar); `progress` hears what comes next."""
+    The days run as one range (one run, one Delta commit per table), split into consecutive ranges of at most
+    `rows_per_run` rows of source files. `each_chunk` wraps the ranges' iteration (a progress bar); `progress` hears
+    what comes next."""
     spec = workspace.spec(pipeline, with_model=False)
     start = start or spec.start_date
     if start < spec.start_date:
         raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
+    rows = [day_rows(spec, workspace.root, start + timedelta(days=i)) for i in range(days)]
     summary = RunSummary()
-    for days_range in each_chunk(chunks(start, days)):
+    for days_range in each_chunk(chunks(start, rows, rows_per_run)):
         result = workspace.run(keys.daily_job(spec), days=days_range)
         summary.add(result)
         if not result.success:

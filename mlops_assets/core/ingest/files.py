@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import glob
-from collections.abc import Iterable
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -34,7 +35,7 @@ TEXT_BOOLEANS = {
 
 @dataclass(frozen=True)
 class DayIngest:
-    """One day of a source: its rows split, and the time zones its timestamps were converted to UTC from."""
+    """Days of a source: their rows split, and the time zones their timestamps were converted to UTC from."""
 
     split: Split
     time_zones: dict[str, list[str]]
@@ -60,7 +61,7 @@ def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Path, day: 
     return path
 
 
-def _read_file(path: Path, source: SourceSpec, source_name: str, name: str) -> pl.DataFrame:
+def _read_file(path: Path, source: SourceSpec, source_name: str, name: str, day: date) -> pl.DataFrame:
     try:
         # CSV is read as text: types are applied per column below so a bad value rejects its row only.
         csv = source.file_format == "csv"
@@ -76,6 +77,7 @@ def _read_file(path: Path, source: SourceSpec, source_name: str, name: str) -> p
     return frame.select(list(source.columns)).with_columns(
         pl.lit(name).alias(SOURCE_FILE_COLUMN),
         pl.int_range(pl.len(), dtype=pl.Int64).alias(SOURCE_ROW_COLUMN),
+        pl.lit(day.isoformat()).alias(PARTITION_COLUMN),
     )
 
 
@@ -132,24 +134,36 @@ def _time_zones(frame: pl.DataFrame, source: SourceSpec) -> dict[str, list[str]]
 def ingest_day(
     source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
 ) -> Split:
-    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files (see `read_day`)."""
+    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files (see `read_days`)."""
     return read_day(source, source_name, files, day, relative_to).split
 
 
 def read_day(
     source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
 ) -> DayIngest:
-    """Type, check and split one day of a source; accepted + rejected rows = the rows of the files.
+    """One day of a source (see `read_days`)."""
+    return read_days(source, source_name, {day: files}, relative_to)
 
-    Each row keeps the file it came from (relative to `relative_to`, so hashes do not depend on where the data
-    folder is) and its row number in that file. Time-zone-aware timestamps (a Parquet zone, or text with a UTC
-    offset) are stored as naive UTC, like every timestamp of the lake; the zones they came in are returned.
+
+def read_days(
+    source: SourceSpec, source_name: str, files: Mapping[date, Sequence[Path]], relative_to: Path | None = None
+) -> DayIngest:
+    """Type, check and split days of a source, each day's files given; accepted + rejected rows = the files' rows.
+
+    A range of days is typed and validated at once (per-day work would cost a fixed overhead per day). Each row
+    keeps the file it came from (relative to `relative_to`, so hashes do not depend on where the data folder is),
+    its row number in that file and its day in `partition_date`; an event whose time is on another day is
+    rejected. Time-zone-aware timestamps (a Parquet zone, or text with a UTC offset) are stored as naive UTC, like
+    every timestamp of the lake; the zones they came in are returned.
     """
-    frames = [_read_file(p, source, source_name, _name(p, relative_to)) for p in files]
-    meta = [SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN]
-    raw = pl.concat([f.with_columns(pl.exclude(meta).cast(pl.String)) for f in frames]) if frames else None
-    if raw is None:
-        raise SourceDataError(f"no files for {day} (sources.{source_name}.path)")
+    missing = [str(day) for day, paths in files.items() if not paths]
+    if missing:
+        raise SourceDataError(f"no files for {', '.join(missing)} (sources.{source_name}.path)")
+    read = [_read_file(p, source, source_name, _name(p, relative_to), d) for d, paths in files.items() for p in paths]
+    # Files of one schema (the usual case: one writer) are typed as one frame; runs keep the files' order.
+    frames = [pl.concat(list(group)) for _, group in itertools.groupby(read, key=lambda f: f.schema)]
+    meta = [SOURCE_FILE_COLUMN, SOURCE_ROW_COLUMN, PARTITION_COLUMN]
+    raw = pl.concat([f.with_columns(pl.exclude(meta).cast(pl.String)) for f in frames])
     typed = pl.concat(
         [
             f.select(
@@ -166,23 +180,17 @@ def read_day(
         for c, s in source.columns.items()
         for raw_col in [pl.lit(raw.get_column(c))]
     ]
-    ts = pl.col(source.event_timestamp)
+    ts, day = pl.col(source.event_timestamp), pl.col(PARTITION_COLUMN)
     reasons.append(
-        pl.when(ts.is_not_null() & (ts.dt.date() != day)).then(
-            pl.format(
-                "{}: event day {} is not the partition day {}",
-                pl.lit(source.event_timestamp),
-                ts.dt.date(),
-                pl.lit(day.isoformat()),
-            )
+        pl.when(ts.is_not_null() & (ts.dt.date().cast(pl.String) != day)).then(
+            pl.format("{}: event day {} is not the partition day {}", pl.lit(source.event_timestamp), ts.dt.date(), day)
         )
     )
     prior = typed.select(pl.concat_str(reasons, separator="; ", ignore_nulls=True).replace("", None)).to_series()
-    schema = build_schema(f"sources.{source_name}", source.columns)
-    partition = pl.lit(day.isoformat()).alias(PARTITION_COLUMN)
-    split = split_valid(typed, schema, prior_reasons=prior, kept=raw)
+    split = split_valid(typed, build_schema(f"sources.{source_name}", source.columns), prior_reasons=prior, kept=raw)
     return DayIngest(
-        Split(split.accepted.with_columns(partition), split.rejected.with_columns(partition)),
+        # Quarantined rows keep the column order of the tables already written: the reasons, then the partition.
+        Split(split.accepted, split.rejected.select(pl.exclude(PARTITION_COLUMN), PARTITION_COLUMN)),
         merged_time_zones(_time_zones(frame, source) for frame in frames),
     )
 
@@ -202,3 +210,22 @@ def _name(path: Path, root: Path | None) -> str:
 
 def source_files(source: SourceSpec, data_dir: Path, day: date) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(day_pattern(source, data_dir, day)))
+
+
+def file_rows(path: Path, source: SourceSpec) -> int:
+    """The rows of a source file, counted without reading its values (Parquet's footer; CSV's records)."""
+    try:
+        scan = pl.scan_csv(path, infer_schema=False) if source.file_format == "csv" else pl.scan_parquet(path)
+        return int(scan.select(pl.len()).collect().item())
+    except Exception as exc:  # polars raises several error types for unreadable files; all mean the same here
+        raise SourceDataError(f"{path}: cannot read as {source.file_format} ({exc})") from exc
+
+
+def day_rows(spec: PipelineSpec, data_dir: Path, day: date) -> int:
+    """The rows of a day in every source's files, what a run of the day reads: a generator source's file is written
+    first, as the run would; a day whose files have not arrived has none."""
+    rows = 0
+    for name, source in spec.sources.items():
+        ensure_generated(spec, name, data_dir, day)
+        rows += sum(file_rows(path, source) for path in source_files(source, data_dir, day))
+    return rows

@@ -6,7 +6,13 @@ from typing import Any
 import dagster as dg
 import polars as pl
 
-from mlops_assets.core.lake import TableDigest, table_version
+from mlops_assets.core.ingest.validation import Split
+from mlops_assets.core.lake import PARTITION_COLUMN, TableDigest, table_version
+from mlops_assets.core.markdown import markdown_table
+
+# A run over a range records one materialization per day, each with the run's metadata: per-day lists are kept
+# short, or a backfill's metadata grows with the square of its days (and so does the time to store it).
+LISTED = 31
 
 
 def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None = None) -> dg.TableSchema:
@@ -33,3 +39,42 @@ def table_metadata(path: Path, frame: pl.DataFrame | TableDigest) -> dict[str, A
 def links(urls: dict[str, str]) -> dict[str, dg.MetadataValue]:
     """URLs as metadata the UI shows as links: MLflow pages, the model card, the drift report."""
     return {name: dg.MetadataValue.url(url) for name, url in urls.items()}
+
+
+def rows_per_day(split: Split, days: list[str]) -> dict[str, Any]:
+    """Accepted and quarantined rows of each day: a table for up to a month of days, a summary of a longer range."""
+
+    def counted(frame: pl.DataFrame, name: str) -> pl.DataFrame:
+        return frame.group_by(PARTITION_COLUMN).len(name)
+
+    counts = (
+        pl.DataFrame({PARTITION_COLUMN: days})
+        .join(counted(split.accepted, "rows"), on=PARTITION_COLUMN, how="left")
+        .join(counted(split.rejected, "rejected"), on=PARTITION_COLUMN, how="left")
+        .fill_null(0)
+    )
+    if len(days) <= LISTED:
+        table = counts.rename({PARTITION_COLUMN: "day"}).to_dicts()
+        return {"partitions": dg.MetadataValue.md(markdown_table(table))}
+    rows = pl.col("rows")
+    low, middle, high = counts.select(rows.min().alias("min"), rows.median().alias("median"), rows.max()).row(0)
+    empty = counts.filter(pl.col("rows") == 0).get_column(PARTITION_COLUMN).to_list()
+    quarantined = counts.filter(pl.col("rejected") > 0).get_column(PARTITION_COLUMN).to_list()
+    return {
+        "partitions": f"{days[0]} .. {days[-1]} ({len(days)} days)",
+        "rows_per_day": f"min {low:,}, median {middle:,.0f}, max {high:,}",
+        "days_without_rows": listed(empty),
+        "days_with_quarantined_rows": listed(quarantined),
+    }
+
+
+def listed(items: list[str]) -> str:
+    """Items as one line, the first `LISTED` of them and how many more."""
+    more = f" and {len(items) - LISTED} more" if len(items) > LISTED else ""
+    return ", ".join(items[:LISTED]) + more if items else "none"
+
+
+def file_list(names: list[str]) -> dg.MetadataValue:
+    """File names as a markdown list, the first `LISTED` of them and how many more."""
+    more = [f"- and {len(names) - LISTED} more, through `{names[-1]}`"] if len(names) > LISTED else []
+    return dg.MetadataValue.md("\n".join([*(f"- `{n}`" for n in names[:LISTED]), *more]))

@@ -10,6 +10,7 @@ import polars as pl
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, FeatureFunctionError, feature_partitions
 from mlops_assets.core.ingest.validation import build_schema, split_valid
 from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_version
+from mlops_assets.defs.common.metadata import listed
 from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
@@ -78,7 +79,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 "entities": split.accepted.select(pl.struct(spec.entity.keys).n_unique()).item(),
                 "input_delta_versions": {upstream.to_user_string(): table_version(raw_path)},
                 "lookback_days": history,
-                "input_days_without_rows": ", ".join(missing) or "none",
+                "input_days_without_rows": listed(missing),
                 "duplicates": rows.duplicates,
             },
         )

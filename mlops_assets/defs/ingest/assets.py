@@ -1,21 +1,20 @@
 """Raw snapshots: one daily-partitioned Delta table per source, and a quarantine table for rejected rows."""
 
 from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
 
 import dagster as dg
-import polars as pl
 
 from mlops_assets.core.ingest.files import (
-    DayIngest,
+    SOURCE_FILE_COLUMN,
     SourceDataError,
     ensure_generated,
-    merged_time_zones,
-    read_day,
+    read_days,
     source_files,
 )
 from mlops_assets.core.ingest.validation import Split
-from mlops_assets.core.lake import content_hash
-from mlops_assets.core.markdown import markdown_table
+from mlops_assets.defs.common.metadata import file_list, rows_per_day
 from mlops_assets.defs.common.partitions import partition_days
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
@@ -44,46 +43,35 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         days = partition_days(context)
-        reads: list[DayIngest] = []
+        files: dict[date, list[Path]] = {}
         for day in days:
             ensure_generated(spec, source_name, lake.root, day)
-            files = source_files(source, lake.root, day)
-            if not files:
+            files[day] = source_files(source, lake.root, day)
+            if not files[day]:
                 raise dg.Failure(
                     description=f"no file for {day} matches sources.{source_name}.path "
                     f"({lake.root / source.path.replace('{date}', day.isoformat())})",
                     allow_retries=False,
                 )
-            try:
-                reads.append(read_day(source, source_name, files, day, relative_to=lake.root))
-            except SourceDataError as exc:
-                raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        try:
+            read = read_days(source, source_name, files, relative_to=lake.root)
+        except SourceDataError as exc:
+            raise dg.Failure(description=str(exc), allow_retries=False) from exc
         labels = [d.isoformat() for d in days]
-        splits = [r.split for r in reads]
-        zones = merged_time_zones(r.time_zones for r in reads)
-        for column, found in zones.items():
+        for column, found in read.time_zones.items():
             context.log.info(f"sources.{source_name}: {column} came in {', '.join(found)}; stored in UTC")
-        split = Split(pl.concat([s.accepted for s in splits]), pl.concat([s.rejected for s in splits]))
-        per_day = [
-            {
-                "day": day,
-                "rows": s.accepted.height,
-                "rejected": s.rejected.height,
-                "content_hash": content_hash(s.accepted)[:16],
-            }
-            for day, s in zip(labels, splits, strict=True)
-        ]
         yield from publish_split(
             table_of(lake.root, key),
             key,
-            split,
+            read.split,
             labels,
             source.max_rejected_share,
             {
-                "partitions": dg.MetadataValue.md(markdown_table(per_day)),
-                "files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in _files(split))),
+                **rows_per_day(read.split, labels),
+                "files": file_list(_files(read.split)),
                 # Timestamps are stored in naive UTC; what they came in, for whoever reads the files again.
-                "time_zones_converted_to_utc": "; ".join(f"{c}: {', '.join(z)}" for c, z in zones.items()) or "none",
+                "time_zones_converted_to_utc": "; ".join(f"{c}: {', '.join(z)}" for c, z in read.time_zones.items())
+                or "none",
             },
         )
 
@@ -91,7 +79,9 @@ def build_raw_asset(spec: PipelineSpec, source_name: str) -> dg.AssetsDefinition
 
 
 def _files(split: Split) -> list[str]:
-    return sorted(set(split.accepted.get_column("source_file")) | set(split.rejected.get_column("source_file")))
+    return sorted(
+        set(split.accepted.get_column(SOURCE_FILE_COLUMN)) | set(split.rejected.get_column(SOURCE_FILE_COLUMN))
+    )
 
 
 def build_ingest_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
