@@ -3,8 +3,9 @@
 For each scale, a fresh subprocess (`--child`) builds a lake of the built-in fraud example whose `raw_transactions`
 and `raw_labels` Delta tables hold `--per-day` seeded synthetic transactions and as many labels a day (written a day
 at a time; a label is confirmed 1 to 14 days after its transaction, and partitioned by that day), then
-1. materializes the three feature views through their Dagster job, `--chunk` daily partitions per run, as `mlops
-   materialize` does: each run reads its days plus the 30 days of history their windows need, and never more;
+1. materializes the three feature views through their Dagster job, `--chunk` daily partitions per run (a fixed
+   count of days; `mlops materialize` sizes runs by source rows): each run reads its days plus the 30 days of history
+   their windows need, and never more;
 2. materializes the training set through its job: the labels are joined a chunk of label days at a time, each chunk
    reading the feature partitions of its prediction days, and streamed into one Delta commit.
 The child reports, for each step, its throughput (events, or labels, per second) and its peak resident memory

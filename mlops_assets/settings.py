@@ -70,7 +70,13 @@ def dagster_yaml(storage: str) -> str:
     text = "# Written by `mlops init`.\ntelemetry:\n  enabled: false\n"
     if storage == "postgres":
         text += f"storage:\n  postgres:\n    postgres_url:\n      env: {DAGSTER_POSTGRES_ENV}\n"
-    elif storage != "sqlite":
+    elif storage == "sqlite":
+        # Dagster's SQLite event log, writing the events Dagster batches in one transaction (a range of days' events
+        # are thousands: see defs/common/event_log.py).
+        text += (
+            "event_log_storage:\n  module: mlops_assets.defs.common.event_log\n  class: BatchedSqliteEventLogStorage\n"
+        )
+    else:
         raise ValueError(f"unknown storage {storage!r} (sqlite or postgres)")
     return text
 

@@ -100,6 +100,8 @@ def project_instance() -> dg.DagsterInstance:
     settings are written on first use (SQLite, no telemetry: the machine may have no network)."""
     import dagster as dg
 
+    from mlops_assets.defs.common.event_log import BATCH_SIZE, BATCH_SIZE_ENV
+
     home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(DAGSTER_HOME_DIR).resolve())))
     home.mkdir(parents=True, exist_ok=True)
     settings = home / "dagster.yaml"
@@ -108,6 +110,9 @@ def project_instance() -> dg.DagsterInstance:
     problem = dagster_postgres_problem(settings.read_text(), os.environ.get(DAGSTER_POSTGRES_ENV))
     if problem:
         raise AppError(f"{settings}: {problem}")
+    # Dagster hands the events of an output (a range of days: one per day) over in batches of this size, which the
+    # storages write at once; `mlops ui` starts the webserver and daemon from this process, so their runs do too.
+    os.environ.setdefault(BATCH_SIZE_ENV, BATCH_SIZE)
     return dg.DagsterInstance.get()
 
 

@@ -86,7 +86,7 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
         runs = instance.get_runs()
-        assert len(runs) == 4 and all(run.is_success for run in runs)  # 2 daily chunks, training, bento
+        assert len(runs) == 3 and all(run.is_success for run in runs)  # one daily run, training, bento
         online = instance.get_latest_materialization_event(dg.AssetKey(["fraud", "online", "customer_spend"]))
         assert online is not None and instance.get_latest_materialization_event(dg.AssetKey(["fraud", "bento"]))
     # The online rows went to Redis, nothing to the embedded SQLite store.

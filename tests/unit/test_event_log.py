@@ -37,14 +37,14 @@ def _definitions(fail: bool = False) -> dg.Definitions:
 
 @pytest.fixture(params=["dagster", "batched"])
 def instance(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
-    """A Dagster instance on files, as `mlops init` writes it, with Dagster's event log or the batched one."""
+    """A Dagster instance on files as `mlops init` writes it (the batched event log), or with Dagster's own."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
     settings = dagster_yaml("sqlite")
+    assert "class: BatchedSqliteEventLogStorage" in settings
     if request.param == "batched":
-        settings += "event_log_storage:\n  module: mlops_assets.defs.common.event_log\n"
-        settings += "  class: BatchedSqliteEventLogStorage\n"
         monkeypatch.setenv(BATCH_SIZE_ENV, BATCH_SIZE)
     else:
+        settings = settings.partition("event_log_storage:")[0]
         monkeypatch.delenv(BATCH_SIZE_ENV, raising=False)
     (tmp_path / "dagster.yaml").write_text(settings)
     with dg.DagsterInstance.get() as instance:
