@@ -11,7 +11,8 @@ Variants, on the same in-memory frames:
 - DuckDB (the target): the same work in one query, as a competent user writes it: the polars frames registered
   with DuckDB (Arrow, no copy), one `ASOF LEFT JOIN` per view (`>=` for `at`, `>` for `before`), each feature nulled
   when its row is older than the TTL, `ORDER BY` (prediction time, keys), fetched as a polars frame; the missing and
-  stale counts from each view's matched feature time, fetched with the rows.
+  stale counts from each view's matched feature time, fetched with the rows. Its memory_limit is 6 GB (see
+  `run_duckdb`).
 - polars (for information): the bare join a user writes by hand, `labels.sort(time).join_asof(view.sort(time),
   by=keys, strategy="backward", allow_exact_matches=inclusive)` per view, without TTL nulling, counts or final order.
 
@@ -273,17 +274,18 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     for labels_n, feature_n in scales:
         name = scale_name(labels_n, feature_n)
+        # Before this process holds the scale's frames: the subprocesses have the memory to themselves.
+        memory = {n: {} if args.skip_memory else measure_memory(args, labels_n, feature_n, n) for n in view_counts}
         t0 = time.perf_counter()
         labels, views = generate(labels_n, feature_n, max(view_counts), args.entities, args.days, args.seed)
         print(f"{name}: generated in {time.perf_counter() - t0:.0f}s")
         for n_views in view_counts:
-            memory = {} if args.skip_memory else measure_memory(args, labels_n, feature_n, n_views)
             for inclusive in (True, False):
                 cutoff = "at" if inclusive else "before"
                 runs = time_variants(labels, dict(list(views.items())[:n_views]), inclusive, args.repeat)
                 print(f"  {n_views} view(s), cutoff {cutoff}: checked library == DuckDB == polars + TTL nulling")
                 for variant, measured in runs.items():
-                    rows.append((name, n_views, cutoff, variant, measured, memory.get(variant, {})))
+                    rows.append((name, n_views, cutoff, variant, measured, memory[n_views].get(variant, {})))
 
     print()
     print(

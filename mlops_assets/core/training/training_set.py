@@ -6,6 +6,7 @@ import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, cast
@@ -69,9 +70,8 @@ def point_in_time_join(
     label_schema = labels.collect_schema()
     # Which frame each column of the join comes from: a feature may take none of these names.
     owners = dict.fromkeys(label_schema.names(), "a column of the labels")
-    frames: dict[str, pl.DataFrame] = {}
+    selected: dict[str, pl.LazyFrame] = {}
     features: dict[str, list[str]] = {}
-    duplicates: dict[str, int] = {}
     for name, view in views.items():
         frame = known_rows(view.frame, as_of)
         schema = frame.collect_schema()
@@ -91,14 +91,19 @@ def point_in_time_join(
             raise ValueError("; ".join(problems))
         owners |= dict.fromkeys(features[name], f"a feature of view {name!r}")
         known = [KNOWN_AT] if KNOWN_AT in schema else []
-        selected = frame.select(*keys, FEATURE_TIMESTAMP, *known, *features[name])
-        frames[name], duplicates[name] = resolved(collect(selected), keys)
-    # Sorted by time, then by (time, keys) where times tie, eagerly (so that polars knows the times sorted): sorting by
-    # both at once compares keys throughout, several times slower (ten times with many equal times).
-    ordered = collect(labels.sort(prediction_timestamp, maintain_order=True))
-    if ordered.get_column(prediction_timestamp).n_unique() < ordered.height:
-        ordered = ordered.sort(prediction_timestamp, *keys, maintain_order=True)
-    found = latest_rows(ordered, frames, keys, join_at or prediction_timestamp, inclusive)
+        selected[name] = frame.select(*keys, FEATURE_TIMESTAMP, *known, *features[name])
+    on = join_at or prediction_timestamp
+    # The labels' order and each view's rows and order are independent: prepared at once, each on a core when free.
+    with ThreadPoolExecutor(max_workers=1 + len(selected)) as pool:
+        ordering = pool.submit(label_needles, labels, prediction_timestamp, on, keys)
+        sorting = {name: pool.submit(view_haystack, frame, keys) for name, frame in selected.items()}
+        ordered, needles = ordering.result()
+        prepared = {name: job.result() for name, job in sorting.items()}
+    frames = {name: rows for name, (rows, _, _) in prepared.items()}
+    duplicates = {name: dropped for name, (_, dropped, _) in prepared.items()}
+    found = {name: latest_rows(needles, haystack, inclusive) for name, (_, _, haystack) in prepared.items()}
+    if any(other_keys(ordered, frames[name], keys, rows) for name, rows in found.items()):
+        found = exact_latest_rows(ordered, frames, keys, on, inclusive)
     predicted = ordered.get_column(prediction_timestamp)
     columns, missing, stale = [], {}, {}
     for name, rows in frames.items():
@@ -119,61 +124,83 @@ def point_in_time_join(
     )
 
 
+def in_time_order(frame: pl.DataFrame, time: str, keys: list[str]) -> pl.DataFrame:
+    """The rows ordered by (time, keys), rows alike in their order: sorted by time, then by keys where times tie.
+
+    Sorted by all at once, polars compares the keys throughout: several times slower, ten times with many equal
+    times. Sorted by time first (eagerly, so that it knows the times sorted), it orders the keys of a time alone.
+    """
+    frame = frame.sort(time, maintain_order=True)
+    if frame.get_column(time).n_unique() < frame.height:
+        frame = frame.sort(time, *keys, maintain_order=True)
+    return frame
+
+
 # A row's place in a join: its entity's group in the high 64 bits of an Int128, its time (as an unsigned number) in
 # the low ones. Sorted, each entity's rows are together in time order, whatever the width of the times.
 _HIGH = 2**64
 _LOW = 2**63
 
-
-def latest_rows(
-    labels: pl.DataFrame, views: Mapping[str, pl.DataFrame], keys: list[str], on: str, inclusive: bool
-) -> dict[str, pl.Series]:
-    """Per view, for each label, the index of its entity's latest row at (or, not `inclusive`, before) the label's
-    time `on`; null for none, and for labels with a null key or time, as polars' `join_asof` does.
-
-    Each view is sorted once by (entity, time) and searched with the labels, sorted once for all views: an entity is
-    a 63-bit hash of its keys; the rare collision, seen as a row found of other keys, is searched again by the keys.
-    """
-    found, collided = _latest_rows(labels, views, keys, on, inclusive, exact=False)
-    return _latest_rows(labels, views, keys, on, inclusive, exact=True)[0] if collided else found
+# The labels' places sorted (one column, "place") and where each label is among them.
+Needles = tuple[pl.DataFrame, pl.Series]
 
 
-def _latest_rows(
-    labels: pl.DataFrame, views: Mapping[str, pl.DataFrame], keys: list[str], on: str, inclusive: bool, exact: bool
-) -> tuple[dict[str, pl.Series], bool]:
-    """`latest_rows` by hashed or exact entities, and whether a row was found of other keys than its label's."""
-    frames = [labels.select(*keys, pl.col(on).alias(FEATURE_TIMESTAMP)), *views.values()]
-    places = entity_places(frames, keys, exact)
-    order = places[0].arg_sort()
-    needles = pl.DataFrame({"place": places[0].gather(order)})
+def label_needles(labels: pl.LazyFrame, time: str, on: str, keys: list[str]) -> tuple[pl.DataFrame, Needles]:
+    """The labels in time order (see `in_time_order`) and their places at their time `on`, hashed."""
+    ordered = in_time_order(collect(labels), time, keys)
+    (place,) = entity_places([ordered.select(*keys, pl.col(on).alias(FEATURE_TIMESTAMP))], keys, exact=False)
+    return ordered, needles_of(place)
+
+
+def needles_of(place: pl.Series) -> Needles:
+    order = place.arg_sort()
     # Where each label is among the needles: the inverse permutation, scattered (cheaper than sorting again).
     back = pl.zeros(len(order), pl.UInt32, eager=True).scatter(
         order, pl.arange(len(order), dtype=pl.UInt32, eager=True)
     )
-    found: dict[str, pl.Series] = {}
-    for (name, rows), place in zip(views.items(), places[1:], strict=True):
-        by_place = place.arg_sort()
-        haystack = pl.DataFrame({"place": place.gather(by_place), "row": by_place})
-        # Both sides sorted by place: join_asof without `by` is one merge (a search per label is several times slower).
-        latest = needles.join_asof(
-            haystack.with_columns(pl.col("place").alias("__found")),
-            on="place",
-            strategy="backward",
-            allow_exact_matches=inclusive,
-            check_sortedness=False,
-        )
-        # The place just before a label's is of its entity only when in its group (an earlier group's otherwise).
-        same = pl.col("__found") // _HIGH == pl.col("place") // _HIGH
-        row = latest.select(pl.when(same).then("row")).to_series().gather(back)
-        if not exact:
-            theirs = rows.select(pl.col(keys).gather(row)).with_columns(row.alias("__row"))
-            other = theirs.select(
-                pl.col("__row").is_not_null() & ~pl.all_horizontal(pl.col(k).eq_missing(labels[k]) for k in keys)
-            )
-            if other.to_series().any():
-                return found, True
-        found[name] = row
-    return found, False
+    return pl.DataFrame({"place": place.gather(order)}), back
+
+
+def view_haystack(frame: pl.LazyFrame, keys: list[str]) -> tuple[pl.DataFrame, int, pl.DataFrame]:
+    """A view's rows (duplicates resolved, see `resolved`), how many were dropped, and their places sorted, hashed."""
+    rows, duplicates = resolved(collect(frame), keys)
+    return rows, duplicates, haystack_of(entity_places([rows], keys, exact=False)[0])
+
+
+def haystack_of(place: pl.Series) -> pl.DataFrame:
+    """Places sorted, with the index of each one's row ("row") and the place again ("__found")."""
+    by_place = place.arg_sort()
+    return pl.DataFrame({"place": place.gather(by_place), "row": by_place}).with_columns(__found=pl.col("place"))
+
+
+def latest_rows(needles: Needles, haystack: pl.DataFrame, inclusive: bool) -> pl.Series:
+    """For each label, the index of its entity's latest row at (or, not `inclusive`, before) its time; null for none,
+    and for labels with a null key or time, as polars' `join_asof` does."""
+    sorted_needles, back = needles
+    # Both sides sorted by place: join_asof without `by` is one merge (a search per label is several times slower).
+    latest = sorted_needles.join_asof(
+        haystack, on="place", strategy="backward", allow_exact_matches=inclusive, check_sortedness=False
+    )
+    # The place just before a label's is of its entity only when in its group (an earlier group's otherwise).
+    same = pl.col("__found") // _HIGH == pl.col("place") // _HIGH
+    return latest.select(pl.when(same).then("row")).to_series().gather(back)
+
+
+def other_keys(labels: pl.DataFrame, rows: pl.DataFrame, keys: list[str], found: pl.Series) -> bool:
+    """Whether a label's row found is of other keys than its own: entities grouped by hash, two hashed alike."""
+    theirs = rows.select(pl.col(keys).gather(found)).with_columns(found.alias("__row"))
+    alike = pl.all_horizontal(pl.col(k).eq_missing(labels.get_column(k)) for k in keys)
+    return bool(theirs.select((pl.col("__row").is_not_null() & ~alike).any()).item())
+
+
+def exact_latest_rows(
+    labels: pl.DataFrame, views: Mapping[str, pl.DataFrame], keys: list[str], on: str, inclusive: bool
+) -> dict[str, pl.Series]:
+    """`latest_rows` of every view, entities grouped by their keys themselves: slower, for when two hash alike."""
+    frames = [labels.select(*keys, pl.col(on).alias(FEATURE_TIMESTAMP)), *views.values()]
+    places = entity_places(frames, keys, exact=True)
+    needles = needles_of(places[0])
+    return {name: latest_rows(needles, haystack_of(p), inclusive) for name, p in zip(views, places[1:], strict=True)}
 
 
 def entity_places(frames: list[pl.DataFrame], keys: list[str], exact: bool) -> list[pl.Series]:
@@ -251,7 +278,7 @@ def training_set(
 ) -> tuple[pl.DataFrame, JoinStats]:
     """The whole training set in memory, ordered by prediction time (see `training_set_chunks`)."""
     chunks = list(training_set_chunks(spec, labels, features, as_of=as_of, chunk_days=chunk_days))
-    frame = pl.concat([frame for frame, _ in chunks]).sort(spec.label.prediction_timestamp, *spec.entity.keys)
+    frame = in_time_order(pl.concat([frame for frame, _ in chunks]), spec.label.prediction_timestamp, spec.entity.keys)
     return frame, sum_stats(stats for _, stats in chunks)
 
 
