@@ -138,12 +138,18 @@ class PrometheusMetrics:
             "mlops_shadow_disagreements", "Shadow decisions that differ from the answer", ["pipeline"]
         )
         self.refresh_failures = Counter("mlops_alias_refresh_failures", "Failed registry reads", ["pipeline"])
+        self.shadow_skips = Counter(
+            "mlops_shadow_skipped", "Answers logged without a shadow score (its backlog was full)", ["pipeline"]
+        )
         self.pipeline = pipeline
 
     def answered(self, model_version: str, degraded: bool, fallback: bool) -> None:
         self.predictions.labels(self.pipeline, model_version, str(degraded).lower()).inc()
         if degraded:
             self.degraded.labels(self.pipeline, str(fallback).lower()).inc()
+
+    def shadow_skipped(self, rows: int) -> None:
+        self.shadow_skips.labels(self.pipeline).inc(rows)
 
     def shadow_scored(self, disagreed: bool) -> None:
         self.shadow.labels(self.pipeline).inc()

@@ -16,7 +16,14 @@ import yaml
 from mlops_assets.core.features.online import ResilientFeatures, SQLiteOnlineStore
 from mlops_assets.core.models.modeling import Columns, build_pipeline, fit, to_pandas
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
-from mlops_assets.core.serving.scorer import FALLBACK_VERSION, LiveModels, RequestRefused, Scorer, canary_bucket
+from mlops_assets.core.serving.scorer import (
+    FALLBACK_VERSION,
+    LiveModels,
+    NoMetrics,
+    RequestRefused,
+    Scorer,
+    canary_bucket,
+)
 from mlops_assets.spec import PipelineSpec, load_spec
 from tests.helpers import SMALL_SPEC
 
@@ -129,6 +136,33 @@ def test_a_failing_shadow_costs_neither_the_answer_nor_its_record(tmp_path: Path
     assert all(a.model_version == "1" and not a.degraded for a in answers)
     logged = _logged(scorer, tmp_path)
     assert logged.height == 5 and logged["shadow_score"].null_count() == 5
+
+
+class CountedSkips(NoMetrics):
+    def __init__(self) -> None:
+        self.skipped = 0
+
+    def shadow_skipped(self, rows: int) -> None:
+        self.skipped += rows
+
+
+def test_answers_beyond_the_shadow_backlog_are_logged_at_once_and_counted(tmp_path: Path) -> None:
+    spec = _spec(tmp_path, rollout="shadow")
+    registry = Registry(spec)
+    registry.aliases["challenger"] = "2"
+    store = SQLiteOnlineStore(tmp_path / "online.db")
+    models = LiveModels.for_spec(spec, lambda: dict(registry.aliases), registry.load)
+    log = PredictionLogWriter(tmp_path / "log", batch_size=1000, flush_interval=60)
+    metrics = CountedSkips()
+    # A backlog of no call: every answered call finds it full.
+    scorer = Scorer(spec, models, ResilientFeatures(spec, store, timeout=1), log, metrics, shadow_backlog=0)
+
+    answers = scorer.score(_requests(3)) + scorer.score(_requests(4, ids="s"))
+
+    assert all(a.model_version == "1" for a in answers)
+    logged = _logged(scorer, tmp_path)
+    assert logged.height == 7 and logged["shadow_score"].null_count() == 7
+    assert metrics.skipped == 7
 
 
 def test_canary_sends_a_sticky_share_of_entities_to_the_challenger(tmp_path: Path) -> None:

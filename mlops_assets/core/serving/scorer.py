@@ -243,12 +243,17 @@ class ServingMetrics(Protocol):
 
     def shadow_scored(self, disagreed: bool) -> None: ...
 
+    def shadow_skipped(self, rows: int) -> None: ...
+
 
 class NoMetrics:
     def answered(self, model_version: str, degraded: bool, fallback: bool) -> None:
         pass
 
     def shadow_scored(self, disagreed: bool) -> None:
+        pass
+
+    def shadow_skipped(self, rows: int) -> None:
         pass
 
 
@@ -417,8 +422,10 @@ class Scorer:
         skip: list[bool],
     ) -> None:
         """Log the records; with a challenger, once the other model has scored them (in the shadow thread)."""
-        if live.challenger is None or all(skip) or not self._backlog.acquire(blocking=False):
-            # No shadow, or its backlog is full: log now rather than queue without bound.
+        shadowed = live.challenger is not None and not all(skip)
+        if not shadowed or not self._backlog.acquire(blocking=False):
+            if shadowed:  # the backlog is full: logged now, without shadow scores, rather than queued without bound
+                self.metrics.shadow_skipped(skip.count(False))
             for record in records:
                 self.log.log(record)
             return
