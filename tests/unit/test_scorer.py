@@ -343,3 +343,17 @@ def test_a_request_id_names_one_prediction_a_repeat_is_refused_and_logs_nothing(
         scorer.score(_requests(2, ids="new-")[:1] + _requests(2)[1:])
     scorer.score(_requests(2, ids="new-"))  # a refused call took no id: its new one is still free
     assert sorted(_logged(scorer, tmp_path)["request_id"]) == ["new-0", "new-1", "r0", "r1"]
+
+
+def test_a_version_whose_check_rows_cannot_be_read_still_serves_compiled_checked_on_its_branch_rows(
+    tmp_path: Path,
+) -> None:
+    spec = _spec(tmp_path)
+    registry = Registry(spec)
+
+    def unreadable(version: str) -> list[dict[str, Any]]:
+        raise OSError(f"input example of version {version} is gone")
+
+    models = LiveModels.for_spec(spec, lambda: dict(registry.aliases), registry.load, check_rows=unreadable)
+
+    assert models.live.champion.version == "1" and models.live.champion.fast is not None

@@ -189,7 +189,12 @@ class LiveModels:
     def _model(self, version: str) -> LoadedModel:
         if version not in self._loaded:
             pipeline = self._load(version)
-            fast, how = fast_model(pipeline, self.task, self._check_rows(version))
+            try:
+                rows = self._check_rows(version)
+            except Exception as exc:  # the rows are a check beside the branch rows: never a reason not to serve
+                log.warning("model version %s: its holdout check rows could not be read (%s)", version, exc)
+                rows = ()
+            fast, how = fast_model(pipeline, self.task, rows)
             log.info("model version %s: %s", version, how)
             self._loaded[version] = LoadedModel(version, pipeline, fitted_columns(pipeline), self.task, fast)
         return self._loaded[version]
