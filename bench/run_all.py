@@ -22,6 +22,7 @@ BENCHMARKS = {
     "bench_drift_calibration.py": ["--quick"],
     "bench_overload.py": ["--entities", "2000", "--seconds", "5"],
     "bench_backfill.py": ["--quick"],
+    "bench_cli.py": ["--repeat", "3"],
 }
 
 

@@ -15,6 +15,7 @@ import polars as pl
 
 from mlops_assets.app.workspace import Workspace
 from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.settings import card_path, drift_report_path
 from mlops_assets.spec import MonitoringSpec, PipelineSpec
 
@@ -22,7 +23,7 @@ from mlops_assets.spec import MonitoringSpec, PipelineSpec
 def status(workspace: Workspace) -> dict[str, dict[str, Any]]:
     """Per pipeline with a model: each live alias's version, since when, and the metrics of its kind of problem."""
     return {
-        spec.name: workspace.registry.status(spec.name, spec.model.metrics)
+        spec.name: live_status(workspace.registry_reader, spec.name, spec.model.metrics)
         for spec in workspace.specs.values()
         if spec.model is not None
     }
@@ -39,7 +40,7 @@ def latest_reports(workspace: Workspace, pipeline: str) -> Reports:
     spec = workspace.spec(pipeline)
     drift = sorted(drift_report_path(workspace.root, spec.name, "*").parent.glob("*.html"))
     cards = sorted(card_path(workspace.root, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:]))
-    champion = workspace.registry.aliases(spec.name).get(CHAMPION)
+    champion = workspace.registry_reader.aliases(spec.name).get(CHAMPION)
     card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
     if card is not None and card.with_suffix(".html").exists():
         card = card.with_suffix(".html")  # the page a browser shows; the markdown is beside it

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     import dagster as dg
 
     from mlops_assets.core.models.registry import ModelRegistry
+    from mlops_assets.core.models.registry_view import RegistryReader
 
 DAGSTER_HOME_DIR = ".dagster_home"
 
@@ -68,6 +69,14 @@ class Workspace:
         from mlops_assets.core.models.registry import open_registry
 
         return open_registry(self.data_dir)
+
+    @cached_property
+    def registry_reader(self) -> RegistryReader:
+        """What looking at the registry needs (aliases, live versions), without MLflow where the store allows."""
+        from mlops_assets.core.models.registry_view import registry_reader
+        from mlops_assets.settings import mlflow_settings
+
+        return registry_reader(mlflow_settings(self.data_dir)[0])
 
     def run(
         self,

@@ -150,3 +150,53 @@ def test_a_version_carries_holdout_rows_its_compiled_scoring_is_checked_on_when_
         check_rows=lambda v: version_check_rows("cards_check_rows", v, registry),
     )
     assert models.live.champion.fast is not None
+
+
+def test_the_direct_reader_of_the_embedded_store_answers_what_mlflows_client_does(
+    registry: ModelRegistry, tmp_path: Path
+) -> None:
+    from mlops_assets.core.models.registry_view import (
+        MLFLOW_SCHEMA_REVISION,
+        SqliteRegistryReader,
+        live_status,
+        registry_reader,
+    )
+
+    for _ in range(3):
+        tiny_version(registry)
+    registry.promote("fraud", "1", "first", "test")
+    registry.promote("fraud", "2", "better", "test")
+    registry.set_challenger("fraud", "3")
+    run_id = registry.version("fraud", "3").run_id
+    registry.client.log_metric(run_id, "pr_auc", 0.95)  # a later value: the latest counts
+    registry.client.log_metric(run_id, "recall", float("nan"))
+    registry.client.log_metric(run_id, "pr_auc.segment_a", 0.5)  # a slice: never a status metric
+    tiny_version(registry, "other")  # another model, never asked about
+    registry.client.delete_model_version("other", "1")
+
+    direct = registry_reader(registry.tracking_uri)
+    assert isinstance(direct, SqliteRegistryReader)
+    assert direct.revision() == MLFLOW_SCHEMA_REVISION  # the installed MLflow's schema head: the reader's
+    for name in ("fraud", "other", "unknown"):
+        assert direct.aliases(name) == registry.aliases(name)
+    for version in ("1", "2", "3"):
+        mine, theirs = direct.live_version("fraud", version), registry.live_version("fraud", version)
+        assert mine.tags == theirs.tags and mine.created_ms == theirs.created_ms
+        assert str(mine.metrics) == str(theirs.metrics)  # NaN included
+    with pytest.raises(LookupError):
+        direct.live_version("other", "1")  # deleted: MLflow's client does not return it either
+    metrics = ["pr_auc", "recall", "roc_auc"]
+    status = live_status(direct, "fraud", metrics)
+    assert str(status) == str(live_status(registry, "fraud", metrics))
+    assert status["challenger"]["metrics"]["pr_auc"] == 0.95 and status["champion"]["version"] == "2"
+
+    # A store this MLflow did not write (another revision) is read by MLflow's client, and a missing file is an
+    # empty registry that looking does not create.
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = 'older'")
+    assert isinstance(registry_reader(registry.tracking_uri), ModelRegistry)
+    missing = registry_reader(f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
+    assert missing.aliases("fraud") == {} and not (tmp_path / "none").exists()
+    assert isinstance(registry_reader("http://127.0.0.1:5000"), ModelRegistry)

@@ -28,6 +28,7 @@ from mlflow.types.schema import ColSpec, Schema
 
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
 from mlops_assets.core.models.provenance import model_requirements
+from mlops_assets.core.models.registry_view import LiveVersion
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
 
 if TYPE_CHECKING:
@@ -210,20 +211,11 @@ class ModelRegistry:
         run = self.client.get_run(self.version(name, version).run_id)
         return {k: v for k, v in run.data.metrics.items() if "." not in k}
 
-    def status(self, name: str, metrics: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """champion/challenger -> version, since when and its holdout `metrics` (the kind of problem's)."""
-        report = {}
-        for alias, version in sorted(self.aliases(name).items()):
-            tags = self.version(name, version).tags
-            created = datetime.fromtimestamp(self.version(name, version).creation_timestamp / 1000, UTC)
-            since = tags.get("promoted_at") if alias == CHAMPION else None
-            recorded = self.version_metrics(name, version)
-            report[alias] = {
-                "version": version,
-                "since": since or created.isoformat(timespec="seconds"),
-                "metrics": {m: recorded.get(m) for m in metrics},
-            }
-        return report
+    def live_version(self, name: str, version: str) -> LiveVersion:
+        """What `mlops status` shows of a live version (see registry_view)."""
+        mv = self.version(name, version)
+        metrics = self.client.get_run(mv.run_id).data.metrics if mv.run_id else {}
+        return LiveVersion(str(version), int(mv.creation_timestamp), dict(mv.tags or {}), dict(metrics))
 
     def archive_stale(self, name: str, retention: timedelta, now: datetime | None = None) -> list[str]:
         """Archive versions never promoted and older than `retention`: tag them and drop their aliases.
