@@ -11,14 +11,14 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml
+from mlops_assets.core.models.registry_view import RegistryReader, direct_reader
+from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml, mlflow_settings
 from mlops_assets.spec import PipelineSpec, load_specs
 
 if TYPE_CHECKING:
     import dagster as dg
 
     from mlops_assets.core.models.registry import ModelRegistry
-    from mlops_assets.core.models.registry_view import RegistryReader
 
 DAGSTER_HOME_DIR = ".dagster_home"
 
@@ -73,9 +73,6 @@ class Workspace:
     @cached_property
     def registry_reader(self) -> RegistryReader:
         """What looking at the registry needs (aliases, live versions), without MLflow where the store allows."""
-        from mlops_assets.core.models.registry_view import registry_reader
-        from mlops_assets.settings import mlflow_settings
-
         return registry_reader(mlflow_settings(self.data_dir)[0])
 
     def run(
@@ -134,3 +131,13 @@ def write_instance_settings(storage: str, force: bool = False) -> Path:
     home.mkdir(parents=True, exist_ok=True)
     settings.write_text(dagster_yaml(storage))
     return settings
+
+
+def registry_reader(tracking_uri: str) -> RegistryReader:
+    """What `mlops status` and `report` read the registry with: the embedded store directly where that reads what
+    MLflow's client would (core/models/registry_view.py), MLflow's client otherwise."""
+    if (direct := direct_reader(tracking_uri)) is not None:
+        return direct
+    from mlops_assets.core.models.registry import ModelRegistry
+
+    return ModelRegistry(tracking_uri)

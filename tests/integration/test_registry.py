@@ -155,12 +155,8 @@ def test_a_version_carries_holdout_rows_its_compiled_scoring_is_checked_on_when_
 def test_the_direct_reader_of_the_embedded_store_answers_what_mlflows_client_does(
     registry: ModelRegistry, tmp_path: Path
 ) -> None:
-    from mlops_assets.core.models.registry_view import (
-        MLFLOW_SCHEMA_REVISION,
-        SqliteRegistryReader,
-        live_status,
-        registry_reader,
-    )
+    from mlops_assets.app.workspace import registry_reader
+    from mlops_assets.core.models.registry_view import MLFLOW_SCHEMA_REVISION, SqliteRegistryReader, live_status
 
     for _ in range(3):
         tiny_version(registry)

@@ -4,7 +4,8 @@ tags and creation time, and the holdout metrics of the run that trained it.
 On the embedded store (an SQLite file this MLflow wrote, at the schema revision it writes) they are read with
 sqlite3, read-only, in milliseconds: importing MLflow alone costs one to two seconds of CPU. Anywhere else (a
 tracking server, another database, a store at another revision, MLflow workspaces) the same answers come from
-MLflow's client (`ModelRegistry`). tests/integration/test_registry.py holds both readers equal on one registry.
+MLflow's client (`ModelRegistry`): `app.workspace.registry_reader` chooses. tests/integration/test_registry.py
+holds both readers equal on one registry.
 """
 
 from __future__ import annotations
@@ -39,6 +40,18 @@ class RegistryReader(Protocol):
     def aliases(self, name: str) -> dict[str, str]: ...
 
     def live_version(self, name: str, version: str) -> LiveVersion: ...
+
+
+def direct_reader(tracking_uri: str) -> SqliteRegistryReader | None:
+    """The direct reader where it reads what MLflow's client would; None where only MLflow's client can."""
+    path = sqlite_path(tracking_uri)
+    workspaces = os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true") or os.environ.get(
+        "MLFLOW_WORKSPACE"
+    )
+    if path is None or workspaces:
+        return None
+    direct = SqliteRegistryReader(path)
+    return direct if not path.exists() or direct.revision() == MLFLOW_SCHEMA_REVISION else None
 
 
 class SqliteRegistryReader:
@@ -93,21 +106,6 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     if not tracking_uri.startswith(prefix) or "?" in tracking_uri:
         return None
     return Path(unquote(tracking_uri[len(prefix) :]))
-
-
-def registry_reader(tracking_uri: str) -> RegistryReader:
-    """The direct reader where it reads what MLflow's client would, MLflow's client otherwise."""
-    path = sqlite_path(tracking_uri)
-    workspaces = os.environ.get("MLFLOW_ENABLE_WORKSPACES", "").lower() in ("1", "true") or os.environ.get(
-        "MLFLOW_WORKSPACE"
-    )
-    if path is not None and not workspaces:
-        direct = SqliteRegistryReader(path)
-        if not path.exists() or direct.revision() == MLFLOW_SCHEMA_REVISION:
-            return direct
-    from mlops_assets.core.models.registry import ModelRegistry
-
-    return ModelRegistry(tracking_uri)
 
 
 def live_status(reader: RegistryReader, name: str, metrics: Sequence[str]) -> dict[str, dict[str, Any]]:
