@@ -630,6 +630,65 @@ class MonitoringSpec(SpecSection):
         return parse_duration(self.window) // timedelta(days=1)
 
 
+# Columns every scores table has besides the entity keys, the features' times and the carried columns.
+SCORES_COLUMNS = ("prediction_time", "score", "prediction", "model_version", "run_id", "partition_date")
+_CRON = re.compile(r"^[\d*/,\-A-Za-z]+( [\d*/,\-A-Za-z?]+){4}$")
+
+
+class PopulationSpec(SpecSection):
+    """Who a day's batch scores: each event of the day in a source (rows), or each entity active in it recently."""
+
+    source: str = Field(description="the source whose ingested rows (`raw_<source>`) the population is read from")
+    active_within: Duration | None = Field(
+        default=None,
+        description="entities: every entity with an event in the source in this many whole days up to the scored "
+        "day (7d: the day and the 6 before), scored once each as of the day's end; omitted: rows: each event of the "
+        "day, scored as of its own event time with its columns as request features",
+        examples=["30d"],
+    )
+    carry: list[str] = Field(
+        default_factory=list,
+        description="rows: columns of the source copied into the scores table beside the score (an application id, "
+        "to join the scores back)",
+    )
+
+    @field_validator("active_within")
+    @classmethod
+    def _whole_days(cls, window: str | None) -> str | None:
+        if window is not None and parse_duration(window) % timedelta(days=1):
+            raise ValueError(f"an activity window is whole days (1d, 30d, 2w), got {window!r}")
+        return window
+
+    @property
+    def active_days(self) -> int | None:
+        return None if self.active_within is None else parse_duration(self.active_within) // timedelta(days=1)
+
+
+class ScoringSpec(SpecSection):
+    """Batch inference as an asset: `<pipeline>/scores`, a daily partition of the day's population scored by the
+    version that was champion at the day's end."""
+
+    population: PopulationSpec = Field(description="who a day's partition scores")
+    schedule: str = Field(
+        default="0 2 * * *",
+        description="when the day that just ended is scored (cron, UTC), once its population and features are in",
+        examples=["0 2 * * *"],
+    )
+    chunk_rows: int = Field(
+        default=250_000,
+        ge=1_000,
+        description="rows joined and scored at a time: memory holds one chunk's features and scores, whatever the "
+        "population's size",
+    )
+
+    @field_validator("schedule")
+    @classmethod
+    def _cron(cls, schedule: str) -> str:
+        if not _CRON.match(schedule):
+            raise ValueError(f"expected a cron expression of 5 fields like '0 2 * * *', got {schedule!r}")
+        return schedule
+
+
 class PipelineSpec(SpecSection):
     """One model pipeline, declared once: its data, features, label, model, gate, serving and monitoring."""
 
@@ -665,6 +724,11 @@ class PipelineSpec(SpecSection):
     serving: ServingSpec = Field(default_factory=ServingSpec, description="how the prediction service answers")
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="drift, data quality and performance grading, and retraining"
+    )
+    scoring: ScoringSpec | None = Field(
+        default=None,
+        description="batch inference: a daily scores table of a population, each day by its own champion (absent: "
+        "no batch scoring)",
     )
     code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
         default_factory=list,
@@ -879,7 +943,53 @@ class PipelineSpec(SpecSection):
                 for f, c in self.request_features.items()
                 if f in source.columns and source.columns[f].dtype != c.dtype
             ]
-        return problems + self._key_type_problems()
+        return problems + self._key_type_problems() + self._scoring_problems()
+
+    def scoring_request_features(self) -> list[str]:
+        """The request features the model takes (a batch population must supply them)."""
+        wanted = self.model.features if self.model is not None and self.model.features else None
+        return [f for f in self.request_features if wanted is None or f in wanted]
+
+    def _scoring_problems(self) -> list[str]:
+        """A population whose source, keys, request features or carried columns cannot be had."""
+        if self.scoring is None:
+            return []
+        population = self.scoring.population
+        where = "scoring.population"
+        if self.model is None:
+            return ["scoring: batch scoring needs a model (declare 'model' and 'promotion')"]
+        source = self.sources.get(population.source)
+        if source is None:
+            return [f"{where}.source: unknown source {population.source!r} (known: {sorted(self.sources)})"]
+        columns = source.columns
+        problems = [
+            f"{where}.source: entity key {k!r} is not a column of source {population.source!r}"
+            for k in self.entity.keys
+            if k not in columns
+        ]
+        requested = self.scoring_request_features()
+        if population.active_within is not None:
+            if requested:
+                problems.append(
+                    f"{where}.active_within: an entity population has no request, but the model takes the request "
+                    f"features {requested}: score rows (omit active_within) or leave them out of model.features"
+                )
+            if population.carry:
+                problems.append(f"{where}.carry: an entity population has one row per entity, no columns to carry")
+        else:
+            problems += [
+                f"{where}.source: the model takes request feature {f!r}, which is not a column of source "
+                f"{population.source!r}"
+                for f in requested
+                if f not in columns
+            ]
+        taken = {*SCORES_COLUMNS, *self.entity.keys, *(f"{view}_feature_timestamp" for view in self.feature_views)}
+        for column in population.carry:
+            if column not in columns:
+                problems.append(f"{where}.carry: {column!r} is not a column of source {population.source!r}")
+            elif column in taken:
+                problems.append(f"{where}.carry: {column!r} is already a column of the scores table")
+        return problems
 
     def _key_type_problems(self) -> list[str]:
         """An entity key declared with different types in two sources: their rows could never be joined."""

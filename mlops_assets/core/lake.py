@@ -6,7 +6,7 @@ import hashlib
 import itertools
 import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 import deltalake
@@ -144,3 +144,62 @@ def content_hash(frame: pl.DataFrame) -> str:
 def hash_text(text: str) -> int:
     """A stable 64-bit hash of a string (Python's hash() is salted per process)."""
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big")
+
+
+def replace_partitions_streamed(
+    path: Path, frames: Callable[[], Iterable[pl.DataFrame]], days: Sequence[str], schema: pa.Schema
+) -> int:
+    """`replace_partitions` for a stream of frames of one `schema`, written as they come (one in memory at a time),
+    in one commit; returns the new version. `frames` makes the stream, again when a concurrent writer of the same
+    partitions makes Delta refuse the commit. If the stream fails before its end, nothing is committed."""
+    quoted = ", ".join(f"'{d}'" for d in days)
+    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+        failed: list[Exception] = []
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            try:
+                for frame in frames():
+                    outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(list(days))).height
+                    if outside:
+                        raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
+                    yield from frame.to_arrow().select(schema.names).cast(schema).to_batches()
+            except Exception as exc:
+                failed.append(exc)
+                raise
+
+        try:
+            deltalake.write_deltalake(
+                str(path),
+                pa.RecordBatchReader.from_batches(schema, batches()),
+                mode="overwrite",
+                predicate=f"{PARTITION_COLUMN} IN ({quoted})",
+                partition_by=[PARTITION_COLUMN],
+                schema_mode="merge",
+            )
+            break
+        except deltalake.exceptions.CommitFailedError:
+            if attempt == COMMIT_ATTEMPTS:
+                raise
+            time.sleep(random.uniform(0.01, 0.05) * attempt)
+        except Exception:
+            if failed:  # the stream's own error, not delta-rs's (or arrow's) wrapping of it
+                raise failed[0] from None
+            raise
+    return deltalake.DeltaTable(str(path)).version()
+
+
+def partition_batches(path: Path, day: str, columns: Sequence[str], rows: int) -> Iterator[pl.DataFrame]:
+    """A daily partition's `columns` as frames of about `rows` rows, read as they come: memory holds one at a time."""
+    if table_version(path) is None:
+        raise TableNotFoundError(f"Delta table {path} does not exist yet: materialize its asset first")
+    dataset = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(partitions=[(PARTITION_COLUMN, "=", day)])
+    pending: list[pa.RecordBatch] = []
+    size = 0
+    for batch in dataset.to_batches(columns=list(columns), batch_size=rows):
+        pending.append(batch)
+        size += batch.num_rows
+        if size >= rows:
+            yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]
+            pending, size = [], 0
+    if size:
+        yield pl.from_arrow(pa.Table.from_batches(pending))  # type: ignore[misc]

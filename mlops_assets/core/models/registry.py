@@ -27,6 +27,13 @@ from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
+from mlops_assets.core.models.history import (
+    CHANGE_TAG_PREFIX,
+    ChampionChange,
+    champion_history,
+    change_record,
+    change_tag,
+)
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.core.models.registry_view import LiveVersion
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
@@ -303,6 +310,7 @@ class ModelRegistry:
             self.client.delete_registered_model_alias(name, CHALLENGER)
         event = ChampionEvent(version, previous, reason, triggered_by, _now())
         self.client.set_model_version_tag(name, version, "promoted_at", event.at)
+        self._record_change(name, event)
         return event
 
     def rollback(self, name: str, triggered_by: str) -> ChampionEvent:
@@ -317,7 +325,25 @@ class ModelRegistry:
         self.client.set_registered_model_alias(name, CHAMPION, previous)
         event = ChampionEvent(previous, current, f"rollback from version {current}", triggered_by, _now())
         self.client.set_model_version_tag(name, current, "rolled_back_at", event.at)
+        self._record_change(name, event)
         return event
+
+    def _record_change(self, name: str, event: ChampionEvent) -> None:
+        """Append the change to the model's champion history (see core/models/history.py)."""
+        count = sum(tag.startswith(CHANGE_TAG_PREFIX) for tag in self.client.get_registered_model(name).tags)
+        record = change_record(event.version, event.previous, event.at)
+        self.client.set_registered_model_tag(name, change_tag(count + 1), record)
+
+    def champion_history(self, name: str) -> list[ChampionChange]:
+        """Every change of the champion, oldest first: the recorded changes and those the versions' tags tell."""
+        try:
+            model_tags = dict(self.client.get_registered_model(name).tags)
+        except MlflowException as exc:
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                return []
+            raise
+        versions = {str(mv.version): dict(mv.tags or {}) for mv in self.client.search_model_versions(f"name='{name}'")}
+        return champion_history(model_tags, versions)
 
 
 def _param(value: Any) -> Any:

@@ -1,0 +1,82 @@
+"""The champion history: which version was live when, rebuilt from what the registry records of each change.
+
+Each promotion and rollback appends a change to the registered model's tags (`champion_change.<n>`: version,
+previous, time), in order. Versions also carry `promoted_at` (the time of their latest promotion) and, once rolled
+back from, `rolled_back_at`: each of those is a change too, and adds the changes made before the appended record
+existed (older registries). The history is the union of both, one entry per (time, version), in time order (by
+record number where times tie).
+
+The champion at a moment is the version of the last change at or before it; before the first change there is none.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from mlops_assets.core.models.aliases import PREVIOUS_CHAMPION_TAG
+
+CHANGE_TAG_PREFIX = "champion_change."
+PROMOTED_AT, ROLLED_BACK_AT = "promoted_at", "rolled_back_at"
+
+
+@dataclass(frozen=True)
+class ChampionChange:
+    """The champion became `version` at `at` (UTC)."""
+
+    at: datetime
+    version: str
+    previous: str | None = None
+
+
+class NoChampionError(LookupError):
+    """A moment before the first recorded champion."""
+
+
+def change_tag(number: int) -> str:
+    """The registered-model tag of the `number`th change (1-based), zero-padded so tags sort in order."""
+    return f"{CHANGE_TAG_PREFIX}{number:06d}"
+
+
+def change_record(version: str, previous: str | None, at: str) -> str:
+    return json.dumps({"version": version, "previous": previous, "at": at})
+
+
+def utc(text: str) -> datetime:
+    """An ISO time as an aware UTC datetime (a naive one is taken as UTC)."""
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def champion_history(model_tags: Mapping[str, str], version_tags: Mapping[str, Mapping[str, str]]) -> list[ChampionChange]:
+    """Every change of the champion, oldest first, from the registered model's tags and each version's tags."""
+    numbered: list[tuple[datetime, int, ChampionChange]] = []
+    for tag, text in model_tags.items():
+        if tag.startswith(CHANGE_TAG_PREFIX):
+            record = json.loads(text)
+            change = ChampionChange(utc(record["at"]), str(record["version"]), record.get("previous"))
+            numbered.append((change.at, int(tag[len(CHANGE_TAG_PREFIX) :]), change))
+    seen = {(at, change.version) for at, _, change in numbered}
+    for version, tags in version_tags.items():
+        derived = []
+        if PROMOTED_AT in tags:
+            derived.append(ChampionChange(utc(tags[PROMOTED_AT]), version, None))
+        if ROLLED_BACK_AT in tags and tags.get(PREVIOUS_CHAMPION_TAG):
+            derived.append(ChampionChange(utc(tags[ROLLED_BACK_AT]), tags[PREVIOUS_CHAMPION_TAG], version))
+        for change in derived:
+            if (change.at, change.version) not in seen:
+                seen.add((change.at, change.version))
+                numbered.append((change.at, 0, change))
+    return [change for _, _, change in sorted(numbered, key=lambda item: (item[0], item[1]))]
+
+
+def champion_at(history: Sequence[ChampionChange], moment: datetime) -> ChampionChange:
+    """The change that made the champion live at `moment` (aware, or naive UTC): the last one at or before it."""
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    live = [change for change in history if change.at <= moment]
+    if not live:
+        first = f"the first was at {history[0].at.isoformat()}" if history else "none is recorded"
+        raise NoChampionError(f"no version was champion at {moment.isoformat()} ({first})")
+    return live[-1]
