@@ -258,6 +258,24 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
 
 
 @main.command()
+@click.argument("pipeline")
+@click.option("--start", type=click.DateTime(["%Y-%m-%d"]), required=True, help="First day to score.")
+@click.option("--days", type=click.IntRange(min=1), default=1, show_default=True, help="Number of days.")
+@click.pass_context
+def score(ctx: click.Context, pipeline: str, start: Any, days: int) -> None:
+    """Batch-score days of the pipeline's `scoring.population`, each day by the version that was champion at its end.
+
+    Example: mlops score loans --start 2018-01-10 --days 3
+    """
+    from mlops_assets.app.runs import score as run
+
+    summary = run(_workspace(ctx), pipeline, start.date(), days)
+    print_summary(summary)
+    if not summary.ok:
+        sys.exit(1)
+
+
+@main.command()
 @click.option("--days", type=click.IntRange(min=8), default=30, show_default=True, help="Days before the first model.")
 @click.option("--story-days", type=click.IntRange(min=1), default=18, show_default=True, help="Days served after it.")
 @click.option("--customers", type=click.IntRange(min=10), default=5000, show_default=True)

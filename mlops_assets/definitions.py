@@ -19,6 +19,7 @@ from mlops_assets.defs.features import definitions as features
 from mlops_assets.defs.ingest import definitions as ingest
 from mlops_assets.defs.models import definitions as models
 from mlops_assets.defs.monitoring import definitions as monitoring
+from mlops_assets.defs.scoring import definitions as scoring
 from mlops_assets.defs.serving import definitions as serving
 from mlops_assets.defs.training import definitions as training
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
@@ -33,6 +34,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         models.definitions(spec),
         serving.definitions(spec, specs_dir),
         monitoring.definitions(spec),
+        scoring.definitions(spec),
     ]
     day = dg.AssetSelection.groups(keys.group(spec, "ingest"), keys.group(spec, "features")) | dg.AssetSelection.assets(
         *(keys.online_key(spec, view) for view in spec.feature_views), keys.prediction_log_key(spec)

@@ -195,3 +195,20 @@ def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
             break
     report = drift_report_path(workspace.root, spec.name, day.isoformat())
     return Graded(summary, report.as_uri() if report.exists() else None)
+
+
+def score(workspace: Workspace, pipeline: str, start: date, days: int) -> RunSummary:
+    """The scores of `days` days from `start`, a run per day (each day has its own champion and its own checks);
+    stops at the first day that fails (a day before any champion, a population that cannot be read)."""
+    spec = workspace.spec(pipeline)
+    if spec.scoring is None:
+        raise AppError(f"pipeline {pipeline!r} declares no 'scoring' section: nothing to score")
+    if start < spec.start_date:
+        raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
+    summary = RunSummary()
+    for i in range(days):
+        result = workspace.run(keys.scoring_job(spec), partition=start + timedelta(days=i))
+        summary.add(result)
+        if not result.success:
+            break
+    return summary

@@ -153,8 +153,9 @@ def replace_partitions_streamed(
     in one commit; returns the new version. `frames` makes the stream, again when a concurrent writer of the same
     partitions makes Delta refuse the commit. If the stream fails before its end, nothing is committed."""
     quoted = ", ".join(f"'{d}'" for d in days)
+    failed: list[Exception] = []
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        failed: list[Exception] = []
+        failed.clear()
 
         def batches() -> Iterator[pa.RecordBatch]:
             try:

@@ -16,6 +16,7 @@ from mlops_assets.spec import PipelineSpec
 TRAINING_SET = "training_set"
 PREDICTION_LOG = "prediction_log"
 DRIFT_STATS = "drift_stats"  # written by the drift report beside its own materialization
+SCORES = "scores"  # batch inference: a day's population scored by that day's champion
 
 
 def raw_table(source: str) -> str:
@@ -84,6 +85,10 @@ def performance_key(spec: PipelineSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "performance"])
 
 
+def scores_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, SCORES])
+
+
 # --- Groups, jobs, sensors -----------------------------------------------------------------------------------------
 def group(spec: PipelineSpec, stage: str) -> str:
     """The UI group of a pipeline's stage: `fraud_ingest`, `fraud_features`, ... `fraud_monitoring`."""
@@ -112,6 +117,10 @@ def monitoring_job(spec: PipelineSpec) -> str:
 
 def retraining_job(spec: PipelineSpec) -> str:
     return f"{spec.name}_retraining"
+
+
+def scoring_job(spec: PipelineSpec) -> str:
+    return f"{spec.name}_scoring"
 
 
 def retention_job(spec: PipelineSpec) -> str:

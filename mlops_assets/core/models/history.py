@@ -23,8 +23,8 @@ PROMOTED_AT, ROLLED_BACK_AT = "promoted_at", "rolled_back_at"
 
 
 @dataclass(frozen=True)
-class ChampionChange:
-    """The champion became `version` at `at` (UTC)."""
+class ChampionSince:
+    """`version` became the champion `at` (UTC), replacing `previous`."""
 
     at: datetime
     version: str
@@ -50,21 +50,23 @@ def utc(text: str) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def champion_history(model_tags: Mapping[str, str], version_tags: Mapping[str, Mapping[str, str]]) -> list[ChampionChange]:
+def champion_history(
+    model_tags: Mapping[str, str], version_tags: Mapping[str, Mapping[str, str]]
+) -> list[ChampionSince]:
     """Every change of the champion, oldest first, from the registered model's tags and each version's tags."""
-    numbered: list[tuple[datetime, int, ChampionChange]] = []
+    numbered: list[tuple[datetime, int, ChampionSince]] = []
     for tag, text in model_tags.items():
         if tag.startswith(CHANGE_TAG_PREFIX):
             record = json.loads(text)
-            change = ChampionChange(utc(record["at"]), str(record["version"]), record.get("previous"))
+            change = ChampionSince(utc(record["at"]), str(record["version"]), record.get("previous"))
             numbered.append((change.at, int(tag[len(CHANGE_TAG_PREFIX) :]), change))
     seen = {(at, change.version) for at, _, change in numbered}
     for version, tags in version_tags.items():
         derived = []
         if PROMOTED_AT in tags:
-            derived.append(ChampionChange(utc(tags[PROMOTED_AT]), version, None))
+            derived.append(ChampionSince(utc(tags[PROMOTED_AT]), version, None))
         if ROLLED_BACK_AT in tags and tags.get(PREVIOUS_CHAMPION_TAG):
-            derived.append(ChampionChange(utc(tags[ROLLED_BACK_AT]), tags[PREVIOUS_CHAMPION_TAG], version))
+            derived.append(ChampionSince(utc(tags[ROLLED_BACK_AT]), tags[PREVIOUS_CHAMPION_TAG], version))
         for change in derived:
             if (change.at, change.version) not in seen:
                 seen.add((change.at, change.version))
@@ -72,7 +74,7 @@ def champion_history(model_tags: Mapping[str, str], version_tags: Mapping[str, M
     return [change for _, _, change in sorted(numbered, key=lambda item: (item[0], item[1]))]
 
 
-def champion_at(history: Sequence[ChampionChange], moment: datetime) -> ChampionChange:
+def champion_at(history: Sequence[ChampionSince], moment: datetime) -> ChampionSince:
     """The change that made the champion live at `moment` (aware, or naive UTC): the last one at or before it."""
     moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
     live = [change for change in history if change.at <= moment]

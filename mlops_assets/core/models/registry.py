@@ -29,7 +29,7 @@ from mlflow.types.schema import ColSpec, Schema
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
 from mlops_assets.core.models.history import (
     CHANGE_TAG_PREFIX,
-    ChampionChange,
+    ChampionSince,
     champion_history,
     change_record,
     change_tag,
@@ -334,7 +334,7 @@ class ModelRegistry:
         record = change_record(event.version, event.previous, event.at)
         self.client.set_registered_model_tag(name, change_tag(count + 1), record)
 
-    def champion_history(self, name: str) -> list[ChampionChange]:
+    def champion_history(self, name: str) -> list[ChampionSince]:
         """Every change of the champion, oldest first: the recorded changes and those the versions' tags tell."""
         try:
             model_tags = dict(self.client.get_registered_model(name).tags)

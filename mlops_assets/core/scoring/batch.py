@@ -27,7 +27,7 @@ from mlops_assets.core.lake import (
     replace_partitions_streamed,
     scan_table,
 )
-from mlops_assets.core.models.modeling import Outputs, fitted_columns, predict, to_pandas
+from mlops_assets.core.models.modeling import Outputs, fitted_columns, frozen_holdout, predict, to_pandas
 from mlops_assets.core.training.training_set import JOIN_AT, ViewInput, point_in_time_join, rows_between
 from mlops_assets.spec import PipelineSpec, ScoringSpec, parse_duration
 
@@ -134,6 +134,32 @@ class ScoringModel:
     threshold: float = 0.5
 
 
+def population_features(
+    spec: PipelineSpec, chunk: pl.DataFrame, views: Mapping[str, ViewInput], entities: bool
+) -> pl.DataFrame:
+    """A chunk of the population with each view's features and feature time, joined by the training set's join: as
+    a label is (`label.feature_cutoff`) for rows, as of the day's end for entities."""
+    join_at = None
+    labels = chunk.lazy()
+    if entities:
+        inclusive = False  # as of the day's end: the rows from before midnight
+    else:
+        inclusive = spec.label.feature_cutoff == "at"
+        if spec.label.feature_cutoff == "previous_day":  # the rows of the days before the event's, as in training
+            join_at = JOIN_AT
+            labels = labels.with_columns(pl.col(PREDICTION_TIME).dt.truncate("1d").alias(JOIN_AT))
+    joined, _ = point_in_time_join(
+        labels,
+        views,
+        keys=spec.entity.keys,
+        prediction_timestamp=PREDICTION_TIME,
+        label_timestamp=PREDICTION_TIME,
+        inclusive=inclusive,
+        join_at=join_at,
+    )
+    return joined
+
+
 def score_chunk(
     spec: PipelineSpec,
     chunk: pl.DataFrame,
@@ -143,27 +169,8 @@ def score_chunk(
     day: date,
     run_id: str,
 ) -> tuple[pl.DataFrame, Outputs]:
-    """One chunk of the population joined to the views as training joins its labels, scored: the scores table's
-    rows, and the model's outputs."""
-    keys, cutoff = spec.entity.keys, spec.label.feature_cutoff
-    join_at = None
-    labels = chunk.lazy()
-    if entities:
-        inclusive = False  # as of the day's end: the rows from before midnight
-    else:
-        inclusive = cutoff == "at"
-        if cutoff == "previous_day":  # the rows of the days before the event's own, as training_set_chunks joins
-            join_at = JOIN_AT
-            labels = labels.with_columns(pl.col(PREDICTION_TIME).dt.truncate("1d").alias(JOIN_AT))
-    joined, _ = point_in_time_join(
-        labels,
-        views,
-        keys=keys,
-        prediction_timestamp=PREDICTION_TIME,
-        label_timestamp=PREDICTION_TIME,
-        inclusive=inclusive,
-        join_at=join_at,
-    )
+    """One chunk of the population with its features, scored: the scores table's rows, and the model's outputs."""
+    joined = population_features(spec, chunk, views, entities)
     columns = fitted_columns(model.pipeline)
     missing = [c for c in columns.all if c not in joined.columns]
     if missing:
@@ -249,7 +256,7 @@ def score_day(
         for chunk in people.chunks():
             frame, outputs = score_chunk(spec, chunk, views, model, people.entities, people.day, run_id)
             result.rows += frame.height
-            result.null_scores += int(frame.get_column(SCORE).is_null().sum() + frame.get_column(SCORE).is_nan().sum())
+            result.null_scores += frame.select(pl.col(SCORE).is_null() | pl.col(SCORE).is_nan()).sum().item()
             for view in spec.feature_views:
                 result.without_features[view] += frame.get_column(feature_time_column(view)).null_count()
             kept = np.flatnonzero(rng.random(len(outputs)) < share) if share < 1 else np.arange(len(outputs))
@@ -280,3 +287,18 @@ def scores_summary(result: ScoredDay, spec: PipelineSpec) -> dict[str, Any]:
         **{f"without_features/{view}": n for view, n in result.without_features.items()},
         "population": _scoring(spec).population.source,
     }
+
+
+# Holdout rows the champion scores as the reference of the day's score distribution.
+REFERENCE_ROWS = 50_000
+
+
+def reference_outputs(spec: PipelineSpec, training: pl.DataFrame, cutoff: datetime, model: ScoringModel) -> Outputs:
+    """The champion's outputs on its frozen holdout (rows it was not trained on: on its training rows it is surer
+    of itself than on any new population), a seeded sample of at most REFERENCE_ROWS."""
+    holdout = frozen_holdout(spec, training, cutoff)
+    seed = spec.model.seed if spec.model else 0
+    sample = holdout.sample(min(REFERENCE_ROWS, holdout.height), seed=seed)
+    if not sample.height:
+        return _no_outputs(model)
+    return predict(model.pipeline, to_pandas(sample, fitted_columns(model.pipeline)), model.task)

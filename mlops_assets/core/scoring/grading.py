@@ -45,9 +45,10 @@ def nulls_verdict(spec: PipelineSpec, result: ScoredDay) -> CheckVerdict:
     }
     if result.null_scores:
         return CheckVerdict("error", f"{result.null_scores} of {rows} rows have no score", evidence)
-    over = [r for r in table if r["share"] > r["max_unusable_share"]]
+    limits = {view: spec.feature_views[view].max_unusable_share for view in shares}
+    over = {view: share for view, share in shares.items() if share > limits[view]}
     if over:
-        listed = ", ".join(f"{r['feature_view']} {r['share']:.1%} (max {r['max_unusable_share']:.0%})" for r in over)
+        listed = ", ".join(f"{view} {share:.1%} (max {limits[view]:.0%})" for view, share in over.items())
         words = f"rows scored without a view's features (none, or past its TTL; imputed): {listed}"
         return CheckVerdict("warn", words, evidence)
     return CheckVerdict("ok", f"every one of the {rows} rows has a score", evidence)
