@@ -676,7 +676,7 @@ class ScoringSpec(SpecSection):
     )
     chunk_rows: int = Field(
         default=250_000,
-        ge=1_000,
+        ge=1,
         description="rows joined and scored at a time: memory holds one chunk's features and scores, whatever the "
         "population's size",
     )

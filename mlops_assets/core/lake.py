@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -149,29 +151,24 @@ def hash_text(text: str) -> int:
 def replace_partitions_streamed(
     path: Path, frames: Callable[[], Iterable[pl.DataFrame]], days: Sequence[str], schema: pa.Schema
 ) -> int:
-    """`replace_partitions` for a stream of frames of one `schema`, written as they come (one in memory at a time),
+    """`replace_partitions` for a stream of frames of one `schema`, written as they come (a few in memory at a time),
     in one commit; returns the new version. `frames` makes the stream, again when a concurrent writer of the same
     partitions makes Delta refuse the commit. If the stream fails before its end, nothing is committed."""
     quoted = ", ".join(f"'{d}'" for d in days)
-    failed: list[Exception] = []
+
+    def checked() -> Iterator[pa.RecordBatch]:
+        for frame in frames():
+            outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(list(days))).height
+            if outside:
+                raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
+            yield from frame.to_arrow().select(schema.names).cast(schema).to_batches()
+
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
-        failed.clear()
-
-        def batches() -> Iterator[pa.RecordBatch]:
-            try:
-                for frame in frames():
-                    outside = frame.filter(~pl.col(PARTITION_COLUMN).is_in(list(days))).height
-                    if outside:
-                        raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
-                    yield from frame.to_arrow().select(schema.names).cast(schema).to_batches()
-            except Exception as exc:
-                failed.append(exc)
-                raise
-
+        stream = _Produced(checked())
         try:
             deltalake.write_deltalake(
                 str(path),
-                pa.RecordBatchReader.from_batches(schema, batches()),
+                pa.RecordBatchReader.from_batches(schema, stream),
                 mode="overwrite",
                 predicate=f"{PARTITION_COLUMN} IN ({quoted})",
                 partition_by=[PARTITION_COLUMN],
@@ -183,17 +180,65 @@ def replace_partitions_streamed(
                 raise
             time.sleep(random.uniform(0.01, 0.05) * attempt)
         except Exception:
-            if failed:  # the stream's own error, not delta-rs's (or arrow's) wrapping of it
-                raise failed[0] from None
+            if stream.failed is not None:  # the stream's own error, not delta-rs's (or arrow's) wrapping of it
+                raise stream.failed from None
             raise
+        finally:
+            stream.close()
     return deltalake.DeltaTable(str(path)).version()
+
+
+class _Produced(Iterator[pa.RecordBatch]):
+    """A stream of batches computed in a thread of its own, a few ahead. delta-rs pulls a stream it writes from its
+    own async runtime, where anything that reads a Delta table (which starts a runtime) would panic."""
+
+    _END = object()
+
+    def __init__(self, batches: Iterator[pa.RecordBatch], ahead: int = 2) -> None:
+        self.failed: BaseException | None = None
+        self._queue: queue.Queue[object] = queue.Queue(maxsize=ahead)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, args=(batches,), daemon=True)
+        self._thread.start()
+
+    def _produce(self, batches: Iterator[pa.RecordBatch]) -> None:
+        try:
+            for batch in batches:
+                if not self._put(batch):
+                    return
+        except BaseException as exc:
+            self.failed = exc
+        self._put(self._END)
+
+    def _put(self, item: object) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __next__(self) -> pa.RecordBatch:
+        item = self._queue.get()
+        if item is self._END:
+            self._queue.put(self._END)  # a reader asking again gets the end again
+            if self.failed is not None:
+                raise self.failed
+            raise StopIteration
+        return item  # type: ignore[return-value]
+
+    def close(self) -> None:
+        """Stop the producer (the writer may have stopped reading early) and wait for it."""
+        self._stop.set()
+        self._thread.join()
 
 
 def partition_batches(path: Path, day: str, columns: Sequence[str], rows: int) -> Iterator[pl.DataFrame]:
     """A daily partition's `columns` as frames of about `rows` rows, read as they come: memory holds one at a time."""
     if table_version(path) is None:
         raise TableNotFoundError(f"Delta table {path} does not exist yet: materialize its asset first")
-    dataset = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(partitions=[(PARTITION_COLUMN, "=", day)])
+    dataset = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "=", day)])
     pending: list[pa.RecordBatch] = []
     size = 0
     for batch in dataset.to_batches(columns=list(columns), batch_size=rows):
