@@ -226,7 +226,7 @@ class _Produced(Iterator[pa.RecordBatch]):
             if self.failed is not None:
                 raise self.failed
             raise StopIteration
-        return item  # type: ignore[return-value]
+        return item
 
     def close(self) -> None:
         """Stop the producer (the writer may have stopped reading early) and wait for it."""
