@@ -23,7 +23,7 @@ from mlops_assets.core.scoring.batch import (
 )
 from mlops_assets.core.scoring.grading import drift_verdict, nulls_verdict, rows_verdict
 from mlops_assets.defs.common.metadata import links
-from mlops_assets.defs.common.partitions import daily_partitions
+from mlops_assets.defs.common.partitions import daily_partitions, lookback_days
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
 from mlops_assets.defs.keys import (
     champion_key,
@@ -35,7 +35,7 @@ from mlops_assets.defs.keys import (
     training_set_key,
 )
 from mlops_assets.defs.scoring.checks import SCORE_DRIFT, SCORE_NULLS, SCORED_ROWS, check_result, check_specs
-from mlops_assets.spec import PipelineSpec
+from mlops_assets.spec import PipelineSpec, parse_duration
 
 # Each day is scored by its own champion and graded by its own checks: a backfill runs a day per run.
 ONE_DAY_PER_RUN = dg.BackfillPolicy.multi_run(max_partitions_per_run=1)
@@ -51,6 +51,25 @@ def build_scores_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         if scoring.population.active_within
         else f"every event of the day in `{source}`, as of its event time"
     )
+
+    def reaching_back(days: int) -> dg.TimeWindowPartitionMapping:
+        """A day's scores read this many days before it (a view's TTL, the activity window)."""
+        return dg.TimeWindowPartitionMapping(start_offset=-days, allow_nonexistent_upstream_partitions=True)
+
+    # Beta parameter, needed: the first days' windows reach back before the pipeline's start date.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.BetaWarning)
+        population_days = (scoring.population.active_days or 1) - 1
+        deps = [
+            dg.AssetDep(champion_key(spec)),
+            dg.AssetDep(raw_key(spec, source), partition_mapping=reaching_back(population_days)),
+            *(
+                dg.AssetDep(
+                    feature_key(spec, name), partition_mapping=reaching_back(lookback_days(parse_duration(view.ttl)))
+                )
+                for name, view in spec.feature_views.items()
+            ),
+        ]
 
     def _scores(
         context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
@@ -107,7 +126,7 @@ def build_scores_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         warnings.simplefilter("ignore", dg.BetaWarning)
         return dg.asset(
             key=key,
-            deps=[champion_key(spec), raw_key(spec, source), *(feature_key(spec, view) for view in spec.feature_views)],
+            deps=deps,
             partitions_def=daily_partitions(spec),
             backfill_policy=ONE_DAY_PER_RUN,
             kinds={"delta", "polars", "sklearn"},
