@@ -50,7 +50,7 @@ def print_summary(summary: RunSummary) -> None:
 # How `mlops --help` lists the commands: by what a person is doing. A command not listed here shows under "Other".
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
-    "Run the pipeline": ("materialize", "replay", "monitor"),
+    "Run the pipeline": ("materialize", "score", "replay", "monitor"),
     "Models": ("status", "promote", "rollback", "report"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
