@@ -209,9 +209,9 @@ def prepare(root: Path, scales: list[int], entities: int) -> None:
         root / "profile", view_rows(entities, 1), [(DAY - timedelta(days=d)).isoformat() for d in (2, 1)]
     )
     for rows in scales:
-        # Written a few million rows at a time (one commit each, the day replaced by the first), so that generating
-        # the largest day needs no more memory than a part of it.
-        path, step, written = root / f"raw_events_{rows}", 2_000_000, 0
+        # Written a million rows at a time (one commit and file each, the day replaced by the first): every scale has
+        # files of one size, and generating the largest day needs no more memory than a part of it.
+        path, step, written = root / f"raw_events_{rows}", 1_000_000, 0
         import deltalake
 
         while written < rows:

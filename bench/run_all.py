@@ -23,6 +23,7 @@ BENCHMARKS = {
     "bench_overload.py": ["--entities", "2000", "--seconds", "5"],
     "bench_backfill.py": ["--quick"],
     "bench_cli.py": ["--repeat", "3"],
+    "bench_scores.py": ["--quick"],
 }
 
 

@@ -19,6 +19,10 @@ PARTITION_COLUMN = "partition_date"
 # A replace that loses a race with another writer of the same partitions is re-committed: it replaces them whole.
 COMMIT_ATTEMPTS = 8
 _HASH_SEEDS = (0x6D6C6F70, 0x73617373)
+# A streamed write keeps the file it is writing in memory until it reaches this size, and a row group until it has this
+# many rows: both bound its memory, whatever the stream's length (bench/bench_scores.py).
+STREAM_FILE_BYTES = 32 * 2**20
+STREAM_ROW_GROUP_ROWS = 128 * 1024
 _MASK = 0xFFFFFFFFFFFFFFFF
 
 
@@ -169,6 +173,8 @@ def replace_partitions_streamed(
             deltalake.write_deltalake(
                 str(path),
                 pa.RecordBatchReader.from_batches(schema, stream),
+                target_file_size=STREAM_FILE_BYTES,
+                writer_properties=deltalake.WriterProperties(max_row_group_size=STREAM_ROW_GROUP_ROWS),
                 mode="overwrite",
                 predicate=f"{PARTITION_COLUMN} IN ({quoted})",
                 partition_by=[PARTITION_COLUMN],
@@ -241,7 +247,11 @@ def partition_batches(path: Path, day: str, columns: Sequence[str], rows: int) -
     dataset = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(file_pruning_predicate=[(PARTITION_COLUMN, "=", day)])
     pending: list[pa.RecordBatch] = []
     size = 0
-    for batch in dataset.to_batches(columns=list(columns), batch_size=rows):
+    # One batch and one file read ahead: memory holds about a frame, whatever the partition's size.
+    batches = dataset.to_batches(
+        columns=list(columns), batch_size=rows, batch_readahead=1, fragment_readahead=1, use_threads=False
+    )
+    for batch in batches:
         pending.append(batch)
         size += batch.num_rows
         if size >= rows:
