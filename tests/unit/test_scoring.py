@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, compute_features
-from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table
+from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, replace_partitions_streamed, scan_table
 from mlops_assets.core.models.history import (
     NoChampionError,
     champion_at,
@@ -338,3 +339,26 @@ def test_the_scoring_section_is_checked_when_the_spec_loads(tmp_path: Path) -> N
     path.write_text(json.dumps(data))
     with pytest.raises(SpecError, match="scoring: batch scoring needs a model"):
         load_spec(path)
+
+
+def test_a_stream_that_fails_midway_commits_nothing_and_its_error_is_the_streams(tmp_path: Path) -> None:
+    path = tmp_path / "t"
+    day = pl.DataFrame({"x": [1.0, 2.0], PARTITION_COLUMN: ["2026-01-01"] * 2})
+    schema = day.to_arrow().schema
+    replace_partitions_streamed(path, lambda: iter([day]), ["2026-01-01"], schema)
+
+    def failing() -> Iterator[pl.DataFrame]:
+        yield day.with_columns(pl.col("x") * 10)
+        raise RuntimeError("the population's file went away")
+
+    with pytest.raises(RuntimeError, match="the population's file went away"):
+        replace_partitions_streamed(path, failing, ["2026-01-01"], schema)
+    assert scan_table(path).collect().equals(day)
+    with pytest.raises(ValueError, match="1 rows of t fall outside the partitions being replaced"):
+        replace_partitions_streamed(
+            path,
+            lambda: iter([day.head(1).with_columns(pl.lit("2026-01-02").alias(PARTITION_COLUMN))]),
+            ["2026-01-01"],
+            schema,
+        )
+    assert scan_table(path).collect().equals(day)

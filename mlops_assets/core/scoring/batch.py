@@ -247,6 +247,7 @@ def score_day(
     the result, in one commit (an empty population empties it). Memory holds one chunk, whatever the day's size."""
     share = min(1.0, DRIFT_SAMPLE_ROWS / people.rows) if people.rows else 1.0
     schema = scores_schema(spec, people, views, model)
+    result = ScoredDay(people.day, model.version, people.rows)
 
     def scored() -> Iterator[pl.DataFrame]:
         # A retried commit re-reads the stream: the counts start again with it.
@@ -263,7 +264,6 @@ def score_day(
             result.sample.append(outputs.take(kept))
             yield frame
 
-    result = ScoredDay(people.day, model.version, people.rows)
     result.delta_version = replace_partitions_streamed(path, scored, [people.day.isoformat()], schema)
     return result
 
