@@ -55,23 +55,30 @@ def replace_partitions(path: Path, frame: pl.DataFrame, days: Sequence[str]) -> 
         raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
     quoted = ", ".join(f"'{d}'" for d in days)
     data = frame.to_arrow()
+    _retried(
+        lambda: deltalake.write_deltalake(
+            str(path),
+            data,
+            mode="overwrite",
+            predicate=f"{PARTITION_COLUMN} IN ({quoted})",
+            partition_by=[PARTITION_COLUMN],
+            # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
+            schema_mode="merge",
+        )
+    )
+    return deltalake.DeltaTable(str(path)).version()
+
+
+def _retried(commit: Callable[[], None]) -> None:
+    """Run a Delta commit; when a concurrent writer of the same partitions made Delta refuse it, again (with jitter)."""
     for attempt in range(1, COMMIT_ATTEMPTS + 1):
         try:
-            deltalake.write_deltalake(
-                str(path),
-                data,
-                mode="overwrite",
-                predicate=f"{PARTITION_COLUMN} IN ({quoted})",
-                partition_by=[PARTITION_COLUMN],
-                # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
-                schema_mode="merge",
-            )
-            break
+            commit()
+            return
         except deltalake.exceptions.CommitFailedError:
             if attempt == COMMIT_ATTEMPTS:
                 raise
             time.sleep(random.uniform(0.01, 0.05) * attempt)
-    return deltalake.DeltaTable(str(path)).version()
 
 
 def overwrite_table(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> int:
@@ -167,7 +174,7 @@ def replace_partitions_streamed(
                 raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
             yield from frame.to_arrow().select(schema.names).cast(schema).to_batches()
 
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+    def commit() -> None:
         stream = _Produced(checked())
         try:
             deltalake.write_deltalake(
@@ -180,17 +187,16 @@ def replace_partitions_streamed(
                 partition_by=[PARTITION_COLUMN],
                 schema_mode="merge",
             )
-            break
         except deltalake.exceptions.CommitFailedError:
-            if attempt == COMMIT_ATTEMPTS:
-                raise
-            time.sleep(random.uniform(0.01, 0.05) * attempt)
+            raise
         except Exception:
             if stream.failed is not None:  # the stream's own error, not delta-rs's (or arrow's) wrapping of it
                 raise stream.failed from None
             raise
         finally:
             stream.close()
+
+    _retried(commit)
     return deltalake.DeltaTable(str(path)).version()
 
 
