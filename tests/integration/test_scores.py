@@ -95,3 +95,11 @@ def test_each_day_is_scored_by_its_own_champion_on_the_training_sets_features(
     )
     with pytest.raises(AppError, match="before the pipeline's start_date"):
         score(workspace, "loans", date(2017, 12, 31), 1)
+
+    # A rollback is a change of the history too: the version it restores is the champion from then on.
+    clock["now"] = "2018-01-17T08:00:00+00:00"
+    registry.rollback("loans", "test")
+    assert [(c.version, c.previous, c.at.day) for c in registry.champion_history("loans")][1:] == [
+        ("2", "1", 15),
+        ("1", "2", 17),
+    ]
