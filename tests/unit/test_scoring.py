@@ -362,3 +362,33 @@ def test_a_stream_that_fails_midway_commits_nothing_and_its_error_is_the_streams
             schema,
         )
     assert scan_table(path).collect().equals(day)
+
+
+@pytest.mark.parametrize(
+    ("task", "estimator"),
+    [("multiclass", "sklearn.tree.DecisionTreeClassifier"), ("regression", "sklearn.linear_model.Ridge")],
+)
+def test_a_multiclass_or_regression_model_writes_its_class_or_value(tmp_path: Path, task: str, estimator: str) -> None:
+    data = spec_of().model_dump(mode="json")
+    data["model"] = {"task": task, "estimator": estimator, "holdout": "1d"}
+    spec = PipelineSpec.model_validate(data)
+    amount = pl.col("amount")
+    label = (amount // 40).clip(0, 2) if task == "multiclass" else (amount // 5)
+    frame = events().with_columns(label.cast(pl.Int64).alias("approved"))
+    raw, features = lake(tmp_path, spec, frame)
+    training, _ = training_set(spec, frame.lazy(), features)
+    assert spec.model is not None
+    columns = model_columns(spec, training)
+    model = ScoringModel("3", fit(build_pipeline(spec.model, columns), training, columns, "approved", task), task)
+    result = score_day(
+        spec, tmp_path / "scores", population(spec, raw, DAY), view_inputs(spec, features, DAY), model, "r"
+    )
+    scores = scan_table(tmp_path / "scores").collect()
+    assert scores.height == result.rows > 0
+    if task == "multiclass":
+        assert scores.schema["prediction"] == pl.String
+        assert set(scores["prediction"]) <= {"0", "1", "2"} and scores["score"].is_between(1 / 3, 1).all()
+        assert result.outputs(task).values.shape == (result.rows, 3)
+    else:
+        assert scores.schema["prediction"] == pl.Float64 and scores["score"].equals(scores["prediction"].alias("score"))
+    assert drift_verdict(spec, result.outputs(task), result.outputs(task)).level == "ok"
