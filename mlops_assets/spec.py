@@ -468,6 +468,78 @@ def _answer(entry: FallbackSpec | FallbackRule) -> float | str:
     return answer
 
 
+# The task's metrics that are a mean of one value per request (what an A/B test compares): a rate over labelled rows
+# (precision: the rows flagged positive; recall: the positive rows; accuracy) or a mean loss. roc_auc, pr_auc,
+# macro_f1, rmse, r2 and mape are not means of per-request values.
+AB_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("precision", "recall", "log_loss"),
+    "multiclass": ("accuracy", "log_loss"),
+    "regression": ("mae",),
+}
+
+
+class ABOutcome(SpecSection):
+    """A business outcome per request (a conversion, a revenue), from a source joined to the log by request id."""
+
+    source: str = Field(description="the source whose rows carry the outcome (ingested like any source)")
+    column: str = Field(description="the outcome: a bool or a 0/1 number (a rate), or any number (a mean)")
+    request_id: str = Field(description="the column of the source holding the request_id the prediction was made with")
+    higher_is_better: bool = Field(default=True, description="false: a smaller outcome is better (a cost)")
+
+
+class ABTestSpec(SpecSection):
+    """An A/B test of the challenger against the champion: a sticky share of entities answered by the challenger,
+    a primary metric per request, and a group-sequential test that decides once the evidence is enough."""
+
+    metric: Metric | None = Field(
+        default=None,
+        description="the primary metric from labels, per request: "
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in AB_METRICS.items())
+        + " (declare this or `outcome`)",
+    )
+    outcome: ABOutcome | None = Field(default=None, description="the primary metric from a business outcome column")
+    minimum_detectable_effect: float = Field(
+        gt=0,
+        description="the smallest difference worth detecting, in the metric's units (a rate: 0.02 is 2 points; "
+        "log_loss, mae or a numeric outcome: its own units)",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="significance level: the chance of declaring a winner when there is none",
+    )
+    power: float = Field(
+        default=0.8, gt=0.5, lt=1, description="the chance of a winner when the true difference is the effect"
+    )
+    looks: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="planned interim analyses, at equal steps of information up to the planned sample: the test "
+        "looks only there, however often its asset is materialized",
+    )
+    challenger_share: float = Field(
+        default=0.5, gt=0, lt=1, description="the share of entities (sticky by entity key) the challenger answers"
+    )
+
+    @model_validator(mode="after")
+    def _one_metric(self) -> ABTestSpec:
+        if (self.metric is None) == (self.outcome is None):
+            raise ValueError("declare exactly one of 'metric' (from labels) or 'outcome' (a business outcome column)")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.outcome is not None:
+            return self.outcome.higher_is_better
+        return self.metric not in LOWER_IS_BETTER
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric if self.metric is not None else f"outcome {self.outcome.column}"  # type: ignore[union-attr]
+
+
 class ServingSpec(SpecSection):
     """How the prediction service answers: online lookups, fallback, rollout of a challenger, logging, auth."""
 
@@ -492,13 +564,17 @@ class ServingSpec(SpecSection):
     fallback: FallbackSpec | None = Field(
         default=None, description="default: score with the missing features imputed, marked degraded"
     )
-    rollout: Literal["champion_only", "shadow", "canary"] = Field(
+    rollout: Literal["champion_only", "shadow", "canary", "ab"] = Field(
         default="shadow",
         description="with a challenger: 'shadow' scores it beside the champion without changing the answer; "
-        "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows",
+        "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows; 'ab' "
+        "answers `ab_test.challenger_share` of the entities with it (sticky) and tests the difference",
     )
     canary_share: float = Field(
         default=0.0, ge=0, le=1, description="canary: the share of entities the challenger answers for"
+    )
+    ab_test: ABTestSpec | None = Field(
+        default=None, description="rollout 'ab': the primary metric, the effect to detect, alpha, power and looks"
     )
     refresh_seconds: float = Field(default=10, gt=0, description="how often the service re-reads the aliases")
     log_batch_size: int = Field(default=200, ge=1, description="prediction log: records per flushed file")
@@ -842,6 +918,7 @@ class PipelineSpec(SpecSection):
                 problems.append(f"serving.fallback.rules[{i}].feature: {rule.feature!r} is not a request feature")
         if self.serving.rollout == "canary" and self.serving.canary_share == 0:
             problems.append("serving.canary_share: a canary rollout needs a share above 0")
+        problems += self._ab_test_problems()
         problems += self._leakage_problems()
         label = self.label
         source = self.sources.get(label.source)
@@ -880,6 +957,47 @@ class PipelineSpec(SpecSection):
                 if f in source.columns and source.columns[f].dtype != c.dtype
             ]
         return problems + self._key_type_problems()
+
+    def _ab_test_problems(self) -> list[str]:
+        """An A/B test needs rollout 'ab', a metric that fits the task, and an outcome the sources have."""
+        ab, rollout = self.serving.ab_test, self.serving.rollout
+        if rollout == "ab" and ab is None:
+            return ["serving.ab_test: rollout 'ab' needs an A/B test (metric or outcome, minimum_detectable_effect)"]
+        if ab is None:
+            return []
+        if rollout != "ab":
+            return [f"serving.ab_test: declared, but serving.rollout is {rollout!r}; set rollout: ab"]
+        where = "serving.ab_test"
+        if ab.metric is not None:
+            task = self.model.task if self.model else None
+            fits = AB_METRICS.get(task or "", ())
+            if ab.metric not in fits:
+                return [
+                    f"{where}.metric: {ab.metric!r} does not fit "
+                    + (
+                        f"a {task} model (an A/B test compares a per-request metric: {', '.join(fits)})"
+                        if task
+                        else "a pipeline without a model"
+                    )
+                ]
+            if self.label.request_id is None:
+                return [f"{where}.metric: judging by labels needs label.request_id (to join predictions to labels)"]
+            return []
+        assert ab.outcome is not None, "one of metric or outcome, checked by the model"
+        outcome, where = ab.outcome, f"{where}.outcome"
+        source = self.sources.get(outcome.source)
+        if source is None:
+            return [f"{where}.source: unknown source {outcome.source!r} (known: {sorted(self.sources)})"]
+        problems = [
+            f"{where}.{field}: {column!r} is not a column of source {outcome.source!r} "
+            f"(its columns: {sorted(source.columns)})"
+            for field, column in (("column", outcome.column), ("request_id", outcome.request_id))
+            if column not in source.columns
+        ]
+        dtype = source.columns[outcome.column].dtype if outcome.column in source.columns else None
+        if dtype is not None and dtype not in ("bool", "int", "float"):
+            problems.append(f"{where}.column: {outcome.column!r} is {dtype}; an outcome is a bool or a number")
+        return problems
 
     def _key_type_problems(self) -> list[str]:
         """An entity key declared with different types in two sources: their rows could never be joined."""
