@@ -51,7 +51,7 @@ def print_summary(summary: RunSummary) -> None:
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
     "Run the pipeline": ("materialize", "replay", "monitor"),
-    "Models": ("status", "promote", "rollback", "report"),
+    "Models": ("status", "promote", "rollback", "ab", "report"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
 
@@ -311,12 +311,16 @@ def _changed(pipeline: str, change: Any, refresh_seconds: float) -> None:
 @click.option(
     "--from-shadow", is_flag=True, help="Promote the challenger only if it beats the champion on labelled live traffic."
 )
+@click.option("--from-ab", is_flag=True, help="Promote the challenger only if it won the running A/B experiment.")
 @click.pass_context
-def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str | None, from_shadow: bool) -> None:
+def promote(
+    ctx: click.Context, pipeline: str, version: str | None, reason: str | None, from_shadow: bool, from_ab: bool
+) -> None:
     """Make a registered version the champion (recorded in the champion history).
 
     With --from-shadow, the challenger's logged shadow (or canary) scores and the champion's are evaluated on the
-    live requests whose labels have arrived, and the promotion gate decides.
+    live requests whose labels have arrived, and the promotion gate decides. With --from-ab, the running A/B
+    experiment's sequential test decides (a decided experiment ends; one still collecting goes on).
 
     Examples: mlops promote fraud 3 --reason "reviewed"      mlops promote fraud --from-shadow
     """
@@ -324,8 +328,17 @@ def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str 
 
     workspace = _workspace(ctx)
     spec = workspace.spec(pipeline)
-    if from_shadow == bool(version):
-        raise click.UsageError("give either VERSION (with --reason) or --from-shadow")
+    if from_shadow + from_ab + bool(version) != 1:
+        raise click.UsageError("give one of VERSION (with --reason), --from-shadow or --from-ab")
+    if from_ab:
+        from mlops_assets.app import ab
+
+        decided, change = ab.promote_if_won(workspace, spec, champion.actor("cli"))
+        if change is None:
+            ended = "" if decided.decision == "keep_collecting" else f"; experiment {decided.experiment} ended"
+            _fail(f"the challenger of {spec.name!r} stays challenger ({decided.decision}): {decided.reason}{ended}")
+        _changed(spec.name, change, spec.serving.refresh_seconds)
+        return
     if version:
         if not reason:
             raise click.UsageError("--reason is required: it is recorded in the champion history")
@@ -336,6 +349,56 @@ def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str 
             _fail(f"the challenger of {spec.name!r} stays challenger ({verdict.outcome}): {verdict.reasons}")
         change = won
     _changed(spec.name, change, spec.serving.refresh_seconds)
+
+
+@main.group("ab")
+def ab_group() -> None:
+    """A/B experiments (serving.rollout: ab): start one between the champion and the challenger, or stop it.
+
+    Its decision is the `PIPELINE/ab_test` asset; `mlops promote PIPELINE --from-ab` acts on it.
+    """
+
+
+@ab_group.command("start")
+@click.argument("pipeline")
+@click.pass_context
+def ab_start(ctx: click.Context, pipeline: str) -> None:
+    """Start the A/B experiment of the champion against the challenger (refused while one runs).
+
+    Example: mlops ab start fraud
+    """
+    from mlops_assets.app import ab
+    from mlops_assets.app.champion import actor
+    from mlops_assets.core.monitoring.ab import design
+
+    workspace = _workspace(ctx)
+    spec = workspace.spec(pipeline)
+    experiment = ab.start(workspace, spec, actor("cli"))
+    test = spec.serving.ab_test
+    assert test is not None, "checked by ab.start"
+    plan = design(test.minimum_detectable_effect, test.alpha, test.power, test.looks)
+    click.echo(f"{spec.name}: started {experiment.describe()}")
+    click.echo(
+        f"{spec.name}: {test.metric_name}, a difference of {test.minimum_detectable_effect} at alpha {test.alpha} "
+        f"with power {test.power}, {test.looks} looks (boundaries |z| {', '.join(f'{b:.2f}' for b in plan.boundaries)})"
+    )
+
+
+@ab_group.command("stop")
+@click.argument("pipeline")
+@click.option("--reason", required=True, help="Why it stops without a decision: kept with its record.")
+@click.pass_context
+def ab_stop(ctx: click.Context, pipeline: str, reason: str) -> None:
+    """Stop the running A/B experiment without a decision.
+
+    Example: mlops ab stop fraud --reason "wrong challenger"
+    """
+    from mlops_assets.app import ab
+    from mlops_assets.app.champion import actor
+
+    workspace = _workspace(ctx)
+    ended = ab.stop(workspace, workspace.spec(pipeline), reason, actor("cli"))
+    click.echo(f"{pipeline}: {ended.describe()} stopped ({reason})")
 
 
 @main.command()

@@ -11,9 +11,11 @@ from typing import Any
 from mlops_assets.app.runs import RunSummary, build_bento
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.registry import ChampionEvent, RegistryError
+from mlops_assets.core.serving.experiments import running
 from mlops_assets.core.serving.shadow import ShadowOutcome
 from mlops_assets.defs import keys
 from mlops_assets.defs.models.assets import record_champion_change
+from mlops_assets.settings import experiments_folder
 from mlops_assets.spec import PipelineSpec
 
 
@@ -37,8 +39,20 @@ def _record(workspace: Workspace, spec: PipelineSpec, event: ChampionEvent) -> C
     return ChampionChange(event, RunSummary.of(build_bento(workspace, spec)))
 
 
+def refuse_during_experiment(workspace: Workspace, spec: PipelineSpec, change: str) -> None:
+    """A change of the live versions while an A/B experiment runs would change one of its variants mid-test."""
+    experiment = running(experiments_folder(workspace.root, spec.name))
+    if experiment is not None:
+        raise AppError(
+            f"{spec.name!r}: {experiment.describe()} is running, and {change} would change its variants mid-test. "
+            f"End it first: `mlops promote {spec.name} --from-ab` once it has decided, or `mlops ab stop "
+            f"{spec.name} --reason TEXT`"
+        )
+
+
 def promote(workspace: Workspace, spec: PipelineSpec, version: str, reason: str, by: str) -> ChampionChange:
-    """Make `version` the champion, for `reason` (recorded with who did it)."""
+    """Make `version` the champion, for `reason` (recorded with who did it); refused while an A/B experiment runs."""
+    refuse_during_experiment(workspace, spec, f"promoting version {version}")
     try:
         event = workspace.registry.promote(spec.name, version, reason, by)
     except RegistryError as exc:
@@ -47,7 +61,8 @@ def promote(workspace: Workspace, spec: PipelineSpec, version: str, reason: str,
 
 
 def rollback(workspace: Workspace, spec: PipelineSpec, by: str) -> ChampionChange:
-    """The champion back to the version it replaced."""
+    """The champion back to the version it replaced; refused while an A/B experiment runs."""
+    refuse_during_experiment(workspace, spec, "a rollback")
     try:
         event = workspace.registry.rollback(spec.name, by)
     except RegistryError as exc:

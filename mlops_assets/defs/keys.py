@@ -71,6 +71,10 @@ def shadow_evaluation_key(spec: PipelineSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "shadow_evaluation"])
 
 
+def ab_test_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "ab_test"])
+
+
 def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "drift_report"])
 
@@ -104,6 +108,10 @@ def bento_job(spec: PipelineSpec) -> str:
 
 def shadow_job(spec: PipelineSpec) -> str:
     return f"{spec.name}_shadow_evaluation"
+
+
+def ab_job(spec: PipelineSpec) -> str:
+    return f"{spec.name}_ab_test"
 
 
 def monitoring_job(spec: PipelineSpec) -> str:

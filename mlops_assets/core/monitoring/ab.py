@@ -18,13 +18,19 @@ here is numpy on arrays whose last axis is the rows, so a simulation runs many s
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from functools import lru_cache
 
 import numpy as np
+import polars as pl
 from scipy import optimize, stats
+
+from mlops_assets.core.models.modeling import ModelError, targets
+from mlops_assets.spec import PipelineSpec
 
 MIN_ENTITIES = 100  # per variant before any look: the normal approximation and the variance need a sample
 GRID_POINTS = 801  # per look, for the recursive integration of the boundaries (Jennison & Turnbull ch. 19)
@@ -67,7 +73,7 @@ def spending(t: np.ndarray | float, alpha: float) -> np.ndarray:
     """O'Brien-Fleming-type alpha spending, two-sided and symmetric: alpha/2 spent on each side by information
     fraction t as 2 - 2 Phi(z_{alpha/4} / sqrt(t)) (Lan & DeMets 1983; gsDesign's sfLDOF)."""
     t = np.clip(np.asarray(t, dtype=float), 1e-12, None)
-    return 4 * stats.norm.sf(stats.norm.isf(alpha / 4) / np.sqrt(t))
+    return np.asarray(4 * stats.norm.sf(stats.norm.isf(alpha / 4) / np.sqrt(t)), dtype=float)
 
 
 class _Recursion:
@@ -84,8 +90,9 @@ class _Recursion:
         dt = t - self.t
         mean = self.theta * dt
         if self.grid is None:
-            upper, lower = stats.norm.sf((bound - self.theta * t) / math.sqrt(t)), stats.norm.cdf(
-                (-bound - self.theta * t) / math.sqrt(t)
+            upper, lower = (
+                stats.norm.sf((bound - self.theta * t) / math.sqrt(t)),
+                stats.norm.cdf((-bound - self.theta * t) / math.sqrt(t)),
             )
             return float(upper), float(lower)
         assert self.density is not None
@@ -112,7 +119,7 @@ def _simpson(grid: np.ndarray) -> np.ndarray:
     """Simpson's weights on an evenly spaced grid of an odd number of points."""
     weights = np.ones(grid.size)
     weights[1:-1:2], weights[2:-1:2] = 4, 2
-    return weights * (grid[1] - grid[0]) / 3
+    return np.asarray(weights * (grid[1] - grid[0]) / 3, dtype=float)
 
 
 def _boundaries(alpha: float, looks: int) -> tuple[list[float], list[float]]:
@@ -171,7 +178,7 @@ class Prefixes:
 
     def difference(self, higher_is_better: bool = True) -> np.ndarray:
         """The challenger's improvement on the champion: its mean minus the champion's (reversed if lower is better)."""
-        diff = self.means[1] - self.means[0]
+        diff = np.asarray(self.means[1] - self.means[0], dtype=float)
         return diff if higher_is_better else -diff
 
     def information(self, min_entities: int = MIN_ENTITIES) -> np.ndarray:
@@ -217,9 +224,7 @@ def prefixes(
         entities.append(groups)
         means.append(mean)
         variances.append(variance)
-    return Prefixes(
-        (rows[0], rows[1]), (entities[0], entities[1]), (means[0], means[1]), (variances[0], variances[1])
-    )
+    return Prefixes((rows[0], rows[1]), (entities[0], entities[1]), (means[0], means[1]), (variances[0], variances[1]))
 
 
 def entity_priors(entities: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -317,3 +322,213 @@ def summary(prefix: Prefixes, side: int, alpha: float) -> VariantSummary:
     return VariantSummary(
         int(n), int(prefix.entities[side][-1]), float(mean), float(mean - half), float(mean + half), float(variance * n)
     )
+
+
+# --- An experiment's rows: logged answers joined to their labels or outcomes ---------------------------------------
+
+
+class ABError(ValueError):
+    """An A/B analysis that cannot be made (an unknown outcome column, labels of the wrong kind): located."""
+
+
+def outcomes_by_request(frame: pl.DataFrame, request_id: str, column: str, timestamp: str, where: str) -> pl.DataFrame:
+    """request_id -> outcome and when it arrived, from a source's rows (a request's latest row wins; a null is not
+    an outcome yet)."""
+    missing = [c for c in (request_id, column, timestamp) if c not in frame.columns]
+    if missing:
+        raise ABError(f"{where}: the table has no column {missing} (its columns: {sorted(frame.columns)})")
+    return (
+        frame.select(
+            pl.col(request_id).cast(pl.String).alias("request_id"),
+            pl.col(column).alias("outcome"),
+            pl.col(timestamp).alias("arrived_at"),
+        )
+        .filter(pl.col("outcome").is_not_null())
+        .sort("arrived_at", maintain_order=True)
+        .unique("request_id", keep="last", maintain_order=True)
+    )
+
+
+def answered_by(log: pl.DataFrame, champion: str, challenger: str, since: datetime) -> pl.DataFrame:
+    """The experiment's answers: logged since it started, by one of its two versions (fallbacks and other versions
+    left out), the first answer of a request id; `challenger` says which variant answered."""
+    return (
+        log.filter((pl.col("timestamp") >= since) & pl.col("model_version").is_in([champion, challenger]))
+        .unique("request_id", keep="first", maintain_order=True)
+        .with_columns((pl.col("model_version") == challenger).alias("challenger"))
+    )
+
+
+def per_request_values(joined: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
+    """The primary metric's value for each joined row (`value`); precision counts the rows flagged positive only,
+    recall the positive rows only."""
+    ab = spec.serving.ab_test
+    assert ab is not None and spec.model is not None
+    where = "serving.ab_test"
+    if ab.outcome is not None:
+        dtype = joined.schema["outcome"]
+        if not (dtype == pl.Boolean or dtype.is_numeric()):
+            raise ABError(f"{where}.outcome.column: {ab.outcome.column!r} holds {dtype} values; an outcome is a number")
+        return joined.with_columns(pl.col("outcome").cast(pl.Float64).alias("value"))
+    task, metric = spec.model.task, ab.metric
+    try:
+        y = targets(joined.get_column("outcome"), task, "label.column")
+    except ModelError as exc:
+        raise ABError(str(exc)) from None
+    if task == "regression":  # mae
+        values = np.abs(joined.get_column("score").cast(pl.Float64).to_numpy() - y)
+        return joined.with_columns(pl.Series("value", values))
+    if task == "multiclass":
+        answered = joined.get_column("label").cast(pl.String).to_numpy().astype(object)
+        if metric == "accuracy":
+            return joined.with_columns(pl.Series("value", (answered == y).astype(float)))
+        rows = [json.loads(text) if text else {} for text in joined.get_column("probabilities")]
+        chance = np.array([row.get(str(target), 0.0) for row, target in zip(rows, y, strict=True)], dtype=float)
+        return joined.with_columns(pl.Series("value", -np.log(np.clip(chance, 1e-15, 1.0))))
+    score = joined.get_column("score").cast(pl.Float64).to_numpy()
+    flagged = score >= spec.model.threshold
+    if metric == "precision":
+        return joined.with_columns(pl.Series("value", y.astype(float))).filter(pl.Series(flagged))
+    if metric == "recall":
+        return joined.with_columns(pl.Series("value", flagged.astype(float))).filter(pl.Series(y == 1))
+    p = np.clip(score, 1e-15, 1 - 1e-15)  # log_loss
+    return joined.with_columns(pl.Series("value", -(y * np.log(p) + (1 - y) * np.log(1 - p))))
+
+
+def experiment_rows(
+    log: pl.DataFrame, outcomes: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str, since: datetime
+) -> pl.DataFrame:
+    """One row per answered request of the experiment whose label (or outcome) arrived: request_id, entity,
+    challenger, arrived_at, value; in the order the labels arrived (then by request id), which fixes the looks."""
+    ab = spec.serving.ab_test
+    assert ab is not None
+    if ab.outcome is not None:
+        source = spec.sources[ab.outcome.source]
+        known = outcomes_by_request(
+            outcomes,
+            ab.outcome.request_id,
+            ab.outcome.column,
+            source.event_timestamp,
+            f"serving.ab_test.outcome (source {ab.outcome.source!r})",
+        )
+    else:
+        if spec.label.request_id is None:
+            raise ABError("label.request_id is not declared: logged predictions cannot be joined to their labels")
+        known = outcomes_by_request(
+            outcomes,
+            spec.label.request_id,
+            spec.label.column,
+            spec.label.timestamp,
+            f"label (source {spec.label.source!r})",
+        )
+    answers = answered_by(log, champion, challenger, since)
+    for column in ("label", "probabilities"):  # logs written before multiclass existed lack them
+        if column not in answers.columns:
+            answers = answers.with_columns(pl.lit(None, pl.String).alias(column))
+    joined = answers.select("request_id", "entity", "challenger", "score", "label", "probabilities").join(
+        known, on="request_id", how="inner"
+    )
+    valued = per_request_values(joined, spec)
+    return valued.sort(["arrived_at", "request_id"]).select("request_id", "entity", "challenger", "arrived_at", "value")
+
+
+@dataclass(frozen=True)
+class ABResult:
+    decision: ABDecision
+    reason: str  # one sentence a person acts on
+    champion: VariantSummary | None
+    challenger: VariantSummary | None
+    improvement: float | None  # the challenger's improvement on the champion (metric units, sign: better > 0)
+    improvement_ci: tuple[float, float] | None  # 1 - alpha, on all rows so far, as if this were the only look
+    nominal_p_value: float | None  # the same, fixed-sample: not a decision rule under repeated looks
+    p_value: float | None  # stage-wise sequential p-value, once the test has ended
+    repeated_ci: tuple[float, float] | None  # at the latest look: valid whatever the looks (Jennison & Turnbull ch. 9)
+    planned_rows: float | None  # labelled rows the last look needs, at the variances estimated so far
+    information_fraction: float  # progress: the information so far over what the last look needs
+    looks: list[dict[str, float | int | bool]]
+
+
+def analyse(rows: pl.DataFrame, plan: Design, share: float, higher_is_better: bool) -> ABResult:
+    """The sequential test on an experiment's rows (`experiment_rows`): per variant, the difference, progress and
+    the decision."""
+    counts = rows.group_by("challenger").agg(pl.col("entity").n_unique()) if rows.height else None
+    entities = dict(counts.iter_rows()) if counts is not None else {}
+    if min(entities.get(False, 0), entities.get(True, 0)) < 2:
+        reason = (
+            "no labelled predictions of the experiment's versions yet"
+            if not rows.height
+            else f"labelled predictions from {entities.get(False, 0)} entities answered by the champion and "
+            f"{entities.get(True, 0)} by the challenger: too few to estimate a variance"
+        )
+        return ABResult(ABDecision.KEEP_COLLECTING, reason, None, None, None, None, None, None, None, None, 0.0, [])
+    values = rows.get_column("value").to_numpy().astype(float)
+    challenger = rows.get_column("challenger").to_numpy().astype(bool)
+    _, codes = np.unique(rows.get_column("entity").to_numpy().astype(str), return_inverse=True)
+    prefix = prefixes(values, challenger, *entity_priors(codes, values))
+    looks = sequential_test(prefix, plan, higher_is_better)
+    information = prefix.information()
+    difference = prefix.difference(higher_is_better)
+    champion_summary, challenger_summary = summary(prefix, 0, plan.alpha), summary(prefix, 1, plan.alpha)
+    se = math.sqrt(prefix.variances[0][-1] + prefix.variances[1][-1])
+    improvement = float(difference[-1])
+    half = stats.norm.isf(plan.alpha / 2) * se
+    table: list[dict[str, float | int | bool]] = []
+    for k, row in enumerate(looks.rows):
+        if row < 0:
+            break
+        table.append(
+            {
+                "look": k + 1,
+                "rows": int(row) + 1,
+                "information_fraction": round(float(information[row] / plan.max_information), 4),
+                "z": round(float(looks.z[k]), 4),
+                "boundary": round(plan.boundaries[k], 4),
+                "crossed": bool(abs(looks.z[k]) >= plan.boundaries[k]),
+            }
+        )
+    decision = ABDecision(str(looks.decisions))
+    ended = int(looks.decided_at)
+    p_value = stagewise_p_value(plan, ended, float(looks.z[ended])) if ended >= 0 else None
+    repeated = None
+    if table:
+        last = table[-1]
+        at = int(last["rows"]) - 1
+        width = plan.boundaries[len(table) - 1] / math.sqrt(information[at])
+        repeated = (float(difference[at] - width), float(difference[at] + width))
+    planned = plan.rows_needed(champion_summary.variance_per_row, challenger_summary.variance_per_row, share)
+    progress = float(information[-1] / plan.max_information)
+    return ABResult(
+        decision,
+        _reason(decision, table, ended, progress, rows.height, planned),
+        champion_summary,
+        challenger_summary,
+        improvement,
+        (improvement - half, improvement + half),
+        float(2 * stats.norm.sf(abs(improvement) / se)) if se > 0 else None,
+        p_value,
+        repeated,
+        planned,
+        progress,
+        table,
+    )
+
+
+def _reason(
+    decision: ABDecision,
+    looks: list[dict[str, float | int | bool]],
+    ended: int,
+    progress: float,
+    rows: int,
+    planned: float,
+) -> str:
+    if decision is ABDecision.KEEP_COLLECTING:
+        return (
+            f"keep collecting: {rows} labelled predictions of about {planned:.0f} planned ({progress:.0%} of the "
+            f"information the last look needs); {len(looks)} look(s) done, no boundary crossed"
+        )
+    look = looks[ended]
+    where = f"look {look['look']} of {len(looks)} at {look['rows']} rows: z {look['z']}, boundary {look['boundary']}"
+    if decision is ABDecision.NO_DIFFERENCE:
+        return f"no difference at the planned power: every look done without a crossing ({where})"
+    who = "the challenger" if decision is ABDecision.CHALLENGER_WINS else "the champion"
+    return f"{who} is better ({where})"

@@ -285,8 +285,8 @@ class Scorer:
 
     With a challenger and rollout 'shadow', the champion answers and the challenger scores the same vectors later,
     in a background thread that takes the answered calls waiting (up to SHADOW_BATCH_CALLS) and scores them in one
-    batch; with 'canary', the challenger answers for a sticky share of entities and the champion shadows. Either
-    way both scores are logged with the request id, and the shadow never changes or delays the answer. When
+    batch; with 'canary' (or 'ab'), the challenger answers for a sticky share of entities and the champion shadows.
+    Either way both scores are logged with the request id, and the shadow never changes or delays the answer. When
     features cannot be had and the spec declares a fallback, the fallback answers.
     """
 
@@ -311,10 +311,14 @@ class Scorer:
 
     def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
         serving = self.spec.serving
-        if serving.rollout != "canary":
+        if serving.rollout == "canary":
+            share = serving.canary_share
+        elif serving.rollout == "ab" and serving.ab_test is not None:
+            share = serving.ab_test.challenger_share
+        else:
             return False
         entity = [str(request[k]) for k in self.spec.entity.keys]
-        return canary_bucket(self.spec.name, entity) < serving.canary_share
+        return canary_bucket(self.spec.name, entity) < share
 
     def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Answer]:
         """The answers to validated requests. Their log records (and the shadow's scores) follow once the answers
