@@ -55,12 +55,13 @@ def running(folder: Path) -> Experiment | None:
     return Experiment(**json.loads(path.read_text()))
 
 
-def start(folder: Path, pipeline: str, champion: str, challenger: str, settings: str, by: str) -> Experiment:
-    """Start an experiment; refused while another runs on the pipeline (overlapping experiments would share and
-    confound the traffic)."""
-    experiment = Experiment(
-        uuid.uuid4().hex[:12], pipeline, champion, challenger, datetime.now(UTC).isoformat(), by, settings
-    )
+def start(
+    folder: Path, pipeline: str, champion: str, challenger: str, settings: str, by: str, at: datetime | None = None
+) -> Experiment:
+    """Start an experiment (now, or `at`: a replayed past); refused while another runs on the pipeline (overlapping
+    experiments would share and confound the traffic)."""
+    moment = (at or datetime.now(UTC)).astimezone(UTC) if (at is None or at.tzinfo) else at.replace(tzinfo=UTC)
+    experiment = Experiment(uuid.uuid4().hex[:12], pipeline, champion, challenger, moment.isoformat(), by, settings)
     folder.mkdir(parents=True, exist_ok=True)
     temporary = _write_temporary(folder, experiment)
     try:
