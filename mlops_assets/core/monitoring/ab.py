@@ -495,7 +495,7 @@ def analyse(rows: pl.DataFrame, plan: Design, share: float, higher_is_better: bo
         at = int(last["rows"]) - 1
         width = plan.boundaries[len(table) - 1] / math.sqrt(information[at])
         repeated = (float(difference[at] - width), float(difference[at] + width))
-    planned = plan.rows_needed(champion_summary.variance_per_row, challenger_summary.variance_per_row, share)
+    planned = float(plan.rows_needed(champion_summary.variance_per_row, challenger_summary.variance_per_row, share))
     progress = float(information[-1] / plan.max_information)
     return ABResult(
         decision,

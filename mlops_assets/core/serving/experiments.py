@@ -93,9 +93,9 @@ def end(folder: Path, experiment: Experiment, outcome: str, by: str) -> Experime
 
 
 def history(folder: Path) -> list[Experiment]:
-    """The ended experiments, oldest first."""
+    """The ended experiments, in the order they ended."""
     ended = [Experiment(**json.loads(p.read_text())) for p in folder.glob("*.json") if p.name != RUNNING]
-    return sorted(ended, key=lambda e: e.started_at)
+    return sorted(ended, key=lambda e: e.ended_at or "")
 
 
 def _write_temporary(folder: Path, experiment: Experiment) -> Path:

@@ -135,7 +135,7 @@ def _no_rows(spec: PipelineSpec) -> pl.DataFrame:
 
 def _metadata(result: ABResult, metric: str, inflation: float) -> dict[str, dg.RawMetadataValue]:
     def rounded(value: float | None) -> float:
-        return round(value, 6) if value is not None else float("nan")
+        return round(float(value), 6) if value is not None else float("nan")
 
     variants: list[tuple[str, VariantSummary | None]] = [
         ("champion", result.champion),
@@ -163,8 +163,8 @@ def _metadata(result: ABResult, metric: str, inflation: float) -> dict[str, dg.R
         "nominal_p_value": rounded(result.nominal_p_value),
         "sequential_p_value": rounded(result.p_value),
         "repeated_ci": f"[{repeated[0]:.4f}, {repeated[1]:.4f}]" if repeated else "no look yet",
-        "planned_rows": round(result.planned_rows) if result.planned_rows is not None else -1,
-        "progress": round(result.information_fraction, 4),
-        "sequential_inflation": round(inflation, 4),
+        "planned_rows": round(float(result.planned_rows)) if result.planned_rows is not None else -1,
+        "progress": round(float(result.information_fraction), 4),
+        "sequential_inflation": round(float(inflation), 4),
         "looks": dg.MetadataValue.md(markdown_table(result.looks) if result.looks else "no look yet"),
     }
