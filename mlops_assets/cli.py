@@ -323,6 +323,7 @@ def promote(
     experiment's sequential test decides (a decided experiment ends; one still collecting goes on).
 
     Examples: mlops promote fraud 3 --reason "reviewed"      mlops promote fraud --from-shadow
+    mlops promote fraud --from-ab
     """
     from mlops_assets.app import champion
 
@@ -356,6 +357,8 @@ def ab_group() -> None:
     """A/B experiments (serving.rollout: ab): start one between the champion and the challenger, or stop it.
 
     Its decision is the `PIPELINE/ab_test` asset; `mlops promote PIPELINE --from-ab` acts on it.
+
+    Example: mlops ab start fraud
     """
 
 

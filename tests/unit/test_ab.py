@@ -325,3 +325,17 @@ def test_experiments_start_when_asked(tmp_path: Path) -> None:
     at = datetime(2018, 1, 1, tzinfo=UTC)
     started = experiments.start(tmp_path, "fraud", "1", "2", "abc", "tester", at=at)
     assert started.since == datetime(2018, 1, 1)
+
+
+def test_the_cli_refuses_an_ab_experiment_the_spec_does_not_declare(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from mlops_assets.cli import main
+
+    data = ["--data-dir", str(tmp_path)]
+    both = CliRunner().invoke(main, [*data, "promote", "fraud", "--from-ab", "--from-shadow"])
+    assert both.exit_code == 2 and "give one of VERSION (with --reason), --from-shadow or --from-ab" in both.output
+    shadow = CliRunner().invoke(main, [*data, "ab", "start", "fraud"])  # the built-in fraud spec: rollout shadow
+    assert shadow.exit_code == 1
+    assert "'fraud' serves with rollout 'shadow': an A/B experiment needs serving.rollout: ab" in shadow.output
+    assert CliRunner().invoke(main, [*data, "ab", "stop", "fraud", "--reason", "x"]).exit_code == 1
