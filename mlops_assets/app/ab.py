@@ -4,10 +4,9 @@ promote the challenger only when it won, or stop it. Decisions come back as valu
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from mlops_assets.app.champion import ChampionChange, promote
-from mlops_assets.app.runs import RunSummary
+from mlops_assets.app.runs import check_verdict
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
 from mlops_assets.core.monitoring.ab import ABDecision
@@ -70,18 +69,13 @@ def verdict(workspace: Workspace, spec: PipelineSpec) -> ABVerdict:
     _ab_settings(spec)
     if experiments.running(experiments_folder(workspace.root, spec.name)) is None:
         raise AppError(f"no A/B experiment is running for {spec.name!r}: start one with `mlops ab start {spec.name}`")
-    result = workspace.run(keys.ab_job(spec))
-    checks = result.get_asset_check_evaluations()
-    if not checks:  # the step failed before its check: the run says why
-        failures = "; ".join(RunSummary.of(result).failures)
-        raise AppError(f"the A/B test of {spec.name!r} failed: {failures}")
-    meta: dict[str, Any] = {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}
+    meta, description = check_verdict(workspace, keys.ab_job(spec), f"the A/B test of {spec.name!r}")
     return ABVerdict(
         ABDecision(meta["decision"]),
         str(meta["experiment"]),
         str(meta["champion_version"]),
         str(meta["challenger_version"]),
-        checks[0].description or "",
+        description,
         int(meta["labelled_rows"]),
     )
 

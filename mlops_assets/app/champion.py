@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
 
-from mlops_assets.app.runs import RunSummary, build_bento
+from mlops_assets.app.runs import RunSummary, build_bento, check_verdict
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.registry import ChampionEvent, RegistryError
 from mlops_assets.core.serving.experiments import running
@@ -82,17 +81,9 @@ def shadow_verdict(workspace: Workspace, spec: PipelineSpec) -> ShadowVerdict:
     """Compare the challenger with the champion on labelled live traffic (the shadow evaluation asset and its gate)."""
     if "challenger" not in workspace.registry.aliases(spec.name):
         raise AppError(f"{spec.name!r} has no challenger to compare with its champion")
-    result = workspace.run(keys.shadow_job(spec))
-    checks = result.get_asset_check_evaluations()
-    if not checks:  # the step failed before its check: the run says why
-        failures = "; ".join(RunSummary.of(result).failures)
-        raise AppError(f"the shadow evaluation of {spec.name!r} failed: {failures}")
-    meta: dict[str, Any] = {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}
+    meta, description = check_verdict(workspace, keys.shadow_job(spec), f"the shadow evaluation of {spec.name!r}")
     return ShadowVerdict(
-        ShadowOutcome(meta["outcome"]),
-        str(meta["challenger_version"]),
-        checks[0].description or "",
-        int(meta["labelled_rows"]),
+        ShadowOutcome(meta["outcome"]), str(meta["challenger_version"]), description, int(meta["labelled_rows"])
     )
 
 

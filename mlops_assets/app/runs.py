@@ -173,6 +173,16 @@ def materialize(
     return summary
 
 
+def check_verdict(workspace: Workspace, job: str, what: str) -> tuple[dict[str, Any], str]:
+    """Run a job whose asset carries one check: that check's metadata (as values) and description. A step that
+    failed before its check is an AppError saying why (`what` failed: ...)."""
+    result = workspace.run(job)
+    checks = result.get_asset_check_evaluations()
+    if not checks:  # the step failed before its check: the run says why
+        raise AppError(f"{what} failed: {'; '.join(RunSummary.of(result).failures)}")
+    return {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}, checks[0].description or ""
+
+
 def build_bento(workspace: Workspace, spec: PipelineSpec) -> Any:
     """Run the pipeline's bento job (a no-op when the live models, specs and code have not changed)."""
     return workspace.run(keys.bento_job(spec))
