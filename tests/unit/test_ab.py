@@ -57,6 +57,9 @@ def test_the_boundaries_are_lan_demets_obrien_fleming_type_and_one_look_is_the_f
     assert 1.0 < plan.inflation < 1.05  # a few percent more information than one test at the end
     single = design(0.1, alpha=0.05, power=0.8, looks=1)
     assert single.boundaries[0] == pytest.approx(1.95996, abs=1e-4) and single.inflation == pytest.approx(1.0)
+    many = design(0.1, looks=50)  # a first look at 2% of the information spends almost nothing: a boundary of 15.8
+    assert many.spent[-1] == pytest.approx(0.05) and list(many.boundaries) == sorted(many.boundaries, reverse=True)
+    assert many.boundaries[0] > 15 and 1.0 < many.inflation < 1.06
     # n per variant of a fixed two-proportion test: (1.96 + 0.8416)^2 * (p0 q0 + p1 q1) / effect^2
     assert single.rows_needed(0.25, 0.24, 0.5) / 2 == pytest.approx(7.849 * 0.49 / 0.01, rel=1e-3)
 

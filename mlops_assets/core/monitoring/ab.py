@@ -432,7 +432,7 @@ def experiment_rows(
     joined = answers.select("request_id", "entity", "challenger", "score", "label", "probabilities").join(
         known, on="request_id", how="inner"
     )
-    valued = per_request_values(joined, spec)
+    valued = per_request_values(joined, spec).filter(pl.col("value").is_finite())  # a NaN outcome is no outcome
     return valued.sort(["arrived_at", "request_id"]).select("request_id", "entity", "challenger", "arrived_at", "value")
 
 
