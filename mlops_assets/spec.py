@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -630,6 +631,17 @@ class MonitoringSpec(SpecSection):
         return parse_duration(self.window) // timedelta(days=1)
 
 
+class SharedSpec(SpecSection):
+    """What a pipeline takes from included files that declare a `namespace`: those sources and feature views are
+    materialized once, as the namespace's assets, tables and online key space, for every pipeline including the file.
+    Set by `include`; a pipeline's own file never writes it."""
+
+    sources: dict[str, str] = Field(default_factory=dict, description="source -> the namespace owning its raw table")
+    feature_views: dict[str, str] = Field(
+        default_factory=dict, description="feature view -> the namespace owning its table and online key space"
+    )
+
+
 class PipelineSpec(SpecSection):
     """One model pipeline, declared once: its data, features, label, model, gate, serving and monitoring."""
 
@@ -666,6 +678,11 @@ class PipelineSpec(SpecSection):
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="drift, data quality and performance grading, and retraining"
     )
+    shared: SharedSpec = Field(
+        default_factory=SharedSpec,
+        description="set by `include` from files with a `namespace` (never written by hand): the sources and feature "
+        "views this pipeline shares with the other pipelines including the same file",
+    )
     code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
         default_factory=list,
         description="top-level packages whose code the spec may name (feature_views.*.function, model.estimator); "
@@ -682,6 +699,61 @@ class PipelineSpec(SpecSection):
                     raise ValueError(f"feature {feature!r} is produced by both {seen[feature]!r} and {view_name!r}")
                 seen[feature] = view_name
         return views
+
+    def source_namespace(self, source: str) -> str:
+        """Whose raw table a source is: its shared namespace, or this pipeline's."""
+        return self.shared.sources.get(source, self.name)
+
+    def view_namespace(self, view: str) -> str:
+        """Whose table and online key space a feature view is: its shared namespace, or this pipeline's."""
+        return self.shared.feature_views.get(view, self.name)
+
+    def sources_of(self, namespace: str) -> list[str]:
+        """The sources whose raw tables `namespace` (this pipeline's name, or a shared namespace) materializes."""
+        return [name for name in self.sources if self.source_namespace(name) == namespace]
+
+    def views_of(self, namespace: str) -> list[str]:
+        return [name for name in self.feature_views if self.view_namespace(name) == namespace]
+
+    def namespaces(self) -> list[str]:
+        """The shared namespaces this pipeline reads from."""
+        return sorted({*self.shared.sources.values(), *self.shared.feature_views.values()})
+
+    def in_namespace(self, namespace: str) -> PipelineSpec:
+        """This spec as the shared `namespace` sees it: named after it, no model; its builders then make only the
+        namespace's assets (`sources_of`, `views_of`). Every pipeline sharing it gives the same (`shared_problems`)."""
+        return self.model_copy(update={"name": namespace, "owner": None, "model": None, "promotion": None})
+
+    def code_version(self, kind: str, name: str) -> str:
+        """The code version of a source's raw asset (`kind` "sources") or a view's assets ("feature_views"): its own
+        declaration's fingerprint, or, shared, the hash of all it follows (`definition_hash`)."""
+        if name in getattr(self.shared, kind):
+            return self.definition_hash(kind, name)
+        declared: SpecSection = self.sources[name] if kind == "sources" else self.feature_views[name]
+        return declared.fingerprint()
+
+    def definition_hash(self, kind: str, name: str) -> str:
+        """The code version of a shared source or view: a change of anything it follows shows, one hash for all."""
+        text = json.dumps(self.shared_definition(kind, name), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def shared_definition(self, kind: str, name: str) -> dict[str, Any]:
+        """What must be equal in every pipeline sharing a source (`kind` "sources") or feature view ("feature_views"):
+        its declaration, its source's and generator's, and the entity keys and start date its partitions and rows
+        follow. Two pipelines that include one file differ here only by their own entity or start date."""
+        source_name = name if kind == "sources" else self.feature_views[name].source
+        source = self.sources[source_name]
+        generator = source.generator.partition(".")[0] if source.generator else None
+        definition: dict[str, Any] = {
+            "start_date": self.start_date.isoformat(),
+            f"sources.{source_name}": source.model_dump(mode="json"),
+        }
+        if generator in self.generators:
+            definition[f"generators.{generator}"] = self.generators[generator].model_dump(mode="json")
+        if kind == "feature_views":
+            definition["entity.keys"] = list(self.entity.keys)
+            definition[f"feature_views.{name}"] = self.feature_views[name].model_dump(mode="json")
+        return definition
 
     def label_time_columns(self) -> dict[str, str]:
         """Columns of the label source known only when the label is, with what each is."""
@@ -825,6 +897,13 @@ class PipelineSpec(SpecSection):
                     for c in view.constraints
                     if c not in names
                 ]
+        for name, namespace in self.shared.feature_views.items():
+            source_name = self.feature_views[name].source if name in self.feature_views else None
+            if source_name is not None and self.shared.sources.get(source_name) != namespace:
+                problems.append(
+                    f"feature_views.{name}: shared in namespace {namespace!r}, so its source {source_name!r} must be "
+                    "declared in the same included file (a shared view cannot read one pipeline's own source)"
+                )
         if (self.model is None) != (self.promotion is None):
             problems.append("promotion: 'model' and 'promotion' are declared together (a model needs a gate)")
         if self.model is not None and self.promotion is not None and self.promotion.metric is None:
@@ -937,21 +1016,35 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 _SHARED_SECTIONS = ("generators", "sources", "feature_views")
+NAMESPACE = "namespace"  # an included file's key: its sources and views are that namespace's, shared
 
 
 def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec."""
+    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec; those of a
+    file with a `namespace` are recorded in `shared`, materialized once for every pipeline that includes it."""
+    if "shared" in data:
+        raise SpecError(path, ["shared: set by `include` (from files with a `namespace`), never written by hand"])
     includes = data.pop("include", []) or []
     if not isinstance(includes, list):
         raise SpecError(path, ["include: expected a list of file paths relative to the spec"])
+    shared: dict[str, dict[str, str]] = {"sources": {}, "feature_views": {}}
     for entry in includes:
         included_path = (path.parent / str(entry)).resolve()
         included = _read_yaml(included_path)
-        unknown = set(included) - set(_SHARED_SECTIONS)
+        unknown = set(included) - {*_SHARED_SECTIONS, NAMESPACE}
         if unknown:
             raise SpecError(
-                included_path, [f"{k}: an included file may only declare {_SHARED_SECTIONS}" for k in unknown]
+                included_path,
+                [f"{k}: an included file may only declare {(*_SHARED_SECTIONS, NAMESPACE)}" for k in sorted(unknown)],
             )
+        namespace = included.get(NAMESPACE)
+        if namespace is not None:
+            if not isinstance(namespace, str) or not re.fullmatch(_NAME, namespace):
+                raise SpecError(included_path, [f"namespace: {namespace!r} must match {_NAME}"])
+            if namespace == data.get("name"):
+                raise SpecError(path, [f"name: {namespace!r} is also the namespace of {included_path}; rename one"])
+            for section in shared:
+                shared[section] |= dict.fromkeys(included.get(section) or {}, namespace)
         for section in _SHARED_SECTIONS:
             merged = dict(included.get(section) or {})
             clashes = set(merged) & set(data.get(section) or {})
@@ -960,6 +1053,8 @@ def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             merged.update(data.get(section) or {})
             if merged:
                 data[section] = merged
+    if any(shared.values()):
+        data["shared"] = shared
     return data
 
 
@@ -1001,4 +1096,33 @@ def load_specs(folder: Path | str | None = None) -> list[PipelineSpec]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError(folder, [f"name: pipeline {n!r} is declared by more than one file" for n in duplicates])
+    problems = shared_problems(dict(zip(files, specs, strict=True)))
+    if problems:
+        raise SpecError(folder, problems)
     return specs
+
+
+def shared_problems(specs: Mapping[Path, PipelineSpec]) -> list[str]:
+    """Shared sources and views declared differently by the pipelines that share them (one table cannot follow two
+    definitions), and namespaces named like a pipeline; each problem names the files and what differs."""
+    pipelines = {spec.name: path for path, spec in specs.items()}
+    problems: list[str] = []
+    seen: dict[tuple[str, str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, spec in specs.items():
+        for kind in ("sources", "feature_views"):
+            for name, namespace in getattr(spec.shared, kind).items():
+                if namespace in pipelines:
+                    problems.append(
+                        f"{path.name}: namespace {namespace!r} is also the pipeline of {pipelines[namespace].name}"
+                    )
+                definition = spec.shared_definition(kind, name)
+                first = seen.setdefault((namespace, kind, name), (path, definition))
+                if first[1] != definition:
+                    differs = sorted(
+                        k for k in definition.keys() | first[1].keys() if definition.get(k) != first[1].get(k)
+                    )
+                    problems.append(
+                        f"{namespace}/{kind}.{name}: {first[0].name} and {path.name} declare it differently "
+                        f"({', '.join(differs)}); a shared table follows one definition"
+                    )
+    return sorted(set(problems))
