@@ -436,6 +436,12 @@ class LatencyBudget(SpecSection):
         default=None, gt=0, description="99th percentile time to score 100 rows at once"
     )
 
+    @model_validator(mode="after")
+    def _some_budget(self) -> LatencyBudget:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("declare at least one of single_p50, single_p99, batch_100_p50, batch_100_p99")
+        return self
+
 
 class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""

@@ -128,6 +128,7 @@ def test_a_budget_is_positive_milliseconds_of_the_four_figures(tmp_path: Path) -
     for budget, message in [
         ({"single_p99": 0}, "promotion.latency_budget_ms.single_p99: Input should be greater than 0"),
         ({"single_p95": 10}, "promotion.latency_budget_ms.single_p95: unknown key"),
+        ({}, "promotion.latency_budget_ms: Value error, declare at least one of single_p50, single_p99"),
     ]:
         with pytest.raises(SpecError, match=message.replace(".", r"\.")):
             _load(tmp_path, _spec({"latency_budget_ms": budget}))
