@@ -383,6 +383,67 @@ class ModelSpec(SpecSection):
         return self
 
 
+# The metrics a fairness guard may compare between groups, per task: the task's own and, for binary models, the
+# rates at the decision threshold (false-positive rate; positive rate, the share of positive decisions).
+FAIRNESS_METRICS: dict[str, list[str]] = {
+    "binary": [*TASK_METRICS["binary"], "false_positive_rate", "positive_rate", "accuracy"],
+    "multiclass": TASK_METRICS["multiclass"],
+    "regression": TASK_METRICS["regression"],
+}
+FairnessMetric = Literal[
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "precision",
+    "recall",
+    "false_positive_rate",
+    "positive_rate",
+    "accuracy",
+    "macro_f1",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+]
+
+
+class FairnessGuard(SpecSection):
+    """The largest gap of a metric allowed between the groups of a protected attribute, on the holdout."""
+
+    attribute: str = Field(
+        description="a column of the training set (a request feature, a view's feature, an entity key, or a column "
+        "of the label source, carried into the training set for evaluation only and never a model input): each "
+        "value is a group"
+    )
+    metric: FairnessMetric = Field(
+        description="the metric compared between groups: "
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in FAIRNESS_METRICS.items())
+    )
+    max_gap: float = Field(ge=0, description="the largest allowed difference between the best and worst group")
+    min_group_rows: int = Field(
+        default=50,
+        ge=1,
+        description="a group with fewer holdout rows (or where the metric is undefined) is reported, not gated",
+    )
+
+
+class LatencyBudget(SpecSection):
+    """The slowest in-process scoring a candidate may have, in milliseconds (each field optional)."""
+
+    single_p50: float | None = Field(default=None, gt=0, description="median time to score one row")
+    single_p99: float | None = Field(default=None, gt=0, description="99th percentile time to score one row")
+    batch_100_p50: float | None = Field(default=None, gt=0, description="median time to score 100 rows at once")
+    batch_100_p99: float | None = Field(
+        default=None, gt=0, description="99th percentile time to score 100 rows at once"
+    )
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> LatencyBudget:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("declare at least one of single_p50, single_p99, batch_100_p50, batch_100_p99")
+        return self
+
+
 class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""
 
@@ -404,6 +465,19 @@ class PromotionSpec(SpecSection):
     retention: Duration = Field(default="30d", description="archive never-promoted versions older than this")
     min_shadow_rows: int = Field(
         default=200, ge=1, description="labelled live predictions needed before a shadow comparison can promote"
+    )
+    fairness: list[FairnessGuard] = Field(
+        default_factory=list,
+        description="guards on protected attributes: a metric's gap between groups over `max_gap` on the holdout "
+        "fails the gate",
+    )
+    latency_budget_ms: LatencyBudget | None = Field(
+        default=None,
+        description="the candidate's in-process scoring latency (one row, 100 rows) must be within these; measured "
+        "and recorded on every version whether declared or not",
+    )
+    latency_calls: int = Field(
+        default=200, ge=10, description="timed scoring calls per measurement (after 10% as many untimed warm-up calls)"
     )
 
 
@@ -774,7 +848,72 @@ class PipelineSpec(SpecSection):
         if label.request_id:
             reserved[label.request_id] = "the request id (label.request_id)"
         reserved |= {name: "a request feature" for name in self.request_features}
+        reserved |= {name: "a protected attribute (promotion.fairness)" for name in self.evaluation_columns()}
         return reserved | self.label_time_columns()
+
+    def evaluation_columns(self) -> list[str]:
+        """Columns of the label source carried into the training set for evaluation only, never a model input: the
+        protected attributes of `promotion.fairness` that are not already a column of it (a key, a request feature,
+        an aggregation view's feature)."""
+        if self.promotion is None:
+            return []
+        source = self.sources.get(self.label.source)
+        label = self.label
+        features = {f for view in self.feature_views.values() for f in view.feature_names() or []}
+        present = {*self.entity.keys, *self.request_features, *features, label.prediction_timestamp}
+        present |= {label.column, label.timestamp}
+        return list(
+            dict.fromkeys(
+                guard.attribute
+                for guard in self.promotion.fairness
+                if source is not None and guard.attribute in source.columns and guard.attribute not in present
+            )
+        )
+
+    def fairness_problems(self) -> list[str]:
+        """Protected attributes that are not columns of the training set, metrics that do not fit the task, and a
+        protected attribute carried for evaluation only that `model.features` would make an input."""
+        if self.model is None or self.promotion is None:
+            return []
+        label, task = self.label, self.model.task
+        source = self.sources.get(label.source)
+        not_groups = {
+            label.column: "the label (label.column)",
+            label.timestamp: "when the label became known (label.timestamp)",
+            label.prediction_timestamp: "the prediction time (label.prediction_timestamp)",
+        }
+        views = self.feature_views.values()
+        features = [f for view in views for f in view.feature_names() or []]
+        known = [*self.entity.keys, *self.request_features, *features]
+        known += [c for c in (source.columns if source else {}) if c not in known and c not in not_groups]
+        custom = [name for name, view in self.feature_views.items() if view.feature_names() is None]
+        carried = self.evaluation_columns()
+        problems = []
+        for i, guard in enumerate(self.promotion.fairness):
+            where = f"promotion.fairness[{i}]"
+            if guard.metric not in FAIRNESS_METRICS[task]:
+                problems.append(
+                    f"{where}.metric: {guard.metric!r} does not apply to task {task!r} "
+                    f"(its fairness metrics: {', '.join(FAIRNESS_METRICS[task])})"
+                )
+            if guard.attribute in not_groups:
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is {not_groups[guard.attribute]}, not an attribute "
+                    "whose values are groups"
+                )
+            elif guard.attribute not in known and not custom:  # a custom view's features are known from its output
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is not a column of the training set (its columns: "
+                    f"{', '.join(known)}); a protected attribute is an entity key, a request feature, a feature or "
+                    f"a column of the label source {label.source!r}"
+                )
+        problems += [
+            f"model.features: {name!r} is a protected attribute carried for evaluation only (promotion.fairness), "
+            "not a request feature or a feature: it is never a model input"
+            for name in self.model.features or []
+            if name in carried
+        ]
+        return problems
 
     def feature_clash_problems(self, view_name: str, names: Iterable[str]) -> list[str]:
         """Features of `view_name` named like another column of the training set or another view's feature.
@@ -922,6 +1061,7 @@ class PipelineSpec(SpecSection):
         if self.serving.rollout == "canary" and self.serving.canary_share == 0:
             problems.append("serving.canary_share: a canary rollout needs a share above 0")
         problems += self._leakage_problems()
+        problems += self.fairness_problems()
         label = self.label
         source = self.sources.get(label.source)
         if source is None:
