@@ -51,7 +51,7 @@ def print_summary(summary: RunSummary) -> None:
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
     "Run the pipeline": ("materialize", "replay", "monitor"),
-    "Models": ("status", "promote", "rollback", "ab", "report"),
+    "Models": ("status", "features", "promote", "rollback", "ab", "report", "reproduce"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
 
@@ -235,8 +235,16 @@ def check(ctx: click.Context) -> None:
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First day (default: the spec's start_date).")
 @click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="Number of daily partitions.")
 @click.option("--no-training", is_flag=True, help="Only ingest and compute features.")
+@click.option(
+    "--accept-definition-change",
+    is_flag=True,
+    help="Rebuild the days of the shared sources and views it reads under their changed definition (for every "
+    "pipeline that reads them).",
+)
 @click.pass_context
-def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool) -> None:
+def materialize(
+    ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool, accept_definition_change: bool
+) -> None:
     """Materialize a pipeline's daily partitions, then its training set.
 
     Example: mlops materialize fraud --start 2026-01-01 --days 14
@@ -251,7 +259,16 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
             yield from progress
 
     first = start.date() if start else None
-    summary = run(_workspace(ctx), pipeline, first, days, not no_training, click.echo, each_chunk)
+    summary = run(
+        _workspace(ctx),
+        pipeline,
+        first,
+        days,
+        not no_training,
+        click.echo,
+        each_chunk,
+        accept_definition_change=accept_definition_change,
+    )
     print_summary(summary)
     if not summary.ok:
         sys.exit(1)
@@ -445,6 +462,33 @@ def status(ctx: click.Context, as_json: bool) -> None:
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def features(ctx: click.Context, as_json: bool) -> None:
+    """Every feature view once per table: the pipelines that read it (a shared view: all of them), rows, days
+    written and the last day.
+
+    Example: mlops features --json
+    """
+    import json
+    from dataclasses import asdict
+
+    from mlops_assets.app.reports import feature_views
+
+    facts = feature_views(_workspace(ctx))
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in facts], indent=2))
+        return
+    width = max((len(f.key) for f in facts), default=10) + 2
+    for f in facts:
+        through = f"through {f.fresh_through}" if f.fresh_through else "not materialized yet"
+        click.echo(
+            f"{f.key:<{width}}per {f.entity}  {f.rows:>10,} rows  {f.days:>4} days  {through}  "
+            f"read by {', '.join(f.users)}"
+        )
+
+
+@main.command()
 @click.argument("pipeline")
 @click.option("--day", type=click.DateTime(["%Y-%m-%d"]), required=True, help="The day of events to send.")
 @click.option("--sample", type=click.IntRange(min=1), help="Send a seeded sample of this many (default: all).")
@@ -522,6 +566,35 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
         if open_them and path is not None:
             click.launch(str(path))
     if found.drift_report is None and found.model_card is None:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.argument("version")
+@click.pass_context
+def reproduce(ctx: click.Context, pipeline: str, version: str) -> None:
+    """Rebuild VERSION's training set from the Delta versions it recorded, retrain it with its recorded spec and seed
+    in a scratch registry, and compare the two models on its frozen holdout: identical, or the largest difference and
+    what changed since (packages, code, spec). Writes nothing to the project. Exit code 1 when not identical.
+
+    Example: mlops reproduce fraud 3
+    """
+    from mlops_assets.app.reproduce import reproduce as run
+
+    found = run(_workspace(ctx), pipeline, version)
+    training = "identical" if found.training_set_equal else "DIFFERENT from the recorded one"
+    click.echo(f"{pipeline} version {version}: training set rebuilt, {found.training_rows:,} rows, {training}")
+    if found.identical:
+        click.echo(f"retrained model: identical outputs on the {found.holdout_rows:,} holdout rows")
+    else:
+        click.echo(
+            f"retrained model: outputs differ on the {found.holdout_rows:,} holdout rows, largest difference "
+            f"{found.largest_difference:g}"
+        )
+    for what, (then, now) in found.changed.items():
+        click.echo(f"  changed since: {what}: {then} -> {now}")
+    if not found.identical:
         sys.exit(1)
 
 
