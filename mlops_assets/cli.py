@@ -389,7 +389,7 @@ def ab_start(ctx: click.Context, pipeline: str) -> None:
     """
     from mlops_assets.app import ab
     from mlops_assets.app.champion import actor
-    from mlops_assets.core.monitoring.ab import design
+    from mlops_assets.core.monitoring.ab import design, rows_at_most
 
     workspace = _workspace(ctx)
     spec = workspace.spec(pipeline)
@@ -401,6 +401,14 @@ def ab_start(ctx: click.Context, pipeline: str) -> None:
     click.echo(
         f"{spec.name}: {test.metric_name}, a difference of {test.minimum_detectable_effect} at alpha {test.alpha} "
         f"with power {test.power}, {test.looks} looks (boundaries |z| {', '.join(f'{b:.2f}' for b in plan.boundaries)})"
+    )
+    most = rows_at_most(spec, plan)
+    click.echo(
+        f"{spec.name}: at most {most:,.0f} labelled rows (a rate's variance is at most 1/4); `mlops promote "
+        f"{spec.name} --from-ab` reports the progress"
+        if most is not None
+        else f"{spec.name}: the planned rows follow from the variance of the first labelled rows; `mlops promote "
+        f"{spec.name} --from-ab` reports them and the progress"
     )
 
 

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions
+from mlops_assets.core.monitoring.ab import design
 from mlops_assets.core.serving import experiments
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
 from mlops_assets.core.serving.scorer import canary_bucket
@@ -188,3 +189,30 @@ def test_promote_from_ab_promotes_only_a_winner_and_a_decision_ends_the_experime
     assert promoted == [("2", f"won A/B experiment {replayed.id}: {won.reason}")]
     assert experiments.running(folder) is None
     assert [e.outcome for e in experiments.history(folder)][-1] == "challenger_wins"
+
+
+def test_mlops_ab_start_prints_the_plan_and_refuses_a_second_experiment(
+    served: tuple[PipelineSpec, Path, pl.DataFrame], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from mlops_assets.app.workspace import Workspace
+    from mlops_assets.cli import main
+
+    spec, _, _ = served
+    root = tmp_path / "data"
+    monkeypatch.setattr(Workspace, "registry", property(lambda self: Aliases({"champion": "1", "challenger": "2"})))
+    args = ["--specs", str(served[1] / "specs"), "--data-dir", str(root), "ab"]
+    started = CliRunner().invoke(main, [*args, "start", spec.name])
+    assert started.exit_code == 0, started.output
+    assert "champion 1 against challenger 2" in started.output
+    assert "4 looks (boundaries |z| 4.33, 2.96, 2.36, 2.01)" in started.output  # O'Brien-Fleming-type, alpha 0.05
+    # Recall is a rate: at most I_max * (1/4 / 0.6 + 1/4 / 0.4) rows, whatever the variances turn out to be.
+    most = design(0.05, 0.05, 0.8, 4).rows_needed(0.25, 0.25, 0.4)
+    assert f"at most {most:,.0f} labelled rows" in started.output
+    again = CliRunner().invoke(main, [*args, "start", spec.name])
+    assert (
+        again.exit_code == 1 and "is running; two experiments on one pipeline would share its traffic" in again.output
+    )
+    stopped = CliRunner().invoke(main, [*args, "stop", spec.name, "--reason", "a dry run"])
+    assert stopped.exit_code == 0 and "stopped (a dry run)" in stopped.output

@@ -20,6 +20,7 @@ from mlops_assets.core.monitoring.ab import (
     analyse,
     design,
     experiment_rows,
+    rows_at_most,
 )
 from mlops_assets.core.serving import experiments
 from mlops_assets.core.serving.experiments import ExperimentError
@@ -94,6 +95,15 @@ def test_a_test_that_does_not_fit_the_pipeline_is_refused_where_it_is_declared(
 ) -> None:
     with pytest.raises(SpecError, match=message):
         load_spec(_ab_spec(tmp_path, ab_test))
+
+
+def test_a_rate_has_a_largest_sample_before_any_data_and_other_metrics_do_not(fraud_ab: PipelineSpec) -> None:
+    plan = design(0.02)
+    recall = _with_test(fraud_ab, metric="recall")
+    assert rows_at_most(recall, plan) == pytest.approx(plan.max_information * 0.25 * 4)  # 50/50: 1/4 * (2 + 2)
+    assert rows_at_most(fraud_ab, plan) is None  # log_loss: from the first rows' variance
+    paid = _with_test(fraud_ab, outcome={"source": "labels", "column": "is_fraud", "request_id": "transaction_id"})
+    assert rows_at_most(paid, plan) is not None  # an int declared 0..1 is a rate
 
 
 def test_rollout_ab_and_its_test_go_together(tmp_path: Path) -> None:

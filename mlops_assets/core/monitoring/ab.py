@@ -363,6 +363,24 @@ def answered_by(log: pl.DataFrame, champion: str, challenger: str, since: dateti
     )
 
 
+def is_rate(spec: PipelineSpec) -> bool:
+    """Whether the primary metric is a rate (each request's value 0 or 1), whose variance is at most 1/4."""
+    ab = spec.serving.ab_test
+    assert ab is not None
+    if ab.metric is not None:
+        return ab.metric in ("precision", "recall", "accuracy")
+    assert ab.outcome is not None
+    column = spec.sources[ab.outcome.source].columns[ab.outcome.column]
+    return column.dtype == "bool" or (column.dtype == "int" and column.min == 0 and column.max == 1)
+
+
+def rows_at_most(spec: PipelineSpec, plan: Design) -> float | None:
+    """Before any data: the labelled rows the last look needs at the most, for a rate (None for other metrics,
+    whose planned rows follow from the variance the first rows show)."""
+    ab = spec.serving.ab_test
+    return plan.rows_needed(0.25, 0.25, ab.challenger_share) if ab is not None and is_rate(spec) else None
+
+
 def per_request_values(joined: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
     """The primary metric's value for each joined row (`value`); precision counts the rows flagged positive only,
     recall the positive rows only."""
