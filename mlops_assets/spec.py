@@ -1280,8 +1280,9 @@ NAMESPACE = "namespace"  # an included file's key: its sources and views are tha
 def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
     """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec; those of a
     file with a `namespace` are recorded in `shared`, materialized once for every pipeline that includes it."""
-    if "shared" in data:
+    if any((data.get("shared") or {}).values()):  # empty, as a dumped spec writes it: nothing to refuse
         raise SpecError(path, ["shared: set by `include` (from files with a `namespace`), never written by hand"])
+    data.pop("shared", None)
     includes = data.pop("include", []) or []
     if not isinstance(includes, list):
         raise SpecError(path, ["include: expected a list of file paths relative to the spec"])

@@ -418,7 +418,9 @@ def test_two_files_declaring_one_shared_view_differently_are_refused(tmp_path: P
 def test_namespace_mistakes_are_located(tmp_path: Path) -> None:
     shared = _namespaced(tmp_path, "fraud")
     assert "is also the namespace of" in _problems(_pipeline(tmp_path, "fraud", shared))
-    by_hand = _pipeline(tmp_path, "cards", _namespaced(tmp_path), ("owner:", "shared: {sources: {}}\nowner:"))
+    by_hand = _pipeline(
+        tmp_path, "cards", _namespaced(tmp_path), ("owner:", "shared: {sources: {labels: elsewhere}}\nowner:")
+    )
     assert "shared: set by `include`" in _problems(by_hand)
     # A shared view cannot read a source of one pipeline: it would be a different table for each.
     view = "feature_views:\n  own_spend: {source: own, ttl: 1d, aggregations: [{functions: [count], windows: [3d]}]}\n"
