@@ -27,6 +27,7 @@ from mlops_assets.core.models.registry import ModelRegistry, open_registry
 from mlops_assets.core.serving.bundle import bundled_aliases, load_version, version_check_rows
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, log_folder
+from mlops_assets.core.serving.privacy import PiiKeyMissing, PiiRule
 from mlops_assets.core.serving.scorer import Answer, LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.middleware import (
@@ -193,6 +194,11 @@ def _arguments() -> tuple[str, str | None]:
 
 PIPELINE, SPECS_DIR = _arguments()
 SPEC = {s.name: s for s in load_specs(SPECS_DIR)}[PIPELINE]
+try:
+    # Read when the service starts: a hashed PII field without its key stops it here, never at a first request.
+    PII = PiiRule.of(SPEC, os.environ)
+except PiiKeyMissing as missing:
+    raise RuntimeError(str(missing)) from None
 if TYPE_CHECKING:
     # Chosen or built from the spec when the module loads: a type checker knows them by their base classes. BentoML
     # reads the API's schemas from the annotations below, which name the actual ones.
@@ -232,7 +238,7 @@ class PredictionService:
             batch_size=serving.log_batch_size,
             flush_interval=serving.log_flush_seconds,
         )
-        self.scorer = Scorer(SPEC, models, features, writer, self.metrics)
+        self.scorer = Scorer(SPEC, models, features, writer, self.metrics, pii=PII)
         # One native thread per call: a worker answers many small calls at once, and an estimator that starts an
         # OpenMP or BLAS thread team per call (histogram gradient boosting does) makes each answer wait on the team.
         # Set once the models are loaded, so that the libraries they brought in are loaded too.
