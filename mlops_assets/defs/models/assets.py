@@ -11,6 +11,7 @@ import polars as pl
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.approval import TRAINED_BY_TAG, identity
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.compiled import fast_model
 from mlops_assets.core.models.lineage import candidate_record
@@ -121,6 +122,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         sample = to_pandas(checked, trained.columns)
         compiled = fast_model(trained.pipeline, model.task, checked.select(trained.columns.all).to_dicts())[1]
         context.log.info(f"{spec.name} model: {compiled}")
+        trainer = identity()
         try:
             logged = registry.log_candidate(
                 spec.name,
@@ -128,7 +130,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 sample,
                 params=record.params,
                 metrics=record.metrics,
-                tags=record.tags,
+                # Who trained it: under promotion.separate_duties, not who may approve it.
+                tags={**record.tags, TRAINED_BY_TAG: trainer},
                 artifacts=record.artifacts,
                 required=record.required,
                 task=model.task,
@@ -155,6 +158,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "train_rows": trained.train_rows,
                 "holdout_rows": evaluation.rows,
                 "compiled_scoring": compiled,
+                TRAINED_BY_TAG: trainer,
             }
         )
 
@@ -292,11 +296,18 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
         first = CHAMPION not in registry.aliases(spec.name)
-        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
+        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger
+        # does, and as promotion.require_approval does for any candidate once there is a champion to keep.
         manual = context.run.tags.get(PROMOTION_TAG) == "manual"
-        if (promotion.policy == "challenger" or manual) and not first:
+        if (promotion.policy == "challenger" or manual or promotion.require_approval) and not first:
             registry.set_challenger(spec.name, version)
-            why = "retraining.promotion: manual" if manual else "policy: challenger"
+            why = (
+                "promotion.require_approval: an approver promotes it"
+                if promotion.require_approval
+                else "retraining.promotion: manual"
+                if manual
+                else "policy: challenger"
+            )
             context.log.info(f"version {version} passed the gate and is now the challenger ({why})")
             return
         try:
