@@ -24,6 +24,7 @@ from mlops_assets.core.lake import PARTITION_COLUMN, table_version
 from mlops_assets.spec import PipelineSpec, parse_duration
 
 HASH_PREFIX = "hmac-sha256:"
+LOG_RETENTION = "delta.logRetentionDuration"
 
 
 class PiiKeyMissing(ValueError):
@@ -108,8 +109,24 @@ def purge_prediction_log(folder: Path, table: Path, cutoff: date) -> Purged:
             delta.delete(old)
         # Retention 0: every file no longer in the table goes now (older versions of the log are never read).
         # Not `full`: a file another writer has written but not yet committed must stay.
-        vacuumed = len(delta.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False))
+        removable = delta.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=True)
+        vacuumed = sum((table / name).exists() for name in removable)  # a file vacuumed before stays listed
+        delta.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
+        if table_days:
+            _forget_history(delta)
+        for partition in table.glob(f"{PARTITION_COLUMN}=*"):
+            if partition.name.partition("=")[2] < cutoff.isoformat() and not any(partition.iterdir()):
+                partition.rmdir()
     return Purged(cutoff, log_days, table_days, vacuumed)
+
+
+def _forget_history(delta: deltalake.DeltaTable) -> None:
+    """Remove the commit files before a new checkpoint: each commit records its data files' smallest and largest
+    values (statistics for skipping files), so the deleted days' values would otherwise stay in the table's log."""
+    if delta.metadata().configuration.get(LOG_RETENTION) != "interval 0 days":
+        delta.alter.set_table_properties({LOG_RETENTION: "interval 0 days"})
+    delta.create_checkpoint()
+    delta.cleanup_metadata()
 
 
 def _day(name: str) -> date | None:
