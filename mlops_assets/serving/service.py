@@ -194,11 +194,6 @@ def _arguments() -> tuple[str, str | None]:
 
 PIPELINE, SPECS_DIR = _arguments()
 SPEC = {s.name: s for s in load_specs(SPECS_DIR)}[PIPELINE]
-try:
-    # Read when the service starts: a hashed PII field without its key stops it here, never at a first request.
-    PII = PiiRule.of(SPEC, os.environ)
-except PiiKeyMissing as missing:
-    raise RuntimeError(str(missing)) from None
 if TYPE_CHECKING:
     # Chosen or built from the spec when the module loads: a type checker knows them by their base classes. BentoML
     # reads the API's schemas from the annotations below, which name the actual ones.
@@ -217,6 +212,12 @@ class PredictionService:
 
     def __init__(self) -> None:
         logging.getLogger(_REQUEST_ERRORS_LOGGER).addFilter(CLIENT_ERRORS)
+        try:
+            # Read when a worker starts (building the bento imports this module without it): a hashed PII field
+            # without its key stops the worker here, never at a first request. `mlops serve` checks it before.
+            pii = PiiRule.of(SPEC, os.environ)
+        except PiiKeyMissing as missing:
+            raise RuntimeError(str(missing)) from None
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
         registry = open_registry(data_dir)
@@ -238,7 +239,7 @@ class PredictionService:
             batch_size=serving.log_batch_size,
             flush_interval=serving.log_flush_seconds,
         )
-        self.scorer = Scorer(SPEC, models, features, writer, self.metrics, pii=PII)
+        self.scorer = Scorer(SPEC, models, features, writer, self.metrics, pii=pii)
         # One native thread per call: a worker answers many small calls at once, and an estimator that starts an
         # OpenMP or BLAS thread team per call (histogram gradient boosting does) makes each answer wait on the team.
         # Set once the models are loaded, so that the libraries they brought in are loaded too.
