@@ -51,7 +51,7 @@ def print_summary(summary: RunSummary) -> None:
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
     "Run the pipeline": ("materialize", "replay", "monitor"),
-    "Models": ("status", "promote", "rollback", "report"),
+    "Models": ("status", "promote", "rollback", "report", "reproduce"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
 
@@ -456,6 +456,35 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
         if open_them and path is not None:
             click.launch(str(path))
     if found.drift_report is None and found.model_card is None:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.argument("version")
+@click.pass_context
+def reproduce(ctx: click.Context, pipeline: str, version: str) -> None:
+    """Rebuild VERSION's training set from the Delta versions it recorded, retrain it with its recorded spec and seed
+    in a scratch registry, and compare the two models on its frozen holdout: identical, or the largest difference and
+    what changed since (packages, code, spec). Writes nothing to the project. Exit code 1 when not identical.
+
+    Example: mlops reproduce fraud 3
+    """
+    from mlops_assets.app.reproduce import reproduce as run
+
+    found = run(_workspace(ctx), pipeline, version)
+    training = "identical" if found.training_set_equal else "DIFFERENT from the recorded one"
+    click.echo(f"{pipeline} version {version}: training set rebuilt, {found.training_rows:,} rows, {training}")
+    if found.identical:
+        click.echo(f"retrained model: identical outputs on the {found.holdout_rows:,} holdout rows")
+    else:
+        click.echo(
+            f"retrained model: outputs differ on the {found.holdout_rows:,} holdout rows, largest difference "
+            f"{found.largest_difference:g}"
+        )
+    for what, (then, now) in found.changed.items():
+        click.echo(f"  changed since: {what}: {then} -> {now}")
+    if not found.identical:
         sys.exit(1)
 
 

@@ -111,7 +111,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         except ModelError as exc:
             raise dg.Failure(description=f"{spec.name} model: {exc}", allow_retries=False) from exc
         inputs = latest_metadata(context, training_set_key(spec), "input_delta_versions")
-        record = candidate_record(spec, trained, training, version, inputs, context.run.run_id, context.run.tags)
+        as_of = str(latest_metadata(context, training_set_key(spec), "as_of"))
+        record = candidate_record(spec, trained, training, version, inputs, context.run.run_id, context.run.tags, as_of)
         from mlflow.exceptions import MlflowException
 
         registry = mlflow_store.registry()
