@@ -10,7 +10,7 @@ from typing import Any
 from mlops_assets.app.runs import RunSummary, build_bento
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models import approval
-from mlops_assets.core.models.aliases import CHALLENGER
+from mlops_assets.core.models.aliases import CHALLENGER, TRAINED_BY_TAG
 from mlops_assets.core.models.registry import ChampionEvent, RegistryError
 from mlops_assets.core.serving.shadow import ShadowOutcome
 from mlops_assets.defs import keys
@@ -35,7 +35,7 @@ def authorize(workspace: Workspace, spec: PipelineSpec, action: str, version: st
         groups = approval.read_groups(workspace.root / promotion.groups_file) if promotion.groups_file else {}
         trained_by = None
         if version is not None and promotion.separate_duties:
-            trained_by = workspace.registry.version(spec.name, version).tags.get(approval.TRAINED_BY_TAG)
+            trained_by = workspace.registry.version(spec.name, version).tags.get(TRAINED_BY_TAG)
         return approval.approve(
             promotion, approval.identity(), action, groups, trained_by, duties_apply=version is not None
         )

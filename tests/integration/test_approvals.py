@@ -80,6 +80,8 @@ def test_only_an_approver_who_did_not_train_a_version_makes_it_champion(
         assert code == 0 and "champion is now version 2 (was 1)" in said, said
         tags = registry.version("fraud", "2").tags
         assert (tags["promoted_by"], tags["approved_by"], tags["trained_by"]) == ("cli (alice)", "alice", "bob")
+        code, said = mlops("mallory", "status")
+        assert "champion   version 2" in said and "(trained by bob, approved by alice)" in said, said
         # A member of an approving group rolls back (to a version approved when it became champion).
         code, said = mlops("carol", "rollback", "fraud")
         assert code == 0 and "champion is now version 1 (was 2)" in said, said

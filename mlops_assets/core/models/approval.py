@@ -14,15 +14,11 @@ from pathlib import Path
 
 import yaml
 
+from mlops_assets.core.models.aliases import TRAINED_BY_TAG
 from mlops_assets.spec import PromotionSpec
 
 ACTOR_ENV = "MLOPS_ACTOR"
 GROUP_PREFIX = "group:"
-# Registry version tags: who trained a version, who promoted or approved it, who rolled it back.
-TRAINED_BY_TAG = "trained_by"
-PROMOTED_BY_TAG = "promoted_by"
-APPROVED_BY_TAG = "approved_by"
-ROLLED_BACK_BY_TAG = "rolled_back_by"
 
 
 class ApprovalError(ValueError):

@@ -26,8 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 
-from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
-from mlops_assets.core.models.approval import APPROVED_BY_TAG, PROMOTED_BY_TAG, ROLLED_BACK_BY_TAG
+from mlops_assets.core.models.aliases import (
+    APPROVED_BY_TAG,
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION_TAG,
+    PROMOTED_BY_TAG,
+    ROLLED_BACK_BY_TAG,
+)
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.core.models.registry_view import LiveVersion
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url

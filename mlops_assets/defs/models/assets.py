@@ -10,8 +10,8 @@ import polars as pl
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
-from mlops_assets.core.models.aliases import CHAMPION
-from mlops_assets.core.models.approval import TRAINED_BY_TAG, identity
+from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
+from mlops_assets.core.models.approval import identity
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.compiled import fast_model
 from mlops_assets.core.models.lineage import candidate_record
