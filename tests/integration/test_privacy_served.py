@@ -1,7 +1,8 @@
 """PII on a public dataset (NannyML's car loans, from its PyPI wheel): a served day whose request carried values never
 seen before, one hashed and one dropped by `serving.pii`; after the day is ingested and graded, neither value (nor the
 hash key) is in any file under the data folder, as the secrets test greps it. Without the key, `mlops serve` refuses
-to start, naming the variable."""
+to start, naming the variable. The same pipeline names its approvers (promotion.approvers, separate_duties): a
+non-approver and the version's trainer are refused, an approver gets past the check."""
 
 import json
 import subprocess
@@ -41,12 +42,31 @@ def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(tmp_
         "allow_replay": True,
         "pii": {"fields": {"car_value": "hash", "driver_tenure": "drop"}, "hash_key_env": "LOANS_PII_KEY"},
     }
+    spec["promotion"].update({"approvers": ["alice", "trainer"], "separate_duties": True})
     path.write_text(yaml.safe_dump(spec, sort_keys=False, allow_unicode=True))
+    project.env["MLOPS_ACTOR"] = "trainer"
     assert "loans: ok" in project.mlops("check")
     start = date.fromisoformat(str(spec["start_date"]))
     assert "champion: version 1" in project.mlops(
         "materialize", "loans", "--start", str(start), "--days", str(DAYS - 1)
     )
+    for actor, refusal in [
+        (
+            "mallory",
+            "loans: 'mallory' may not promote version 1 of 'loans': promotion.approvers is ['alice', 'trainer']",
+        ),
+        ("trainer", "loans: 'trainer' may not promote version 1 of 'loans': 'trainer' trained it"),
+        ("alice", "version 1 of 'loans' is already the champion"),  # past the approval check, to the registry's
+    ]:
+        project.env["MLOPS_ACTOR"] = actor
+        refused_promotion = subprocess.run(
+            [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "promote", "loans", "1", "--reason", "ok"],
+            cwd=tmp_path,
+            env=project.env,
+            capture_output=True,
+            text=True,
+        )
+        assert refused_promotion.returncode == 1 and refusal in refused_promotion.stderr, refused_promotion.stderr
     data = tmp_path / "data"
     raw = [str(CAR_VALUE).encode(), str(TENURE).encode()]
     assert not [p for p, text in readable_outputs(data) for value in raw if value in text]
