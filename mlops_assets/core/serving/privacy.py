@@ -60,8 +60,11 @@ class PiiRule:
     def __bool__(self) -> bool:
         return bool(self.drop or self.hashed)
 
-    def scrub(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """`values` (a request, a feature vector) with the PII fields dropped or hashed; a null stays null."""
+    def scrub(self, values: Mapping[str, Any]) -> Mapping[str, Any]:
+        """`values` (a request, a feature vector) with the PII fields dropped or hashed; a null stays null. Without
+        PII fields, `values` itself: every answer's record passes here."""
+        if not self:
+            return values
         return {
             name: self.pseudonym(value) if name in self.hashed and value is not None else value
             for name, value in values.items()
