@@ -576,6 +576,13 @@ class ServingSpec(SpecSection):
         examples=["90d"],
     )
 
+    @field_validator("log_retention")
+    @classmethod
+    def _retention_in_days(cls, retention: str | None) -> str | None:
+        if retention is not None and parse_duration(retention) % timedelta(days=1):
+            raise ValueError(f"the prediction log is kept by whole days (30d, 12w), got {retention!r}")
+        return retention
+
 
 class Threshold(SpecSection):
     """Levels of one effect size: at or above `warn` a check warns, at or above `error` it fails."""

@@ -69,6 +69,9 @@ def test_a_pii_field_must_be_a_request_feature_and_never_an_entity_key_or_a_slic
 def test_a_retention_shorter_than_monitoring_reads_is_refused(tmp_path: Path) -> None:
     problems = _problems(tmp_path, {"log_retention": "3d"})
     assert "serving.log_retention: 3d is shorter than monitoring.performance_window (7d)" in problems
+    assert "serving.log_retention: Value error, the prediction log is kept by whole days" in _problems(
+        tmp_path, {"log_retention": "200h"}
+    )
     assert _spec(tmp_path, {"log_retention": "7d"}).serving.log_retention == "7d"
 
 
