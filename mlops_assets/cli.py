@@ -51,7 +51,7 @@ def print_summary(summary: RunSummary) -> None:
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
     "Run the pipeline": ("materialize", "replay", "monitor"),
-    "Models": ("status", "promote", "rollback", "report", "reproduce"),
+    "Models": ("status", "features", "promote", "rollback", "report", "reproduce"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
 
@@ -235,8 +235,16 @@ def check(ctx: click.Context) -> None:
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First day (default: the spec's start_date).")
 @click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="Number of daily partitions.")
 @click.option("--no-training", is_flag=True, help="Only ingest and compute features.")
+@click.option(
+    "--accept-definition-change",
+    is_flag=True,
+    help="Rebuild the days of the shared sources and views it reads under their changed definition (for every "
+    "pipeline that reads them).",
+)
 @click.pass_context
-def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool) -> None:
+def materialize(
+    ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool, accept_definition_change: bool
+) -> None:
     """Materialize a pipeline's daily partitions, then its training set.
 
     Example: mlops materialize fraud --start 2026-01-01 --days 14
@@ -251,7 +259,16 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
             yield from progress
 
     first = start.date() if start else None
-    summary = run(_workspace(ctx), pipeline, first, days, not no_training, click.echo, each_chunk)
+    summary = run(
+        _workspace(ctx),
+        pipeline,
+        first,
+        days,
+        not no_training,
+        click.echo,
+        each_chunk,
+        accept_definition_change=accept_definition_change,
+    )
     print_summary(summary)
     if not summary.ok:
         sys.exit(1)
@@ -378,6 +395,33 @@ def status(ctx: click.Context, as_json: bool) -> None:
             recorded = [f"{tag.replace('_', ' ')} {info[tag]}" for tag in ("trained_by", "approved_by") if tag in info]
             line = f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}"
             click.echo(f"{line}  ({', '.join(recorded)})" if recorded else line)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def features(ctx: click.Context, as_json: bool) -> None:
+    """Every feature view once per table: the pipelines that read it (a shared view: all of them), rows, days
+    written and the last day.
+
+    Example: mlops features --json
+    """
+    import json
+    from dataclasses import asdict
+
+    from mlops_assets.app.reports import feature_views
+
+    facts = feature_views(_workspace(ctx))
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in facts], indent=2))
+        return
+    width = max((len(f.key) for f in facts), default=10) + 2
+    for f in facts:
+        through = f"through {f.fresh_through}" if f.fresh_through else "not materialized yet"
+        click.echo(
+            f"{f.key:<{width}}per {f.entity}  {f.rows:>10,} rows  {f.days:>4} days  {through}  "
+            f"read by {', '.join(f.users)}"
+        )
 
 
 @main.command()

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -382,6 +383,67 @@ class ModelSpec(SpecSection):
         return self
 
 
+# The metrics a fairness guard may compare between groups, per task: the task's own and, for binary models, the
+# rates at the decision threshold (false-positive rate; positive rate, the share of positive decisions).
+FAIRNESS_METRICS: dict[str, list[str]] = {
+    "binary": [*TASK_METRICS["binary"], "false_positive_rate", "positive_rate", "accuracy"],
+    "multiclass": TASK_METRICS["multiclass"],
+    "regression": TASK_METRICS["regression"],
+}
+FairnessMetric = Literal[
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "precision",
+    "recall",
+    "false_positive_rate",
+    "positive_rate",
+    "accuracy",
+    "macro_f1",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+]
+
+
+class FairnessGuard(SpecSection):
+    """The largest gap of a metric allowed between the groups of a protected attribute, on the holdout."""
+
+    attribute: str = Field(
+        description="a column of the training set (a request feature, a view's feature, an entity key, or a column "
+        "of the label source, carried into the training set for evaluation only and never a model input): each "
+        "value is a group"
+    )
+    metric: FairnessMetric = Field(
+        description="the metric compared between groups: "
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in FAIRNESS_METRICS.items())
+    )
+    max_gap: float = Field(ge=0, description="the largest allowed difference between the best and worst group")
+    min_group_rows: int = Field(
+        default=50,
+        ge=1,
+        description="a group with fewer holdout rows (or where the metric is undefined) is reported, not gated",
+    )
+
+
+class LatencyBudget(SpecSection):
+    """The slowest in-process scoring a candidate may have, in milliseconds (each field optional)."""
+
+    single_p50: float | None = Field(default=None, gt=0, description="median time to score one row")
+    single_p99: float | None = Field(default=None, gt=0, description="99th percentile time to score one row")
+    batch_100_p50: float | None = Field(default=None, gt=0, description="median time to score 100 rows at once")
+    batch_100_p99: float | None = Field(
+        default=None, gt=0, description="99th percentile time to score 100 rows at once"
+    )
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> LatencyBudget:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("declare at least one of single_p50, single_p99, batch_100_p50, batch_100_p99")
+        return self
+
+
 class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""
 
@@ -403,6 +465,19 @@ class PromotionSpec(SpecSection):
     retention: Duration = Field(default="30d", description="archive never-promoted versions older than this")
     min_shadow_rows: int = Field(
         default=200, ge=1, description="labelled live predictions needed before a shadow comparison can promote"
+    )
+    fairness: list[FairnessGuard] = Field(
+        default_factory=list,
+        description="guards on protected attributes: a metric's gap between groups over `max_gap` on the holdout "
+        "fails the gate",
+    )
+    latency_budget_ms: LatencyBudget | None = Field(
+        default=None,
+        description="the candidate's in-process scoring latency (one row, 100 rows) must be within these; measured "
+        "and recorded on every version whether declared or not",
+    )
+    latency_calls: int = Field(
+        default=200, ge=10, description="timed scoring calls per measurement (after 10% as many untimed warm-up calls)"
     )
     approvers: list[str] | None = Field(
         default=None,
@@ -699,6 +774,17 @@ class MonitoringSpec(SpecSection):
         return parse_duration(self.window) // timedelta(days=1)
 
 
+class SharedSpec(SpecSection):
+    """What a pipeline takes from included files that declare a `namespace`: those sources and feature views are
+    materialized once, as the namespace's assets, tables and online key space, for every pipeline including the file.
+    Set by `include`; a pipeline's own file never writes it."""
+
+    sources: dict[str, str] = Field(default_factory=dict, description="source -> the namespace owning its raw table")
+    feature_views: dict[str, str] = Field(
+        default_factory=dict, description="feature view -> the namespace owning its table and online key space"
+    )
+
+
 class PipelineSpec(SpecSection):
     """One model pipeline, declared once: its data, features, label, model, gate, serving and monitoring."""
 
@@ -735,6 +821,11 @@ class PipelineSpec(SpecSection):
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="drift, data quality and performance grading, and retraining"
     )
+    shared: SharedSpec = Field(
+        default_factory=SharedSpec,
+        description="set by `include` from files with a `namespace` (never written by hand): the sources and feature "
+        "views this pipeline shares with the other pipelines including the same file",
+    )
     code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
         default_factory=list,
         description="top-level packages whose code the spec may name (feature_views.*.function, model.estimator); "
@@ -751,6 +842,61 @@ class PipelineSpec(SpecSection):
                     raise ValueError(f"feature {feature!r} is produced by both {seen[feature]!r} and {view_name!r}")
                 seen[feature] = view_name
         return views
+
+    def source_namespace(self, source: str) -> str:
+        """Whose raw table a source is: its shared namespace, or this pipeline's."""
+        return self.shared.sources.get(source, self.name)
+
+    def view_namespace(self, view: str) -> str:
+        """Whose table and online key space a feature view is: its shared namespace, or this pipeline's."""
+        return self.shared.feature_views.get(view, self.name)
+
+    def sources_of(self, namespace: str) -> list[str]:
+        """The sources whose raw tables `namespace` (this pipeline's name, or a shared namespace) materializes."""
+        return [name for name in self.sources if self.source_namespace(name) == namespace]
+
+    def views_of(self, namespace: str) -> list[str]:
+        return [name for name in self.feature_views if self.view_namespace(name) == namespace]
+
+    def namespaces(self) -> list[str]:
+        """The shared namespaces this pipeline reads from."""
+        return sorted({*self.shared.sources.values(), *self.shared.feature_views.values()})
+
+    def in_namespace(self, namespace: str) -> PipelineSpec:
+        """This spec as the shared `namespace` sees it: named after it, no model; its builders then make only the
+        namespace's assets (`sources_of`, `views_of`). Every pipeline sharing it gives the same (`shared_problems`)."""
+        return self.model_copy(update={"name": namespace, "owner": None, "model": None, "promotion": None})
+
+    def code_version(self, kind: str, name: str) -> str:
+        """The code version of a source's raw asset (`kind` "sources") or a view's assets ("feature_views"): its own
+        declaration's fingerprint, or, shared, the hash of all it follows (`definition_hash`)."""
+        if name in getattr(self.shared, kind):
+            return self.definition_hash(kind, name)
+        declared: SpecSection = self.sources[name] if kind == "sources" else self.feature_views[name]
+        return declared.fingerprint()
+
+    def definition_hash(self, kind: str, name: str) -> str:
+        """The code version of a shared source or view: a change of anything it follows shows, one hash for all."""
+        text = json.dumps(self.shared_definition(kind, name), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def shared_definition(self, kind: str, name: str) -> dict[str, Any]:
+        """What must be equal in every pipeline sharing a source (`kind` "sources") or feature view ("feature_views"):
+        its declaration, its source's and generator's, and the entity keys and start date its partitions and rows
+        follow. Two pipelines that include one file differ here only by their own entity or start date."""
+        source_name = name if kind == "sources" else self.feature_views[name].source
+        source = self.sources[source_name]
+        generator = source.generator.partition(".")[0] if source.generator else None
+        definition: dict[str, Any] = {
+            "start_date": self.start_date.isoformat(),
+            f"sources.{source_name}": source.model_dump(mode="json"),
+        }
+        if generator in self.generators:
+            definition[f"generators.{generator}"] = self.generators[generator].model_dump(mode="json")
+        if kind == "feature_views":
+            definition["entity.keys"] = list(self.entity.keys)
+            definition[f"feature_views.{name}"] = self.feature_views[name].model_dump(mode="json")
+        return definition
 
     def label_time_columns(self) -> dict[str, str]:
         """Columns of the label source known only when the label is, with what each is."""
@@ -771,7 +917,72 @@ class PipelineSpec(SpecSection):
         if label.request_id:
             reserved[label.request_id] = "the request id (label.request_id)"
         reserved |= {name: "a request feature" for name in self.request_features}
+        reserved |= {name: "a protected attribute (promotion.fairness)" for name in self.evaluation_columns()}
         return reserved | self.label_time_columns()
+
+    def evaluation_columns(self) -> list[str]:
+        """Columns of the label source carried into the training set for evaluation only, never a model input: the
+        protected attributes of `promotion.fairness` that are not already a column of it (a key, a request feature,
+        an aggregation view's feature)."""
+        if self.promotion is None:
+            return []
+        source = self.sources.get(self.label.source)
+        label = self.label
+        features = {f for view in self.feature_views.values() for f in view.feature_names() or []}
+        present = {*self.entity.keys, *self.request_features, *features, label.prediction_timestamp}
+        present |= {label.column, label.timestamp}
+        return list(
+            dict.fromkeys(
+                guard.attribute
+                for guard in self.promotion.fairness
+                if source is not None and guard.attribute in source.columns and guard.attribute not in present
+            )
+        )
+
+    def fairness_problems(self) -> list[str]:
+        """Protected attributes that are not columns of the training set, metrics that do not fit the task, and a
+        protected attribute carried for evaluation only that `model.features` would make an input."""
+        if self.model is None or self.promotion is None:
+            return []
+        label, task = self.label, self.model.task
+        source = self.sources.get(label.source)
+        not_groups = {
+            label.column: "the label (label.column)",
+            label.timestamp: "when the label became known (label.timestamp)",
+            label.prediction_timestamp: "the prediction time (label.prediction_timestamp)",
+        }
+        views = self.feature_views.values()
+        features = [f for view in views for f in view.feature_names() or []]
+        known = [*self.entity.keys, *self.request_features, *features]
+        known += [c for c in (source.columns if source else {}) if c not in known and c not in not_groups]
+        custom = [name for name, view in self.feature_views.items() if view.feature_names() is None]
+        carried = self.evaluation_columns()
+        problems = []
+        for i, guard in enumerate(self.promotion.fairness):
+            where = f"promotion.fairness[{i}]"
+            if guard.metric not in FAIRNESS_METRICS[task]:
+                problems.append(
+                    f"{where}.metric: {guard.metric!r} does not apply to task {task!r} "
+                    f"(its fairness metrics: {', '.join(FAIRNESS_METRICS[task])})"
+                )
+            if guard.attribute in not_groups:
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is {not_groups[guard.attribute]}, not an attribute "
+                    "whose values are groups"
+                )
+            elif guard.attribute not in known and not custom:  # a custom view's features are known from its output
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is not a column of the training set (its columns: "
+                    f"{', '.join(known)}); a protected attribute is an entity key, a request feature, a feature or "
+                    f"a column of the label source {label.source!r}"
+                )
+        problems += [
+            f"model.features: {name!r} is a protected attribute carried for evaluation only (promotion.fairness), "
+            "not a request feature or a feature: it is never a model input"
+            for name in self.model.features or []
+            if name in carried
+        ]
+        return problems
 
     def feature_clash_problems(self, view_name: str, names: Iterable[str]) -> list[str]:
         """Features of `view_name` named like another column of the training set or another view's feature.
@@ -894,6 +1105,13 @@ class PipelineSpec(SpecSection):
                     for c in view.constraints
                     if c not in names
                 ]
+        for name, namespace in self.shared.feature_views.items():
+            source_name = self.feature_views[name].source if name in self.feature_views else None
+            if source_name is not None and self.shared.sources.get(source_name) != namespace:
+                problems.append(
+                    f"feature_views.{name}: shared in namespace {namespace!r}, so its source {source_name!r} must be "
+                    "declared in the same included file (a shared view cannot read one pipeline's own source)"
+                )
         if (self.model is None) != (self.promotion is None):
             problems.append("promotion: 'model' and 'promotion' are declared together (a model needs a gate)")
         if self.model is not None and self.promotion is not None and self.promotion.metric is None:
@@ -912,6 +1130,7 @@ class PipelineSpec(SpecSection):
         if self.serving.rollout == "canary" and self.serving.canary_share == 0:
             problems.append("serving.canary_share: a canary rollout needs a share above 0")
         problems += self._leakage_problems()
+        problems += self.fairness_problems()
         label = self.label
         source = self.sources.get(label.source)
         if source is None:
@@ -1035,21 +1254,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 _SHARED_SECTIONS = ("generators", "sources", "feature_views")
+NAMESPACE = "namespace"  # an included file's key: its sources and views are that namespace's, shared
 
 
 def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec."""
+    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec; those of a
+    file with a `namespace` are recorded in `shared`, materialized once for every pipeline that includes it."""
+    if any((data.get("shared") or {}).values()):  # empty, as a dumped spec writes it: nothing to refuse
+        raise SpecError(path, ["shared: set by `include` (from files with a `namespace`), never written by hand"])
+    data.pop("shared", None)
     includes = data.pop("include", []) or []
     if not isinstance(includes, list):
         raise SpecError(path, ["include: expected a list of file paths relative to the spec"])
+    shared: dict[str, dict[str, str]] = {"sources": {}, "feature_views": {}}
     for entry in includes:
         included_path = (path.parent / str(entry)).resolve()
         included = _read_yaml(included_path)
-        unknown = set(included) - set(_SHARED_SECTIONS)
+        unknown = set(included) - {*_SHARED_SECTIONS, NAMESPACE}
         if unknown:
             raise SpecError(
-                included_path, [f"{k}: an included file may only declare {_SHARED_SECTIONS}" for k in unknown]
+                included_path,
+                [f"{k}: an included file may only declare {(*_SHARED_SECTIONS, NAMESPACE)}" for k in sorted(unknown)],
             )
+        namespace = included.get(NAMESPACE)
+        if namespace is not None:
+            if not isinstance(namespace, str) or not re.fullmatch(_NAME, namespace):
+                raise SpecError(included_path, [f"namespace: {namespace!r} must match {_NAME}"])
+            if namespace == data.get("name"):
+                raise SpecError(path, [f"name: {namespace!r} is also the namespace of {included_path}; rename one"])
+            for section in shared:
+                shared[section] |= dict.fromkeys(included.get(section) or {}, namespace)
         for section in _SHARED_SECTIONS:
             merged = dict(included.get(section) or {})
             clashes = set(merged) & set(data.get(section) or {})
@@ -1058,6 +1292,8 @@ def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             merged.update(data.get(section) or {})
             if merged:
                 data[section] = merged
+    if any(shared.values()):
+        data["shared"] = shared
     return data
 
 
@@ -1099,4 +1335,33 @@ def load_specs(folder: Path | str | None = None) -> list[PipelineSpec]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError(folder, [f"name: pipeline {n!r} is declared by more than one file" for n in duplicates])
+    problems = shared_problems(dict(zip(files, specs, strict=True)))
+    if problems:
+        raise SpecError(folder, problems)
     return specs
+
+
+def shared_problems(specs: Mapping[Path, PipelineSpec]) -> list[str]:
+    """Shared sources and views declared differently by the pipelines that share them (one table cannot follow two
+    definitions), and namespaces named like a pipeline; each problem names the files and what differs."""
+    pipelines = {spec.name: path for path, spec in specs.items()}
+    problems: list[str] = []
+    seen: dict[tuple[str, str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, spec in specs.items():
+        for kind in ("sources", "feature_views"):
+            for name, namespace in getattr(spec.shared, kind).items():
+                if namespace in pipelines:
+                    problems.append(
+                        f"{path.name}: namespace {namespace!r} is also the pipeline of {pipelines[namespace].name}"
+                    )
+                definition = spec.shared_definition(kind, name)
+                first = seen.setdefault((namespace, kind, name), (path, definition))
+                if first[1] != definition:
+                    differs = sorted(
+                        k for k in definition.keys() | first[1].keys() if definition.get(k) != first[1].get(k)
+                    )
+                    problems.append(
+                        f"{namespace}/{kind}.{name}: {first[0].name} and {path.name} declare it differently "
+                        f"({', '.join(differs)}); a shared table follows one definition"
+                    )
+    return sorted(set(problems))

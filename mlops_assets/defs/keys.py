@@ -29,7 +29,8 @@ def table_of(root: Path, key: dg.AssetKey) -> Path:
 
 # --- Asset keys -----------------------------------------------------------------------------------------------------
 def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, raw_table(source)])
+    """`fraud/raw_transactions`; a shared source's is its namespace's (`card_transactions/raw_transactions`)."""
+    return dg.AssetKey([spec.source_namespace(source), raw_table(source)])
 
 
 def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
@@ -37,7 +38,8 @@ def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
 
 
 def feature_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, view])
+    """`fraud/customer_spend`; a shared view's is its namespace's, one asset for every pipeline using it."""
+    return dg.AssetKey([spec.view_namespace(view), view])
 
 
 def training_set_key(spec: PipelineSpec) -> dg.AssetKey:
@@ -56,7 +58,7 @@ def champion_key(spec: PipelineSpec) -> dg.AssetKey:
 
 
 def online_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "online", view])
+    return dg.AssetKey([spec.view_namespace(view), "online", view])
 
 
 def prediction_log_key(spec: PipelineSpec) -> dg.AssetKey:
@@ -131,3 +133,4 @@ PROMOTION_TAG = f"{TAG_PREFIX}promotion"  # "manual": a passing candidate become
 RETRAINING_TAG = f"{TAG_PREFIX}retraining"  # the evidence a retraining run was requested for
 RETRAIN_AT_TAG = f"{TAG_PREFIX}retrain_at"
 RETRAIN_REASON_TAG = f"{TAG_PREFIX}retrain_reason"
+ACCEPT_DEFINITION_TAG = f"{TAG_PREFIX}accept_definition_change"  # "true": a shared table rebuilt under a new definition

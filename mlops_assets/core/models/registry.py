@@ -219,6 +219,10 @@ class ModelRegistry:
         run = self.client.get_run(self.version(name, version).run_id)
         return {k: v for k, v in run.data.metrics.items() if "." not in k}
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """Every metric of a run, its latest value (per-slice, per-group, latency and the champion's included)."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
     def live_version(self, name: str, version: str) -> LiveVersion:
         """What `mlops status` shows of a live version (see registry_view)."""
         mv = self.version(name, version)

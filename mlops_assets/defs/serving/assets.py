@@ -47,14 +47,15 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
         group_name=group(spec, "serving"),
         kinds={"polars", "redis", "sqlite"},
         owners=[spec.owner] if spec.owner else None,
-        code_version=view.fingerprint(),
+        code_version=spec.code_version("feature_views", view_name),
         description=f"The latest `{view_name}` row of every {spec.entity.name} in the online store, as computed "
         f"offline by the view's feature function; only entities with rows newer than the last sync are written. "
         f"Readers treat rows older than {view.ttl} as stale.",
     )
     def _online(lake: LakeResource, online_store: OnlineStoreResource) -> dg.MaterializeResult:
         path = table_of(lake.root, feature_key(spec, view_name))
-        result = sync_view(online_store.store(), spec.name, view_name, scan_table(path), spec.entity.keys)
+        namespace = spec.view_namespace(view_name)  # a shared view: one key space for every pipeline using it
+        result = sync_view(online_store.store(), namespace, view_name, scan_table(path), spec.entity.keys)
         return dg.MaterializeResult(
             metadata={
                 "entities_written": result.entities_written,
@@ -68,7 +69,7 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
 
 
 def build_online_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
-    return [build_online_asset(spec, name) for name in spec.feature_views]
+    return [build_online_asset(spec, name) for name in spec.views_of(spec.name)]
 
 
 def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
