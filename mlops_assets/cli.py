@@ -466,7 +466,9 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("  no champion yet: materialize its training job (mlops materialize)")
         for alias, info in models.items():
             figures = ", ".join(f"{k} {v:.4f}" for k, v in info["metrics"].items() if v is not None)
-            click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}")
+            recorded = [f"{tag.replace('_', ' ')} {info[tag]}" for tag in ("trained_by", "approved_by") if tag in info]
+            line = f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}"
+            click.echo(f"{line}  ({', '.join(recorded)})" if recorded else line)
 
 
 @main.command()

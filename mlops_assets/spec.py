@@ -479,6 +479,41 @@ class PromotionSpec(SpecSection):
     latency_calls: int = Field(
         default=200, ge=10, description="timed scoring calls per measurement (after 10% as many untimed warm-up calls)"
     )
+    approvers: list[str] | None = Field(
+        default=None,
+        description="who may change the champion (`mlops promote`, `--from-shadow`, `--from-ab`, `mlops rollback`): "
+        "people by name (as MLOPS_ACTOR, or the OS user, names them) or `group:<name>` (members listed in "
+        "`groups_file`); absent: anyone, recorded",
+        examples=[["alice", "group:fraud-leads"]],
+    )
+    groups_file: str | None = Field(
+        default=None,
+        description="a YAML file (relative to the data folder) mapping each group named in `approvers` to its members",
+        examples=["governance/groups.yaml"],
+    )
+    require_approval: bool = Field(
+        default=False,
+        description="a candidate that passes the gate (retrained or not) waits as challenger until an approver "
+        "promotes it; only a pipeline's first version becomes champion by the gate alone",
+    )
+    separate_duties: bool = Field(
+        default=False, description="the identity that trained a version (its `trained_by` tag) cannot approve it"
+    )
+
+    @model_validator(mode="after")
+    def _approvers_name_someone(self) -> PromotionSpec:
+        if self.approvers is not None:
+            if not self.approvers:
+                raise ValueError("approvers: an empty list names nobody (omit it to let anyone promote)")
+            blank = [a for a in self.approvers if not a.strip() or a.strip() == "group:"]
+            if blank:
+                raise ValueError(f"approvers: {blank} names nobody: give a name or group:<name>")
+            if any(a.startswith("group:") for a in self.approvers) and not self.groups_file:
+                raise ValueError("approvers names a group: declare groups_file, where its members are listed")
+        for flag in ("require_approval", "separate_duties"):
+            if getattr(self, flag) and self.approvers is None:
+                raise ValueError(f"{flag}: needs approvers (nobody would be allowed to approve)")
+        return self
 
 
 class FallbackRule(SpecSection):
@@ -615,6 +650,24 @@ class ABTestSpec(SpecSection):
         return self.metric if self.metric is not None else f"outcome {self.outcome.column}"  # type: ignore[union-attr]
 
 
+class PiiSpec(SpecSection):
+    """Request fields that are personal data: never stored as sent (prediction log files, its Delta table, anything
+    else under the data folder)."""
+
+    fields: dict[str, Literal["drop", "hash"]] = Field(
+        min_length=1,
+        description="request feature -> `drop` (removed before anything is written) or `hash` (replaced by its "
+        "HMAC-SHA256 under the key in `hash_key_env`: equal values stay equal, the value cannot be read back)",
+        examples=[{"email": "drop", "phone": "hash"}],
+    )
+    hash_key_env: str = Field(
+        default="MLOPS_PII_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the hash key (read by the service when it starts, never stored); "
+        "required when a field is hashed",
+    )
+
+
 class ServingSpec(SpecSection):
     """How the prediction service answers: online lookups, fallback, rollout of a challenger, logging, auth."""
 
@@ -664,6 +717,22 @@ class ServingSpec(SpecSection):
         description="environment variable holding the API key; when it is set, /predict, /predict_batch and /models "
         "require it",
     )
+    pii: PiiSpec | None = Field(
+        default=None, description="request fields that are personal data: dropped or hashed before anything is written"
+    )
+    log_retention: Duration | None = Field(
+        default=None,
+        description="the prediction log's days older than this (files and Delta partitions) are deleted and the "
+        "table vacuumed, so their files are gone; absent: kept",
+        examples=["90d"],
+    )
+
+    @field_validator("log_retention")
+    @classmethod
+    def _retention_in_days(cls, retention: str | None) -> str | None:
+        if retention is not None and parse_duration(retention) % timedelta(days=1):
+            raise ValueError(f"the prediction log is kept by whole days (30d, 12w), got {retention!r}")
+        return retention
 
 
 class Threshold(SpecSection):
@@ -1175,7 +1244,36 @@ class PipelineSpec(SpecSection):
                 for f, c in self.request_features.items()
                 if f in source.columns and source.columns[f].dtype != c.dtype
             ]
-        return problems + self._key_type_problems()
+        return problems + self._key_type_problems() + self._privacy_problems()
+
+    def _privacy_problems(self) -> list[str]:
+        """PII fields that are not request features (or are needed as sent), a retention shorter than monitoring
+        reads back."""
+        problems = []
+        pii = self.serving.pii
+        for name in pii.fields if pii else {}:
+            where = f"serving.pii.fields.{name}"
+            if name in self.entity.keys:
+                problems.append(
+                    f"{where}: {name!r} is an entity key: it joins the log to features and labels and is in every "
+                    "feature table already; declare a pseudonymous key instead"
+                )
+            elif name not in self.request_features:
+                problems.append(
+                    f"{where}: {name!r} is not a request field (request features: {sorted(self.request_features)})"
+                )
+            elif self.model is not None and self.model.slice_by == name:
+                problems.append(f"{where}: {name!r} is model.slice_by: live slices are reported by their values")
+        retention = self.serving.log_retention
+        if retention is not None:
+            for field in ("window", "performance_window"):
+                needed = getattr(self.monitoring, field)
+                if parse_duration(retention) < parse_duration(needed):
+                    problems.append(
+                        f"serving.log_retention: {retention} is shorter than monitoring.{field} ({needed}), which "
+                        "reads that much of the prediction log"
+                    )
+        return problems
 
     def _ab_test_problems(self) -> list[str]:
         """An A/B test needs rollout 'ab', a metric that fits the task, and an outcome the sources have."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlops_assets.app.champion import ChampionChange, promote
+from mlops_assets.app.champion import ChampionChange, authorize, promote
 from mlops_assets.app.runs import check_verdict
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
@@ -86,6 +86,8 @@ def promote_if_won(workspace: Workspace, spec: PipelineSpec, by: str) -> tuple[A
     decided = verdict(workspace, spec)
     if decided.decision is ABDecision.KEEP_COLLECTING:
         return decided, None
+    if decided.decision is ABDecision.CHALLENGER_WINS:  # who may promote is asked before the experiment ends
+        authorize(workspace, spec, f"promote version {decided.challenger} of {spec.name!r}", decided.challenger)
     folder = experiments_folder(workspace.root, spec.name)
     experiment = experiments.running(folder)
     assert experiment is not None and experiment.id == decided.experiment, "the analysed experiment is running"

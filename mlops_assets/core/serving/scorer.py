@@ -27,6 +27,7 @@ from mlops_assets.core.models.compiled import FastModel, fast_model
 from mlops_assets.core.models.modeling import Columns, Outputs, fitted_columns, predict, rows_to_pandas
 from mlops_assets.core.serving.delivery import after_answer
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter
+from mlops_assets.core.serving.privacy import PiiRule
 from mlops_assets.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -298,8 +299,14 @@ class Scorer:
         log_writer: PredictionLogWriter,
         metrics: ServingMetrics | None = None,
         shadow_backlog: int = 64,
+        pii: PiiRule | None = None,
     ) -> None:
+        """`pii`: what becomes of the spec's PII request fields in a log record (PiiRule.of reads the key); a spec
+        that declares PII fields must be given it."""
+        if spec.serving.pii is not None and not pii:
+            raise ValueError(f"{spec.name}: serving.pii is declared: give the scorer its PiiRule")
         self.spec, self.models, self.features, self.log = spec, models, features, log_writer
+        self.pii = pii or PiiRule()
         self.metrics = metrics or NoMetrics()
         self.threshold = spec.model.threshold if spec.model else 0.5
         self.task = spec.model.task if spec.model else "binary"
@@ -407,9 +414,10 @@ class Scorer:
             "request_id": answer.request_id,
             "timestamp": now.isoformat(),
             "entity": {k: body[k] for k in self.spec.entity.keys},
-            "features": vector.values,
+            # PII request fields are dropped or hashed here, before the record exists anywhere but in memory.
+            "features": self.pii.scrub(vector.values),
             "feature_timestamps": vector.timestamps,
-            "request": body,
+            "request": self.pii.scrub(body),
             "model_version": answer.model_version,
             "score": _score(output),
             "label": getattr(answer, "label", None),

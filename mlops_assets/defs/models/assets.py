@@ -10,7 +10,8 @@ import polars as pl
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
-from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
+from mlops_assets.core.models.approval import identity
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.compiled import fast_model
 from mlops_assets.core.models.fairness import (
@@ -143,6 +144,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         # Timed here, on the machine that trains, through the path serving scores with: recorded with the version.
         latency = measure_latency(trained.pipeline, model.task, rows, promotion.latency_calls, fast)
         context.log.info(f"{spec.name} model latency (ms): {latency.metrics()}")
+        trainer = identity()
         try:
             logged = registry.log_candidate(
                 spec.name,
@@ -150,7 +152,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 sample,
                 params=record.params,
                 metrics={**record.metrics, **latency.metrics()},
-                tags={**record.tags, LATENCY_TAG: latency_tag(latency, compiled)},
+                # Who trained it: under promotion.separate_duties, not who may approve it.
+                tags={**record.tags, LATENCY_TAG: latency_tag(latency, compiled), TRAINED_BY_TAG: trainer},
                 artifacts=record.artifacts,
                 required=record.required,
                 task=model.task,
@@ -179,6 +182,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "compiled_scoring": compiled,
                 "latency": dg.MetadataValue.md(markdown_table(latency.rows(promotion.latency_budget_ms))),
                 **{key.replace(".", "/"): value for key, value in latency.metrics().items()},
+                TRAINED_BY_TAG: trainer,
             }
         )
 
@@ -348,11 +352,18 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
         first = CHAMPION not in registry.aliases(spec.name)
-        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
+        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger
+        # does, and as promotion.require_approval does for any candidate once there is a champion to keep.
         manual = context.run.tags.get(PROMOTION_TAG) == "manual"
-        if (promotion.policy == "challenger" or manual) and not first:
+        if (promotion.policy == "challenger" or manual or promotion.require_approval) and not first:
             registry.set_challenger(spec.name, version)
-            why = "retraining.promotion: manual" if manual else "policy: challenger"
+            why = (
+                "promotion.require_approval: an approver promotes it"
+                if promotion.require_approval
+                else "retraining.promotion: manual"
+                if manual
+                else "policy: challenger"
+            )
             context.log.info(f"version {version} passed the gate and is now the challenger ({why})")
             return
         try:
