@@ -51,7 +51,7 @@ def print_summary(summary: RunSummary) -> None:
 SECTIONS = {
     "Start": ("demo", "new", "check", "init"),
     "Run the pipeline": ("materialize", "score", "replay", "monitor"),
-    "Models": ("status", "promote", "rollback", "report"),
+    "Models": ("status", "features", "promote", "rollback", "ab", "report", "reproduce"),
     "Serve and look": ("serve", "ui", "mlflow"),
 }
 
@@ -235,8 +235,16 @@ def check(ctx: click.Context) -> None:
 @click.option("--start", type=click.DateTime(["%Y-%m-%d"]), help="First day (default: the spec's start_date).")
 @click.option("--days", type=click.IntRange(min=1), default=7, show_default=True, help="Number of daily partitions.")
 @click.option("--no-training", is_flag=True, help="Only ingest and compute features.")
+@click.option(
+    "--accept-definition-change",
+    is_flag=True,
+    help="Rebuild the days of the shared sources and views it reads under their changed definition (for every "
+    "pipeline that reads them).",
+)
 @click.pass_context
-def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool) -> None:
+def materialize(
+    ctx: click.Context, pipeline: str, start: Any, days: int, no_training: bool, accept_definition_change: bool
+) -> None:
     """Materialize a pipeline's daily partitions, then its training set.
 
     Example: mlops materialize fraud --start 2026-01-01 --days 14
@@ -251,7 +259,16 @@ def materialize(ctx: click.Context, pipeline: str, start: Any, days: int, no_tra
             yield from progress
 
     first = start.date() if start else None
-    summary = run(_workspace(ctx), pipeline, first, days, not no_training, click.echo, each_chunk)
+    summary = run(
+        _workspace(ctx),
+        pipeline,
+        first,
+        days,
+        not no_training,
+        click.echo,
+        each_chunk,
+        accept_definition_change=accept_definition_change,
+    )
     print_summary(summary)
     if not summary.ok:
         sys.exit(1)
@@ -329,21 +346,35 @@ def _changed(pipeline: str, change: Any, refresh_seconds: float) -> None:
 @click.option(
     "--from-shadow", is_flag=True, help="Promote the challenger only if it beats the champion on labelled live traffic."
 )
+@click.option("--from-ab", is_flag=True, help="Promote the challenger only if it won the running A/B experiment.")
 @click.pass_context
-def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str | None, from_shadow: bool) -> None:
+def promote(
+    ctx: click.Context, pipeline: str, version: str | None, reason: str | None, from_shadow: bool, from_ab: bool
+) -> None:
     """Make a registered version the champion (recorded in the champion history).
 
     With --from-shadow, the challenger's logged shadow (or canary) scores and the champion's are evaluated on the
-    live requests whose labels have arrived, and the promotion gate decides.
+    live requests whose labels have arrived, and the promotion gate decides. With --from-ab, the running A/B
+    experiment's sequential test decides (a decided experiment ends; one still collecting goes on).
 
     Examples: mlops promote fraud 3 --reason "reviewed"      mlops promote fraud --from-shadow
+    mlops promote fraud --from-ab
     """
     from mlops_assets.app import champion
 
     workspace = _workspace(ctx)
     spec = workspace.spec(pipeline)
-    if from_shadow == bool(version):
-        raise click.UsageError("give either VERSION (with --reason) or --from-shadow")
+    if from_shadow + from_ab + bool(version) != 1:
+        raise click.UsageError("give one of VERSION (with --reason), --from-shadow or --from-ab")
+    if from_ab:
+        from mlops_assets.app import ab
+
+        decided, change = ab.promote_if_won(workspace, spec, champion.actor("cli"))
+        if change is None:
+            ended = "" if decided.decision == "keep_collecting" else f"; experiment {decided.experiment} ended"
+            _fail(f"the challenger of {spec.name!r} stays challenger ({decided.decision}): {decided.reason}{ended}")
+        _changed(spec.name, change, spec.serving.refresh_seconds)
+        return
     if version:
         if not reason:
             raise click.UsageError("--reason is required: it is recorded in the champion history")
@@ -354,6 +385,66 @@ def promote(ctx: click.Context, pipeline: str, version: str | None, reason: str 
             _fail(f"the challenger of {spec.name!r} stays challenger ({verdict.outcome}): {verdict.reasons}")
         change = won
     _changed(spec.name, change, spec.serving.refresh_seconds)
+
+
+@main.group("ab")
+def ab_group() -> None:
+    """A/B experiments (serving.rollout: ab): start one between the champion and the challenger, or stop it.
+
+    Its decision is the `PIPELINE/ab_test` asset; `mlops promote PIPELINE --from-ab` acts on it.
+
+    Example: mlops ab start fraud
+    """
+
+
+@ab_group.command("start")
+@click.argument("pipeline")
+@click.pass_context
+def ab_start(ctx: click.Context, pipeline: str) -> None:
+    """Start the A/B experiment of the champion against the challenger (refused while one runs).
+
+    Example: mlops ab start fraud
+    """
+    from mlops_assets.app import ab
+    from mlops_assets.app.champion import actor
+    from mlops_assets.core.monitoring.ab import design, rows_at_most
+
+    workspace = _workspace(ctx)
+    spec = workspace.spec(pipeline)
+    experiment = ab.start(workspace, spec, actor("cli"))
+    test = spec.serving.ab_test
+    assert test is not None, "checked by ab.start"
+    plan = design(test.minimum_detectable_effect, test.alpha, test.power, test.looks)
+    click.echo(f"{spec.name}: started {experiment.describe()}")
+    click.echo(
+        f"{spec.name}: {test.metric_name}, a difference of {test.minimum_detectable_effect} at alpha {test.alpha} "
+        f"with power {test.power}, {test.looks} looks (boundaries |z| {', '.join(f'{b:.2f}' for b in plan.boundaries)})"
+    )
+    most = rows_at_most(spec, plan)
+    click.echo(
+        f"{spec.name}: at most {most:,.0f} labelled rows (a rate's variance is at most 1/4); `mlops promote "
+        f"{spec.name} --from-ab` reports the progress"
+        if most is not None
+        else f"{spec.name}: the planned rows follow from the variance of the first labelled rows; `mlops promote "
+        f"{spec.name} --from-ab` reports them and the progress"
+    )
+
+
+@ab_group.command("stop")
+@click.argument("pipeline")
+@click.option("--reason", required=True, help="Why it stops without a decision: kept with its record.")
+@click.pass_context
+def ab_stop(ctx: click.Context, pipeline: str, reason: str) -> None:
+    """Stop the running A/B experiment without a decision.
+
+    Example: mlops ab stop fraud --reason "wrong challenger"
+    """
+    from mlops_assets.app import ab
+    from mlops_assets.app.champion import actor
+
+    workspace = _workspace(ctx)
+    ended = ab.stop(workspace, workspace.spec(pipeline), reason, actor("cli"))
+    click.echo(f"{pipeline}: {ended.describe()} stopped ({reason})")
 
 
 @main.command()
@@ -393,7 +484,36 @@ def status(ctx: click.Context, as_json: bool) -> None:
             click.echo("  no champion yet: materialize its training job (mlops materialize)")
         for alias, info in models.items():
             figures = ", ".join(f"{k} {v:.4f}" for k, v in info["metrics"].items() if v is not None)
-            click.echo(f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}")
+            recorded = [f"{tag.replace('_', ' ')} {info[tag]}" for tag in ("trained_by", "approved_by") if tag in info]
+            line = f"  {alias:<10} version {info['version']:<4} since {info['since']}  {figures}"
+            click.echo(f"{line}  ({', '.join(recorded)})" if recorded else line)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def features(ctx: click.Context, as_json: bool) -> None:
+    """Every feature view once per table: the pipelines that read it (a shared view: all of them), rows, days
+    written and the last day.
+
+    Example: mlops features --json
+    """
+    import json
+    from dataclasses import asdict
+
+    from mlops_assets.app.reports import feature_views
+
+    facts = feature_views(_workspace(ctx))
+    if as_json:
+        click.echo(json.dumps([asdict(f) for f in facts], indent=2))
+        return
+    width = max((len(f.key) for f in facts), default=10) + 2
+    for f in facts:
+        through = f"through {f.fresh_through}" if f.fresh_through else "not materialized yet"
+        click.echo(
+            f"{f.key:<{width}}per {f.entity}  {f.rows:>10,} rows  {f.days:>4} days  {through}  "
+            f"read by {', '.join(f.users)}"
+        )
 
 
 @main.command()
@@ -474,6 +594,35 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
         if open_them and path is not None:
             click.launch(str(path))
     if found.drift_report is None and found.model_card is None:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("pipeline")
+@click.argument("version")
+@click.pass_context
+def reproduce(ctx: click.Context, pipeline: str, version: str) -> None:
+    """Rebuild VERSION's training set from the Delta versions it recorded, retrain it with its recorded spec and seed
+    in a scratch registry, and compare the two models on its frozen holdout: identical, or the largest difference and
+    what changed since (packages, code, spec). Writes nothing to the project. Exit code 1 when not identical.
+
+    Example: mlops reproduce fraud 3
+    """
+    from mlops_assets.app.reproduce import reproduce as run
+
+    found = run(_workspace(ctx), pipeline, version)
+    training = "identical" if found.training_set_equal else "DIFFERENT from the recorded one"
+    click.echo(f"{pipeline} version {version}: training set rebuilt, {found.training_rows:,} rows, {training}")
+    if found.identical:
+        click.echo(f"retrained model: identical outputs on the {found.holdout_rows:,} holdout rows")
+    else:
+        click.echo(
+            f"retrained model: outputs differ on the {found.holdout_rows:,} holdout rows, largest difference "
+            f"{found.largest_difference:g}"
+        )
+    for what, (then, now) in found.changed.items():
+        click.echo(f"  changed since: {what}: {then} -> {now}")
+    if not found.identical:
         sys.exit(1)
 
 

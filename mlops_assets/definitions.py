@@ -16,11 +16,14 @@ from mlops_assets.defs.common.resources import (
 )
 from mlops_assets.defs.common.schedules import daily_schedule
 from mlops_assets.defs.features import definitions as features
+from mlops_assets.defs.features.assets import build_feature_assets
 from mlops_assets.defs.ingest import definitions as ingest
+from mlops_assets.defs.ingest.assets import build_ingest_assets
 from mlops_assets.defs.models import definitions as models
 from mlops_assets.defs.monitoring import definitions as monitoring
 from mlops_assets.defs.scoring import definitions as scoring
 from mlops_assets.defs.serving import definitions as serving
+from mlops_assets.defs.serving.assets import build_online_assets
 from mlops_assets.defs.training import definitions as training
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_specs
 
@@ -37,7 +40,7 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
         scoring.definitions(spec),
     ]
     day = dg.AssetSelection.groups(keys.group(spec, "ingest"), keys.group(spec, "features")) | dg.AssetSelection.assets(
-        *(keys.online_key(spec, view) for view in spec.feature_views), keys.prediction_log_key(spec)
+        *(keys.online_key(spec, view) for view in spec.views_of(spec.name)), keys.prediction_log_key(spec)
     )
     trained = dg.AssetSelection.assets(
         keys.training_set_key(spec), *(keys.model_keys(spec).values() if spec.model else [])
@@ -67,6 +70,21 @@ def pipeline_definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     return dg.Definitions.merge(*stages, across)
 
 
+def namespace_definitions(spec: PipelineSpec, users: list[str]) -> dg.Definitions:
+    """A shared namespace (`spec.in_namespace`): its sources, feature views and online sync, materialized once for
+    the pipelines that include its file (`users`), by its own daily job (a quarter of an hour before theirs)."""
+    assets = [*build_ingest_assets(spec, users), *build_feature_assets(spec, users), *build_online_assets(spec)]
+    job = dg.define_asset_job(
+        keys.daily_job(spec),
+        selection=dg.AssetSelection.assets(*assets),
+        description=f"Ingest a day (or a range) of the shared sources of `{spec.name}`, compute its feature views "
+        "and sync them to the online store: once for every pipeline that reads them.",
+    )
+    return dg.Definitions(
+        assets=assets, jobs=[job], schedules=[daily_schedule(keys.daily_job(spec), "15 0 * * *", spec)]
+    )
+
+
 def build_definitions(
     specs_dir: Path | str | None = None,
     data_dir: str = "data",
@@ -83,8 +101,16 @@ def build_definitions(
     """
     folder = Path(specs_dir).resolve() if specs_dir else BUILTIN_SPECS_DIR
     specs = load_specs(folder)
+    namespaces: dict[str, PipelineSpec] = {}
+    for spec in specs:  # load_specs refused pipelines declaring a shared table differently: any of them will do
+        for namespace in spec.namespaces():
+            namespaces.setdefault(namespace, spec.in_namespace(namespace))
     return dg.Definitions.merge(
         *(pipeline_definitions(spec, folder) for spec in specs),
+        *(
+            namespace_definitions(spec, [s.name for s in specs if name in s.namespaces()])
+            for name, spec in namespaces.items()
+        ),
         dg.Definitions(
             resources={
                 "lake": LakeResource(data_dir=data_dir),

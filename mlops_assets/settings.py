@@ -58,6 +58,11 @@ def drift_report_path(root: Path, pipeline: str, day: str) -> Path:
     return root / "reports" / pipeline / "drift" / f"{day}.html"
 
 
+def experiments_folder(root: Path, pipeline: str) -> Path:
+    """Where a pipeline's A/B experiments are recorded (the running one and the ended ones), under the data folder."""
+    return root / "experiments" / pipeline
+
+
 def online_store_url(data_dir: str, url: str | None = None) -> str:
     """The online store: SQLite in the data folder unless a URL (redis://...) is given or set in the environment."""
     return url or os.environ.get(ONLINE_STORE_ENV) or f"sqlite:///{Path(data_dir).resolve() / 'online.db'}"

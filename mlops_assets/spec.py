@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -382,6 +383,67 @@ class ModelSpec(SpecSection):
         return self
 
 
+# The metrics a fairness guard may compare between groups, per task: the task's own and, for binary models, the
+# rates at the decision threshold (false-positive rate; positive rate, the share of positive decisions).
+FAIRNESS_METRICS: dict[str, list[str]] = {
+    "binary": [*TASK_METRICS["binary"], "false_positive_rate", "positive_rate", "accuracy"],
+    "multiclass": TASK_METRICS["multiclass"],
+    "regression": TASK_METRICS["regression"],
+}
+FairnessMetric = Literal[
+    "roc_auc",
+    "pr_auc",
+    "log_loss",
+    "precision",
+    "recall",
+    "false_positive_rate",
+    "positive_rate",
+    "accuracy",
+    "macro_f1",
+    "rmse",
+    "mae",
+    "r2",
+    "mape",
+]
+
+
+class FairnessGuard(SpecSection):
+    """The largest gap of a metric allowed between the groups of a protected attribute, on the holdout."""
+
+    attribute: str = Field(
+        description="a column of the training set (a request feature, a view's feature, an entity key, or a column "
+        "of the label source, carried into the training set for evaluation only and never a model input): each "
+        "value is a group"
+    )
+    metric: FairnessMetric = Field(
+        description="the metric compared between groups: "
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in FAIRNESS_METRICS.items())
+    )
+    max_gap: float = Field(ge=0, description="the largest allowed difference between the best and worst group")
+    min_group_rows: int = Field(
+        default=50,
+        ge=1,
+        description="a group with fewer holdout rows (or where the metric is undefined) is reported, not gated",
+    )
+
+
+class LatencyBudget(SpecSection):
+    """The slowest in-process scoring a candidate may have, in milliseconds (each field optional)."""
+
+    single_p50: float | None = Field(default=None, gt=0, description="median time to score one row")
+    single_p99: float | None = Field(default=None, gt=0, description="99th percentile time to score one row")
+    batch_100_p50: float | None = Field(default=None, gt=0, description="median time to score 100 rows at once")
+    batch_100_p99: float | None = Field(
+        default=None, gt=0, description="99th percentile time to score 100 rows at once"
+    )
+
+    @model_validator(mode="after")
+    def _some_budget(self) -> LatencyBudget:
+        if all(value is None for value in self.model_dump().values()):
+            raise ValueError("declare at least one of single_p50, single_p99, batch_100_p50, batch_100_p99")
+        return self
+
+
 class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""
 
@@ -404,6 +466,54 @@ class PromotionSpec(SpecSection):
     min_shadow_rows: int = Field(
         default=200, ge=1, description="labelled live predictions needed before a shadow comparison can promote"
     )
+    fairness: list[FairnessGuard] = Field(
+        default_factory=list,
+        description="guards on protected attributes: a metric's gap between groups over `max_gap` on the holdout "
+        "fails the gate",
+    )
+    latency_budget_ms: LatencyBudget | None = Field(
+        default=None,
+        description="the candidate's in-process scoring latency (one row, 100 rows) must be within these; measured "
+        "and recorded on every version whether declared or not",
+    )
+    latency_calls: int = Field(
+        default=200, ge=10, description="timed scoring calls per measurement (after 10% as many untimed warm-up calls)"
+    )
+    approvers: list[str] | None = Field(
+        default=None,
+        description="who may change the champion (`mlops promote`, `--from-shadow`, `--from-ab`, `mlops rollback`): "
+        "people by name (as MLOPS_ACTOR, or the OS user, names them) or `group:<name>` (members listed in "
+        "`groups_file`); absent: anyone, recorded",
+        examples=[["alice", "group:fraud-leads"]],
+    )
+    groups_file: str | None = Field(
+        default=None,
+        description="a YAML file (relative to the data folder) mapping each group named in `approvers` to its members",
+        examples=["governance/groups.yaml"],
+    )
+    require_approval: bool = Field(
+        default=False,
+        description="a candidate that passes the gate (retrained or not) waits as challenger until an approver "
+        "promotes it; only a pipeline's first version becomes champion by the gate alone",
+    )
+    separate_duties: bool = Field(
+        default=False, description="the identity that trained a version (its `trained_by` tag) cannot approve it"
+    )
+
+    @model_validator(mode="after")
+    def _approvers_name_someone(self) -> PromotionSpec:
+        if self.approvers is not None:
+            if not self.approvers:
+                raise ValueError("approvers: an empty list names nobody (omit it to let anyone promote)")
+            blank = [a for a in self.approvers if not a.strip() or a.strip() == "group:"]
+            if blank:
+                raise ValueError(f"approvers: {blank} names nobody: give a name or group:<name>")
+            if any(a.startswith("group:") for a in self.approvers) and not self.groups_file:
+                raise ValueError("approvers names a group: declare groups_file, where its members are listed")
+        for flag in ("require_approval", "separate_duties"):
+            if getattr(self, flag) and self.approvers is None:
+                raise ValueError(f"{flag}: needs approvers (nobody would be allowed to approve)")
+        return self
 
 
 class FallbackRule(SpecSection):
@@ -468,6 +578,96 @@ def _answer(entry: FallbackSpec | FallbackRule) -> float | str:
     return answer
 
 
+# The task's metrics that are a mean of one value per request (what an A/B test compares): a rate over labelled rows
+# (precision: the rows flagged positive; recall: the positive rows; accuracy) or a mean loss. roc_auc, pr_auc,
+# macro_f1, rmse, r2 and mape are not means of per-request values.
+AB_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("precision", "recall", "log_loss"),
+    "multiclass": ("accuracy", "log_loss"),
+    "regression": ("mae",),
+}
+
+
+class ABOutcome(SpecSection):
+    """A business outcome per request (a conversion, a revenue), from a source joined to the log by request id."""
+
+    source: str = Field(description="the source whose rows carry the outcome (ingested like any source)")
+    column: str = Field(description="the outcome: a bool or a 0/1 number (a rate), or any number (a mean)")
+    request_id: str = Field(description="the column of the source holding the request_id the prediction was made with")
+    higher_is_better: bool = Field(default=True, description="false: a smaller outcome is better (a cost)")
+
+
+class ABTestSpec(SpecSection):
+    """An A/B test of the challenger against the champion: a sticky share of entities answered by the challenger,
+    a primary metric per request, and a group-sequential test that decides once the evidence is enough."""
+
+    metric: Metric | None = Field(
+        default=None,
+        description="the primary metric from labels, per request: "
+        + "; ".join(f"{task}: {', '.join(metrics)}" for task, metrics in AB_METRICS.items())
+        + " (declare this or `outcome`)",
+    )
+    outcome: ABOutcome | None = Field(default=None, description="the primary metric from a business outcome column")
+    minimum_detectable_effect: float = Field(
+        gt=0,
+        description="the smallest difference worth detecting, in the metric's units (a rate: 0.02 is 2 points; "
+        "log_loss, mae or a numeric outcome: its own units)",
+    )
+    alpha: float = Field(
+        default=0.05,
+        gt=0,
+        lt=0.5,
+        description="significance level: the chance of declaring a winner when there is none",
+    )
+    power: float = Field(
+        default=0.8, gt=0.5, lt=1, description="the chance of a winner when the true difference is the effect"
+    )
+    looks: int = Field(
+        default=5,
+        ge=1,
+        le=50,
+        description="planned interim analyses, at equal steps of information up to the planned sample: the test "
+        "looks only there, however often its asset is materialized",
+    )
+    challenger_share: float = Field(
+        default=0.5, gt=0, lt=1, description="the share of entities (sticky by entity key) the challenger answers"
+    )
+
+    @model_validator(mode="after")
+    def _one_metric(self) -> ABTestSpec:
+        if (self.metric is None) == (self.outcome is None):
+            raise ValueError("declare exactly one of 'metric' (from labels) or 'outcome' (a business outcome column)")
+        return self
+
+    @property
+    def higher_is_better(self) -> bool:
+        if self.outcome is not None:
+            return self.outcome.higher_is_better
+        return self.metric not in LOWER_IS_BETTER
+
+    @property
+    def metric_name(self) -> str:
+        return self.metric if self.metric is not None else f"outcome {self.outcome.column}"  # type: ignore[union-attr]
+
+
+class PiiSpec(SpecSection):
+    """Request fields that are personal data: never stored as sent (prediction log files, its Delta table, anything
+    else under the data folder)."""
+
+    fields: dict[str, Literal["drop", "hash"]] = Field(
+        min_length=1,
+        description="request feature -> `drop` (removed before anything is written) or `hash` (replaced by its "
+        "HMAC-SHA256 under the key in `hash_key_env`: equal values stay equal, the value cannot be read back)",
+        examples=[{"email": "drop", "phone": "hash"}],
+    )
+    hash_key_env: str = Field(
+        default="MLOPS_PII_KEY",
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="environment variable holding the hash key (read by the service when it starts, never stored); "
+        "required when a field is hashed",
+    )
+
+
 class ServingSpec(SpecSection):
     """How the prediction service answers: online lookups, fallback, rollout of a challenger, logging, auth."""
 
@@ -492,13 +692,17 @@ class ServingSpec(SpecSection):
     fallback: FallbackSpec | None = Field(
         default=None, description="default: score with the missing features imputed, marked degraded"
     )
-    rollout: Literal["champion_only", "shadow", "canary"] = Field(
+    rollout: Literal["champion_only", "shadow", "canary", "ab"] = Field(
         default="shadow",
         description="with a challenger: 'shadow' scores it beside the champion without changing the answer; "
-        "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows",
+        "'canary' lets it answer for `canary_share` of the entities (sticky) while the champion shadows; 'ab' "
+        "answers `ab_test.challenger_share` of the entities with it (sticky) and tests the difference",
     )
     canary_share: float = Field(
         default=0.0, ge=0, le=1, description="canary: the share of entities the challenger answers for"
+    )
+    ab_test: ABTestSpec | None = Field(
+        default=None, description="rollout 'ab': the primary metric, the effect to detect, alpha, power and looks"
     )
     refresh_seconds: float = Field(default=10, gt=0, description="how often the service re-reads the aliases")
     log_batch_size: int = Field(default=200, ge=1, description="prediction log: records per flushed file")
@@ -513,6 +717,22 @@ class ServingSpec(SpecSection):
         description="environment variable holding the API key; when it is set, /predict, /predict_batch and /models "
         "require it",
     )
+    pii: PiiSpec | None = Field(
+        default=None, description="request fields that are personal data: dropped or hashed before anything is written"
+    )
+    log_retention: Duration | None = Field(
+        default=None,
+        description="the prediction log's days older than this (files and Delta partitions) are deleted and the "
+        "table vacuumed, so their files are gone; absent: kept",
+        examples=["90d"],
+    )
+
+    @field_validator("log_retention")
+    @classmethod
+    def _retention_in_days(cls, retention: str | None) -> str | None:
+        if retention is not None and parse_duration(retention) % timedelta(days=1):
+            raise ValueError(f"the prediction log is kept by whole days (30d, 12w), got {retention!r}")
+        return retention
 
 
 class Threshold(SpecSection):
@@ -689,6 +909,17 @@ class ScoringSpec(SpecSection):
         return schedule
 
 
+class SharedSpec(SpecSection):
+    """What a pipeline takes from included files that declare a `namespace`: those sources and feature views are
+    materialized once, as the namespace's assets, tables and online key space, for every pipeline including the file.
+    Set by `include`; a pipeline's own file never writes it."""
+
+    sources: dict[str, str] = Field(default_factory=dict, description="source -> the namespace owning its raw table")
+    feature_views: dict[str, str] = Field(
+        default_factory=dict, description="feature view -> the namespace owning its table and online key space"
+    )
+
+
 class PipelineSpec(SpecSection):
     """One model pipeline, declared once: its data, features, label, model, gate, serving and monitoring."""
 
@@ -730,6 +961,11 @@ class PipelineSpec(SpecSection):
         description="batch inference: a daily scores table of a population, each day by its own champion (absent: "
         "no batch scoring)",
     )
+    shared: SharedSpec = Field(
+        default_factory=SharedSpec,
+        description="set by `include` from files with a `namespace` (never written by hand): the sources and feature "
+        "views this pipeline shares with the other pipelines including the same file",
+    )
     code_packages: list[Annotated[str, Field(pattern=r"^[A-Za-z_]\w*$")]] = Field(
         default_factory=list,
         description="top-level packages whose code the spec may name (feature_views.*.function, model.estimator); "
@@ -746,6 +982,61 @@ class PipelineSpec(SpecSection):
                     raise ValueError(f"feature {feature!r} is produced by both {seen[feature]!r} and {view_name!r}")
                 seen[feature] = view_name
         return views
+
+    def source_namespace(self, source: str) -> str:
+        """Whose raw table a source is: its shared namespace, or this pipeline's."""
+        return self.shared.sources.get(source, self.name)
+
+    def view_namespace(self, view: str) -> str:
+        """Whose table and online key space a feature view is: its shared namespace, or this pipeline's."""
+        return self.shared.feature_views.get(view, self.name)
+
+    def sources_of(self, namespace: str) -> list[str]:
+        """The sources whose raw tables `namespace` (this pipeline's name, or a shared namespace) materializes."""
+        return [name for name in self.sources if self.source_namespace(name) == namespace]
+
+    def views_of(self, namespace: str) -> list[str]:
+        return [name for name in self.feature_views if self.view_namespace(name) == namespace]
+
+    def namespaces(self) -> list[str]:
+        """The shared namespaces this pipeline reads from."""
+        return sorted({*self.shared.sources.values(), *self.shared.feature_views.values()})
+
+    def in_namespace(self, namespace: str) -> PipelineSpec:
+        """This spec as the shared `namespace` sees it: named after it, no model; its builders then make only the
+        namespace's assets (`sources_of`, `views_of`). Every pipeline sharing it gives the same (`shared_problems`)."""
+        return self.model_copy(update={"name": namespace, "owner": None, "model": None, "promotion": None})
+
+    def code_version(self, kind: str, name: str) -> str:
+        """The code version of a source's raw asset (`kind` "sources") or a view's assets ("feature_views"): its own
+        declaration's fingerprint, or, shared, the hash of all it follows (`definition_hash`)."""
+        if name in getattr(self.shared, kind):
+            return self.definition_hash(kind, name)
+        declared: SpecSection = self.sources[name] if kind == "sources" else self.feature_views[name]
+        return declared.fingerprint()
+
+    def definition_hash(self, kind: str, name: str) -> str:
+        """The code version of a shared source or view: a change of anything it follows shows, one hash for all."""
+        text = json.dumps(self.shared_definition(kind, name), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+    def shared_definition(self, kind: str, name: str) -> dict[str, Any]:
+        """What must be equal in every pipeline sharing a source (`kind` "sources") or feature view ("feature_views"):
+        its declaration, its source's and generator's, and the entity keys and start date its partitions and rows
+        follow. Two pipelines that include one file differ here only by their own entity or start date."""
+        source_name = name if kind == "sources" else self.feature_views[name].source
+        source = self.sources[source_name]
+        generator = source.generator.partition(".")[0] if source.generator else None
+        definition: dict[str, Any] = {
+            "start_date": self.start_date.isoformat(),
+            f"sources.{source_name}": source.model_dump(mode="json"),
+        }
+        if generator in self.generators:
+            definition[f"generators.{generator}"] = self.generators[generator].model_dump(mode="json")
+        if kind == "feature_views":
+            definition["entity.keys"] = list(self.entity.keys)
+            definition[f"feature_views.{name}"] = self.feature_views[name].model_dump(mode="json")
+        return definition
 
     def label_time_columns(self) -> dict[str, str]:
         """Columns of the label source known only when the label is, with what each is."""
@@ -766,7 +1057,72 @@ class PipelineSpec(SpecSection):
         if label.request_id:
             reserved[label.request_id] = "the request id (label.request_id)"
         reserved |= {name: "a request feature" for name in self.request_features}
+        reserved |= {name: "a protected attribute (promotion.fairness)" for name in self.evaluation_columns()}
         return reserved | self.label_time_columns()
+
+    def evaluation_columns(self) -> list[str]:
+        """Columns of the label source carried into the training set for evaluation only, never a model input: the
+        protected attributes of `promotion.fairness` that are not already a column of it (a key, a request feature,
+        an aggregation view's feature)."""
+        if self.promotion is None:
+            return []
+        source = self.sources.get(self.label.source)
+        label = self.label
+        features = {f for view in self.feature_views.values() for f in view.feature_names() or []}
+        present = {*self.entity.keys, *self.request_features, *features, label.prediction_timestamp}
+        present |= {label.column, label.timestamp}
+        return list(
+            dict.fromkeys(
+                guard.attribute
+                for guard in self.promotion.fairness
+                if source is not None and guard.attribute in source.columns and guard.attribute not in present
+            )
+        )
+
+    def fairness_problems(self) -> list[str]:
+        """Protected attributes that are not columns of the training set, metrics that do not fit the task, and a
+        protected attribute carried for evaluation only that `model.features` would make an input."""
+        if self.model is None or self.promotion is None:
+            return []
+        label, task = self.label, self.model.task
+        source = self.sources.get(label.source)
+        not_groups = {
+            label.column: "the label (label.column)",
+            label.timestamp: "when the label became known (label.timestamp)",
+            label.prediction_timestamp: "the prediction time (label.prediction_timestamp)",
+        }
+        views = self.feature_views.values()
+        features = [f for view in views for f in view.feature_names() or []]
+        known = [*self.entity.keys, *self.request_features, *features]
+        known += [c for c in (source.columns if source else {}) if c not in known and c not in not_groups]
+        custom = [name for name, view in self.feature_views.items() if view.feature_names() is None]
+        carried = self.evaluation_columns()
+        problems = []
+        for i, guard in enumerate(self.promotion.fairness):
+            where = f"promotion.fairness[{i}]"
+            if guard.metric not in FAIRNESS_METRICS[task]:
+                problems.append(
+                    f"{where}.metric: {guard.metric!r} does not apply to task {task!r} "
+                    f"(its fairness metrics: {', '.join(FAIRNESS_METRICS[task])})"
+                )
+            if guard.attribute in not_groups:
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is {not_groups[guard.attribute]}, not an attribute "
+                    "whose values are groups"
+                )
+            elif guard.attribute not in known and not custom:  # a custom view's features are known from its output
+                problems.append(
+                    f"{where}.attribute: {guard.attribute!r} is not a column of the training set (its columns: "
+                    f"{', '.join(known)}); a protected attribute is an entity key, a request feature, a feature or "
+                    f"a column of the label source {label.source!r}"
+                )
+        problems += [
+            f"model.features: {name!r} is a protected attribute carried for evaluation only (promotion.fairness), "
+            "not a request feature or a feature: it is never a model input"
+            for name in self.model.features or []
+            if name in carried
+        ]
+        return problems
 
     def feature_clash_problems(self, view_name: str, names: Iterable[str]) -> list[str]:
         """Features of `view_name` named like another column of the training set or another view's feature.
@@ -889,6 +1245,13 @@ class PipelineSpec(SpecSection):
                     for c in view.constraints
                     if c not in names
                 ]
+        for name, namespace in self.shared.feature_views.items():
+            source_name = self.feature_views[name].source if name in self.feature_views else None
+            if source_name is not None and self.shared.sources.get(source_name) != namespace:
+                problems.append(
+                    f"feature_views.{name}: shared in namespace {namespace!r}, so its source {source_name!r} must be "
+                    "declared in the same included file (a shared view cannot read one pipeline's own source)"
+                )
         if (self.model is None) != (self.promotion is None):
             problems.append("promotion: 'model' and 'promotion' are declared together (a model needs a gate)")
         if self.model is not None and self.promotion is not None and self.promotion.metric is None:
@@ -906,7 +1269,9 @@ class PipelineSpec(SpecSection):
                 problems.append(f"serving.fallback.rules[{i}].feature: {rule.feature!r} is not a request feature")
         if self.serving.rollout == "canary" and self.serving.canary_share == 0:
             problems.append("serving.canary_share: a canary rollout needs a share above 0")
+        problems += self._ab_test_problems()
         problems += self._leakage_problems()
+        problems += self.fairness_problems()
         label = self.label
         source = self.sources.get(label.source)
         if source is None:
@@ -943,7 +1308,7 @@ class PipelineSpec(SpecSection):
                 for f, c in self.request_features.items()
                 if f in source.columns and source.columns[f].dtype != c.dtype
             ]
-        return problems + self._key_type_problems() + self._scoring_problems()
+        return problems + self._key_type_problems() + self._privacy_problems() + self._scoring_problems()
 
     def scoring_request_features(self) -> list[str]:
         """The request features the model takes (a batch population must supply them)."""
@@ -989,6 +1354,76 @@ class PipelineSpec(SpecSection):
                 problems.append(f"{where}.carry: {column!r} is not a column of source {population.source!r}")
             elif column in taken:
                 problems.append(f"{where}.carry: {column!r} is already a column of the scores table")
+        return problems
+
+    def _privacy_problems(self) -> list[str]:
+        """PII fields that are not request features (or are needed as sent), a retention shorter than monitoring
+        reads back."""
+        problems = []
+        pii = self.serving.pii
+        for name in pii.fields if pii else {}:
+            where = f"serving.pii.fields.{name}"
+            if name in self.entity.keys:
+                problems.append(
+                    f"{where}: {name!r} is an entity key: it joins the log to features and labels and is in every "
+                    "feature table already; declare a pseudonymous key instead"
+                )
+            elif name not in self.request_features:
+                problems.append(
+                    f"{where}: {name!r} is not a request field (request features: {sorted(self.request_features)})"
+                )
+            elif self.model is not None and self.model.slice_by == name:
+                problems.append(f"{where}: {name!r} is model.slice_by: live slices are reported by their values")
+        retention = self.serving.log_retention
+        if retention is not None:
+            for field in ("window", "performance_window"):
+                needed = getattr(self.monitoring, field)
+                if parse_duration(retention) < parse_duration(needed):
+                    problems.append(
+                        f"serving.log_retention: {retention} is shorter than monitoring.{field} ({needed}), which "
+                        "reads that much of the prediction log"
+                    )
+        return problems
+
+    def _ab_test_problems(self) -> list[str]:
+        """An A/B test needs rollout 'ab', a metric that fits the task, and an outcome the sources have."""
+        ab, rollout = self.serving.ab_test, self.serving.rollout
+        if rollout == "ab" and ab is None:
+            return ["serving.ab_test: rollout 'ab' needs an A/B test (metric or outcome, minimum_detectable_effect)"]
+        if ab is None:
+            return []
+        if rollout != "ab":
+            return [f"serving.ab_test: declared, but serving.rollout is {rollout!r}; set rollout: ab"]
+        where = "serving.ab_test"
+        if ab.metric is not None:
+            task = self.model.task if self.model else None
+            fits = AB_METRICS.get(task or "", ())
+            if ab.metric not in fits:
+                return [
+                    f"{where}.metric: {ab.metric!r} does not fit "
+                    + (
+                        f"a {task} model (an A/B test compares a per-request metric: {', '.join(fits)})"
+                        if task
+                        else "a pipeline without a model"
+                    )
+                ]
+            if self.label.request_id is None:
+                return [f"{where}.metric: judging by labels needs label.request_id (to join predictions to labels)"]
+            return []
+        assert ab.outcome is not None, "one of metric or outcome, checked by the model"
+        outcome, where = ab.outcome, f"{where}.outcome"
+        source = self.sources.get(outcome.source)
+        if source is None:
+            return [f"{where}.source: unknown source {outcome.source!r} (known: {sorted(self.sources)})"]
+        problems = [
+            f"{where}.{field}: {column!r} is not a column of source {outcome.source!r} "
+            f"(its columns: {sorted(source.columns)})"
+            for field, column in (("column", outcome.column), ("request_id", outcome.request_id))
+            if column not in source.columns
+        ]
+        dtype = source.columns[outcome.column].dtype if outcome.column in source.columns else None
+        if dtype is not None and dtype not in ("bool", "int", "float"):
+            problems.append(f"{where}.column: {outcome.column!r} is {dtype}; an outcome is a bool or a number")
         return problems
 
     def _key_type_problems(self) -> list[str]:
@@ -1047,21 +1482,36 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 _SHARED_SECTIONS = ("generators", "sources", "feature_views")
+NAMESPACE = "namespace"  # an included file's key: its sources and views are that namespace's, shared
 
 
 def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
-    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec."""
+    """Merge the shared `generators`, `sources` and `feature_views` of included files into the spec; those of a
+    file with a `namespace` are recorded in `shared`, materialized once for every pipeline that includes it."""
+    if any((data.get("shared") or {}).values()):  # empty, as a dumped spec writes it: nothing to refuse
+        raise SpecError(path, ["shared: set by `include` (from files with a `namespace`), never written by hand"])
+    data.pop("shared", None)
     includes = data.pop("include", []) or []
     if not isinstance(includes, list):
         raise SpecError(path, ["include: expected a list of file paths relative to the spec"])
+    shared: dict[str, dict[str, str]] = {"sources": {}, "feature_views": {}}
     for entry in includes:
         included_path = (path.parent / str(entry)).resolve()
         included = _read_yaml(included_path)
-        unknown = set(included) - set(_SHARED_SECTIONS)
+        unknown = set(included) - {*_SHARED_SECTIONS, NAMESPACE}
         if unknown:
             raise SpecError(
-                included_path, [f"{k}: an included file may only declare {_SHARED_SECTIONS}" for k in unknown]
+                included_path,
+                [f"{k}: an included file may only declare {(*_SHARED_SECTIONS, NAMESPACE)}" for k in sorted(unknown)],
             )
+        namespace = included.get(NAMESPACE)
+        if namespace is not None:
+            if not isinstance(namespace, str) or not re.fullmatch(_NAME, namespace):
+                raise SpecError(included_path, [f"namespace: {namespace!r} must match {_NAME}"])
+            if namespace == data.get("name"):
+                raise SpecError(path, [f"name: {namespace!r} is also the namespace of {included_path}; rename one"])
+            for section in shared:
+                shared[section] |= dict.fromkeys(included.get(section) or {}, namespace)
         for section in _SHARED_SECTIONS:
             merged = dict(included.get(section) or {})
             clashes = set(merged) & set(data.get(section) or {})
@@ -1070,6 +1520,8 @@ def _merge_includes(path: Path, data: dict[str, Any]) -> dict[str, Any]:
             merged.update(data.get(section) or {})
             if merged:
                 data[section] = merged
+    if any(shared.values()):
+        data["shared"] = shared
     return data
 
 
@@ -1111,4 +1563,33 @@ def load_specs(folder: Path | str | None = None) -> list[PipelineSpec]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise SpecError(folder, [f"name: pipeline {n!r} is declared by more than one file" for n in duplicates])
+    problems = shared_problems(dict(zip(files, specs, strict=True)))
+    if problems:
+        raise SpecError(folder, problems)
     return specs
+
+
+def shared_problems(specs: Mapping[Path, PipelineSpec]) -> list[str]:
+    """Shared sources and views declared differently by the pipelines that share them (one table cannot follow two
+    definitions), and namespaces named like a pipeline; each problem names the files and what differs."""
+    pipelines = {spec.name: path for path, spec in specs.items()}
+    problems: list[str] = []
+    seen: dict[tuple[str, str, str], tuple[Path, dict[str, Any]]] = {}
+    for path, spec in specs.items():
+        for kind in ("sources", "feature_views"):
+            for name, namespace in getattr(spec.shared, kind).items():
+                if namespace in pipelines:
+                    problems.append(
+                        f"{path.name}: namespace {namespace!r} is also the pipeline of {pipelines[namespace].name}"
+                    )
+                definition = spec.shared_definition(kind, name)
+                first = seen.setdefault((namespace, kind, name), (path, definition))
+                if first[1] != definition:
+                    differs = sorted(
+                        k for k in definition.keys() | first[1].keys() if definition.get(k) != first[1].get(k)
+                    )
+                    problems.append(
+                        f"{namespace}/{kind}.{name}: {first[0].name} and {path.name} declare it differently "
+                        f"({', '.join(differs)}); a shared table follows one definition"
+                    )
+    return sorted(set(problems))

@@ -14,6 +14,7 @@ from typing import Any
 import polars as pl
 
 from mlops_assets.app.workspace import Workspace
+from mlops_assets.core.lake import table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.settings import card_path, drift_report_path
@@ -27,6 +28,35 @@ def status(workspace: Workspace) -> dict[str, dict[str, Any]]:
         for spec in workspace.specs.values()
         if spec.model is not None
     }
+
+
+@dataclass(frozen=True)
+class FeatureViewFacts:
+    key: str  # the asset key, also the Delta table's name: `namespace/view` (shared) or `pipeline/view`
+    entity: str
+    users: list[str]  # the pipelines reading it
+    rows: int
+    days: int  # daily partitions written
+    fresh_through: str | None  # the last day written
+
+
+def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
+    """Every feature view of the specs, once per table (a shared view once, with all its users), read from the lake."""
+    users: dict[tuple[str, str], list[str]] = {}
+    entities: dict[tuple[str, str], str] = {}
+    for spec in workspace.specs.values():
+        for view in spec.feature_views:
+            # The key and table defs.keys.feature_key names, without importing Dagster (this answers at once).
+            place = (spec.view_namespace(view), view)
+            users.setdefault(place, []).append(spec.name)
+            entities[place] = spec.entity.name
+    facts = []
+    for (namespace, view), names in sorted(users.items()):
+        rows, days, last = table_facts(table_path(workspace.root, namespace, view))
+        facts.append(
+            FeatureViewFacts(f"{namespace}/{view}", entities[namespace, view], sorted(names), rows, days, last)
+        )
+    return facts
 
 
 @dataclass(frozen=True)

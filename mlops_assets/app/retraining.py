@@ -17,7 +17,7 @@ from mlops_assets.spec import PipelineSpec
 
 class Retrained(StrEnum):
     CHAMPION = "champion"  # the retrained model passed the gate and replaced the champion
-    CHALLENGER = "challenger"  # it passed the gate and waits as challenger (promotion: manual)
+    CHALLENGER = "challenger"  # it passed the gate and waits as challenger (promotion: manual, or require_approval)
     REFUSED = "refused"  # it did not pass the gate
     FAILED = "failed"  # the run failed before the gate
 

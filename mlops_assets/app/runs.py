@@ -146,12 +146,13 @@ def materialize(
     progress: Callable[[str], None] = lambda _: None,
     each_chunk: Callable[[list[tuple[date, date]]], Any] = iter,
     rows_per_run: int = ROWS_PER_RUN,
+    accept_definition_change: bool = False,
 ) -> RunSummary:
     """The daily job over `days` partitions, then the training job and the bento.
 
     The days run as one range (one run, one Delta commit per table), split into consecutive ranges of at most
     `rows_per_run` rows of source files. `each_chunk` wraps the ranges' iteration (a progress bar); `progress` hears
-    what comes next."""
+    what comes next. Shared namespaces the pipeline reads run first, for the days they lack (`run_shared`)."""
     spec = workspace.spec(pipeline, with_model=False)
     start = start or spec.start_date
     if start < spec.start_date:
@@ -159,6 +160,8 @@ def materialize(
     rows = [day_rows(spec, workspace.root, start + timedelta(days=i)) for i in range(days)]
     summary = RunSummary()
     for days_range in each_chunk(chunks(start, rows, rows_per_run)):
+        if not run_shared(workspace, spec, days_range, summary, accept_definition_change):
+            return summary
         result = workspace.run(keys.daily_job(spec), days=days_range)
         summary.add(result)
         if not result.success:
@@ -171,6 +174,65 @@ def materialize(
             progress(f"{pipeline}: building the bento of the live models")
             summary.add(build_bento(workspace, spec))
     return summary
+
+
+def check_verdict(workspace: Workspace, job: str, what: str) -> tuple[dict[str, Any], str]:
+    """Run a job whose asset carries one check: that check's metadata (as values) and description. A step that
+    failed before its check is an AppError saying why (`what` failed: ...)."""
+    result = workspace.run(job)
+    checks = result.get_asset_check_evaluations()
+    if not checks:  # the step failed before its check: the run says why
+        raise AppError(f"{what} failed: {'; '.join(RunSummary.of(result).failures)}")
+    return {k: getattr(v, "value", v) for k, v in checks[0].metadata.items()}, checks[0].description or ""
+
+
+def missing_ranges(first: date, last: date, present: set[str]) -> list[tuple[date, date]]:
+    """The days from `first` to `last` not in `present` (ISO days), as consecutive (first, last) ranges."""
+    ranges: list[tuple[date, date]] = []
+    for offset in range((last - first).days + 1):
+        day = first + timedelta(days=offset)
+        if day.isoformat() in present:
+            continue
+        if ranges and ranges[-1][1] == day - timedelta(days=1):
+            ranges[-1] = (ranges[-1][0], day)
+        else:
+            ranges.append((day, day))
+    return ranges
+
+
+def recorded_definition(workspace: Workspace, key: Any) -> str | None:
+    """The definition hash a shared asset's latest materialization recorded (None: none yet)."""
+    from mlops_assets.defs.common.shared import DEFINITION_HASH
+
+    event = workspace.instance.get_latest_materialization_event(key)
+    if event is None or event.asset_materialization is None:
+        return None
+    return getattr(event.asset_materialization.metadata.get(DEFINITION_HASH), "value", None)
+
+
+def run_shared(
+    workspace: Workspace, spec: PipelineSpec, days: tuple[date, date], summary: RunSummary, accept: bool = False
+) -> bool:
+    """Run the daily job of each shared namespace `spec` reads, for the days of `days` one of its partitioned assets
+    lacks (all of them when `accept`ing a definition change): a day another pipeline already materialized is not
+    ingested or computed again. False when a run failed (its failure is in `summary`)."""
+    for namespace in spec.namespaces():
+        shared = spec.in_namespace(namespace)
+        owned = {keys.raw_key(shared, s): shared.code_version("sources", s) for s in shared.sources_of(namespace)}
+        owned |= {
+            keys.feature_key(shared, v): shared.code_version("feature_views", v) for v in shared.views_of(namespace)
+        }
+        present = set.intersection(*(workspace.instance.get_materialized_partitions(k) for k in owned))
+        # Written under another definition: the days are run again, so that its guard refuses (or, accepted, applies)
+        # the change rather than a pipeline reading tables that no longer follow the spec.
+        changed = any(recorded_definition(workspace, key) not in (None, version) for key, version in owned.items())
+        tags = {keys.ACCEPT_DEFINITION_TAG: "true"} if accept else None
+        for missing in [days] if accept or changed else missing_ranges(*days, present):
+            result = workspace.run(keys.daily_job(shared), days=missing, tags=tags)
+            summary.add(result)
+            if not result.success:
+                return False
+    return True
 
 
 def build_bento(workspace: Workspace, spec: PipelineSpec) -> Any:
@@ -188,6 +250,8 @@ def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
     """A served day ingested (raw data, features, prediction log), then its drift report and performance."""
     spec = workspace.spec(pipeline)
     summary = RunSummary()
+    if not run_shared(workspace, spec, (day, day), summary):
+        return Graded(summary, None)
     for job in (keys.daily_job(spec), keys.monitoring_job(spec)):
         result = workspace.run(job, partition=day)
         summary.add(result)

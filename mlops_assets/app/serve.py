@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlops_assets.app.workspace import AppError, Workspace, project_instance
 from mlops_assets.core.serving.bundle import SERVICE, bento_name
+from mlops_assets.core.serving.privacy import PiiKeyMissing, PiiRule
 from mlops_assets.settings import TRACKING_URI_ENV, mlflow_settings, mlflow_ui_url
 
 
@@ -64,7 +65,11 @@ def _alive(pid: int) -> bool:
 
 def serve(workspace: Workspace, pipeline: str, host: str, port: int, from_source: bool = False) -> None:
     """Serve the pipeline's latest bento (or, `from_source`, this checkout's service) until stopped."""
-    workspace.spec(pipeline)
+    spec = workspace.spec(pipeline)
+    try:  # as the service itself does when it starts, but said here in a sentence, before BentoML starts
+        PiiRule.of(spec, os.environ)
+    except PiiKeyMissing as exc:
+        raise AppError(str(exc)) from None
     env = {
         "MLOPS_DATA_DIR": str(workspace.root),
         "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(workspace.root / "bentoml")),

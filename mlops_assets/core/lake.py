@@ -109,6 +109,21 @@ def overwrite_table(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -
     return deltalake.DeltaTable(str(path)).version()
 
 
+def table_facts(path: Path) -> tuple[int, int, str | None]:
+    """(rows, daily partitions, the last partition day) of a table, from its Delta log alone (no data file read);
+    (0, 0, None) before it exists."""
+    if table_version(path) is None:
+        return 0, 0, None
+    actions = pl.DataFrame(deltalake.DeltaTable(str(path)).get_add_actions(flatten=True))
+    day = f"partition.{PARTITION_COLUMN}"
+    if actions.is_empty():
+        return 0, 0, None
+    rows = int(actions["num_records"].sum())
+    if day not in actions.columns:
+        return rows, 0, None
+    return rows, actions[day].n_unique(), str(actions[day].max())
+
+
 def scan_table(path: Path, days: Sequence[str] | None = None) -> pl.LazyFrame:
     """Lazily read a table, pruned to the given daily partitions when they are named."""
     if table_version(path) is None:

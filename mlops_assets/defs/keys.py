@@ -30,7 +30,8 @@ def table_of(root: Path, key: dg.AssetKey) -> Path:
 
 # --- Asset keys -----------------------------------------------------------------------------------------------------
 def raw_key(spec: PipelineSpec, source: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, raw_table(source)])
+    """`fraud/raw_transactions`; a shared source's is its namespace's (`card_transactions/raw_transactions`)."""
+    return dg.AssetKey([spec.source_namespace(source), raw_table(source)])
 
 
 def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
@@ -38,7 +39,8 @@ def quarantine_key(key: dg.AssetKey) -> dg.AssetKey:
 
 
 def feature_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, view])
+    """`fraud/customer_spend`; a shared view's is its namespace's, one asset for every pipeline using it."""
+    return dg.AssetKey([spec.view_namespace(view), view])
 
 
 def training_set_key(spec: PipelineSpec) -> dg.AssetKey:
@@ -57,7 +59,7 @@ def champion_key(spec: PipelineSpec) -> dg.AssetKey:
 
 
 def online_key(spec: PipelineSpec, view: str) -> dg.AssetKey:
-    return dg.AssetKey([spec.name, "online", view])
+    return dg.AssetKey([spec.view_namespace(view), "online", view])
 
 
 def prediction_log_key(spec: PipelineSpec) -> dg.AssetKey:
@@ -70,6 +72,10 @@ def bento_key(spec: PipelineSpec) -> dg.AssetKey:
 
 def shadow_evaluation_key(spec: PipelineSpec) -> dg.AssetKey:
     return dg.AssetKey([spec.name, "shadow_evaluation"])
+
+
+def ab_test_key(spec: PipelineSpec) -> dg.AssetKey:
+    return dg.AssetKey([spec.name, "ab_test"])
 
 
 def drift_report_key(spec: PipelineSpec) -> dg.AssetKey:
@@ -111,6 +117,10 @@ def shadow_job(spec: PipelineSpec) -> str:
     return f"{spec.name}_shadow_evaluation"
 
 
+def ab_job(spec: PipelineSpec) -> str:
+    return f"{spec.name}_ab_test"
+
+
 def monitoring_job(spec: PipelineSpec) -> str:
     return f"{spec.name}_monitoring"
 
@@ -140,3 +150,4 @@ PROMOTION_TAG = f"{TAG_PREFIX}promotion"  # "manual": a passing candidate become
 RETRAINING_TAG = f"{TAG_PREFIX}retraining"  # the evidence a retraining run was requested for
 RETRAIN_AT_TAG = f"{TAG_PREFIX}retrain_at"
 RETRAIN_REASON_TAG = f"{TAG_PREFIX}retrain_reason"
+ACCEPT_DEFINITION_TAG = f"{TAG_PREFIX}accept_definition_change"  # "true": a shared table rebuilt under a new definition

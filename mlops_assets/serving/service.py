@@ -27,6 +27,7 @@ from mlops_assets.core.models.registry import ModelRegistry, open_registry
 from mlops_assets.core.serving.bundle import bundled_aliases, load_version, version_check_rows
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, log_folder
+from mlops_assets.core.serving.privacy import PiiKeyMissing, PiiRule
 from mlops_assets.core.serving.scorer import Answer, LiveModels, RequestRefused, Scorer, prediction_model
 from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.middleware import (
@@ -211,6 +212,12 @@ class PredictionService:
 
     def __init__(self) -> None:
         logging.getLogger(_REQUEST_ERRORS_LOGGER).addFilter(CLIENT_ERRORS)
+        try:
+            # Read when a worker starts (building the bento imports this module without it): a hashed PII field
+            # without its key stops the worker here, never at a first request. `mlops serve` checks it before.
+            pii = PiiRule.of(SPEC, os.environ)
+        except PiiKeyMissing as missing:
+            raise RuntimeError(str(missing)) from None
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
         registry = open_registry(data_dir)
@@ -232,7 +239,7 @@ class PredictionService:
             batch_size=serving.log_batch_size,
             flush_interval=serving.log_flush_seconds,
         )
-        self.scorer = Scorer(SPEC, models, features, writer, self.metrics)
+        self.scorer = Scorer(SPEC, models, features, writer, self.metrics, pii=pii)
         # One native thread per call: a worker answers many small calls at once, and an estimator that starts an
         # OpenMP or BLAS thread team per call (histogram gradient boosting does) makes each answer wait on the team.
         # Set once the models are loaded, so that the libraries they brought in are loaded too.

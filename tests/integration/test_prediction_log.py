@@ -1,14 +1,16 @@
 """The prediction log under a real SIGKILL: loss within the stated bound, the rest ingested once."""
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 
 from mlops_assets.core.lake import scan_table, table_path
@@ -76,3 +78,32 @@ def test_sigkill_loses_at_most_one_batch_and_ingestion_has_no_duplicates(shop: t
             assert result.success
     table = scan_table(table_path(data, "shop", "prediction_log")).collect()
     assert table.height == logged.height == table["request_id"].n_unique()
+
+
+def test_days_past_the_log_retention_are_deleted_and_vacuumed_when_a_day_is_ingested(shop: tuple[Path, Path]) -> None:
+    specs, data = shop
+    folder = data / "prediction_log" / "shop"
+    today = datetime.now(UTC).date()
+    old = today - timedelta(days=30)
+    for day in (old, today):
+        record = {"request_id": f"r-{day}", "timestamp": f"{day}T12:00:00+00:00", "request": {"note": f"said-{day}"}}
+        write_batch(folder, [json.dumps(record)], day)
+    asset = dg.AssetKey(["shop", "prediction_log"])
+    with dg.instance_for_test() as instance:
+        kept = build_definitions(specs, str(data)).resolve_job_def("shop_daily")
+        for day in (old, today):
+            assert kept.execute_in_process(instance=instance, partition_key=str(day), asset_selection=[asset]).success
+        (specs / "shop.yaml").write_text((specs / "shop.yaml").read_text() + "serving: {log_retention: 7d}\n")
+        job = build_definitions(specs, str(data)).resolve_job_def("shop_daily")
+        assert job.execute_in_process(instance=instance, partition_key=str(today), asset_selection=[asset]).success
+        event = instance.get_latest_materialization_event(asset)
+        assert event is not None and event.asset_materialization is not None
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    assert (meta["retention"], meta["purged_log_days"], meta["purged_table_days"]) == ("7d", str(old), str(old))
+    assert meta["retention_cutoff"] == str(today - timedelta(days=6)) and meta["vacuumed_files"] >= 1
+    table = scan_table(table_path(data, "shop", "prediction_log")).collect()
+    assert table["request_id"].to_list() == [f"r-{today}"]
+    files = [p for root in (folder, table_path(data, "shop", "prediction_log")) for p in root.rglob("*") if p.is_file()]
+    contents = [str(pl.read_parquet(p).to_dicts()) if p.suffix == ".parquet" else p.read_text() for p in files]
+    assert [p for p, text in zip(files, contents, strict=True) if f"said-{old}" in text] == []
+    assert [p for p, text in zip(files, contents, strict=True) if f"said-{today}" in text]

@@ -1,5 +1,6 @@
 """The three kinds of problem end to end on public files a user could bring (NannyML's, from its PyPI wheel): `mlops new
---from` a file with no entity id, at most two documented edits, then materialize, serve, replay a day, monitor it.
+--from` a file with no entity id, at most two documented edits, then materialize, reproduce the model, serve, replay a
+day, monitor it.
 
 - loans (binary; the outcome `repaid` stored as 1.0/0.0 floats; ~165 loans a day),
 - cars (regression; a used car's price),
@@ -64,6 +65,11 @@ def test_a_public_file_becomes_a_served_model_and_a_graded_drift_report(tmp_path
         }[task]
     )
     assert all(value is not None for metric, value in status.items() if metric != "mape")
+    # The version is reproducible: its training set rebuilt from the Delta versions it recorded, retrained with its
+    # recorded spec and seed, the same outputs on its holdout (mlops reproduce exits 1 otherwise).
+    reproduced = mlops("reproduce", example, "1")
+    assert "training set rebuilt" in reproduced and ", identical" in reproduced, reproduced
+    assert "retrained model: identical outputs on the" in reproduced, reproduced
 
     # The file's last whole days, not materialized: served as live traffic, then graded.
     replays = [(date.fromisoformat(str(start)) + timedelta(days=days - i)).isoformat() for i in range(served, 0, -1)]

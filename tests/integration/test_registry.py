@@ -196,3 +196,15 @@ def test_the_direct_reader_of_the_embedded_store_answers_what_mlflows_client_doe
     missing = registry_reader(f"sqlite:///{tmp_path / 'none' / 'mlflow.db'}")
     assert missing.aliases("fraud") == {} and not (tmp_path / "none").exists()
     assert isinstance(registry_reader("http://127.0.0.1:5000"), ModelRegistry)
+
+
+def test_reproduce_refuses_a_version_it_cannot_rebuild_with_the_reason(tmp_path: Path) -> None:
+    from mlops_assets.app.reproduce import reproduce
+    from mlops_assets.app.workspace import AppError, Workspace
+
+    workspace = Workspace(None, str(tmp_path))
+    tiny_version(workspace.registry)  # logged by hand: none of the lineage the model asset records
+    with pytest.raises(AppError, match=r"version 1 of 'fraud' was registered without its lineage \(tags \["):
+        reproduce(workspace, "fraud", "1")
+    with pytest.raises(AppError, match="has no version '2'"):
+        reproduce(workspace, "fraud", "2")

@@ -182,6 +182,20 @@ def test_canary_sends_a_sticky_share_of_entities_to_the_challenger(tmp_path: Pat
     assert all({a, s} == {"1", "2"} for a, s in zip(logged["model_version"], logged["shadow_version"], strict=True))
 
 
+def test_an_ab_rollout_answers_its_declared_share_of_entities_with_the_challenger_sticky(tmp_path: Path) -> None:
+    outcome = {"source": "returns", "column": "returned", "request_id": "user_id"}
+    ab_test = {"outcome": outcome, "minimum_detectable_effect": 0.05, "challenger_share": 0.6}
+    spec = _spec(tmp_path, rollout="ab", canary_share=0.1, ab_test=ab_test)
+    registry = Registry(spec)
+    registry.aliases["challenger"] = "2"
+    scorer = _scorer(spec, registry, tmp_path)
+    first = scorer.score(_requests(50))
+    again = scorer.score(_requests(50, ids="again-"))
+    assert [a.model_version for a in first] == [a.model_version for a in again]
+    for request, answer in zip(_requests(50), first, strict=True):  # the test's share, not canary_share
+        assert answer.model_version == ("2" if canary_bucket("shop", [request["user_id"]]) < 0.6 else "1")
+
+
 def test_without_a_store_the_fallback_answers_degraded(tmp_path: Path) -> None:
     fallback = {"score": 0.02, "rules": [{"feature": "amount", "above": 5, "score": 0.7}]}
     spec = _spec(tmp_path, fallback=fallback)

@@ -364,3 +364,72 @@ def test_a_generator_is_a_plugin_checked_like_other_code_the_spec_names(tmp_path
     for (old, new), problem in edits.items():
         shared.write_text(text.replace(old, new, 1))
         assert problem in _problems(path)
+
+
+def _namespaced(folder: Path, namespace: str = "card_transactions", edit: tuple[str, str] = ("", "")) -> Path:
+    """The built-in shared file with a `namespace` (and one edit), in `folder`/shared."""
+    (folder / "shared").mkdir(parents=True, exist_ok=True)
+    text = (BUILTIN_SPECS_DIR / "shared" / "card_transactions.yaml").read_text().replace(*edit)
+    path = folder / "shared" / f"{namespace}.yaml"
+    path.write_text(f"namespace: {namespace}\n{text}")
+    return path
+
+
+def _pipeline(folder: Path, name: str, include: Path, edit: tuple[str, str] = ("", "")) -> Path:
+    text = FRAUD.read_text().replace("name: fraud", f"name: {name}").replace(*edit)
+    return _write(folder, text.replace("shared/card_transactions.yaml", str(include)), f"{name}.yaml")
+
+
+def test_a_namespaced_include_shares_its_sources_and_views_as_the_namespaces(tmp_path: Path) -> None:
+    shared = _namespaced(tmp_path)
+    cards, online = (load_spec(_pipeline(tmp_path, name, shared)) for name in ("fraud_cards", "fraud_online"))
+    assert cards.shared.feature_views == {v: "card_transactions" for v in cards.feature_views}
+    assert cards.view_namespace("customer_spend") == "card_transactions" == cards.source_namespace("labels")
+    assert cards.views_of("fraud_cards") == [] and cards.namespaces() == ["card_transactions"]
+    for kind, name in (("sources", "transactions"), ("feature_views", "customer_spend")):
+        assert cards.definition_hash(kind, name) == online.definition_hash(kind, name)
+        assert cards.code_version(kind, name) == cards.definition_hash(kind, name)
+    # Without a namespace, an include is copied into each pipeline as before.
+    plain = load_spec(_pipeline(tmp_path, "fraud", BUILTIN_SPECS_DIR / "shared" / "card_transactions.yaml"))
+    assert plain.view_namespace("customer_spend") == "fraud" and plain.namespaces() == []
+
+
+def test_pipelines_sharing_a_table_must_declare_it_alike(tmp_path: Path) -> None:
+    shared = _namespaced(tmp_path)
+    _pipeline(tmp_path, "fraud_cards", shared)
+    _pipeline(tmp_path, "fraud_online", shared, ("start_date: 2026-01-01", "start_date: 2026-01-05"))
+    with pytest.raises(SpecError) as err:
+        load_specs(tmp_path)
+    assert "card_transactions/feature_views.customer_spend: fraud_cards.yaml and fraud_online.yaml declare it" in str(
+        err.value
+    )
+    assert "(start_date)" in str(err.value)
+
+
+def test_two_files_declaring_one_shared_view_differently_are_refused(tmp_path: Path) -> None:
+    _pipeline(tmp_path, "fraud_cards", _namespaced(tmp_path))
+    other = tmp_path / "other"
+    changed = _namespaced(other, edit=("ttl: 30d", "ttl: 31d"))
+    _pipeline(tmp_path, "fraud_online", changed)
+    with pytest.raises(SpecError, match=r"declare it differently \(feature_views\.\w+\)"):
+        load_specs(tmp_path)
+
+
+def test_namespace_mistakes_are_located(tmp_path: Path) -> None:
+    shared = _namespaced(tmp_path, "fraud")
+    assert "is also the namespace of" in _problems(_pipeline(tmp_path, "fraud", shared))
+    by_hand = _pipeline(
+        tmp_path, "cards", _namespaced(tmp_path), ("owner:", "shared: {sources: {labels: elsewhere}}\nowner:")
+    )
+    assert "shared: set by `include`" in _problems(by_hand)
+    # A shared view cannot read a source of one pipeline: it would be a different table for each.
+    view = "feature_views:\n  own_spend: {source: own, ttl: 1d, aggregations: [{functions: [count], windows: [3d]}]}\n"
+    columns = "{t: {dtype: datetime}, customer_id: {dtype: string}}"
+    source = f"sources:\n  own: {{path: 'o/{{date}}.csv', event_timestamp: t, columns: {columns}}}\n"
+    path = tmp_path / "shared" / "mixed.yaml"
+    path.write_text(f"namespace: mixed\n{view}")
+    text = FRAUD.read_text().replace(
+        "shared/card_transactions.yaml", f"{BUILTIN_SPECS_DIR}/shared/card_transactions.yaml, {path}"
+    )
+    problems = _problems(_write(tmp_path, text + source, "mixed.yaml"))
+    assert "feature_views.own_spend: shared in namespace 'mixed', so its source 'own' must be declared" in problems

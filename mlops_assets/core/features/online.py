@@ -279,7 +279,7 @@ def view_rows(
     """One batch lookup per view for all requests, TTL applied."""
     entities = [tuple(str(r[k]) for k in spec.entity.keys) for r in requests]
     return {
-        name: lookup(store, spec.name, name, entities, parse_duration(view.ttl), now)
+        name: lookup(store, spec.view_namespace(name), name, entities, parse_duration(view.ttl), now)
         for name, view in spec.feature_views.items()
     }
 

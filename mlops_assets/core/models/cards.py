@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from mlops_assets.core.markdown import html_page, markdown_table
@@ -48,8 +48,10 @@ def render_card(
     champion_version: str | None,
     importance: Mapping[str, float],
     decision: GateDecision,
+    fairness: Sequence[str] = (),
+    latency: Sequence[str] = (),
 ) -> str:
-    """A markdown card for one registered version."""
+    """A markdown card for one registered version; `fairness` and `latency`: the sections' lines, when measured."""
     assert spec.model is not None and spec.promotion is not None
     model = spec.model
     slices = [
@@ -99,6 +101,8 @@ def render_card(
             f"### Per `{model.slice_by}`" if model.slice_by else "### Per slice",
             markdown_table(slices),
             "",
+            *fairness,
+            *latency,
             "## Most important inputs",
             markdown_table(top),
             "",

@@ -38,9 +38,11 @@ def candidate_record(
     inputs: Mapping[str, Any],
     run_id: str,
     run_tags: Mapping[str, str],
+    as_of: str = "now",
 ) -> CandidateRecord:
     """The record of a trained candidate: `training` is the training set at Delta version `training_version`,
-    `inputs` the Delta versions of the tables it was built from, `run_tags` those of the run that trained it."""
+    `inputs` the Delta versions of the tables it was built from (as known at `as_of`: the training set's config),
+    `run_tags` those of the run that trained it."""
     assert spec.model is not None
     model, evaluation = spec.model, trained.evaluation
     tags = {
@@ -51,6 +53,7 @@ def candidate_record(
         "training_set_hash": content_hash(training),
         "training_set_delta_version": str(training_version),
         "input_delta_versions": json.dumps(dict(inputs), sort_keys=True),
+        "training_as_of": as_of,
         "training_from": str(training.get_column(spec.label.prediction_timestamp).min()),
         "holdout_cutoff": trained.cutoff.isoformat(),
         "seed": str(model.seed),
@@ -89,7 +92,8 @@ def candidate_record(
         **({"per_class.json": evaluation.per_class} if evaluation.per_class else {}),
         "feature_importance.json": trained.importance,
         "packages.json": package_versions(),
-        "spec.json": spec.model_dump(mode="json"),
+        # As declared (defaults left out): it loads back into the same spec, whose fingerprint is the spec_hash tag.
+        "spec.json": spec.model_dump(mode="json", exclude_unset=True),
     }
     required = {name for name, column in spec.request_features.items() if not column.nullable}
     return CandidateRecord(params, metrics, tags, artifacts, required)

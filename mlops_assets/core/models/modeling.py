@@ -90,12 +90,15 @@ class Evaluation:
     slices: dict[str, dict[str, float | None]] = field(default_factory=dict)
     rows: int = 0
     per_class: dict[str, dict[str, float]] = field(default_factory=dict)  # multiclass: recall and rows by class
+    # Protected attribute -> group -> its metrics (None where undefined on the group's rows) and rows.
+    groups: dict[str, dict[str, dict[str, float | None]]] = field(default_factory=dict)
 
 
 def model_columns(spec: PipelineSpec, training: pl.DataFrame) -> Columns:
     """The model's inputs: the declared list, or every feature and request feature; types from the data."""
     model = _model(spec)
     keys = {*spec.entity.keys, spec.label.prediction_timestamp, spec.label.timestamp, spec.label.column}
+    keys |= set(spec.evaluation_columns())  # protected attributes carried for evaluation: never an input
     names = model.features or [c for c in training.columns if c not in keys]
     missing = [c for c in names if c not in training.columns]
     if missing:
@@ -249,10 +252,11 @@ def scores(pipeline: Pipeline, frame: pl.DataFrame, columns: Columns, task: str 
 
 
 def compute_metrics(
-    y: np.ndarray, out: Outputs, metrics: Sequence[str], threshold: float = 0.5
+    y: np.ndarray, out: Outputs, metrics: Sequence[str], threshold: float = 0.5, strict: bool = False
 ) -> dict[str, float | None]:
     """The declared metrics; None (not 0) where a metric is undefined on these rows: a ranking metric where one
-    class is absent, MAPE where a target is zero, R² on fewer than two rows."""
+    class is absent, MAPE where a target is zero, R² on fewer than two rows. `strict`: a rate without rows to be a
+    rate of is None too (recall without positives, precision without positive decisions), as a group's must be."""
     p = out.values
     table: dict[str, Callable[[], float | None]]
     if out.task == "multiclass":
@@ -278,8 +282,11 @@ def compute_metrics(
             "roc_auc": lambda: roc_auc_score(y, p) if both else None,
             "pr_auc": lambda: average_precision_score(y, p) if both else None,
             "log_loss": lambda: log_loss(y, p, labels=[0, 1]),
-            "precision": lambda: precision_score(y, decided, zero_division=0),
-            "recall": lambda: recall_score(y, decided, zero_division=0),
+            "precision": lambda: None if strict and not decided.any() else precision_score(y, decided, zero_division=0),
+            "recall": lambda: None if strict and not np.any(y == 1) else recall_score(y, decided, zero_division=0),
+            "false_positive_rate": lambda: float(np.mean(decided[y == 0])) if np.any(y == 0) else None,
+            "positive_rate": lambda: float(np.mean(decided)),
+            "accuracy": lambda: accuracy_score(y, decided),
         }
     if not len(y):
         return dict.fromkeys(metrics)
@@ -298,34 +305,65 @@ def per_class_recall(y: np.ndarray, out: Outputs) -> dict[str, dict[str, float]]
     }
 
 
-def evaluate(pipeline: Pipeline, holdout: pl.DataFrame, columns: Columns, model: ModelSpec, label: str) -> Evaluation:
+def evaluate(
+    pipeline: Pipeline,
+    holdout: pl.DataFrame,
+    columns: Columns,
+    model: ModelSpec,
+    label: str,
+    groups: Mapping[str, Sequence[str]] | None = None,
+) -> Evaluation:
+    """The model on the holdout; `groups`: protected attribute (a column of the holdout) -> metrics per group."""
     slice_values = holdout.get_column(model.slice_by) if model.slice_by else None
+    missing = [name for name in groups or {} if name not in holdout.columns]
+    if missing:
+        raise ModelError(f"promotion.fairness: {missing} are not columns of the holdout (columns: {holdout.columns})")
+    by_group = {name: (holdout.get_column(name), metrics) for name, metrics in (groups or {}).items()}
     y = targets(holdout.get_column(label), model.task)
+    outputs = predict(pipeline, to_pandas(holdout, columns), model.task)
     try:
-        return evaluate_scores(y, predict(pipeline, to_pandas(holdout, columns), model.task), slice_values, model)
+        return evaluate_scores(y, outputs, slice_values, model, by_group)
     except ModelError as exc:
         raise ModelError(f"{exc} in the holdout: choose a longer model.holdout") from exc
 
 
-def evaluate_scores(y: np.ndarray, out: Outputs, slice_values: pl.Series | None, model: ModelSpec) -> Evaluation:
-    """The declared metrics overall and per slice value, from labels and model outputs."""
+def group_metrics(
+    y: np.ndarray, out: Outputs, values: pl.Series, metrics: Sequence[str], threshold: float, strict: bool = False
+) -> dict[str, dict[str, float | None]]:
+    """The metrics of the rows of each value of `values` (a missing value is the group '(null)'), with their rows."""
+    names = values.cast(pl.String).fill_null("(null)").to_numpy()
+    groups: dict[str, dict[str, float | None]] = {}
+    for value in sorted(set(names.tolist())):
+        mask = names == value
+        groups[str(value)] = {
+            **compute_metrics(y[mask], out.take(mask), metrics, threshold, strict),
+            "rows": int(mask.sum()),
+        }
+    return groups
+
+
+def evaluate_scores(
+    y: np.ndarray,
+    out: Outputs,
+    slice_values: pl.Series | None,
+    model: ModelSpec,
+    groups: Mapping[str, tuple[pl.Series, Sequence[str]]] | None = None,
+) -> Evaluation:
+    """The declared metrics overall and per slice value, from labels and model outputs; `groups`: each protected
+    attribute's values and the metrics wanted per group (undefined ones None, see `compute_metrics`)."""
     overall = compute_metrics(y, out, model.metrics, model.threshold)
     if model.task == "binary" and any(v is None for v in overall.values()):
         raise ModelError("the labels have a single class: ranking metrics are undefined")
-    slices: dict[str, dict[str, float | None]] = {}
-    if slice_values is not None:
-        values = slice_values.cast(pl.String).fill_null("(null)").to_numpy()
-        for value in sorted(set(values.tolist())):
-            mask = values == value
-            slices[str(value)] = {
-                **compute_metrics(y[mask], out.take(mask), model.metrics, model.threshold),
-                "rows": int(mask.sum()),
-            }
+    slices = {} if slice_values is None else group_metrics(y, out, slice_values, model.metrics, model.threshold)
     return Evaluation(
         metrics={k: float(v) for k, v in overall.items() if v is not None},
         slices=slices,
         rows=len(y),
         per_class=per_class_recall(y, out) if model.task == "multiclass" else {},
+        groups={
+            name: group_metrics(y, out, values, metrics, model.threshold, strict=True)
+            for name, (values, metrics) in (groups or {}).items()
+        },
     )
 
 

@@ -26,7 +26,14 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types.schema import ColSpec, Schema
 
-from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION, PREVIOUS_CHAMPION_TAG
+from mlops_assets.core.models.aliases import (
+    APPROVED_BY_TAG,
+    CHALLENGER,
+    CHAMPION,
+    PREVIOUS_CHAMPION_TAG,
+    PROMOTED_BY_TAG,
+    ROLLED_BACK_BY_TAG,
+)
 from mlops_assets.core.models.history import (
     CHANGE_TAG_PREFIX,
     ChampionSince,
@@ -61,6 +68,7 @@ class ChampionEvent:
     reason: str
     triggered_by: str
     at: str
+    approved_by: str | None = None  # the approver, when the spec's promotion.approvers applies
 
     def as_metadata(self) -> dict[str, str]:
         return {k: "" if v is None else str(v) for k, v in asdict(self).items()}
@@ -218,6 +226,10 @@ class ModelRegistry:
         run = self.client.get_run(self.version(name, version).run_id)
         return {k: v for k, v in run.data.metrics.items() if "." not in k}
 
+    def run_metrics(self, run_id: str) -> dict[str, float]:
+        """Every metric of a run, its latest value (per-slice, per-group, latency and the champion's included)."""
+        return dict(self.client.get_run(run_id).data.metrics)
+
     def live_version(self, name: str, version: str) -> LiveVersion:
         """What `mlops status` shows of a live version (see registry_view)."""
         mv = self.version(name, version)
@@ -296,8 +308,11 @@ class ModelRegistry:
         self.verify_artifacts(name, version)
         self.client.set_registered_model_alias(name, CHALLENGER, version)
 
-    def promote(self, name: str, version: str, reason: str, triggered_by: str) -> ChampionEvent:
-        """Make `version` the champion, remembering which version it replaces."""
+    def promote(
+        self, name: str, version: str, reason: str, triggered_by: str, approved_by: str | None = None
+    ) -> ChampionEvent:
+        """Make `version` the champion, remembering which version it replaces (and who promoted and approved it, on
+        the version's tags)."""
         self.version(name, version)
         self.verify_artifacts(name, version)
         previous = self.aliases(name).get(CHAMPION)
@@ -308,13 +323,16 @@ class ModelRegistry:
         self.client.set_registered_model_alias(name, CHAMPION, version)
         if self.aliases(name).get(CHALLENGER) == version:
             self.client.delete_registered_model_alias(name, CHALLENGER)
-        event = ChampionEvent(version, previous, reason, triggered_by, _now())
+        event = ChampionEvent(version, previous, reason, triggered_by, _now(), approved_by)
+        self.client.set_model_version_tag(name, version, PROMOTED_BY_TAG, triggered_by)
+        if approved_by is not None:
+            self.client.set_model_version_tag(name, version, APPROVED_BY_TAG, approved_by)
         self.client.set_model_version_tag(name, version, "promoted_at", event.at)
         self._record_change(name, event)
         return event
 
-    def rollback(self, name: str, triggered_by: str) -> ChampionEvent:
-        """Move the champion back to the version it replaced."""
+    def rollback(self, name: str, triggered_by: str, approved_by: str | None = None) -> ChampionEvent:
+        """Move the champion back to the version it replaced (who did it tagged on the version rolled back)."""
         current = self.aliases(name).get(CHAMPION)
         if current is None:
             raise RegistryError(f"model {name!r} has no champion to roll back")
@@ -323,7 +341,8 @@ class ModelRegistry:
             raise RegistryError(f"champion version {current} of {name!r} replaced no earlier champion")
         self.verify_artifacts(name, previous)
         self.client.set_registered_model_alias(name, CHAMPION, previous)
-        event = ChampionEvent(previous, current, f"rollback from version {current}", triggered_by, _now())
+        event = ChampionEvent(previous, current, f"rollback from version {current}", triggered_by, _now(), approved_by)
+        self.client.set_model_version_tag(name, current, ROLLED_BACK_BY_TAG, triggered_by)
         self.client.set_model_version_tag(name, current, "rolled_back_at", event.at)
         self._record_change(name, event)
         return event

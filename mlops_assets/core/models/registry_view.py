@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import unquote
 
-from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.aliases import APPROVED_BY_TAG, CHAMPION, TRAINED_BY_TAG
 
 # The schema revision MLflow 3.17.2 migrates a SQLite store to (its alembic head); a test holds it equal to the
 # installed MLflow's, so an upgrade that changes the schema cannot go unnoticed.
@@ -120,5 +120,7 @@ def live_status(reader: RegistryReader, name: str, metrics: Sequence[str]) -> di
             "version": version,
             "since": since or created,
             "metrics": {m: recorded.get(m) for m in metrics},
+            # Who trained and approved it, where recorded (promotion.approvers, separate_duties).
+            **{tag: live.tags[tag] for tag in (TRAINED_BY_TAG, APPROVED_BY_TAG) if tag in live.tags},
         }
     return report

@@ -27,6 +27,7 @@ from mlops_assets.core.models.compiled import FastModel, fast_model
 from mlops_assets.core.models.modeling import Columns, Outputs, fitted_columns, predict, rows_to_pandas
 from mlops_assets.core.serving.delivery import after_answer
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter
+from mlops_assets.core.serving.privacy import PiiRule
 from mlops_assets.spec import PipelineSpec
 
 log = logging.getLogger(__name__)
@@ -285,8 +286,8 @@ class Scorer:
 
     With a challenger and rollout 'shadow', the champion answers and the challenger scores the same vectors later,
     in a background thread that takes the answered calls waiting (up to SHADOW_BATCH_CALLS) and scores them in one
-    batch; with 'canary', the challenger answers for a sticky share of entities and the champion shadows. Either
-    way both scores are logged with the request id, and the shadow never changes or delays the answer. When
+    batch; with 'canary' (or 'ab'), the challenger answers for a sticky share of entities and the champion shadows.
+    Either way both scores are logged with the request id, and the shadow never changes or delays the answer. When
     features cannot be had and the spec declares a fallback, the fallback answers.
     """
 
@@ -298,8 +299,14 @@ class Scorer:
         log_writer: PredictionLogWriter,
         metrics: ServingMetrics | None = None,
         shadow_backlog: int = 64,
+        pii: PiiRule | None = None,
     ) -> None:
+        """`pii`: what becomes of the spec's PII request fields in a log record (PiiRule.of reads the key); a spec
+        that declares PII fields must be given it."""
+        if spec.serving.pii is not None and not pii:
+            raise ValueError(f"{spec.name}: serving.pii is declared: give the scorer its PiiRule")
         self.spec, self.models, self.features, self.log = spec, models, features, log_writer
+        self.pii = pii or PiiRule()
         self.metrics = metrics or NoMetrics()
         self.threshold = spec.model.threshold if spec.model else 0.5
         self.task = spec.model.task if spec.model else "binary"
@@ -311,10 +318,14 @@ class Scorer:
 
     def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
         serving = self.spec.serving
-        if serving.rollout != "canary":
+        if serving.rollout == "canary":
+            share = serving.canary_share
+        elif serving.rollout == "ab" and serving.ab_test is not None:
+            share = serving.ab_test.challenger_share
+        else:
             return False
         entity = [str(request[k]) for k in self.spec.entity.keys]
-        return canary_bucket(self.spec.name, entity) < serving.canary_share
+        return canary_bucket(self.spec.name, entity) < share
 
     def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Answer]:
         """The answers to validated requests. Their log records (and the shadow's scores) follow once the answers
@@ -403,9 +414,10 @@ class Scorer:
             "request_id": answer.request_id,
             "timestamp": now.isoformat(),
             "entity": {k: body[k] for k in self.spec.entity.keys},
-            "features": vector.values,
+            # PII request fields are dropped or hashed here, before the record exists anywhere but in memory.
+            "features": self.pii.scrub(vector.values),
             "feature_timestamps": vector.timestamps,
-            "request": body,
+            "request": self.pii.scrub(body),
             "model_version": answer.model_version,
             "score": _score(output),
             "label": getattr(answer, "label", None),

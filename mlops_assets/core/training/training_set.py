@@ -336,7 +336,11 @@ def training_set_chunks(
     firsts = [cast(datetime, c["first"].min()) for c in chunks]
     opens = list(itertools.accumulate(reversed(firsts), min))[::-1]
     views = {name: known_rows(features[name], as_of) for name in spec.feature_views}
-    columns = list(dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features]))
+    # Protected attributes that are no model input ride along for the holdout's fairness groups (see model_inputs).
+    evaluated = spec.evaluation_columns()
+    columns = list(
+        dict.fromkeys([*keys, label.prediction_timestamp, label.timestamp, *spec.request_features, *evaluated])
+    )
     columns += [join_at] if join_at else []
     carried: dict[str, pl.DataFrame] = {}
     for i, chunk in enumerate(chunks):
@@ -377,6 +381,7 @@ def training_set_problems(spec: PipelineSpec, labels: pl.LazyFrame, features: Ma
     another column (its names are known only from its output), or keys and times of other types."""
     label = spec.label
     columns = [*spec.entity.keys, label.prediction_timestamp, label.timestamp, *spec.request_features, label.column]
+    columns += spec.evaluation_columns()
     label_schema = labels.select(list(dict.fromkeys(columns))).collect_schema()
     problems = []
     for name, view in spec.feature_views.items():
@@ -587,6 +592,7 @@ def model_inputs(spec: PipelineSpec, training: pl.LazyFrame) -> list[str]:
     if spec.model is not None and spec.model.features:
         return [c for c in spec.model.features if c in schema]
     not_inputs = {*spec.entity.keys, label.prediction_timestamp, label.timestamp, label.column}
+    not_inputs |= set(spec.evaluation_columns())
     return [c for c in schema.names() if c not in not_inputs]
 
 

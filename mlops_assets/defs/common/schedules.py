@@ -18,7 +18,10 @@ def missing_source_files(spec: PipelineSpec, data_dir: Path, day: date) -> list[
     return [
         f"sources.{name} ({day_pattern(source, data_dir, day)})"
         for name, source in spec.sources.items()
-        if source.generator is None and "{date}" in source.path and not source_files(source, data_dir, day)
+        if name in spec.sources_of(spec.name)  # what its daily job ingests (a shared source: its namespace's job)
+        and source.generator is None
+        and "{date}" in source.path
+        and not source_files(source, data_dir, day)
     ]
 
 

@@ -1,7 +1,7 @@
 """Feature views (the offline store): feature values per entity and time, daily-partitioned Delta tables."""
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
 
 import dagster as dg
@@ -13,13 +13,16 @@ from mlops_assets.core.lake import PARTITION_COLUMN, scan_table, table_version
 from mlops_assets.defs.common.metadata import listed
 from mlops_assets.defs.common.partitions import lookback_days, partition_days
 from mlops_assets.defs.common.resources import LakeResource
+from mlops_assets.defs.common.shared import guard_definition
 from mlops_assets.defs.common.validated import publish_split, validated_table_specs
 from mlops_assets.defs.keys import feature_key, raw_key, table_of
 from mlops_assets.spec import PipelineSpec
 
 
-def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinition:
+def build_feature_asset(spec: PipelineSpec, view_name: str, users: Sequence[str] = ()) -> dg.AssetsDefinition:
+    """`users`: the pipelines reading a shared view (its changes are guarded: defs/common/shared.py)."""
     view = spec.feature_views[view_name]
+    code_version = spec.code_version("feature_views", view_name)
     key, upstream = feature_key(spec, view_name), raw_key(spec, view.source)
     history = lookback_days(view.lookback_delta)
     how = f"function `{view.function}`" if view.function else "windowed aggregations"
@@ -36,7 +39,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
             spec,
             key,
             stage="features",
-            code_version=view.fingerprint(),
+            code_version=code_version,
             deps=[dg.AssetDep(upstream, partition_mapping=history_mapping)],
             description=(view.description + "\n\n" if view.description else "")
             + f"Feature view `{view_name}` of `{view.source}` ({how}), one row per "
@@ -47,6 +50,7 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
     def _features(
         context: dg.AssetExecutionContext, lake: LakeResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
+        shared = guard_definition(context, key, code_version, users) if users else {}
         days = partition_days(context)
         labels = [d.isoformat() for d in days]
         # Windows reach back `history` days before the first partition: read those raw partitions too.
@@ -81,11 +85,12 @@ def build_feature_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefiniti
                 "lookback_days": history,
                 "input_days_without_rows": listed(missing),
                 "duplicates": rows.duplicates,
+                **shared,
             },
         )
 
     return _features
 
 
-def build_feature_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
-    return [build_feature_asset(spec, name) for name in spec.feature_views]
+def build_feature_assets(spec: PipelineSpec, users: Sequence[str] = ()) -> list[dg.AssetsDefinition]:
+    return [build_feature_asset(spec, name, users) for name in spec.views_of(spec.name)]

@@ -10,9 +10,18 @@ import polars as pl
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
-from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
+from mlops_assets.core.models.approval import identity
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.compiled import fast_model
+from mlops_assets.core.models.fairness import (
+    combined,
+    fairness_decision,
+    fairness_groups,
+    fairness_results,
+    fairness_section,
+    gap_rows,
+)
 from mlops_assets.core.models.lineage import candidate_record
 from mlops_assets.core.models.modeling import (
     ModelError,
@@ -24,6 +33,15 @@ from mlops_assets.core.models.modeling import (
     train_candidate,
 )
 from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.core.serving.latency import (
+    LATENCY_TAG,
+    Latency,
+    latency_decision,
+    latency_section,
+    latency_tag,
+    measure_latency,
+    measured_how,
+)
 from mlops_assets.defs.common.metadata import links
 from mlops_assets.defs.common.resources import LakeResource, MlflowResource
 from mlops_assets.defs.keys import PROMOTION_TAG, group, model_keys, table_of, training_set_key
@@ -84,8 +102,8 @@ def _owners(spec: PipelineSpec) -> list[str] | None:
 
 
 def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
-    assert spec.model is not None
-    model, keys = spec.model, model_keys(spec)
+    assert spec.model is not None and spec.promotion is not None
+    model, promotion, keys = spec.model, spec.promotion, model_keys(spec)
 
     @dg.asset(
         key=keys["model_candidate"],
@@ -94,7 +112,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         code_version=model.fingerprint(),
         description=f"Trains `{model.estimator}` (with its preprocessing, as one pipeline) on all but the last "
         f"{model.holdout} of the training set, logs it to MLflow with its lineage and registers a new version "
-        f"of the `{spec.name}` model.",
+        f"of the `{spec.name}` model, with its scoring latency on this machine (one row, 100 rows).",
         retry_policy=MLFLOW_RETRY,
         group_name=group(spec, "models"),
         owners=_owners(spec),
@@ -110,7 +128,8 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         except ModelError as exc:
             raise dg.Failure(description=f"{spec.name} model: {exc}", allow_retries=False) from exc
         inputs = latest_metadata(context, training_set_key(spec), "input_delta_versions")
-        record = candidate_record(spec, trained, training, version, inputs, context.run.run_id, context.run.tags)
+        as_of = str(latest_metadata(context, training_set_key(spec), "as_of"))
+        record = candidate_record(spec, trained, training, version, inputs, context.run.run_id, context.run.tags, as_of)
         from mlflow.exceptions import MlflowException
 
         registry = mlflow_store.registry()
@@ -119,16 +138,22 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         holdout = frozen_holdout(spec, training, trained.cutoff)
         checked = holdout.sample(min(CHECK_ROWS, holdout.height), seed=model.seed)
         sample = to_pandas(checked, trained.columns)
-        compiled = fast_model(trained.pipeline, model.task, checked.select(trained.columns.all).to_dicts())[1]
+        rows = checked.select(trained.columns.all).to_dicts()
+        fast, compiled = fast_model(trained.pipeline, model.task, rows)
         context.log.info(f"{spec.name} model: {compiled}")
+        # Timed here, on the machine that trains, through the path serving scores with: recorded with the version.
+        latency = measure_latency(trained.pipeline, model.task, rows, promotion.latency_calls, fast)
+        context.log.info(f"{spec.name} model latency (ms): {latency.metrics()}")
+        trainer = identity()
         try:
             logged = registry.log_candidate(
                 spec.name,
                 trained.pipeline,
                 sample,
                 params=record.params,
-                metrics=record.metrics,
-                tags=record.tags,
+                metrics={**record.metrics, **latency.metrics()},
+                # Who trained it: under promotion.separate_duties, not who may approve it.
+                tags={**record.tags, LATENCY_TAG: latency_tag(latency, compiled), TRAINED_BY_TAG: trainer},
                 artifacts=record.artifacts,
                 required=record.required,
                 task=model.task,
@@ -155,6 +180,9 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "train_rows": trained.train_rows,
                 "holdout_rows": evaluation.rows,
                 "compiled_scoring": compiled,
+                "latency": dg.MetadataValue.md(markdown_table(latency.rows(promotion.latency_budget_ms))),
+                **{key.replace(".", "/"): value for key, value in latency.metrics().items()},
+                TRAINED_BY_TAG: trainer,
             }
         )
 
@@ -195,7 +223,14 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
                 blocking=True,
                 description=f"{promotion.metric} >= {promotion.minimum}, better than the champion by "
                 f"{promotion.min_improvement} ({promotion.improvement}), no slice worse by more than "
-                f"{promotion.max_slice_drop}.",
+                f"{promotion.max_slice_drop}"
+                + "".join(f"; {g.metric} gap by {g.attribute!r} at most {g.max_gap}" for g in promotion.fairness)
+                + (
+                    f"; scoring latency within {promotion.latency_budget_ms.model_dump(exclude_none=True)} ms"
+                    if promotion.latency_budget_ms
+                    else ""
+                )
+                + ".",
             )
         ],
     )
@@ -213,7 +248,8 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
         champion_version = registry.aliases(spec.name).get(CHAMPION)
         label = spec.label.column
         try:
-            candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label)
+            groups = fairness_groups(spec, training.columns)
+            candidate = evaluate(registry.load_sklearn(spec.name, version), holdout, columns, model, label, groups)
             champion = None
             if champion_version is not None:
                 champion = evaluate(registry.load_sklearn(spec.name, champion_version), holdout, columns, model, label)
@@ -223,17 +259,39 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
                 description=f"cannot compare version {version} with champion {champion_version}: {exc}",
                 allow_retries=False,
             ) from exc
-        decision = promotion_gate(candidate, champion, promotion)
+        fairness = fairness_results(candidate, promotion.fairness)
+        latency = Latency.from_metrics(registry.run_metrics(registered.run_id))
+        decision = combined(
+            promotion_gate(candidate, champion, promotion),
+            fairness_decision(fairness),
+            latency_decision(latency, promotion.latency_budget_ms),
+        )
         registry.record_gate(
             spec.name, version, champion.metrics if champion else {}, decision.passed, decision.reasons
         )
         importance = registry.json_artifact(registered.run_id, "feature_importance.json")
-        card = render_card(spec, version, tags, candidate, champion, champion_version, importance, decision)
+        card = render_card(
+            spec,
+            version,
+            tags,
+            candidate,
+            champion,
+            champion_version,
+            importance,
+            decision,
+            fairness=fairness_section(fairness),
+            latency=latency_section(latency, promotion.latency_budget_ms, measured_how(tags)),
+        )
         card_file = card_path(lake.root, spec.name, version)
         page = write_card(card_file, f"{spec.name} model version {version}", card)
         registry.attach(spec.name, version, card_file)
         urls = registry.links(spec.name, version, registered.run_id)
         table = metrics_rows(candidate, champion)
+        governance: dict[str, Any] = {}  # the fairness gaps and the latency figures, beside the metrics
+        if fairness:
+            governance["fairness"] = dg.MetadataValue.md(markdown_table(gap_rows(fairness)))
+        if latency:
+            governance["latency"] = dg.MetadataValue.md(markdown_table(latency.rows(promotion.latency_budget_ms)))
         yield dg.MaterializeResult(
             asset_key=keys["candidate_evaluation"],
             metadata={
@@ -243,6 +301,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
                 **{f"candidate/{k}": v for k, v in candidate.metrics.items()},
                 **{f"champion/{k}": v for k, v in (champion.metrics if champion else {}).items()},
                 "holdout_rows": candidate.rows,
+                **governance,
                 **links(urls),
             },
         )
@@ -265,6 +324,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "candidate_version": version,
                 "champion_version": champion_version or "none",
                 "metrics": dg.MetadataValue.md(markdown_table(table)),
+                **governance,
             },
         )
 
@@ -292,11 +352,18 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
         first = CHAMPION not in registry.aliases(spec.name)
-        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger.
+        # A retraining run whose policy says a person promotes leaves the winner as challenger, as policy: challenger
+        # does, and as promotion.require_approval does for any candidate once there is a champion to keep.
         manual = context.run.tags.get(PROMOTION_TAG) == "manual"
-        if (promotion.policy == "challenger" or manual) and not first:
+        if (promotion.policy == "challenger" or manual or promotion.require_approval) and not first:
             registry.set_challenger(spec.name, version)
-            why = "retraining.promotion: manual" if manual else "policy: challenger"
+            why = (
+                "promotion.require_approval: an approver promotes it"
+                if promotion.require_approval
+                else "retraining.promotion: manual"
+                if manual
+                else "policy: challenger"
+            )
             context.log.info(f"version {version} passed the gate and is now the challenger ({why})")
             return
         try:

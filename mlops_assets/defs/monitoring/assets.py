@@ -12,7 +12,7 @@ from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION
-from mlops_assets.core.models.modeling import fitted_columns, predict, to_pandas
+from mlops_assets.core.models.modeling import Columns, fitted_columns, predict, to_pandas
 from mlops_assets.core.monitoring.grading import (
     OUTPUT_PREFIX,
     REFERENCE_ROWS,
@@ -148,9 +148,12 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         # Served view features are each entity's daily row (the online store syncs daily). Training rows hold those
         # too when cutoff is previous_day: both sides then count a view's rows once per entity and value. With the
         # other cutoffs a training row holds its own moment's value: both sides count rows as requests weight them.
-        views = ViewRows.of(spec, columns.all) if spec.label.feature_cutoff == "previous_day" else None
+        # PII inputs are logged dropped or hashed: there is nothing of them to grade against the training set.
+        pii = set(spec.serving.pii.fields) if spec.serving.pii else set()
+        graded = Columns([c for c in columns.numeric if c not in pii], [c for c in columns.categorical if c not in pii])
+        views = ViewRows.of(spec, graded.all) if spec.label.feature_cutoff == "previous_day" else None
         report = window_report(
-            label, monitoring, reference, reference_outputs, log, columns, champion, known, masks, views
+            label, monitoring, reference, reference_outputs, log, graded, champion, known, masks, views
         )
         scans = {view: scan_table(table_of(lake.root, feature_key(spec, view))) for view in spec.feature_views}
         skew = skew_stats(log, served_rows(scans, log), spec)
@@ -176,8 +179,8 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             f"{spec.name} drift report, {day} (champion version {champion})",
             report.stats,
             {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
-            reference.select(columns.all),
-            served_features(log, columns),
+            reference.select(graded.all),
+            served_features(log, graded),
             history,
             drift_report_path(lake.root, spec.name, day),
         )
@@ -196,6 +199,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "logged_predictions": report.rows,
                 "champion_version": champion,
                 "reference_rows": reference.height,
+                **({"not_graded_pii": ", ".join(sorted(pii & set(columns.all))) or "none"} if pii else {}),
                 # Windowed features are compared on the training rows whose window had its whole history only.
                 "warming_up": ", ".join(sorted(f for f, m in masks.items() if not m.any())) or "none",
                 "top_movers": dg.MetadataValue.md(top_movers(features)),

@@ -2,6 +2,7 @@
 
 import warnings
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -18,6 +19,7 @@ from mlops_assets.core.serving.prediction_log import (
     log_folder,
     read_day,
 )
+from mlops_assets.core.serving.privacy import purge_prediction_log, retention_cutoff
 from mlops_assets.core.serving.shadow import ShadowError, ShadowOutcome, TooFewLabels, compare
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions, partition_days
@@ -45,14 +47,15 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
         group_name=group(spec, "serving"),
         kinds={"polars", "redis", "sqlite"},
         owners=[spec.owner] if spec.owner else None,
-        code_version=view.fingerprint(),
+        code_version=spec.code_version("feature_views", view_name),
         description=f"The latest `{view_name}` row of every {spec.entity.name} in the online store, as computed "
         f"offline by the view's feature function; only entities with rows newer than the last sync are written. "
         f"Readers treat rows older than {view.ttl} as stale.",
     )
     def _online(lake: LakeResource, online_store: OnlineStoreResource) -> dg.MaterializeResult:
         path = table_of(lake.root, feature_key(spec, view_name))
-        result = sync_view(online_store.store(), spec.name, view_name, scan_table(path), spec.entity.keys)
+        namespace = spec.view_namespace(view_name)  # a shared view: one key space for every pipeline using it
+        result = sync_view(online_store.store(), namespace, view_name, scan_table(path), spec.entity.keys)
         return dg.MaterializeResult(
             metadata={
                 "entities_written": result.entities_written,
@@ -66,10 +69,11 @@ def build_online_asset(spec: PipelineSpec, view_name: str) -> dg.AssetsDefinitio
 
 
 def build_online_assets(spec: PipelineSpec) -> list[dg.AssetsDefinition]:
-    return [build_online_asset(spec, name) for name in spec.feature_views]
+    return [build_online_asset(spec, name) for name in spec.views_of(spec.name)]
 
 
 def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
+    retention = spec.serving.log_retention
     # backfill_policy on @asset is beta; a whole range of days must ingest in one run, like the other daily assets.
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.BetaWarning)
@@ -83,19 +87,43 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             backfill_policy=SINGLE_RUN,
             description="Every logged prediction of the day (request, features used, scores and model versions, "
             "degraded flag, latency), ingested from serving's batch files: exactly the answers delivered; request "
-            "ids used twice (across restarts) are kept and counted.",
+            "ids used twice (across restarts) are kept and counted."
+            + (
+                f" Days older than serving.log_retention ({retention}) are deleted, files and partitions, and the "
+                "table vacuumed."
+                if retention
+                else ""
+            ),
         )
         def _prediction_log(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
             days = partition_days(context)
             folder = log_folder(lake.root, spec.name)
+            cutoff = retention_cutoff(retention, datetime.now(UTC).date()) if retention else None
+            # A day past retention is not ingested again (its partition is emptied, then purged with the rest).
             frame = pl.concat(
-                [read_day(folder, day).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN)) for day in days]
+                [
+                    (
+                        read_day(folder, day) if cutoff is None or day >= cutoff else pl.DataFrame(schema=LOG_SCHEMA)
+                    ).with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN))
+                    for day in days
+                ]
             )
             path = table_of(lake.root, prediction_log_key(spec))
             replace_partitions(path, frame, [d.isoformat() for d in days])
+            purged = {}
+            if cutoff is not None:
+                done = purge_prediction_log(folder, path, cutoff)
+                purged = {
+                    "retention": retention,
+                    "retention_cutoff": cutoff.isoformat(),
+                    "purged_log_days": ", ".join(done.log_days) or "none",
+                    "purged_table_days": ", ".join(done.table_days) or "none",
+                    "vacuumed_files": done.vacuumed_files,
+                }
             return dg.MaterializeResult(
                 metadata={
                     **table_metadata(path, frame),
+                    **purged,
                     "degraded_share": degraded_share(frame),
                     "model_versions": ", ".join(sorted(set(frame.get_column("model_version").drop_nulls()))) or "none",
                     # Kept, not dropped; label joins (shadow, performance) take the first answer of an id.

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from mlops_assets.defs import keys
+from mlops_assets.defs.serving.ab_test import build_ab_test_asset
 from mlops_assets.defs.serving.assets import (
     build_bento_asset,
     build_online_assets,
@@ -20,9 +21,19 @@ def definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     if spec.model is None:
         return dg.Definitions(assets=assets)
     bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
+    ab = [build_ab_test_asset(spec)] if spec.serving.ab_test is not None else []
+    ab_jobs = [
+        dg.define_asset_job(
+            keys.ab_job(spec),
+            selection=dg.AssetSelection.assets(*ab),
+            description="Analyse the running A/B experiment: the group-sequential test and its decision.",
+        )
+        for _ in ab
+    ]
     return dg.Definitions(
-        assets=[*assets, bento, shadow],
+        assets=[*assets, bento, shadow, *ab],
         jobs=[
+            *ab_jobs,
             dg.define_asset_job(
                 keys.bento_job(spec),
                 selection=dg.AssetSelection.assets(bento),

@@ -1,0 +1,40 @@
+"""What `mlops reproduce` compares: two models' outputs on the same rows, and what changed since a version was
+trained."""
+
+import numpy as np
+
+from mlops_assets.core.models.modeling import Outputs
+from mlops_assets.core.models.reproduction import Reproduction, changes, largest_difference
+
+
+def test_outputs_are_identical_only_when_every_value_is() -> None:
+    a = Outputs("binary", np.array([0.1, 0.2, np.nan]))
+    assert largest_difference(a, Outputs("binary", np.array([0.1, 0.2, np.nan]))) == 0.0  # NaN where both are
+    assert largest_difference(a, Outputs("binary", np.array([0.1, 0.25, np.nan]))) == np.float64(0.25) - 0.2
+    assert largest_difference(a, Outputs("binary", np.array([0.1, 0.2, 0.3]))) == float("inf")  # one NaN only
+    assert largest_difference(a, Outputs("binary", np.array([0.1, 0.2]))) == float("inf")  # other rows
+
+
+def test_multiclass_outputs_in_other_classes_are_never_close() -> None:
+    values = np.array([[0.7, 0.3], [0.4, 0.6]])
+    mine = Outputs("multiclass", values, ("gold", "silver"))
+    assert largest_difference(mine, Outputs("multiclass", values.copy(), ("gold", "silver"))) == 0.0
+    assert largest_difference(mine, Outputs("multiclass", values.copy(), ("gold", "platinum"))) == float("inf")
+
+
+def test_changes_name_what_differs_and_what_is_missing_on_either_side() -> None:
+    recorded = {"numpy": "2.1.0", "polars": "1.30.0", "skops": "0.13"}
+    now = {"numpy": "2.1.0", "polars": "1.31.0", "mlflow": "3.17.2"}
+    assert changes(recorded, now, "package ") == {
+        "package mlflow": ("not recorded", "3.17.2"),
+        "package polars": ("1.30.0", "1.31.0"),
+        "package skops": ("0.13", "absent"),
+    }
+    assert changes(recorded, dict(recorded)) == {}
+
+
+def test_a_reproduction_is_identical_only_with_the_same_training_set_and_outputs() -> None:
+    same = Reproduction("loans", "1", 100, True, 20, 0.0)
+    assert same.identical
+    assert not Reproduction("loans", "1", 100, False, 20, 0.0).identical
+    assert not Reproduction("loans", "1", 100, True, 20, 1e-17).identical
