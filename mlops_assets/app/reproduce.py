@@ -14,13 +14,13 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+from deltalake.exceptions import DeltaError
 from pydantic import ValidationError
 
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.lake import content_hash, overwrite_table, scan_table
 from mlops_assets.core.models.modeling import (
     frozen_holdout,
-    model_columns,
     predict,
     to_pandas,
     train_candidate,
@@ -47,15 +47,16 @@ def recorded_spec(registry: ModelRegistry, pipeline: str, run_id: str) -> Pipeli
 
 
 def pinned(root: Path, key: dg.AssetKey, versions: dict[str, Any]) -> pl.LazyFrame:
-    """The table of `key` as the version read it (Delta time travel to the recorded version)."""
+    """The table of `key` as the version read it (Delta time travel to the recorded version); a version that was
+    vacuumed, or a table that is gone, is an AppError naming both."""
     name = key.to_user_string()
     if name not in versions:
-        raise AppError(f"the version recorded no Delta version of {name} (input_delta_versions: {sorted(versions)})")
+        raise AppError(f"the version recorded no Delta version of {name} (recorded: {sorted(versions)})")
     path = table_of(root, key)
     try:
         frame = pl.scan_delta(str(path), version=int(versions[name]))
         frame.collect_schema()
-    except Exception as exc:  # deltalake raises its own errors (a vacuumed version, a missing table)
+    except (DeltaError, OSError) as exc:
         raise AppError(f"{name}: Delta version {versions[name]} of {path} cannot be read ({exc})") from None
     return frame
 
@@ -71,7 +72,9 @@ def reproduce(workspace: Workspace, pipeline: str, version: str) -> Reproduction
     if missing:
         raise AppError(f"version {version} of {pipeline!r} was registered without its lineage (tags {missing})")
     spec = recorded_spec(registry, pipeline, registered.run_id)
-    root = workspace.root
+    if spec.model is None:
+        raise AppError(f"the spec version {version} of {pipeline!r} was trained with declares no model")
+    task, root = spec.model.task, workspace.root
     versions = json.loads(tags["input_delta_versions"])
     labels = pinned(root, raw_key(spec, spec.label.source), versions)
     features = {view: pinned(root, feature_key(spec, view), versions) for view in spec.feature_views}
@@ -87,7 +90,7 @@ def reproduce(workspace: Workspace, pipeline: str, version: str) -> Reproduction
         trained = train_candidate(spec, rebuilt)
         # Registered and loaded back as the model asset does: the skops round trip is part of what is compared.
         scratch_registry = ModelRegistry(f"sqlite:///{folder / 'mlflow.db'}", folder / "mlartifacts")
-        columns = model_columns(spec, rebuilt)
+        columns = trained.columns
         logged = scratch_registry.log_candidate(
             pipeline,
             trained.pipeline,
@@ -97,14 +100,12 @@ def reproduce(workspace: Workspace, pipeline: str, version: str) -> Reproduction
             tags={},
             artifacts={},
             required=set(),
-            task=spec.model.task if spec.model else "binary",
+            task=task,
         )
         retrained = scratch_registry.load_sklearn(pipeline, logged.version)
 
-    task = spec.model.task if spec.model else "binary"
-    training = pl.read_delta(
-        str(table_of(root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
-    )
+    training_version = {training_set_key(spec).to_user_string(): tags["training_set_delta_version"]}
+    training = pinned(root, training_set_key(spec), training_version).collect()
     holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
     inputs = to_pandas(holdout, columns)
     difference = largest_difference(

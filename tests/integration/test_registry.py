@@ -208,3 +208,19 @@ def test_reproduce_refuses_a_version_it_cannot_rebuild_with_the_reason(tmp_path:
         reproduce(workspace, "fraud", "1")
     with pytest.raises(AppError, match="has no version '2'"):
         reproduce(workspace, "fraud", "2")
+
+
+def test_reproduce_names_a_recorded_table_version_that_cannot_be_read(tmp_path: Path) -> None:
+    """A vacuumed version, or a table that is gone, is a sentence naming the table and version, not a traceback."""
+    from mlops_assets.app.reproduce import pinned
+    from mlops_assets.app.workspace import AppError
+
+    key = dg.AssetKey(["fraud", "raw_labels"])
+    pl.DataFrame({"a": [1]}).write_delta(str(tmp_path / "lake" / "fraud" / "raw_labels"))
+    assert pinned(tmp_path, key, {"fraud/raw_labels": 0}).collect().height == 1
+    with pytest.raises(AppError, match=r"fraud/raw_labels: Delta version 5 of .* cannot be read"):
+        pinned(tmp_path, key, {"fraud/raw_labels": 5})
+    with pytest.raises(AppError, match=r"fraud/raw_training: Delta version 0 of .* cannot be read"):
+        pinned(tmp_path, dg.AssetKey(["fraud", "raw_training"]), {"fraud/raw_training": 0})
+    with pytest.raises(AppError, match="recorded no Delta version of fraud/raw_labels"):
+        pinned(tmp_path, key, {})
