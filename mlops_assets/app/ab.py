@@ -51,7 +51,10 @@ def stop(workspace: Workspace, spec: PipelineSpec, reason: str, by: str) -> Expe
     experiment = experiments.running(folder)
     if experiment is None:
         raise AppError(f"no A/B experiment is running for {spec.name!r}")
-    return experiments.end(folder, experiment, f"stopped: {reason}", by)
+    try:
+        return experiments.end(folder, experiment, f"stopped: {reason}", by)
+    except ExperimentError as exc:  # ended meanwhile by another command
+        raise AppError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -90,8 +93,12 @@ def promote_if_won(workspace: Workspace, spec: PipelineSpec, by: str) -> tuple[A
         authorize(workspace, spec, f"promote version {decided.challenger} of {spec.name!r}", decided.challenger)
     folder = experiments_folder(workspace.root, spec.name)
     experiment = experiments.running(folder)
-    assert experiment is not None and experiment.id == decided.experiment, "the analysed experiment is running"
-    experiments.end(folder, experiment, decided.decision.value, by)
+    if experiment is None or experiment.id != decided.experiment:
+        raise AppError(f"A/B experiment {decided.experiment} of {spec.name!r} was ended while it was analysed")
+    try:
+        experiments.end(folder, experiment, decided.decision.value, by)
+    except ExperimentError as exc:
+        raise AppError(str(exc)) from None
     if decided.decision is not ABDecision.CHALLENGER_WINS:
         return decided, None
     reason = f"won A/B experiment {decided.experiment}: {decided.reason}"

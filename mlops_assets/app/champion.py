@@ -113,6 +113,7 @@ def shadow_verdict(workspace: Workspace, spec: PipelineSpec) -> ShadowVerdict:
 
 def promote_if_won(workspace: Workspace, spec: PipelineSpec, by: str) -> tuple[ShadowVerdict, ChampionChange | None]:
     """The one decision "promote the challenger if it won in shadow": the verdict, and the change when it won."""
+    refuse_during_experiment(workspace, spec, "promoting from the shadow comparison")  # before the comparison runs
     challenger = workspace.registry.aliases(spec.name).get(CHALLENGER)
     if challenger is not None:  # refused before the comparison is run, not after
         authorize(workspace, spec, f"promote version {challenger} of {spec.name!r}", challenger)

@@ -13,6 +13,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.app.champion import promote, rollback
+from mlops_assets.app.champion import promote_if_won as shadow_promote_if_won
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.monitoring.ab import (
     ABDecision,
@@ -247,6 +248,8 @@ def test_a_promotion_or_rollback_mid_test_is_refused(tmp_path: Path, fraud_ab: P
         promote(workspace, fraud_ab, "3", "manual", "tester")
     with pytest.raises(AppError, match=r"a rollback would change its variants mid-test.*mlops ab stop fraud"):
         rollback(workspace, fraud_ab, "tester")
+    with pytest.raises(AppError, match=r"promoting from the shadow comparison would change its variants mid-test"):
+        shadow_promote_if_won(workspace, fraud_ab, "tester")
 
 
 # --- A public dataset: two models' predictions on NannyML's car loans ------------------------------------------------

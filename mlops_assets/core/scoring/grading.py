@@ -61,16 +61,17 @@ def drift_verdict(spec: PipelineSpec, reference: Outputs, current: Outputs) -> C
     monitoring = spec.monitoring
     stats = output_stats(reference, current, monitoring.psi_bins)
     levels = [distribution_level(s, monitoring.prediction_drift) for s in stats]
+    limits = [thresholds_of(s, monitoring.prediction_drift) for s in stats]
     rows = [
         {
             "output": s.feature,
             "ks": None if s.ks is None else round(s.ks, 4),
             "psi": None if s.psi is None else round(s.psi, 4),
-            "ks_warn_error": [round(v, 4) for v in thresholds_of(s, monitoring.prediction_drift)["ks"]],
-            "psi_warn_error": [round(v, 4) for v in thresholds_of(s, monitoring.prediction_drift)["psi"]],
+            "ks_warn_error": [round(v, 4) for v in limit["ks"]],
+            "psi_warn_error": [round(v, 4) for v in limit["psi"]],
             "level": level,
         }
-        for s, level in zip(stats, levels, strict=True)
+        for s, limit, level in zip(stats, limits, levels, strict=True)
     ]
     evidence: dict[str, object] = {
         "reference_rows": len(reference),

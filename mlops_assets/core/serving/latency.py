@@ -21,7 +21,7 @@ from sklearn.pipeline import Pipeline
 
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.compiled import FastModel
-from mlops_assets.core.models.modeling import GateDecision, fitted_columns
+from mlops_assets.core.models.modeling import GateDecision, ModelError, fitted_columns
 from mlops_assets.core.serving.scorer import LoadedModel
 from mlops_assets.spec import LatencyBudget
 
@@ -85,7 +85,7 @@ def measure_latency(
     """Time scoring `rows` (cycled: one per single-row call, the first 100 as the batch) as serving scores them:
     through `fast`, the compiled model serving would use, when there is one."""
     if not rows:
-        raise ValueError("latency is measured on rows of the holdout: there are none")
+        raise ModelError("latency is measured on rows of the holdout: there are none")
     model = LoadedModel("candidate", pipeline, fitted_columns(pipeline), task, fast)
     batch = [rows[i % len(rows)] for i in range(BATCH_ROWS)]
     single = _timed(lambda i: model.outputs([rows[i % len(rows)]]), calls)
