@@ -258,7 +258,10 @@ def verify_sample(spec: PipelineSpec, events: pl.DataFrame, customers: int, seed
 
 
 def _proc_kib(field: str) -> int:
-    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M).group(1))
+    """A memory figure of this process (VmRSS, VmHWM) in KiB, from /proc (Linux)."""
+    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
+    assert match is not None, field
+    return int(match.group(1))
 
 
 def _reset_peak() -> bool:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -38,6 +37,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from bench_features import _proc_kib, _reset_peak
 
 DAY = date(2026, 3, 10)
 MEMORY_RATIO, RATE_RATIO = 1.25, 0.5
@@ -138,20 +138,6 @@ def fitted(scoring_spec: Any) -> Any:
     frame = frame.with_columns(label=(logit.to_numpy() + rng.normal(0, 1, n) > 0.5).astype(int))
     columns = model_columns(scoring_spec, frame)
     return fit(build_pipeline(scoring_spec.model, columns), frame, columns, "label")
-
-
-def _proc_kib(field: str) -> int:
-    match = re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.M)
-    assert match is not None
-    return int(match.group(1))
-
-
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def child(args: argparse.Namespace) -> None:
