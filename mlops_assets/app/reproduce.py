@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.lake import content_hash, overwrite_table, scan_table
+from mlops_assets.core.models.lineage import LineageError, trained_on
 from mlops_assets.core.models.modeling import (
-    frozen_holdout,
     predict,
     to_pandas,
     train_candidate,
@@ -104,9 +104,10 @@ def reproduce(workspace: Workspace, pipeline: str, version: str) -> Reproduction
         )
         retrained = scratch_registry.load_sklearn(pipeline, logged.version)
 
-    training_version = {training_set_key(spec).to_user_string(): tags["training_set_delta_version"]}
-    training = pinned(root, training_set_key(spec), training_version).collect()
-    holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
+    try:
+        _, holdout = trained_on(spec, table_of(root, training_set_key(spec)), tags)
+    except LineageError as exc:
+        raise AppError(f"{training_set_key(spec).to_user_string()}: {exc}") from None
     inputs = to_pandas(holdout, columns)
     difference = largest_difference(
         predict(registry.load_sklearn(pipeline, version), inputs, task), predict(retrained, inputs, task)

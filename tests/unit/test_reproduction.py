@@ -1,10 +1,18 @@
 """What `mlops reproduce` compares: two models' outputs on the same rows, and what changed since a version was
 trained."""
 
-import numpy as np
+from datetime import datetime, timedelta
+from pathlib import Path
 
+import numpy as np
+import polars as pl
+import pytest
+
+from mlops_assets.core.lake import overwrite_table
+from mlops_assets.core.models.lineage import LineageError, trained_on
 from mlops_assets.core.models.modeling import Outputs
 from mlops_assets.core.models.reproduction import Reproduction, changes, largest_difference
+from mlops_assets.spec import load_specs
 
 
 def test_outputs_are_identical_only_when_every_value_is() -> None:
@@ -38,3 +46,20 @@ def test_a_reproduction_is_identical_only_with_the_same_training_set_and_outputs
     assert same.identical
     assert not Reproduction("loans", "1", 100, False, 20, 0.0).identical
     assert not Reproduction("loans", "1", 100, True, 20, 1e-17).identical
+
+
+def test_a_version_is_judged_on_its_own_training_set_version_and_the_rows_after_its_cutoff(tmp_path: Path) -> None:
+    spec = load_specs()[0]
+    when = spec.label.prediction_timestamp
+    table = tmp_path / "training_set"
+    start = datetime(2026, 1, 1)
+    first = pl.DataFrame({when: [start + timedelta(days=d) for d in range(6)], "x": list(range(6))})
+    overwrite_table(table, first)
+    overwrite_table(table, first.with_columns(pl.col("x") + 100))  # a later training set, version 1
+    tags = {"training_set_delta_version": "0", "holdout_cutoff": (start + timedelta(days=3)).isoformat()}
+    training, holdout = trained_on(spec, table, tags)
+    assert training.equals(first)
+    # The cutoff row itself was trained on: the holdout is strictly after it.
+    assert holdout.get_column("x").to_list() == [4, 5]
+    with pytest.raises(LineageError, match=r"training_set at Delta version 7 cannot be read"):
+        trained_on(spec, table, {**tags, "training_set_delta_version": "7"})

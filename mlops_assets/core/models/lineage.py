@@ -6,12 +6,15 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import polars as pl
+from deltalake.exceptions import DeltaError
 
 from mlops_assets.core.lake import content_hash
-from mlops_assets.core.models.modeling import TrainedCandidate
+from mlops_assets.core.models.modeling import TrainedCandidate, frozen_holdout
 from mlops_assets.core.models.provenance import git_commit, package_versions
 from mlops_assets.core.models.registry import metric_key
 from mlops_assets.core.monitoring.retraining import TAG_PREFIX
@@ -97,3 +100,19 @@ def candidate_record(
     }
     required = {name for name, column in spec.request_features.items() if not column.nullable}
     return CandidateRecord(params, metrics, tags, artifacts, required)
+
+
+class LineageError(ValueError):
+    """What a version was registered with can no longer be read (a vacuumed Delta version, a table gone)."""
+
+
+def trained_on(spec: PipelineSpec, table: Path, tags: Mapping[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(training set, frozen holdout) of a registered version: the training set table at `table` read at the Delta
+    version the version's tags record, and the rows after its holdout cutoff, which it was evaluated on and never
+    trained on."""
+    version = int(tags["training_set_delta_version"])
+    try:
+        training = pl.read_delta(str(table), version=version)
+    except (DeltaError, OSError) as exc:
+        raise LineageError(f"the training set {table} at Delta version {version} cannot be read ({exc})") from None
+    return training, frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))

@@ -27,7 +27,7 @@ from mlops_assets.core.lake import (
     replace_partitions_streamed,
     scan_table,
 )
-from mlops_assets.core.models.modeling import Outputs, fitted_columns, frozen_holdout, predict, to_pandas
+from mlops_assets.core.models.modeling import Outputs, fitted_columns, predict, to_pandas
 from mlops_assets.core.training.training_set import JOIN_AT, ViewInput, point_in_time_join, rows_between
 from mlops_assets.spec import PipelineSpec, ScoringSpec, parse_duration
 
@@ -293,10 +293,9 @@ def scores_summary(result: ScoredDay, spec: PipelineSpec) -> dict[str, Any]:
 REFERENCE_ROWS = 50_000
 
 
-def reference_outputs(spec: PipelineSpec, training: pl.DataFrame, cutoff: datetime, model: ScoringModel) -> Outputs:
+def reference_outputs(spec: PipelineSpec, holdout: pl.DataFrame, model: ScoringModel) -> Outputs:
     """The champion's outputs on its frozen holdout (rows it was not trained on: on its training rows it is surer
     of itself than on any new population), a seeded sample of at most REFERENCE_ROWS."""
-    holdout = frozen_holdout(spec, training, cutoff)
     seed = spec.model.seed if spec.model else 0
     sample = holdout.sample(min(REFERENCE_ROWS, holdout.height), seed=seed)
     if not sample.height:

@@ -1,12 +1,10 @@
 """Models as assets: candidate (trained and registered), evaluation with the promotion gate, card, champion."""
 
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-import polars as pl
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
@@ -22,7 +20,7 @@ from mlops_assets.core.models.fairness import (
     fairness_section,
     gap_rows,
 )
-from mlops_assets.core.models.lineage import candidate_record
+from mlops_assets.core.models.lineage import LineageError, candidate_record, trained_on
 from mlops_assets.core.models.modeling import (
     ModelError,
     evaluate,
@@ -244,9 +242,10 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
         version = str(latest_metadata(context, keys["model_candidate"], "model_version"))
         registered = registry.version(spec.name, version)
         tags = registered.tags
-        path = table_of(lake.root, training_set_key(spec))
-        training = pl.read_delta(str(path), version=int(tags["training_set_delta_version"]))
-        holdout = frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
+        try:
+            training, holdout = trained_on(spec, table_of(lake.root, training_set_key(spec)), tags)
+        except LineageError as exc:
+            raise dg.Failure(description=f"version {version} of {spec.name!r}: {exc}", allow_retries=False) from exc
         columns = model_columns(spec, training)
         champion_version = registry.aliases(spec.name).get(CHAMPION)
         label = spec.label.column

@@ -12,6 +12,7 @@ from mlops_assets.core.features.views import FEATURE_TIMESTAMP
 from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION
+from mlops_assets.core.models.lineage import LineageError, trained_on
 from mlops_assets.core.models.modeling import Columns, fitted_columns, predict, to_pandas
 from mlops_assets.core.monitoring.grading import (
     OUTPUT_PREFIX,
@@ -117,9 +118,10 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             raise dg.Failure(description=f"{spec.name!r} has no champion: nothing to monitor yet", allow_retries=False)
         live = registry.version(spec.name, champion)
         tags = live.tags
-        training = pl.read_delta(
-            str(table_of(lake.root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
-        )
+        try:
+            training, holdout = trained_on(spec, table_of(lake.root, training_set_key(spec)), tags)
+        except LineageError as exc:
+            raise dg.Failure(description=f"version {champion} of {spec.name!r}: {exc}", allow_retries=False) from exc
         seed = spec.model.seed if spec.model else 0
         reference = training.sample(min(REFERENCE_ROWS, training.height), seed=seed)
         masks = warm_masks(reference, spec.label.prediction_timestamp, spec, reference.columns)
@@ -127,9 +129,6 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         columns = fitted_columns(model)
         # The model's outputs on rows it was not trained on (its holdout): on its training rows it is more sure of
         # itself than on any new traffic, which would read as prediction drift from the first day.
-        holdout = training.filter(
-            pl.col(spec.label.prediction_timestamp) >= datetime.fromisoformat(tags["holdout_cutoff"])
-        )
         scored = (
             holdout.sample(min(SCORED_REFERENCE_ROWS, holdout.height), seed=seed)
             if holdout.height

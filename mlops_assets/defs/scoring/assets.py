@@ -3,13 +3,14 @@ that was champion at the day's end, with its checks."""
 
 import warnings
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import date
 
 import dagster as dg
 import polars as pl
 
 from mlops_assets.core.lake import TableNotFoundError, scan_table
 from mlops_assets.core.models.history import NoChampionError, champion_at
+from mlops_assets.core.models.lineage import LineageError, trained_on
 from mlops_assets.core.monitoring.grading import CheckVerdict
 from mlops_assets.core.scoring.batch import (
     ScoringError,
@@ -89,6 +90,12 @@ def build_scores_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             change.version, registry.load_sklearn(spec.name, change.version), model_spec.task, model_spec.threshold
         )
         path = table_of(lake.root, key)
+        # The reference first: a version whose training set cannot be read fails the day before anything is written.
+        try:
+            _, holdout = trained_on(spec, table_of(lake.root, training_set_key(spec)), version.tags)
+        except LineageError as exc:
+            raise dg.Failure(description=f"{key.to_user_string()} {day}: {exc}", allow_retries=False) from exc
+        reference = reference_outputs(spec, holdout, model)
         try:
             people = population(spec, table_of(lake.root, raw_key(spec, source)), day)
             features = {v: scan_table(table_of(lake.root, feature_key(spec, v))) for v in spec.feature_views}
@@ -97,11 +104,6 @@ def build_scores_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         except (ScoringError, TableNotFoundError) as exc:
             raise dg.Failure(description=f"{key.to_user_string()} {day}: {exc}", allow_retries=False) from exc
         written = scan_table(path, [day.isoformat()]).select(pl.len()).collect().item()
-        tags = version.tags
-        training = pl.read_delta(
-            str(table_of(lake.root, training_set_key(spec))), version=int(tags["training_set_delta_version"])
-        )
-        reference = reference_outputs(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]), model)
         current = result.outputs(model.task, reference.classes)
         yield dg.MaterializeResult(
             metadata={
