@@ -1,5 +1,7 @@
 """Performance on labelled live traffic: the join, metrics per version, the floor."""
 
+from datetime import datetime
+
 import numpy as np
 import polars as pl
 import pytest
@@ -31,7 +33,7 @@ def _log_and_labels(n: int = 600) -> tuple[pl.DataFrame, pl.DataFrame]:
     fallback = pl.DataFrame({"request_id": ["t0-fb"], "model_version": ["fallback"], "score": [0.02]})
     labels = pl.DataFrame(
         {"transaction_id": [f"t{i}" for i in range(n - 100)] + ["t0-fb"], "is_fraud": [*y[: n - 100], 1]}
-    )
+    ).with_columns(confirmed_at=datetime(2026, 1, 3))
     return pl.concat([log, fallback]), labels
 
 

@@ -1,15 +1,17 @@
 """Champion vs challenger on logged live traffic joined to labels, through the promotion gate."""
 
 import json
+from datetime import datetime, timedelta
 
 import numpy as np
 import polars as pl
 import pytest
 
-from mlops_assets.core.serving.shadow import ShadowError, compare, paired_scores
+from mlops_assets.core.serving.shadow import ShadowError, compare, labels_by_request, paired_scores
 from mlops_assets.spec import PipelineSpec, load_specs
 
 N = 400
+CONFIRMED = [datetime(2026, 1, 3) + timedelta(seconds=i) for i in range(N)]
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +37,7 @@ def _traffic(challenger_quality: float, canary_every: int = 0, seed: int = 0) ->
             "shadow_score": [float(a if c else b) for a, b, c in zip(champion, challenger, canary, strict=True)],
         }
     )
-    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y})
+    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y, "confirmed_at": CONFIRMED})
     return log, labels
 
 
@@ -103,7 +105,7 @@ def test_multiclass_models_are_compared_on_their_logged_probabilities(spec: Pipe
             "shadow_probabilities": challenger,
         }
     )
-    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y})
+    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y, "confirmed_at": CONFIRMED})
     result = compare(multiclass, log, labels, "1", "2")
     assert result.decision.passed
     assert result.challenger.metrics["macro_f1"] > result.champion.metrics["macro_f1"]
@@ -120,3 +122,13 @@ def test_rows_whose_label_is_not_there_yet_are_not_labels(spec: PipelineSpec) ->
     log = log.with_columns(pl.lit(None, pl.String).alias("label"))
     result = compare(spec, log, pending, "1", "2")
     assert result.rows == N - 50 and result.decision.passed
+
+
+def test_the_latest_label_of_a_request_wins_whatever_the_row_order(spec: PipelineSpec) -> None:
+    late, early = datetime(2026, 1, 5), datetime(2026, 1, 4)
+    labels = pl.DataFrame(
+        {"transaction_id": ["t1", "t1", "t2"], "is_fraud": [1, 0, None], "confirmed_at": [late, early, late]}
+    )
+    for frame in (labels, labels.reverse()):
+        # t1 was corrected to 1 later; t2's label has not arrived (a null is not a label yet).
+        assert labels_by_request(frame, spec).rows() == [("t1", 1)]

@@ -30,6 +30,7 @@ import polars as pl
 from scipy import optimize, stats
 
 from mlops_assets.core.models.modeling import ModelError, targets
+from mlops_assets.core.serving.shadow import ShadowError, outcomes_by_request
 from mlops_assets.spec import PipelineSpec
 
 MIN_ENTITIES = 100  # per variant before any look: the normal approximation and the variance need a sample
@@ -335,24 +336,6 @@ class ABError(ValueError):
     """An A/B analysis that cannot be made (an unknown outcome column, labels of the wrong kind): located."""
 
 
-def outcomes_by_request(frame: pl.DataFrame, request_id: str, column: str, timestamp: str, where: str) -> pl.DataFrame:
-    """request_id -> outcome and when it arrived, from a source's rows (a request's latest row wins; a null is not
-    an outcome yet)."""
-    missing = [c for c in (request_id, column, timestamp) if c not in frame.columns]
-    if missing:
-        raise ABError(f"{where}: the table has no column {missing} (its columns: {sorted(frame.columns)})")
-    return (
-        frame.select(
-            pl.col(request_id).cast(pl.String).alias("request_id"),
-            pl.col(column).alias("outcome"),
-            pl.col(timestamp).alias("arrived_at"),
-        )
-        .filter(pl.col("outcome").is_not_null())
-        .sort("arrived_at", maintain_order=True)
-        .unique("request_id", keep="last", maintain_order=True)
-    )
-
-
 def answered_by(log: pl.DataFrame, champion: str, challenger: str, since: datetime) -> pl.DataFrame:
     """The experiment's answers: logged since it started, by one of its two versions (fallbacks and other versions
     left out), the first answer of a request id; `challenger` says which variant answered."""
@@ -424,25 +407,18 @@ def experiment_rows(
     challenger, arrived_at, value; in the order the labels arrived (then by request id), which fixes the looks."""
     ab = spec.serving.ab_test
     assert ab is not None
+    if ab.outcome is None and spec.label.request_id is None:
+        raise ABError("label.request_id is not declared: logged predictions cannot be joined to their labels")
     if ab.outcome is not None:
-        source = spec.sources[ab.outcome.source]
-        known = outcomes_by_request(
-            outcomes,
-            ab.outcome.request_id,
-            ab.outcome.column,
-            source.event_timestamp,
-            f"serving.ab_test.outcome (source {ab.outcome.source!r})",
-        )
+        where = f"serving.ab_test.outcome (source {ab.outcome.source!r})"
+        keys = (ab.outcome.request_id, ab.outcome.column, spec.sources[ab.outcome.source].event_timestamp)
     else:
-        if spec.label.request_id is None:
-            raise ABError("label.request_id is not declared: logged predictions cannot be joined to their labels")
-        known = outcomes_by_request(
-            outcomes,
-            spec.label.request_id,
-            spec.label.column,
-            spec.label.timestamp,
-            f"label (source {spec.label.source!r})",
-        )
+        where = f"label (source {spec.label.source!r})"
+        keys = (str(spec.label.request_id), spec.label.column, spec.label.timestamp)
+    try:
+        known = outcomes_by_request(outcomes, *keys, where)
+    except ShadowError as exc:
+        raise ABError(str(exc)) from None
     answers = answered_by(log, champion, challenger, since)
     for column in ("label", "probabilities"):  # logs written before multiclass existed lack them
         if column not in answers.columns:

@@ -56,18 +56,32 @@ class ShadowComparison:
     decision: GateDecision
 
 
+def outcomes_by_request(frame: pl.DataFrame, request_id: str, column: str, timestamp: str, where: str) -> pl.DataFrame:
+    """request_id -> outcome and when it arrived (`arrived_at`), from a source's rows: the latest arrival of a
+    request wins (ties: the later row); a null is not an outcome yet. `where` names the source in errors."""
+    missing = [c for c in (request_id, column, timestamp) if c not in frame.columns]
+    if missing:
+        raise ShadowError(f"{where}: the table has no column {missing} (its columns: {sorted(frame.columns)})")
+    return (
+        frame.select(
+            pl.col(request_id).cast(pl.String).alias("request_id"),
+            pl.col(column).alias("outcome"),
+            pl.col(timestamp).alias("arrived_at"),
+        )
+        .filter(pl.col("outcome").is_not_null())
+        .sort("arrived_at", maintain_order=True)
+        .unique("request_id", keep="last", maintain_order=True)
+    )
+
+
 def labels_by_request(labels: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame:
     """request_id -> label, from the label source (the latest label of a request wins; rows without a label value
     are not labels yet)."""
     if spec.label.request_id is None:
         raise ShadowError("label.request_id is not declared: logged predictions cannot be joined to their labels")
-    return (
-        labels.select(
-            pl.col(spec.label.request_id).cast(pl.String).alias("request_id"), pl.col(spec.label.column).alias("label")
-        )
-        .filter(pl.col("label").is_not_null())
-        .unique("request_id", keep="last", maintain_order=True)
-    )
+    where = f"label (source {spec.label.source!r})"
+    known = outcomes_by_request(labels, spec.label.request_id, spec.label.column, spec.label.timestamp, where)
+    return known.select("request_id", pl.col("outcome").alias("label"))
 
 
 def paired_scores(
