@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlops_assets.app.champion import ChampionChange, authorize, promote
+from mlops_assets.app.champion import ChampionChange, authorize, promote_authorized
 from mlops_assets.app.runs import check_verdict
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
@@ -89,17 +89,20 @@ def promote_if_won(workspace: Workspace, spec: PipelineSpec, by: str) -> tuple[A
     decided = verdict(workspace, spec)
     if decided.decision is ABDecision.KEEP_COLLECTING:
         return decided, None
-    if decided.decision is ABDecision.CHALLENGER_WINS:  # who may promote is asked before the experiment ends
-        authorize(workspace, spec, f"promote version {decided.challenger} of {spec.name!r}", decided.challenger)
     folder = experiments_folder(workspace.root, spec.name)
     experiment = experiments.running(folder)
     if experiment is None or experiment.id != decided.experiment:
         raise AppError(f"A/B experiment {decided.experiment} of {spec.name!r} was ended while it was analysed")
+    change = None
+    if decided.decision is ABDecision.CHALLENGER_WINS:
+        # Who may promote is asked once, and the promotion lands before the experiment ends: a refused or failed
+        # promotion leaves the experiment running, to be decided again.
+        action = f"promote version {decided.challenger} of {spec.name!r}"
+        approved_by = authorize(workspace, spec, action, decided.challenger)
+        reason = f"won A/B experiment {decided.experiment}: {decided.reason}"
+        change = promote_authorized(workspace, spec, decided.challenger, reason, by, approved_by)
     try:
         experiments.end(folder, experiment, decided.decision.value, by)
     except ExperimentError as exc:
         raise AppError(str(exc)) from None
-    if decided.decision is not ABDecision.CHALLENGER_WINS:
-        return decided, None
-    reason = f"won A/B experiment {decided.experiment}: {decided.reason}"
-    return decided, promote(workspace, spec, decided.challenger, reason, by)
+    return decided, change

@@ -75,6 +75,14 @@ def promote(workspace: Workspace, spec: PipelineSpec, version: str, reason: str,
     names approvers); refused while an A/B experiment runs."""
     refuse_during_experiment(workspace, spec, f"promoting version {version}")
     approved_by = authorize(workspace, spec, f"promote version {version} of {spec.name!r}", version)
+    return promote_authorized(workspace, spec, version, reason, by, approved_by)
+
+
+def promote_authorized(
+    workspace: Workspace, spec: PipelineSpec, version: str, reason: str, by: str, approved_by: str | None
+) -> ChampionChange:
+    """The registry's promotion, once `authorize` has said who approved it (the A/B decision ends its experiment
+    only after this has landed)."""
     try:
         event = workspace.registry.promote(spec.name, version, reason, by, approved_by)
     except RegistryError as exc:

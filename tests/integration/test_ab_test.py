@@ -166,7 +166,14 @@ def test_promote_from_ab_promotes_only_a_winner_and_a_decision_ends_the_experime
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
     monkeypatch.setattr(MlflowResource, "registry", lambda self: Aliases({"champion": "1", "challenger": "2"}))
     promoted: list[tuple[str, str]] = []
-    monkeypatch.setattr(ab, "promote", lambda ws, s, version, reason, by: promoted.append((version, reason)))
+
+    def promote(ws: Workspace, s: PipelineSpec, version: str, reason: str, by: str, approved_by: str | None) -> None:
+        if fail:
+            raise AppError("the registry refused")
+        promoted.append((version, reason))
+
+    fail = False
+    monkeypatch.setattr(ab, "promote_authorized", promote)
     workspace = Workspace(specs_dir=str(root / "specs"), data_dir=str(root))
     workspace.__dict__["registry"] = Aliases({"champion": "1", "challenger": "2"})
 
@@ -184,6 +191,11 @@ def test_promote_from_ab_promotes_only_a_winner_and_a_decision_ends_the_experime
     folder = experiments_folder(root, spec.name)
     fingerprint = spec.serving.ab_test.fingerprint()  # type: ignore[union-attr]
     replayed = experiments.start(folder, spec.name, "1", "2", fingerprint, "test", at=log["timestamp"].min())
+    fail = True  # a promotion that does not land leaves the experiment running, to be decided again
+    with pytest.raises(AppError, match="the registry refused"):
+        ab.promote_if_won(workspace, spec, "test")
+    assert experiments.running(folder) == replayed and not promoted
+    fail = False
     won, _ = ab.promote_if_won(workspace, spec, "test")
     assert won.decision == "challenger_wins" and won.experiment == replayed.id
     assert promoted == [("2", f"won A/B experiment {replayed.id}: {won.reason}")]

@@ -79,7 +79,8 @@ def start(
 
 
 def end(folder: Path, experiment: Experiment, outcome: str, by: str) -> Experiment:
-    """End the running experiment with its outcome (kept in the history); a repeated end of the same one is a no-op."""
+    """End the running experiment with its outcome (kept in the history); ending one that is no longer running (ended
+    meanwhile, or another started since) is an ExperimentError."""
     current = running(folder)
     if current is None or current.id != experiment.id:
         raise ExperimentError(f"{experiment.describe()} is not running")
