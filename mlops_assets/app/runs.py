@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mlops_assets.app.workspace import AppError, Workspace
@@ -269,6 +269,12 @@ def score(workspace: Workspace, pipeline: str, start: date, days: int) -> RunSum
         raise AppError(f"pipeline {pipeline!r} declares no 'scoring' section: nothing to score")
     if start < spec.start_date:
         raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
+    last, today = start + timedelta(days=days - 1), datetime.now(UTC).date()
+    if last > today:
+        raise AppError(
+            f"--start {start} --days {days} reaches {last}, after today ({today}, UTC): a day is scored from the "
+            "day it begins (today's scores are replaced by each re-run)"
+        )
     summary = RunSummary()
     for i in range(days):
         result = workspace.run(keys.scoring_job(spec), partition=start + timedelta(days=i))

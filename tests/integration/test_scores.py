@@ -2,7 +2,7 @@
 was champion at its end, a re-run replacing the day, the features those of the training set, a day before any
 champion refused."""
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +95,9 @@ def test_each_day_is_scored_by_its_own_champion_on_the_training_sets_features(
     )
     with pytest.raises(AppError, match="before the pipeline's start_date"):
         score(workspace, "loans", date(2017, 12, 31), 1)
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    with pytest.raises(AppError, match=f"reaches {tomorrow}, after today"):
+        score(workspace, "loans", tomorrow - timedelta(days=1), 2)
 
     # A rollback is a change of the history too: the version it restores is the champion from then on.
     clock["now"] = "2018-01-17T08:00:00+00:00"
