@@ -444,6 +444,10 @@ class LatencyBudget(SpecSection):
         return self
 
 
+# Timed calls a 99th percentile budget needs: its figure then rests on the ten slowest calls, not one stray pause.
+P99_CALLS = 1000
+
+
 class PromotionSpec(SpecSection):
     """When a candidate may replace the champion."""
 
@@ -477,7 +481,11 @@ class PromotionSpec(SpecSection):
         "and recorded on every version whether declared or not",
     )
     latency_calls: int = Field(
-        default=200, ge=10, description="timed scoring calls per measurement (after 10% as many untimed warm-up calls)"
+        default=200,
+        ge=10,
+        description="timed scoring calls per measurement (after 10% as many untimed warm-up calls); with a p99 "
+        f"budget the default is {P99_CALLS} and fewer are refused: a 99th percentile of 200 calls is their second "
+        "slowest, one stray pause",
     )
     approvers: list[str] | None = Field(
         default=None,
@@ -513,7 +521,24 @@ class PromotionSpec(SpecSection):
         for flag in ("require_approval", "separate_duties"):
             if getattr(self, flag) and self.approvers is None:
                 raise ValueError(f"{flag}: needs approvers (nobody would be allowed to approve)")
+        if self._p99_budget and "latency_calls" in self.model_fields_set and self.latency_calls < P99_CALLS:
+            raise ValueError(
+                f"latency_calls: {self.latency_calls} calls are too few for a p99 budget (its 99th percentile would "
+                f"rest on the {max(1, self.latency_calls // 100)} slowest): at least {P99_CALLS}, or omit it"
+            )
         return self
+
+    @property
+    def _p99_budget(self) -> bool:
+        budget = self.latency_budget_ms
+        return budget is not None and (budget.single_p99 is not None or budget.batch_100_p99 is not None)
+
+    @property
+    def timed_calls(self) -> int:
+        """Scoring calls timed per latency measurement: as declared, else P99_CALLS with a p99 budget, else 200."""
+        if "latency_calls" in self.model_fields_set or not self._p99_budget:
+            return self.latency_calls
+        return P99_CALLS
 
 
 class FallbackRule(SpecSection):

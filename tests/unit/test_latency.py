@@ -124,7 +124,13 @@ def test_a_budget_is_positive_milliseconds_of_the_four_figures(tmp_path: Path) -
     assert spec.promotion is not None and spec.promotion.latency_budget_ms == LatencyBudget(
         single_p99=20, batch_100_p99=100
     )
-    assert spec.promotion.latency_calls == 200
+    assert spec.promotion.timed_calls == 1000  # a p99 budget's default: its figure rests on ten calls, not two
+    p50_only = _load(tmp_path, _spec({"latency_budget_ms": {"single_p50": 5}}))
+    assert p50_only.promotion is not None and p50_only.promotion.timed_calls == 200
+    declared = _load(tmp_path, _spec({"latency_budget_ms": {"single_p99": 20}, "latency_calls": 5000}))
+    assert declared.promotion is not None and declared.promotion.timed_calls == 5000
+    with pytest.raises(SpecError, match=r"promotion: Value error, latency_calls: 200 calls are too few for a p99"):
+        _load(tmp_path, _spec({"latency_budget_ms": {"batch_100_p99": 20}, "latency_calls": 200}))
     for budget, message in [
         ({"single_p99": 0}, "promotion.latency_budget_ms.single_p99: Input should be greater than 0"),
         ({"single_p95": 10}, "promotion.latency_budget_ms.single_p95: unknown key"),

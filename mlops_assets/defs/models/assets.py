@@ -141,7 +141,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         context.log.info(f"{spec.name} model: {compiled}")
         # Timed here, on the machine that trains, through the path serving scores with: recorded with the version.
         try:
-            latency = measure_latency(trained.pipeline, model.task, rows, promotion.latency_calls, fast)
+            latency = measure_latency(trained.pipeline, model.task, rows, promotion.timed_calls, fast)
         except ModelError as exc:  # no holdout rows to time: a person must widen it, a retry changes nothing
             raise dg.Failure(description=f"{spec.name} model: {exc}", allow_retries=False) from exc
         context.log.info(f"{spec.name} model latency (ms): {latency.metrics()}")
