@@ -124,11 +124,6 @@ def gap_rows(results: Sequence[GuardResult]) -> list[dict[str, str]]:
     ]
 
 
-def combined(*decisions: GateDecision) -> GateDecision:
-    """Decisions taken together: passed when each passed, with every reason."""
-    return GateDecision(all(d.passed for d in decisions), [r for d in decisions for r in d.reasons])
-
-
 def fairness_section(results: Sequence[GuardResult]) -> list[str]:
     """The card's fairness section: each guard's gap against its limit, then every group's size and metric."""
     if not results:

@@ -372,6 +372,11 @@ class GateDecision:
     passed: bool
     reasons: list[str]
 
+    @classmethod
+    def combined(cls, *decisions: GateDecision) -> GateDecision:
+        """Decisions taken together: passed when each passed, with every reason."""
+        return cls(all(d.passed for d in decisions), [r for d in decisions for r in d.reasons])
+
 
 def _better(metric: str, new: float, old: float) -> float:
     """How much better `new` is than `old` (positive = better), whatever the metric's direction."""

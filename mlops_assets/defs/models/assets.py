@@ -13,7 +13,6 @@ from mlops_assets.core.models.approval import identity
 from mlops_assets.core.models.cards import metrics_rows, render_card, write_card
 from mlops_assets.core.models.compiled import fast_model
 from mlops_assets.core.models.fairness import (
-    combined,
     fairness_decision,
     fairness_groups,
     fairness_results,
@@ -22,6 +21,7 @@ from mlops_assets.core.models.fairness import (
 )
 from mlops_assets.core.models.lineage import LineageError, candidate_record, trained_on
 from mlops_assets.core.models.modeling import (
+    GateDecision,
     ModelError,
     evaluate,
     frozen_holdout,
@@ -263,7 +263,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             ) from exc
         fairness = fairness_results(candidate, promotion.fairness)
         latency = Latency.from_metrics(registry.run_metrics(registered.run_id))
-        decision = combined(
+        decision = GateDecision.combined(
             promotion_gate(candidate, champion, promotion),
             fairness_decision(fairness),
             latency_decision(latency, promotion.latency_budget_ms),
