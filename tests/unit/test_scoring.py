@@ -23,6 +23,7 @@ from mlops_assets.core.models.history import (
     change_tag,
 )
 from mlops_assets.core.models.modeling import Outputs, build_pipeline, fit, model_columns
+from mlops_assets.core.scoring import batch
 from mlops_assets.core.scoring.batch import (
     MODEL_VERSION,
     PREDICTION_TIME,
@@ -172,7 +173,9 @@ def test_an_active_entity_is_scored_once_as_of_the_days_end_with_its_latest_row_
         assert row["amount_sum_1d"] == (latest["amount_sum_1d"] if latest else None)
 
 
-def test_a_day_is_written_whole_in_chunks_and_a_rerun_replaces_only_it(tmp_path: Path) -> None:
+def test_a_day_is_written_whole_in_chunks_and_a_rerun_replaces_only_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     data = spec_of().model_dump(mode="json")
     data["scoring"]["chunk_rows"] = 5
     spec, frame = PipelineSpec.model_validate(data), events()
@@ -195,6 +198,11 @@ def test_a_day_is_written_whole_in_chunks_and_a_rerun_replaces_only_it(tmp_path:
     assert day.get_column(MODEL_VERSION).unique().to_list() == ["1"]
     assert day.get_column(SCORE).is_between(0, 1).all()
     assert rows_verdict(again, day.height).level == "ok"
+    # The drift check's sample: every score of a day under DRIFT_SAMPLE_ROWS, a uniform share of those above it.
+    assert sum(len(o.values) for o in again.sample) == again.rows
+    monkeypatch.setattr(batch, "DRIFT_SAMPLE_ROWS", again.rows // 3)
+    capped = score_day(spec, path, population(spec, raw, DAY), view_inputs(spec, features, DAY), model, "run-3")
+    assert capped.rows == again.rows and 0 < sum(len(o.values) for o in capped.sample) < capped.rows
 
 
 def test_an_empty_population_empties_the_days_partition_and_warns(tmp_path: Path) -> None:
