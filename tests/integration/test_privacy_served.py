@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from datetime import date, timedelta
 from pathlib import Path
 
+import dagster as dg
 import polars as pl
 import pytest
 import yaml
@@ -111,6 +112,11 @@ def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(tmp_
         stop(server)
     graded = project.mlops("monitor", "loans", "--day", day)
     assert "loans/prediction_log" in graded and "drift report: file://" in graded
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        report = instance.get_latest_materialization_event(dg.AssetKey(["loans", "drift_report"]))
+        assert report is not None and report.asset_materialization is not None
+        # Hashed or dropped when logged: nothing of them to grade against the training set, and the report says so.
+        assert report.asset_materialization.metadata["not_graded_pii"].value == "car_value, driver_tenure"
 
     logged = pl.read_delta(str(data / "lake" / "loans" / "prediction_log")).filter(
         pl.col("request_id") == "pii-request"
