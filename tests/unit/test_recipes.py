@@ -9,8 +9,10 @@ import polars as pl
 import pytest
 import yaml
 
+from mlops_assets.app.starter import new_pipeline
 from mlops_assets.core.features.views import collect, compute_features
 from mlops_assets.spec import BUILTIN_SPECS_DIR, PipelineSpec, load_spec
+from tests.public_data import nannyml_csv, write_csv
 
 RECIPES = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
 
@@ -67,3 +69,21 @@ def test_the_recipes_feature_view_computes_its_features(tmp_path: Path) -> None:
     assert set(spec.feature_views[name].feature_names()) <= set(frame.columns)
     second = frame.filter(pl.col("customer_id") == "c000001").sort("feature_timestamp").row(-1, named=True)
     assert second["amount_min_1d"] == 10.0 and second["amount_std_7d"] == pytest.approx(14.1421, rel=1e-4)
+
+
+def test_the_readmes_production_fields_load_on_a_public_pipeline(tmp_path: Path) -> None:
+    """The README's block of production fields, merged into the starter spec `mlops new` writes for NannyML's car
+    loans (its `include` aside: tests/integration/test_shared_views.py runs a shared file)."""
+    readme = RECIPES.parents[1] / "README.md"
+    (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", readme.read_text(), re.S) if "scoring:" in b]
+    edit = yaml.safe_load(block)
+    assert edit.pop("include") == ["shared/loan_book.yaml"]
+    specs, data = tmp_path / "specs", tmp_path / "data"
+    new_pipeline(specs, data, "loans", write_csv(nannyml_csv("loans", 10), tmp_path / "loans.csv"))
+    (data / "governance").mkdir()
+    (data / "governance" / "groups.yaml").write_text("credit-leads: [bob, carol]\n")
+    spec_file = specs / "loans.yaml"
+    spec_file.write_text(yaml.safe_dump(merged(yaml.safe_load(spec_file.read_text()), edit), allow_unicode=True))
+    spec = load_spec(spec_file)
+    for section, values in edit.items():
+        assert holds(getattr(spec, section), values), (section, values)
