@@ -15,7 +15,7 @@ def _record(i: int) -> dict[str, object]:
         "model_version": "2",
         "score": 0.5,
         "degraded": i % 2 == 0,
-        "degraded_reason": "online store timeout" if i % 2 == 0 else None,
+        "reason": "online store timeout" if i % 2 == 0 else None,
         "latency_ms": 2.0,
     }
 

@@ -38,7 +38,7 @@ LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "shadow_label": pl.String,
     "shadow_probabilities": pl.String,
     "degraded": pl.Boolean,
-    "degraded_reason": pl.String,
+    "reason": pl.String,  # the answer's: features missing, stale, withheld (from a replay's future) or degraded
     "latency_ms": pl.Float64,
 }
 
