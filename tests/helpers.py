@@ -16,6 +16,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from email.message import Message
 from pathlib import Path
 from typing import Any
 
@@ -243,13 +244,29 @@ def kill_server(process: subprocess.Popen[bytes]) -> int:
 
 
 def post(url: str, body: Any, key: str | None = KEY) -> tuple[int, Any]:
-    headers = {"content-type": "application/json", **({"x-api-key": key} if key else {})}
-    request = urllib.request.Request(url, json.dumps(body).encode(), headers)
+    """(status, JSON answer) of a JSON POST, with the API key as X-API-Key unless `key` is None."""
+    status, _, answer = call(url, json.dumps(body).encode(), {"x-api-key": key} if key else {})
+    return status, answer
+
+
+def answered_count(url: str) -> float:
+    """A served service's count of answers (every model version, degraded or not), from its /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        metrics = response.read().decode()
+    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith("mlops_predictions_total{"))
+
+
+def call(
+    url: str, data: bytes | None, headers: dict[str, str], method: str = "POST", timeout: float = 10
+) -> tuple[int, Message, Any]:
+    """(status, headers, JSON answer) of one HTTP call with exactly these `headers` (JSON as the content type unless
+    they say otherwise); an error status is returned, not raised."""
+    request = urllib.request.Request(url, data, {"content-type": "application/json", **headers}, method=method)
     try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return response.status, response.headers, json.loads(response.read())
     except urllib.error.HTTPError as error:
-        return error.code, json.loads(error.read())
+        return error.code, error.headers, json.loads(error.read())
 
 
 @dataclass

@@ -24,11 +24,11 @@ COMPONENTS = "#/components/schemas/"
 
 # The error statuses each API path can answer, besides 401 when a key is set: 400 a refused body, 409 a request_id
 # answered already, 413 and 415 a body too large or not JSON, 429 load shedding, 503 BentoML unable to take more
-# work (with Retry-After, as a 429), 500 a failure.
+# work (with Retry-After, as a 429), 500 a failure, 504 no answer in time (middleware.REQUEST_TIMEOUT).
 API_ERRORS: dict[str, tuple[int, ...]] = {
-    "/predict": (400, 409, 413, 415, 429, 500, 503),
-    "/predict_batch": (400, 409, 413, 415, 429, 500, 503),
-    "/models": (400, 413, 415, 500),
+    "/predict": (400, 409, 413, 415, 429, 500, 503, 504),
+    "/predict_batch": (400, 409, 413, 415, 429, 500, 503, 504),
+    "/models": (400, 413, 415, 500, 504),
 }
 # What each error status means on the API paths: the response descriptions of the document.
 ERROR_MEANINGS: dict[int, str] = {
@@ -41,6 +41,7 @@ ERROR_MEANINGS: dict[int, str] = {
     429: "Too many requests in progress in this worker: retry after `Retry-After` seconds.",
     500: "The service failed; its log has the details (never sent to the client).",
     503: "The service cannot take more work now: retry after `Retry-After` seconds.",
+    504: "The service did not start answering in time; nothing was logged or kept of the request.",
 }
 RETRY_AFTER = {
     "description": "seconds to wait before retrying",

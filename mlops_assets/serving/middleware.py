@@ -1,10 +1,12 @@
 """ASGI middleware of the prediction service, on its API paths (/predict, /predict_batch, /models): one error body
 for every refusal, the API key, the body's media type, size and completeness, and load shedding; plus the OpenAPI
-document made true. Health, metrics and docs stay open and are never shed.
+document made true, and a 504 of our shape for a request not answered in time. Health, metrics and docs stay open
+and are never shed.
 
-Add them outermost first, as service.py does: OpenApiMiddleware, ErrorBodyMiddleware, LoadSheddingMiddleware,
-ApiKeyMiddleware, RequestBodyMiddleware (excess load is shed before any other work, the key is checked before the
-body is read, and every refusal, ours or BentoML's, leaves through ErrorBodyMiddleware).
+Add them outermost first, as service.py does: TimeoutMiddleware, OpenApiMiddleware, ErrorBodyMiddleware,
+LoadSheddingMiddleware, ApiKeyMiddleware, RequestBodyMiddleware (excess load is shed before any other work, the key is
+checked before the body is read, and every refusal, ours or BentoML's, leaves through ErrorBodyMiddleware or, late,
+as TimeoutMiddleware's 504).
 """
 
 from __future__ import annotations
@@ -30,10 +32,14 @@ MAX_BODY_BYTES = {"/predict": 1_000_000, "/predict_batch": 10_000_000, "/models"
 # it reads the answer instead of a broken connection; a larger one gets the 413 and the connection closes.
 DRAIN_FACTOR = 10
 # Seconds to wait for the next part of a body. A body shorter than its Content-Length would otherwise hold the
-# request until BentoML's timeout answers 504 (10 s); a client that sends nothing for this long is not sending the
+# request until its timeout answers 504 (REQUEST_TIMEOUT); a client that sends nothing for this long is not sending the
 # rest (on a slow link, bytes still arrive within it).
 BODY_RECEIVE_TIMEOUT = 2.0
 AUTHENTICATE = (b"www-authenticate", b'Bearer realm="mlops"')
+# Seconds a request may take before its answer starts: then 504. BentoML's own timeout (`traffic.timeout`) answers
+# outside our error body, so the service sets it TIMEOUT_BACKSTOP seconds later: ours answers first.
+REQUEST_TIMEOUT = 10.0
+TIMEOUT_BACKSTOP = 5.0
 
 
 async def _reject(send: Any, status: int, message: str, headers: list[tuple[bytes, bytes]] | None = None) -> None:
@@ -48,6 +54,44 @@ async def _answer(send: Any, status: int, body: bytes, headers: list[tuple[bytes
 
 def _on(scope: dict[str, Any], paths: Collection[str]) -> bool:
     return scope["type"] == "http" and scope["path"] in paths
+
+
+class TimeoutMiddleware:
+    """Answers 504 with the one error body when a request's answer has not started within `timeout` seconds, and
+    cancels its work (what it would have logged is not: the answer was never sent). An answer that started runs on."""
+
+    def __init__(self, app: Any, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.app, self.timeout = app, timeout
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, timed_out = asyncio.Event(), False
+
+        async def send_in_time(message: dict[str, Any]) -> None:
+            if timed_out:  # the 504 went out: this answer is not delivered (DeliveryMiddleware undoes its work)
+                raise ConnectionError("the answer came after its 504")
+            started.set()
+            await send(message)
+
+        work = asyncio.ensure_future(self.app(scope, receive, send_in_time))
+        waiting = asyncio.ensure_future(started.wait())
+        try:
+            await asyncio.wait((work, waiting), timeout=self.timeout, return_when=asyncio.FIRST_COMPLETED)
+            if work.done() or started.is_set():
+                await work
+                return
+            timed_out = True
+            work.cancel()
+            log.warning("%s %s answered 504: no answer within %g s", scope.get("method"), scope["path"], self.timeout)
+            await _reject(send, 504, f"the service did not answer within {self.timeout:g} s; retry later")
+            await asyncio.wait((work,))  # its undo runs (DeliveryMiddleware)
+            if not work.cancelled():
+                work.exception()  # retrieved and dropped: it belongs to an answer nobody gets
+        finally:
+            waiting.cancel()
+            work.cancel()  # when this request itself is cancelled; nothing once the work is done
 
 
 class ErrorBodyMiddleware:

@@ -32,11 +32,14 @@ from mlops_assets.core.serving.scorer import Answer, LiveModels, RequestRefused,
 from mlops_assets.serving.contract import API_ERRORS
 from mlops_assets.serving.middleware import (
     PREDICTION_PATHS,
+    REQUEST_TIMEOUT,
+    TIMEOUT_BACKSTOP,
     ApiKeyMiddleware,
     ErrorBodyMiddleware,
     LoadSheddingMiddleware,
     OpenApiMiddleware,
     RequestBodyMiddleware,
+    TimeoutMiddleware,
 )
 from mlops_assets.settings import online_store_url
 from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
@@ -206,7 +209,8 @@ else:
     Prediction = prediction_model(SPEC)
 
 
-@bentoml.service(name=f"mlops_{SPEC.name}", traffic={"timeout": 10})
+# BentoML's timeout is a backstop behind ours (TimeoutMiddleware answers 504 in our error body first).
+@bentoml.service(name=f"mlops_{SPEC.name}", traffic={"timeout": REQUEST_TIMEOUT + TIMEOUT_BACKSTOP})
 class PredictionService:
     """Scores requests with the champion (a challenger in shadow or canary), from the online store's features."""
 
@@ -282,12 +286,14 @@ class PredictionService:
         self.scorer.close()
 
 
-# Outermost first: answers' follow-ups (their log records) run once the final answer is sent, after every slot is
-# freed; the OpenAPI document is rewritten from our models; every error answer gets one shape; excess load is shed
-# before any other work; then the API key is checked, then the body (type, size, complete).
+# Outermost first: a request without an answer in time gets its 504 (and its work is cancelled, undone below);
+# answers' follow-ups (their log records) run once the final answer is sent, after every slot is freed; the OpenAPI
+# document is rewritten from our models; every error answer gets one shape; excess load is shed before any other
+# work; then the API key is checked, then the body (type, size, complete).
 API_KEY = os.environ.get(SPEC.serving.api_key_env)
 # @bentoml.service made the class a Service; mypy types a decorated class as the class itself (python/mypy#3135).
 _service = cast("bentoml.Service[PredictionService]", PredictionService)
+_service.add_asgi_middleware(TimeoutMiddleware, timeout=REQUEST_TIMEOUT)
 _service.add_asgi_middleware(DeliveryMiddleware, paths=PREDICTION_PATHS)
 _service.add_asgi_middleware(
     OpenApiMiddleware,

@@ -45,7 +45,7 @@ def _log_window(served: Served, day: str, rows: pl.DataFrame, version: str = "1"
             "shadow_label": [None] * rows.height,
             "shadow_probabilities": [None] * rows.height,
             "degraded": [False] * rows.height,
-            "degraded_reason": [None] * rows.height,
+            "reason": [None] * rows.height,
             "latency_ms": [5.0] * rows.height,
         },
         schema_overrides={"timestamp": pl.String},

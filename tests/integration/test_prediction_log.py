@@ -107,3 +107,22 @@ def test_days_past_the_log_retention_are_deleted_and_vacuumed_when_a_day_is_inge
     contents = [str(pl.read_parquet(p).to_dicts()) if p.suffix == ".parquet" else p.read_text() for p in files]
     assert [p for p, text in zip(files, contents, strict=True) if f"said-{old}" in text] == []
     assert [p for p, text in zip(files, contents, strict=True) if f"said-{today}" in text]
+
+
+def test_two_answers_under_one_request_id_are_both_ingested_and_counted(shop: tuple[Path, Path]) -> None:
+    """Ids repeated across workers or restarts (no worker can refuse them): ingestion keeps both and says so."""
+    specs, data = shop
+    folder, today = data / "prediction_log" / "shop", datetime.now(UTC).date()
+    first = {"request_id": "twice", "timestamp": f"{today}T08:00:00+00:00", "model_version": "1", "score": 0.25}
+    write_batch(folder, [json.dumps(first), json.dumps({**first, "request_id": "once"})], today)
+    write_batch(folder, [json.dumps({**first, "timestamp": f"{today}T09:00:00+00:00", "score": 0.75})], today)
+    asset = dg.AssetKey(["shop", "prediction_log"])
+    with dg.instance_for_test() as instance:
+        job = build_definitions(specs, str(data)).resolve_job_def("shop_daily")
+        assert job.execute_in_process(instance=instance, partition_key=str(today), asset_selection=[asset]).success
+        event = instance.get_latest_materialization_event(asset)
+        assert event is not None and event.asset_materialization is not None
+        meta = {k: v.value for k, v in event.asset_materialization.metadata.items()}
+    table = scan_table(table_path(data, "shop", "prediction_log")).collect()
+    assert sorted(table.filter(request_id="twice")["score"].to_list()) == [0.25, 0.75]
+    assert table.height == 3 and meta["duplicate_request_ids"] == 1

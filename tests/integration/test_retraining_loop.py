@@ -76,7 +76,7 @@ def _log_traffic(data: Path, training: pl.DataFrame, model: object, day: date) -
         pl.lit(None, pl.Float64).alias("shadow_score"),
         *[pl.lit(None, pl.String).alias(c) for c in ("label", "probabilities", "shadow_label", "shadow_probabilities")],
     )
-    frame = log.with_columns(pl.lit(None, pl.String).alias("degraded_reason")).select(list(LOG_SCHEMA)).cast(LOG_SCHEMA)  # type: ignore[arg-type]
+    frame = log.with_columns(pl.lit(None, pl.String).alias("reason")).select(list(LOG_SCHEMA)).cast(LOG_SCHEMA)  # type: ignore[arg-type]
     replace_partitions(
         table_path(data, "fraud", "prediction_log"),
         frame.with_columns(pl.lit(day.isoformat()).alias(PARTITION_COLUMN)),

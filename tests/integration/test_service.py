@@ -23,7 +23,7 @@ from mlops_assets.core.models.modeling import fitted_columns, rows_to_pandas
 from mlops_assets.core.models.registry import open_registry
 from mlops_assets.core.serving.prediction_log import read_day
 from mlops_assets.definitions import build_definitions
-from tests.helpers import BODY, KEY, QUIET, Served, kill_server, post, stop, until
+from tests.helpers import BODY, KEY, QUIET, Served, answered_count, call, kill_server, post, stop, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -127,42 +127,44 @@ def test_predict_batch_scores_each_request_as_predict_does(service: str) -> None
         assert single["score"] == answer["score"]
 
 
-def test_the_api_key_guards_predictions_but_not_health(service: str) -> None:
-    assert post(f"{service}/predict", {"request": BODY}, key=None)[0] == 401
-    status, error = post(f"{service}/predict_batch", {"requests": [BODY]}, key="wrong")
-    assert status == 401 and "API key" in error["error"]
+def test_the_api_key_guards_predictions_and_models_but_not_health(service: str) -> None:
+    body = json.dumps({"request": BODY}).encode()
+    assert call(f"{service}/predict", body, {"authorization": f"Bearer {KEY}"})[0] == 200
+    no_key, bare = "no API key: send it as X-API-Key", "the Authorization header must be 'Bearer KEY'"
+    refused = [  # (path, method, headers, what the 401 says)
+        ("/predict", "POST", {}, no_key),
+        ("/predict_batch", "POST", {"x-api-key": "wrong"}, "wrong API key"),
+        ("/predict", "POST", {"authorization": KEY}, bare),  # the key without its scheme
+        ("/predict", "POST", {"authorization": f"Basic {KEY}"}, bare),
+        ("/models", "POST", {}, no_key),  # it names the live versions
+        ("/models", "GET", {}, no_key),
+    ]
+    for path, method, headers, sentence in refused:
+        status, answer_headers, error = call(f"{service}{path}", body if method == "POST" else None, headers, method)
+        assert status == 401 and answer_headers["WWW-Authenticate"] == 'Bearer realm="mlops"', (path, headers)
+        assert error["error"].startswith(sentence) and error["detail"] is None, (path, headers, error)
     for path in ("/livez", "/readyz", "/metrics"):
         with urllib.request.urlopen(f"{service}{path}", timeout=5) as response:
             assert response.status == 200
-
-
-ANSWERED = 'mlops_predictions_total{degraded="false",model_version="1",pipeline="fraud"}'
-
-
-def _answered(service: str) -> float:
-    """The service's count of non-degraded answers by version 1, from its /metrics."""
-    with urllib.request.urlopen(f"{service}/metrics", timeout=5) as response:
-        metrics = response.read().decode()
-    return sum(float(line.split()[-1]) for line in metrics.splitlines() if line.startswith(ANSWERED))
 
 
 def test_bentoml_client_and_our_metrics(service: str) -> None:
     with bentoml.SyncHTTPClient(service, token=KEY) as client:
         answer = client.predict(request=BODY)
         assert answer["model_version"] == "1"
-    assert _answered(service) >= 1
+    assert answered_count(service) >= 1
 
 
 def test_a_second_serve_on_a_taken_port_fails_in_one_line_and_leaves_the_running_service_alone(
     service: str, served: Served
 ) -> None:
     assert post(f"{service}/predict", {"request": BODY})[0] == 200
-    before, port = _answered(service), service.rsplit(":", 1)[1]
+    before, port = answered_count(service), service.rsplit(":", 1)[1]
     second = served.cli("serve", "fraud", "--port", port)
     assert second.returncode == 1 and second.stderr.strip().count("\n") == 0, second.stderr
     assert f"port {port} on 127.0.0.1 is in use" in second.stderr and "--port" in second.stderr
     assert "Traceback" not in second.stdout + second.stderr
-    assert _answered(service) == before  # its metrics are its own: the failed serve emptied nothing
+    assert answered_count(service) == before  # its metrics are its own: the failed serve emptied nothing
     assert _models(service)["champion"] == "1"
 
 
@@ -212,7 +214,7 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
 def test_sigkill_under_load_loses_at_most_one_unflushed_batch(service: str, served: Served) -> None:
     """Clients record every answered request; after SIGKILL the log holds all of them but the last batch. The
     service already running beside it (same pipeline, same data folder) keeps its own metrics throughout."""
-    before = _answered(service)
+    before = answered_count(service)
     assert before > 0  # earlier tests were answered: a wiped folder would show as fewer
     url, process = served.start("kill")
     folders = sorted(p.name for p in (served.data / "serving" / "fraud" / "metrics").iterdir())
@@ -252,7 +254,7 @@ def test_sigkill_under_load_loses_at_most_one_unflushed_batch(service: str, serv
     batch_size = 200  # serving.log_batch_size: one process, so fewer than one batch may be lost
     print(f"SIGKILL under load: {len(answered)} answered, {len(ids)} logged, {len(lost)} lost (bound {batch_size})")
     assert len(answered) >= 50 and len(lost) < batch_size, (len(answered), len(lost))
-    assert _answered(service) == before  # the killed server's answers were never counted by the other one
+    assert answered_count(service) == before  # the killed server's answers were never counted by the other one
 
     for _ in range(2):  # ingesting twice gives the same table
         table = _ingest_todays_log(served)

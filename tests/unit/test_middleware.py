@@ -1,16 +1,20 @@
 """The service's ASGI middleware, driven directly: load shedding with Retry-After, the API key, the body's media type,
-size and completeness, the one error body, and the OpenAPI document rewritten from our models."""
+size and completeness, the one error body, the 504 of a request not answered in time, and the OpenAPI document
+rewritten from our models."""
 
 import asyncio
 import json
+import threading
 import time
 from typing import Any, Literal
 
+import anyio
 import jsonschema_rs
 import pytest
 from pydantic import BaseModel, Field
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
+from mlops_assets.core.serving.delivery import DeliveryMiddleware, after_answer
 from mlops_assets.core.serving.scorer import PREDICTIONS
 from mlops_assets.serving.contract import API_ERRORS, MAX_PROBLEMS_IN_SENTENCE, SERVER_ERROR, openapi_30
 from mlops_assets.serving.middleware import (
@@ -21,6 +25,7 @@ from mlops_assets.serving.middleware import (
     LoadSheddingMiddleware,
     OpenApiMiddleware,
     RequestBodyMiddleware,
+    TimeoutMiddleware,
 )
 
 Headers = list[tuple[bytes, bytes]]
@@ -250,6 +255,50 @@ def test_a_body_shorter_than_its_content_length_gets_a_400_at_once_not_a_timeout
         assert inner.calls == 0
 
     asyncio.run(scenario())
+
+
+def test_a_request_not_answered_in_time_gets_a_504_in_the_one_error_body_and_its_follow_ups_are_undone() -> None:
+    """BentoML's own timeout answers outside our error body; ours answers first, and what the request would have
+    logged is not (its answer was never sent)."""
+    events: list[str] = []
+    scoring = threading.Event()
+
+    async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        def handler() -> None:  # a scoring slower than the timeout, in a worker thread as BentoML runs it
+            after_answer(lambda: events.append("commit"), lambda: events.append("undo"))
+            scoring.wait()
+
+        await anyio.to_thread.run_sync(handler)
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def scenario(app: Any) -> list[dict[str, Any]]:
+        sent: list[dict[str, Any]] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            scoring.set()  # the 504 is out: the scoring may end now
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}"}
+
+        await app({"type": "http", "method": "POST", "path": "/predict", "headers": []}, receive, send)
+        return sent
+
+    app = TimeoutMiddleware(DeliveryMiddleware(slow, paths=("/predict",)), timeout=0.05)
+    start, body = anyio.run(scenario, app)
+    assert start["status"] == 504 and dict(start["headers"])[b"content-type"] == b"application/json"
+    assert _error(body["body"]) == "the service did not answer within 0.05 s; retry later"
+    assert events == ["undo"]
+
+    # An answer that starts in time is passed on whole, however long its body takes.
+    async def streams(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await asyncio.sleep(0.2)
+        await send({"type": "http.response.body", "body": b'{"score": 0.5}'})
+
+    status, _, answer = asyncio.run(_call(TimeoutMiddleware(streams, timeout=0.05), "/predict"))
+    assert (status, answer) == (200, b'{"score": 0.5}')
 
 
 VALIDATION = {

@@ -15,7 +15,7 @@ def _record(i: int) -> dict[str, object]:
         "model_version": "2",
         "score": 0.5,
         "degraded": i % 2 == 0,
-        "degraded_reason": "online store timeout" if i % 2 == 0 else None,
+        "reason": "online store timeout" if i % 2 == 0 else None,
         "latency_ms": 2.0,
     }
 
@@ -51,3 +51,13 @@ def test_each_record_is_filed_under_the_day_of_its_timestamp(tmp_path: Path) -> 
     assert read_day(tmp_path, datetime(2026, 3, 1).date())["request_id"].to_list() == ["r0"]
     assert read_day(tmp_path, datetime(2026, 3, 2).date())["request_id"].to_list() == ["r1"]
     assert read_day(tmp_path, datetime.now(UTC).date())["request_id"].to_list() == ["r2"]
+
+
+def test_a_record_written_before_the_reason_was_logged_whole_keeps_its_reason(tmp_path: Path) -> None:
+    writer = PredictionLogWriter(tmp_path, batch_size=100, flush_interval=60)
+    old = {k: v for k, v in _record(0).items() if k != "reason"} | {"degraded_reason": "online store timeout"}
+    writer.log(old)
+    writer.log(_record(1))
+    writer.close()
+    frame = read_day(tmp_path, datetime.now(UTC).date())
+    assert frame["reason"].to_list() == ["online store timeout", None] and "degraded_reason" not in frame.columns

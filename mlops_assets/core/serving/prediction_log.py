@@ -38,7 +38,7 @@ LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "shadow_label": pl.String,
     "shadow_probabilities": pl.String,
     "degraded": pl.Boolean,
-    "degraded_reason": pl.String,
+    "reason": pl.String,  # the answer's: features missing, stale, withheld (from a replay's future) or degraded
     "latency_ms": pl.Float64,
 }
 
@@ -120,15 +120,20 @@ def write_batch(folder: Path, lines: list[str], day: date | None = None) -> Path
     return target / name
 
 
+LEGACY_REASON = "degraded_reason"
+
+
 def read_day(folder: Path, day: date) -> pl.DataFrame:
     """The day's logged predictions, typed; a record found twice (a batch file copied) is kept once. Two records
     of one request id are two answers (a client that reused an id across restarts): both are kept, and counted by
     `duplicate_request_ids`."""
     files = sorted((folder / day.isoformat()).glob("*.jsonl"))
-    frames = [pl.read_ndjson(f, schema={k: pl.String for k in LOG_SCHEMA}) for f in files]
+    # Records written before the answer's reason was logged whole name it `degraded_reason`: read into `reason`.
+    schema = {**{k: pl.String for k in LOG_SCHEMA}, LEGACY_REASON: pl.String}
+    frames = [pl.read_ndjson(f, schema=schema) for f in files]
     if not frames:
         return pl.DataFrame(schema=LOG_SCHEMA)
-    text = pl.concat(frames)
+    text = pl.concat(frames).with_columns(pl.coalesce("reason", LEGACY_REASON).alias("reason"))
     typed = text.with_columns(
         pl.col("timestamp").str.to_datetime(time_unit="us", time_zone="UTC").dt.replace_time_zone(None),
         pl.col("score", "shadow_score", "latency_ms").cast(pl.Float64),

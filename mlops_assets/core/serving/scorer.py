@@ -83,7 +83,10 @@ class Answer(BaseModel):
     request_id: str
     model_version: str = Field(description="the registered model version that answered, or 'fallback'")
     degraded: bool = Field(description="true when a dependency failed and the answer is of lower quality")
-    reason: str | None = Field(description="why the answer is degraded or features were missing")
+    reason: str | None = Field(
+        description="which features were not used and why: a dependency failed (degraded), no online row, a row past "
+        "its TTL, or a row newer than a replayed request's time (withheld: none from its future); null when all were"
+    )
 
 
 class Prediction(Answer):
@@ -427,7 +430,7 @@ class Scorer:
             "shadow_label": None,
             "shadow_probabilities": None,
             "degraded": answer.degraded,
-            "degraded_reason": answer.reason if answer.degraded else None,
+            "reason": answer.reason,  # as answered, degraded or not (features missing, stale or withheld)
         }
 
     def _log_with_shadow(
