@@ -269,10 +269,9 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     label, task = ranked[0].column, ranked[0].task
     guesses.append(f"label.column: {label} ({_label_evidence(frame[label], ranked[0])})")
     if task == "binary" and (label in notes or schema[label] == pl.String):
-        held = "hold it as true/false" if label in notes else "must hold it as true/false: convert it"
         guesses.append(
-            f"label.column: a binary model trains on 0/1 or true/false labels, which the framework does not convert "
-            f"from text: the daily files {held}, and so must files you add"
+            f"label.column: {label} is declared bool: ingest reads the text true/false and yes/no (in any case, and "
+            "t/f, y/n, 1/0) of a bool column as booleans, so files you add may hold it as text or as booleans"
         )
     guesses.append(f"model.task: {task} (`{label}`: {ranked[0].evidence} → {task}): {ESTIMATORS[task]}")
     if ranked[1:]:
@@ -287,6 +286,8 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     if request_id:
         guesses.append(f"label.request_id: {request_id} (unique per event: the id a prediction request carries)")
     columns = _declared(frame, label, [key, *ids], counts)
+    if task == "binary" and schema[label] == pl.String:  # yes/no text: ingest reads a bool column's text as booleans
+        columns[label] = {k: v for k, v in columns[label].items() if k != "isin"} | {"dtype": "bool"}
     guesses.append(
         "sources.events.columns: types as read; not nullable where no value is missing; min 0 where no "
         f"value is negative; isin where a text column has at most {MAX_CATEGORIES} values"

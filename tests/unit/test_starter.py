@@ -232,8 +232,12 @@ def test_text_times_and_booleans_in_parquet_are_read_as_in_csv_and_a_zone_become
     assert starter.spec["model"]["task"] == "binary" and "returned: text no/yes read as booleans" in "\n".join(
         starter.guesses
     )
-    assert any("the daily files hold it as true/false" in g for g in starter.guesses)
+    assert any("returned is declared bool: ingest reads the text true/false and yes/no" in g for g in starter.guesses)
     assert targets(events["returned"], "binary").tolist() == frame["returned"].to_list()  # the label trains
+    # Given the text itself, the label is declared bool all the same: ingest reads its yes/no.
+    yes_no = frame.with_columns(pl.col("returned").replace_strict({1: "yes", 0: "no"}, return_dtype=pl.String))
+    declared = guess_spec("shop", yes_no, Path("o.parquet")).spec["sources"]["events"]["columns"]["returned"]
+    assert declared["dtype"] == "bool" and "isin" not in declared
 
 
 def test_the_ttl_covers_nine_gaps_in_ten_and_the_windows_follow_the_median_gap(tmp_path: Path) -> None:
