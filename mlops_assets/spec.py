@@ -944,7 +944,9 @@ class PipelineSpec(SpecSection):
         min_length=1, description="tables of events read from daily files"
     )
     feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(
-        min_length=1, description="features per entity, computed by one function for training and serving alike"
+        default_factory=dict,
+        description="features per entity, computed by one function for training and serving alike (none, `{}`: a "
+        "pipeline of request features only)",
     )
     request_features: dict[str, ColumnSpec] = Field(
         default_factory=dict,

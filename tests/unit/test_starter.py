@@ -149,6 +149,23 @@ def test_a_file_that_cannot_make_a_spec_says_what_is_missing(frame: pl.DataFrame
         guess_spec("shop", frame, Path("events.parquet"))
 
 
+def test_a_file_without_a_key_or_a_segment_is_told_the_two_ways_forward() -> None:
+    """The columns a segment could be derived from, with their counts, or a pipeline of request features only, keyed
+    by the id unique per event (`feature_views: {}` loads: tests/integration/test_materialize.py runs one)."""
+    keyless = orders().drop("User", "channel").rename({"Order ID": "order_id"})
+    keyless = keyless.with_columns(items=pl.int_range(pl.len()) % 4 + 1)
+    with pytest.raises(StarterError) as refused:
+        guess_spec("shop", keyless, Path("events.parquet"))
+    message = str(refused.value)
+    assert "no column looks like an entity key" in message
+    assert "(1) a key: derive one from a column whose few values repeat, items (4 values, int)" in message
+    assert "(2) a pipeline of request features only" in message
+    assert "`entity: {name: event, keys: [order_id]}` (each event its own entity, order_id unique per event)" in message
+    assert "`feature_views: {}`" in message
+    with pytest.raises(StarterError, match="no column has at most 20 values to derive a segment from"):
+        guess_spec("shop", keyless.drop("items"), Path("events.parquet"))
+
+
 def test_mlops_new_writes_a_valid_spec_with_its_guesses_marked_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "orders.parquet"
     orders().write_parquet(path)
