@@ -119,9 +119,12 @@ def not_graded_note(few: Mapping[str, int], min_rows: int) -> str:
 
 
 def levels(
-    stats: Sequence[FeatureStats], thresholds: Sequence[DriftThresholds], few: Mapping[str, int]
+    stats: Sequence[FeatureStats],
+    thresholds: Sequence[DriftThresholds],
+    quality: DriftThresholds,
+    few: Mapping[str, int],
 ) -> list[pl.Series]:
-    """Each row's distribution and quality level ('not graded' for the features in `few`)."""
+    """Each row's distribution level (by its own thresholds) and quality level ('not graded' for those in `few`)."""
     pairs = list(zip(stats, thresholds, strict=True))
     return [
         pl.Series(
@@ -130,7 +133,7 @@ def levels(
             pl.String,
         ),
         pl.Series(
-            "quality_level", [NOT_GRADED if s.feature in few else quality_level(s, t) for s, t in pairs], pl.String
+            "quality_level", [NOT_GRADED if s.feature in few else quality_level(s, quality) for s in stats], pl.String
         ),
     ]
 
@@ -263,7 +266,7 @@ def window_report(
     graded_with = [thresholds] * len(features) + [monitoring.prediction_drift] * len(outputs)
     few = too_few(features, monitoring.min_rows)
     stats = stats_frame([*features, *outputs]).with_columns(
-        *levels([*features, *outputs], graded_with, few),
+        *levels([*features, *outputs], graded_with, thresholds, few),
         *threshold_columns([*features, *outputs], graded_with),
         pl.lit("served").alias("source"),
     )
@@ -586,7 +589,7 @@ def offline_stats(frames: OfflineFrames, monitoring: MonitoringSpec) -> pl.DataF
         )
     thresholds = [monitoring.thresholds] * len(stats)
     return stats_frame(stats).with_columns(
-        *levels(stats, thresholds, too_few(stats, monitoring.min_rows)),
+        *levels(stats, thresholds, monitoring.thresholds, too_few(stats, monitoring.min_rows)),
         *threshold_columns(stats, thresholds),
         pl.lit("offline").alias("source"),
     )
