@@ -218,7 +218,7 @@ def check(ctx: click.Context) -> None:
     except SpecError as exc:
         _fail(str(exc))
     for spec in specs:
-        views = ", ".join(spec.feature_views)
+        views = ", ".join(spec.feature_views) or "none, request features only"
         click.echo(f"{spec.name}: ok ({len(spec.sources)} sources; feature views: {views})")
         if spec.model is not None:
             from mlops_assets.app.reports import daily_volume, window_advice

@@ -22,6 +22,11 @@ BUILTIN_SPECS_DIR = Path(__file__).parent / "examples"
 AggFunction = Literal["count", "sum", "mean", "min", "max", "std", "n_unique", "last"]
 DType = Literal["string", "int", "float", "bool", "datetime", "date"]
 _NAME = r"^[a-z][a-z0-9_]*$"
+# Text read as a declared `bool` column, whatever its case and surrounding spaces: a yes/no label is a binary label.
+TEXT_BOOLEANS = {
+    **dict.fromkeys(("true", "t", "yes", "y", "1", "1.0"), True),
+    **dict.fromkeys(("false", "f", "no", "n", "0", "0.0"), False),
+}
 _DURATION = re.compile(r"^(\d+)(m|h|d|w)$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -964,7 +969,9 @@ class PipelineSpec(SpecSection):
         min_length=1, description="tables of events read from daily files"
     )
     feature_views: dict[Annotated[str, Field(pattern=_NAME)], FeatureViewSpec] = Field(
-        min_length=1, description="features per entity, computed by one function for training and serving alike"
+        default_factory=dict,
+        description="features per entity, computed by one function for training and serving alike (none, `{}`: a "
+        "pipeline of request features only)",
     )
     request_features: dict[str, ColumnSpec] = Field(
         default_factory=dict,
@@ -1311,6 +1318,8 @@ class PipelineSpec(SpecSection):
                 for field, column in needed.items()
                 if column not in source.columns
             ]
+            if self.model is not None and label.column in source.columns:
+                problems += self._label_type_problems(source.columns[label.column])
             problems += [
                 f"label.known_with_label: {c!r} is not a column of source {label.source!r}"
                 for c in label.known_with_label
@@ -1450,6 +1459,28 @@ class PipelineSpec(SpecSection):
         if dtype is not None and dtype not in ("bool", "int", "float"):
             problems.append(f"{where}.column: {outcome.column!r} is {dtype}; an outcome is a bool or a number")
         return problems
+
+    def _label_type_problems(self, declared: ColumnSpec) -> list[str]:
+        """A label whose declared type cannot be what model.task learns, said before anything is computed."""
+        assert self.model is not None
+        task, column, dtype = self.model.task, self.label.column, declared.dtype
+        where = f"label.column: {column!r} is declared {dtype} in sources.{self.label.source}.columns"
+        if dtype in ("datetime", "date"):
+            return [f"{where}; a label is a number, a bool or text (classes), never a {dtype}"]
+        if task == "regression" and dtype not in ("int", "float"):
+            return [f"{where}; a regression label is a number: declare it int or float, or set model.task"]
+        if task != "binary" or dtype != "string":
+            return []
+        values = [str(v).strip().lower() for v in declared.isin or []]
+        if values and set(values) <= set(TEXT_BOOLEANS) and len({TEXT_BOOLEANS[v] for v in values}) == 2:
+            return [
+                f"{where}; a binary label is 0/1 or true/false: declare it dtype bool, and its values "
+                f"{declared.isin} are read as true/false when the files are ingested"
+            ]
+        return [
+            f"{where}; a binary label is 0/1 or true/false: declare it bool (ingest reads true/false, yes/no, t/f, "
+            "y/n and 1/0 text as booleans, in any case) or int, or set model.task: multiclass for named classes"
+        ]
 
     def _key_type_problems(self) -> list[str]:
         """An entity key declared with different types in two sources: their rows could never be joined."""

@@ -269,10 +269,9 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
     label, task = ranked[0].column, ranked[0].task
     guesses.append(f"label.column: {label} ({_label_evidence(frame[label], ranked[0])})")
     if task == "binary" and (label in notes or schema[label] == pl.String):
-        held = "hold it as true/false" if label in notes else "must hold it as true/false: convert it"
         guesses.append(
-            f"label.column: a binary model trains on 0/1 or true/false labels, which the framework does not convert "
-            f"from text: the daily files {held}, and so must files you add"
+            f"label.column: {label} is declared bool: ingest reads the text true/false and yes/no (in any case, and "
+            "t/f, y/n, 1/0) of a bool column as booleans, so files you add may hold it as text or as booleans"
         )
     guesses.append(f"model.task: {task} (`{label}`: {ranked[0].evidence} → {task}): {ESTIMATORS[task]}")
     if ranked[1:]:
@@ -282,11 +281,13 @@ def guess_spec(name: str, frame: pl.DataFrame, source_file: Path) -> Starter:
         )
 
     request_id = next(iter(_hinted([c for c in ids if c != label], KEY_WORDS)), None)
-    key, key_evidence = _entity_key(frame, [c for c in usable if c != label], counts, source_file)
+    key, key_evidence = _entity_key(frame, [c for c in usable if c != label], counts, source_file, request_id)
     guesses.append(f"entity.keys: [{key}] {key_evidence}")
     if request_id:
         guesses.append(f"label.request_id: {request_id} (unique per event: the id a prediction request carries)")
     columns = _declared(frame, label, [key, *ids], counts)
+    if task == "binary" and schema[label] == pl.String:  # yes/no text: ingest reads a bool column's text as booleans
+        columns[label] = {k: v for k, v in columns[label].items() if k != "isin"} | {"dtype": "bool"}
     guesses.append(
         "sources.events.columns: types as read; not nullable where no value is missing; min 0 where no "
         f"value is negative; isin where a text column has at most {MAX_CATEGORIES} values"
@@ -465,9 +466,12 @@ def _gate(series: pl.Series, task: str) -> tuple[dict[str, Any], str]:
     )
 
 
-def _entity_key(frame: pl.DataFrame, columns: list[str], counts: dict[str, int], source_file: Path) -> tuple[str, str]:
+def _entity_key(
+    frame: pl.DataFrame, columns: list[str], counts: dict[str, int], source_file: Path, event_id: str | None
+) -> tuple[str, str]:
     """The column the features are computed per, and the evidence: an id repeating across events or, for a file
-    with none, a text column with a few repeating values standing in as a segment."""
+    with none, a text column with a few repeating values standing in as a segment. Without either, the error says
+    which columns a key could be derived from, and how to declare a pipeline of request features only."""
     rows, schema = frame.height, frame.schema
     repeated = [c for c in columns if (schema[c] == pl.String or schema[c].is_integer()) and 1 < counts[c] <= rows // 2]
     named = [c for c in repeated if KEY_WORDS & set(name_tokens(c))]
@@ -477,10 +481,27 @@ def _entity_key(frame: pl.DataFrame, columns: list[str], counts: dict[str, int],
         return key, f"({counts[key]:,} distinct values over {rows:,} events)"
     segments = [c for c in columns if schema[c] == pl.String and 2 <= counts[c] <= MAX_CATEGORIES]
     if not segments:
+        few = sorted((c for c in columns if 2 <= counts[c] <= MAX_CATEGORIES), key=counts.__getitem__)
+        derive = (
+            "derive one from a column whose few values repeat, "
+            + ", ".join(f"{c} ({counts[c]} values, {_dtype(schema[c])})" for c in few)
+            + ": add it to the file as text (a segment of it, or of several) and run `mlops new` again"
+            if few
+            else f"no column has at most {MAX_CATEGORIES} values to derive a segment from: add a column saying who or "
+            "what each event is about"
+        )
+        alone = (
+            f"`entity: {{name: event, keys: [{event_id}]}}` (each event its own entity, {event_id} unique per event), "
+            "`feature_views: {}` and every input under request_features"
+            if event_id
+            else "a column unique per event as `entity.keys` (add one: the file has none), `feature_views: {}` and "
+            "every input under request_features"
+        )
         raise StarterError(
             f"{source_file}: no column looks like an entity key (an id that repeats across events, e.g. a customer "
-            f"id), and no text column with a few repeating values can stand in as a segment; add a column saying "
-            f"who or what each event is about (columns: {frame.columns})"
+            f"id), and no text column with at most {MAX_CATEGORIES} values can stand in as a segment. Two ways "
+            f"forward: (1) a key: {derive}; (2) a pipeline of request features only, without features of past "
+            f"events: write the spec with {alone} (columns: {frame.columns})"
         )
     key = max(segments, key=counts.__getitem__)
     return key, (

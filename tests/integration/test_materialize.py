@@ -4,6 +4,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
+import polars as pl
 import pytest
 from click.testing import CliRunner
 
@@ -69,6 +70,29 @@ def test_csv_pipeline_end_to_end(shop: tuple[Path, Path]) -> None:
         )
         assert as_of.success
         assert scan_table(table_path(data, "shop", "training_set")).collect()["user_id"].to_list() == ["u1"]
+
+
+def test_a_pipeline_of_request_features_only_materializes(shop: tuple[Path, Path]) -> None:
+    """`feature_views: {}`: no view, no online store; the training set is the labels with their request features."""
+    specs, data = shop
+    spec = specs / "shop.yaml"
+    text = spec.read_text()
+    views = text[text.index("feature_views:") : text.index("request_features:")]
+    spec.write_text(text.replace(views, "feature_views: {}\n"))
+    defs = build_definitions(specs, str(data))
+    graph = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    assert not {"shop/user_orders", "shop/online/user_orders"} & graph and "shop/training_set" in graph
+    with dg.instance_for_test() as instance:
+        assert _run(defs, "shop_daily", instance, "2026-03-01", "2026-03-02").success
+        training = _run(defs, "shop_training", instance)
+        assert training.success, [e.step_failure_data.error.message for e in training.get_step_failure_events()]
+        frame = scan_table(table_path(data, "shop", "training_set")).collect().sort("user_id")
+        returns = pl.read_csv(data / "landing" / "returns" / "2026-03-02.csv").sort("user_id")
+        columns = ["user_id", "amount", "returned"]
+        assert frame.select(columns).rows() == returns.select(columns).rows()
+        assert not {"count_1d", "amount_sum_1d", "amount_max_1d"} & set(frame.columns)
+        checks = {e.check_name: e.passed for e in training.get_asset_check_evaluations()}
+        assert checks and all(checks.values()), checks
 
 
 def test_rematerializing_a_partition_replaces_it(shop: tuple[Path, Path]) -> None:

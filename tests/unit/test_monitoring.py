@@ -10,6 +10,7 @@ import pytest
 from mlops_assets.core.models.modeling import Columns, Outputs
 from mlops_assets.core.monitoring.grading import (
     OfflineFrames,
+    ViewRows,
     WindowReport,
     offline_stats,
     offline_verdict,
@@ -146,3 +147,112 @@ def test_served_vectors_read_whatever_json_type_each_record_gave_a_value() -> No
     log = pl.DataFrame({"features": [json.dumps({"x": None})] * 200 + [json.dumps({"x": 3}), json.dumps({"x": 2.5})]})
     served = served_features(log, Columns(["x"], []))
     assert served.get_column("x").to_list()[-2:] == [3.0, 2.5] and served.schema["x"] == pl.Float64
+
+
+def _daily_rows(
+    entities: int, days: int, first: datetime, counts: float = 3.0, scale: float = 1.0, reuses: int = 5
+) -> pl.DataFrame:
+    """Each entity's view row of each day (a count, a mean, a category), reused by 1 to `reuses` rows of that day
+    (training rows, or requests), each row with its own request field `amount` and time."""
+    rng = np.random.default_rng((entities, days, reuses))
+    n = entities * days
+    rows = pl.DataFrame(
+        {
+            "customer_id": [f"c{e}" for e in range(entities)] * days,
+            "day": np.repeat(np.arange(days), entities),
+            "count_1d": rng.poisson(counts, n),
+            "amount_mean_1d": rng.gamma(2.0, 50.0 * scale, n),
+            "top_channel": rng.choice(["web", "app", "shop"], n),
+            "uses": rng.integers(1, reuses + 1, n),
+        }
+    )
+    reused = rows.select(pl.exclude("uses").repeat_by("uses")).explode(pl.all())
+    hours = rng.integers(0, 24, reused.height)
+    return reused.with_columns(
+        (pl.lit(first) + pl.duration(days=pl.col("day"), hours=pl.Series(hours))).alias("ts"),
+        pl.Series("amount", rng.normal(50, 10, reused.height)),
+    )
+
+
+def _served(rows: pl.DataFrame) -> pl.DataFrame:
+    """`rows` as the prediction log holds them: each request's time, entity, features and the champion's score."""
+    return pl.DataFrame(
+        {
+            "model_version": ["1"] * rows.height,
+            "timestamp": rows.get_column("ts"),
+            "entity": [json.dumps({"customer_id": c}) for c in rows.get_column("customer_id")],
+            "features": [json.dumps(r) for r in rows.select(*VIEW_COLUMNS.all).iter_rows(named=True)],
+            "degraded": [False] * rows.height,
+            "score": np.random.default_rng(1).random(rows.height),
+            "probabilities": [None] * rows.height,
+        }
+    )
+
+
+VIEW_COLUMNS = Columns(["count_1d", "amount_mean_1d", "amount"], ["top_channel"])
+VIEWS = ViewRows(frozenset({"count_1d", "amount_mean_1d", "top_channel"}), ["customer_id"], "ts")
+
+
+def _graded(reference: pl.DataFrame, served: pl.DataFrame, columns: Columns = VIEW_COLUMNS) -> WindowReport:
+    outputs = Outputs("binary", np.random.default_rng(2).random(2000))
+    log = _served(served)
+    return window_report("2026-01-22", MonitoringSpec(), reference, outputs, log, columns, "1", {"1"}, views=VIEWS)
+
+
+def _column(report: WindowReport, feature: str, name: str) -> object:
+    return report.stats.filter(pl.col("feature") == feature).get_column(name).item()
+
+
+def test_a_views_daily_rows_are_counted_once_per_entity_and_day_against_training_rows() -> None:
+    """feature_cutoff previous_day: a training row holds its entity's row of the day before, as a served request
+    does. Each (entity, day) row is one observation on both sides however many rows reused it; a count of 3 on
+    many days of one entity is many observations (counted per entity and value, a low-count feature read as
+    drifted when nothing had changed)."""
+    first = datetime(2026, 1, 1)
+    reference = _daily_rows(400, 20, first)
+    entity_days = reference.select("customer_id", "day").n_unique()
+    steady = _graded(reference, _daily_rows(400, 1, datetime(2026, 1, 22)))
+    assert steady.checks["feature_drift"].level == "ok", steady.checks["feature_drift"].description
+    assert steady.checks["dataset_drift"].level == "ok"
+    for feature in ("count_1d", "amount_mean_1d", "top_channel"):
+        assert _column(steady, feature, "reference_rows") == entity_days < reference.height
+        assert _column(steady, feature, "current_rows") == 400
+    assert _column(steady, "amount", "reference_rows") == reference.height  # a request field: every row counts
+
+    shifted = _graded(reference, _daily_rows(400, 1, datetime(2026, 1, 22), counts=6.0, scale=2.0))
+    verdict = shifted.checks["feature_drift"]
+    assert verdict.level == "error" and set(verdict.evidence["features"]) == {"count_1d", "amount_mean_1d"}
+
+
+def test_a_few_segments_daily_rows_are_reported_not_graded() -> None:
+    """Three segments' daily rows are three observations a day: fewer than monitoring.min_rows, so the view's
+    features are reported as not graded, never 'ok' (even when they moved); the request field is graded."""
+    first = datetime(2026, 1, 1)
+    reference = _daily_rows(3, 20, first, reuses=200)
+    served = _daily_rows(3, 1, datetime(2026, 1, 22), counts=30.0, scale=5.0, reuses=200)
+    report = _graded(reference, served)
+    drift = report.checks["feature_drift"]
+    assert drift.level == "ok" and "not graded, too few rows" in drift.description
+    assert "count_1d (3 rows)" in drift.description
+    assert drift.evidence["not_graded"] == ["count_1d", "amount_mean_1d", "top_channel"]
+    assert _column(report, "count_1d", "distribution_level") == "not graded"
+    assert _column(report, "amount", "distribution_level") == "ok"
+    assert "3 features with too few rows not counted" in report.checks["dataset_drift"].description
+
+    moved = served.with_columns(pl.col("amount") * 3)
+    assert _graded(reference, moved).checks["feature_drift"].evidence["features"] == ["amount"]
+    # Without the request field nothing is graded: a warning, not a pass.
+    alone = _graded(reference, served, Columns(["count_1d", "amount_mean_1d"], ["top_channel"])).checks["feature_drift"]
+    assert alone.level == "warn" and "no feature graded; not graded, too few rows" in alone.description
+
+
+def test_an_offline_table_of_a_few_segments_daily_rows_is_reported_not_graded() -> None:
+    """Offline, a view's table holds each segment's last row of each day: three rows in a day's window are reported,
+    not graded, beside a raw table graded on its events."""
+    monitoring = MonitoringSpec()
+    segments = {"segment_activity": pl.DataFrame({"events_1d": np.arange(60.0)})}
+    current = {"segment_activity": pl.DataFrame({"events_1d": [500.0, 600.0, 700.0]})}
+    stats = offline_stats(OfflineFrames(_tables(1.0) | segments, _tables(1.0, seed=1) | current, {}), monitoring)
+    verdict = offline_verdict("2026-03-01", stats, monitoring)
+    assert verdict.level == "ok" and "not graded, too few rows" in verdict.description
+    assert "events_1d (3 rows)" in verdict.description

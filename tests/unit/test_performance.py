@@ -1,6 +1,7 @@
 """Performance on labelled live traffic: the join, metrics per version, the floor."""
 
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -75,3 +76,86 @@ def test_a_days_performance_is_rolling_and_sees_only_the_labels_known_by_its_end
     assert labels_known_by(labels.lazy(), spec, date(2026, 3, 3)).collect().get_column("transaction_id").to_list() == [
         "a"
     ]
+
+
+def _of_task(spec: PipelineSpec, task: str, metric: str, floor: float) -> PipelineSpec:
+    """The fraud spec's label, log and labels with a model of `task`, judged on `metric` against `floor`."""
+    from mlops_assets.spec import ModelSpec, PromotionSpec
+
+    kind = "Regressor" if task == "regression" else "Classifier"
+    model = ModelSpec(task=task, estimator=f"sklearn.ensemble.HistGradientBoosting{kind}")  # never fitted here
+    monitoring = spec.monitoring.model_copy(update={"performance_floor": floor})
+    promotion = PromotionSpec(metric=metric, minimum=floor)
+    return spec.model_copy(update={"model": model, "promotion": promotion, "monitoring": monitoring})
+
+
+def _two_versions(column: str, first: list[Any], second: list[Any], labels: list[Any]) -> pl.DataFrame:
+    """Labelled predictions of the same requests by versions 1 (`first`) and 2 (`second`), as logged in `column`
+    (score: a value; probabilities: JSON by class)."""
+    n = len(labels)
+    frames = [
+        pl.DataFrame(
+            {
+                "request_id": [f"v{version}-{i}" for i in range(n)],
+                "model_version": [version] * n,
+                "score": values if column == "score" else [0.0] * n,
+                "probabilities": values if column == "probabilities" else [None] * n,
+                "label": labels,
+            },
+            schema_overrides={"probabilities": pl.String},
+        )
+        for version, values in (("1", first), ("2", second))
+    ]
+    return pl.concat(frames)
+
+
+def test_regression_metrics_per_version_and_the_floor_is_a_ceiling_for_rmse(spec: PipelineSpec) -> None:
+    """RMSE is lower-is-better: performance_floor 5 fails a champion whose RMSE is above 5, not below."""
+    from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
+
+    regression = _of_task(spec, "regression", "rmse", 5.0)
+    rng = np.random.default_rng(4)
+    y = rng.normal(100, 20, 400)
+    close, far = y + rng.normal(0, 2, 400), y + rng.normal(0, 15, 400)
+    table = metrics_by_version(_two_versions("score", list(close), list(far), list(y)), regression)
+    assert set(table.columns) == {"model_version", "labelled", "rmse", "mae", "r2", "mape"}
+    one = table.filter(model_version="1").row(0, named=True)
+    assert one["rmse"] == pytest.approx(root_mean_squared_error(y, close), abs=1e-9)
+    assert one["mae"] == pytest.approx(mean_absolute_error(y, close), abs=1e-9)
+    assert one["r2"] == pytest.approx(r2_score(y, close), abs=1e-9)
+    good = judge(table, regression, "1", min_rows=200)
+    assert good.passed and good.champion_value == one["rmse"] < 5.0 and "meets the floor 5.0" in good.description
+    bad = judge(table, regression, "2", min_rows=200)
+    assert not bad.passed and bad.champion_value is not None and bad.champion_value > 5.0
+    assert "rmse" in bad.description and "is worse than the floor 5.0" in bad.description
+
+
+@pytest.mark.parametrize(("metric", "floor"), [("macro_f1", 0.6), ("log_loss", 0.8)])
+def test_multiclass_metrics_per_version_and_the_floor_in_the_metrics_direction(
+    spec: PipelineSpec, metric: str, floor: float
+) -> None:
+    """macro-F1 must stay above its floor, log-loss (lower is better) below it; both from the logged probabilities."""
+    import json
+
+    from sklearn.metrics import accuracy_score, f1_score, log_loss
+
+    multiclass = _of_task(spec, "multiclass", metric, floor)
+    rng = np.random.default_rng(5)
+    classes = ["a", "b", "c"]
+    y = rng.choice(classes, 400)
+    truth = np.array([[float(c == label) for c in classes] for label in y])
+
+    def probabilities(quality: float) -> np.ndarray:
+        return quality * truth + (1 - quality) * rng.dirichlet(np.ones(3), 400)
+
+    sure, unsure = probabilities(0.8), probabilities(0.1)
+    logged = {v: [json.dumps(dict(zip(classes, r, strict=True))) for r in p] for v, p in (("1", sure), ("2", unsure))}
+    table = metrics_by_version(_two_versions("probabilities", logged["1"], logged["2"], list(y)), multiclass)
+    one = table.filter(model_version="1").row(0, named=True)
+    predicted = np.array(classes)[sure.argmax(axis=1)]
+    assert one["macro_f1"] == pytest.approx(f1_score(y, predicted, average="macro"), abs=1e-9)
+    assert one["accuracy"] == pytest.approx(accuracy_score(y, predicted), abs=1e-9)
+    assert one["log_loss"] == pytest.approx(log_loss(y, sure, labels=classes), abs=1e-9)
+    good, bad = judge(table, multiclass, "1", min_rows=200), judge(table, multiclass, "2", min_rows=200)
+    assert good.passed and f"meets the floor {floor}" in good.description
+    assert not bad.passed and f"is worse than the floor {floor}" in bad.description

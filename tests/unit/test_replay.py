@@ -83,3 +83,27 @@ def test_replay_refuses_a_service_of_another_pipeline_before_sending_anything(
     assert result.exit_code == 1, result.output
     assert f"error: {service.url} serves pipeline 'shop', not 'fraud'" in result.output
     assert "Traceback" not in result.output and service.paths == ["/models"]  # no request was sent
+
+
+def test_replayed_requests_carry_keys_as_text_whatever_type_the_file_holds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An integer id in the files (a key `mlops new` may choose) is sent as the text the service's keys are, so
+    the requests validate against the service's own request model instead of every one being a 400."""
+    import importlib
+    from datetime import date
+
+    from mlops_assets.core.serving.replay import replay_requests
+    from mlops_assets.spec import load_spec
+    from tests.helpers import SMALL_SPEC, write_day_files
+
+    text = SMALL_SPEC.replace("user_id: {dtype: string, nullable: false}", "user_id: {dtype: int, nullable: false}")
+    (tmp_path / "shop.yaml").write_text(text + "serving: {allow_replay: true}\n")
+    spec = load_spec(tmp_path / "shop.yaml")
+    day = "user_id,ordered_at,amount,returned,returned_at\n7,2026-03-02T09:00:00,7.0,1,2026-03-03T09:00:00\n"
+    write_day_files(tmp_path, "returns", {"2026-03-02": day})
+    (request,) = replay_requests(spec, tmp_path, date(2026, 3, 2))
+    assert request["user_id"] == "7" and request["amount"] == 7.0
+    monkeypatch.setenv("MLOPS_PIPELINE", "fraud")  # the service module serves one pipeline
+    service = importlib.import_module("mlops_assets.serving.service")
+    service.request_model(spec).model_validate_json(json.dumps(request))  # as the service reads it: strict JSON

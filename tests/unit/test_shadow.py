@@ -132,3 +132,55 @@ def test_the_latest_label_of_a_request_wins_whatever_the_row_order(spec: Pipelin
     for frame in (labels, labels.reverse()):
         # t1 was corrected to 1 later; t2's label has not arrived (a null is not a label yet).
         assert labels_by_request(frame, spec).rows() == [("t1", 1)]
+
+
+def _regression(spec: PipelineSpec, max_slice_drop: float | None = None) -> PipelineSpec:
+    from mlops_assets.spec import ModelSpec, PromotionSpec
+
+    model = ModelSpec(task="regression", estimator="sklearn.ensemble.HistGradientBoostingRegressor", slice_by="channel")
+    promotion = PromotionSpec(metric="rmse", minimum=10.0, max_slice_drop=max_slice_drop)
+    return spec.model_copy(update={"model": model, "promotion": promotion})
+
+
+def _values(errors: dict[str, float], seed: int = 0) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, np.ndarray]]:
+    """A log where champion v1 answers and challenger v2 shadows with predicted values off the label by normal
+    errors of `errors[version]`; v2's errors on `pos` requests by `errors["2 pos"]` when given."""
+    rng = np.random.default_rng(seed)
+    y = rng.normal(100, 20, N)
+    channel = np.array(["online", "pos"] * (N // 2))
+    spread = {v: np.full(N, errors[v]) for v in ("1", "2")}
+    spread["2"][channel == "pos"] = errors.get("2 pos", errors["2"])
+    predicted = {v: y + rng.normal(0, 1, N) * spread[v] for v in ("1", "2")}
+    log = pl.DataFrame(
+        {
+            "request_id": [f"t{i}" for i in range(N)],
+            "request": [json.dumps({"channel": c}) for c in channel],
+            "model_version": ["1"] * N,
+            "score": predicted["1"],
+            "shadow_version": ["2"] * N,
+            "shadow_score": predicted["2"],
+        }
+    )
+    labels = pl.DataFrame({"transaction_id": [f"t{i}" for i in range(N)], "is_fraud": y, "confirmed_at": CONFIRMED})
+    return log, labels, predicted
+
+
+def test_regression_models_are_compared_on_their_logged_values_lower_rmse_winning(spec: PipelineSpec) -> None:
+    from sklearn.metrics import root_mean_squared_error
+
+    regression = _regression(spec)
+    log, labels, predicted = _values({"1": 6.0, "2": 2.0})
+    better = compare(regression, log, labels, "1", "2")
+    y = labels.get_column("is_fraud").to_numpy()
+    assert better.challenger.metrics["rmse"] == pytest.approx(root_mean_squared_error(y, predicted["2"]), abs=1e-9)
+    assert better.champion.metrics["rmse"] == pytest.approx(root_mean_squared_error(y, predicted["1"]), abs=1e-9)
+    assert set(better.challenger.metrics) == {"rmse", "mae", "r2", "mape"}
+    assert better.decision.passed and any("improves on the champion by +" in r for r in better.decision.reasons)
+    worse = compare(regression, *_values({"1": 2.0, "2": 6.0})[:2], "1", "2")
+    assert not worse.decision.passed and any("improves on the champion by -" in r for r in worse.decision.reasons)
+    # Better overall but much worse on one slice: the slice guard reads RMSE's rise as the drop.
+    uneven = _values({"1": 6.0, "2": 0.5, "2 pos": 7.5})[:2]
+    guarded = compare(_regression(spec, max_slice_drop=1.0), *uneven, "1", "2")
+    assert guarded.challenger.metrics["rmse"] < guarded.champion.metrics["rmse"]
+    assert not guarded.decision.passed and any("slice 'pos': rmse drops by" in r for r in guarded.decision.reasons)
+    assert compare(_regression(spec), *uneven, "1", "2").decision.passed  # unguarded, the better overall RMSE wins

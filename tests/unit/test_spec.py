@@ -433,3 +433,36 @@ def test_namespace_mistakes_are_located(tmp_path: Path) -> None:
     )
     problems = _problems(_write(tmp_path, text + source, "mixed.yaml"))
     assert "feature_views.own_spend: shared in namespace 'mixed', so its source 'own' must be declared" in problems
+
+
+def _label_declared(tmp_path: Path, declaration: str, task: str = "binary") -> Path:
+    """The built-in spec with `is_fraud` declared as `declaration` in the labels source, and a model of `task`."""
+    path = _fraud_with(tmp_path, "  threshold: 0.5\n  metrics: [roc_auc, pr_auc, log_loss, precision, recall]\n", "")
+    if task != "binary":
+        text = path.read_text().replace("  seed: 42\n", f"  seed: 42\n  task: {task}\n")
+        path.write_text(text.replace("metric: pr_auc\n  minimum: 0.3", "minimum: 0.3"))
+    shared = tmp_path / "shared" / "card_transactions.yaml"
+    old = "is_fraud: {dtype: int, nullable: false, min: 0, max: 1}"
+    assert old in shared.read_text()
+    shared.write_text(shared.read_text().replace(old, f"is_fraud: {declaration}"))
+    return path
+
+
+def test_a_label_whose_declared_type_cannot_fit_the_task_is_refused_on_load(tmp_path: Path) -> None:
+    """Said by `mlops check` with file and field, not by training after ingest and features have run."""
+    where = "label.column: 'is_fraud' is declared"
+    yes_no = _problems(_label_declared(tmp_path, "{dtype: string, isin: ['Yes', 'No']}"))
+    assert f"{where} string in sources.labels.columns; a binary label is 0/1 or true/false" in yes_no
+    assert "declare it dtype bool, and its values ['Yes', 'No'] are read as true/false when the files are" in yes_no
+    named = _problems(_label_declared(tmp_path, "{dtype: string, isin: [good, bad]}"))
+    assert "declare it bool (ingest reads true/false, yes/no" in named and "model.task: multiclass" in named
+    for dtype in ("string", "bool"):
+        refused = _problems(_label_declared(tmp_path, f"{{dtype: {dtype}}}", task="regression"))
+        assert f"{where} {dtype} in sources.labels.columns; a regression label is a number" in refused
+    dated = _problems(_label_declared(tmp_path, "{dtype: date}", task="multiclass"))
+    assert f"{where} date in sources.labels.columns; a label is a number, a bool or text" in dated
+    # What each task can learn loads: a bool or 0/1 binary label, text classes, a number to regress.
+    assert load_spec(_label_declared(tmp_path, "{dtype: bool}")).model.task == "binary"
+    assert load_spec(_label_declared(tmp_path, "{dtype: float}", task="regression")).model.task == "regression"
+    classes = _label_declared(tmp_path, "{dtype: string}", task="multiclass")
+    assert "label.column" not in _problems(classes)  # its only problems are the binary fallback's scores

@@ -149,6 +149,23 @@ def test_a_file_that_cannot_make_a_spec_says_what_is_missing(frame: pl.DataFrame
         guess_spec("shop", frame, Path("events.parquet"))
 
 
+def test_a_file_without_a_key_or_a_segment_is_told_the_two_ways_forward() -> None:
+    """The columns a segment could be derived from, with their counts, or a pipeline of request features only, keyed
+    by the id unique per event (`feature_views: {}` loads: tests/integration/test_materialize.py runs one)."""
+    keyless = orders().drop("User", "channel").rename({"Order ID": "order_id"})
+    keyless = keyless.with_columns(items=pl.int_range(pl.len()) % 4 + 1)
+    with pytest.raises(StarterError) as refused:
+        guess_spec("shop", keyless, Path("events.parquet"))
+    message = str(refused.value)
+    assert "no column looks like an entity key" in message
+    assert "(1) a key: derive one from a column whose few values repeat, items (4 values, int)" in message
+    assert "(2) a pipeline of request features only" in message
+    assert "`entity: {name: event, keys: [order_id]}` (each event its own entity, order_id unique per event)" in message
+    assert "`feature_views: {}`" in message
+    with pytest.raises(StarterError, match="no column has at most 20 values to derive a segment from"):
+        guess_spec("shop", keyless.drop("items"), Path("events.parquet"))
+
+
 def test_mlops_new_writes_a_valid_spec_with_its_guesses_marked_and_refuses_to_overwrite(tmp_path: Path) -> None:
     path = tmp_path / "orders.parquet"
     orders().write_parquet(path)
@@ -232,8 +249,12 @@ def test_text_times_and_booleans_in_parquet_are_read_as_in_csv_and_a_zone_become
     assert starter.spec["model"]["task"] == "binary" and "returned: text no/yes read as booleans" in "\n".join(
         starter.guesses
     )
-    assert any("the daily files hold it as true/false" in g for g in starter.guesses)
+    assert any("returned is declared bool: ingest reads the text true/false and yes/no" in g for g in starter.guesses)
     assert targets(events["returned"], "binary").tolist() == frame["returned"].to_list()  # the label trains
+    # Given the text itself, the label is declared bool all the same: ingest reads its yes/no.
+    yes_no = frame.with_columns(pl.col("returned").replace_strict({1: "yes", 0: "no"}, return_dtype=pl.String))
+    declared = guess_spec("shop", yes_no, Path("o.parquet")).spec["sources"]["events"]["columns"]["returned"]
+    assert declared["dtype"] == "bool" and "isin" not in declared
 
 
 def test_the_ttl_covers_nine_gaps_in_ten_and_the_windows_follow_the_median_gap(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import polars as pl
 
 from mlops_assets.core.ingest.validation import POLARS_DTYPES, Split, build_schema, split_valid
 from mlops_assets.core.lake import PARTITION_COLUMN
-from mlops_assets.spec import PipelineSpec, SourceSpec
+from mlops_assets.spec import TEXT_BOOLEANS, PipelineSpec, SourceSpec
 
 SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"
@@ -26,11 +26,6 @@ class SourceDataError(ValueError):
 # Text that ends in a UTC offset (`Z`, `+02`, `+0200`, `+02:00`) after a time: read as an instant, stored in UTC.
 _OFFSET = r"\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?\s*(?:[Zz]|[+-]\d{2}(?::?\d{2})?)$"
 _OFFSET_FORMAT = "%Y-%m-%dT%H:%M:%S%.f%#z"
-# Text read as a declared `bool` column, whatever its case: a yes/no label is a binary label.
-TEXT_BOOLEANS = {
-    **dict.fromkeys(("true", "t", "yes", "y", "1", "1.0"), True),
-    **dict.fromkeys(("false", "f", "no", "n", "0", "0.0"), False),
-}
 
 
 @dataclass(frozen=True)

@@ -275,7 +275,7 @@ def compared_values(
     distinct: Distinct | None = None,
 ) -> tuple[pl.Series, pl.Series]:
     """The values of feature `name` each side is judged on: the reference's rows of its mask (if any), and on both
-    sides each entity's value once when the feature is `distinct`."""
+    sides each entity's row of a day once when the feature is `distinct`."""
 
     def once(values: pl.Series, entities: pl.DataFrame | None) -> pl.Series:
         if distinct is None or name not in distinct.features or entities is None:
@@ -294,13 +294,14 @@ def compared_values(
 @dataclass(frozen=True)
 class Distinct:
     """Features whose rows repeat a value of one entity: a feature view's row served to every request of its entity
-    that day, the same row in many training rows. Counted once per entity and value on each side, so that a
-    statistic's size (and its noise) is the count of distinct rows, not of the requests that reused them: three
-    segments' daily rows are three observations, however many requests they answered."""
+    that day, the same row in many training rows. Counted once per entity, day and value on each side, so that a
+    statistic's size (and its noise) is the count of daily rows, not of the requests that reused them: three
+    segments' daily rows are three observations, however many requests they answered. The day keeps two days' equal
+    values apart: a count of 3 on ten days is ten observations, not one."""
 
     features: frozenset[str]
-    reference: pl.DataFrame  # the entity keys of each reference row
-    current: pl.DataFrame  # the entity keys of each current row
+    reference: pl.DataFrame  # the entity keys and the day of each reference row
+    current: pl.DataFrame  # the entity keys and the day of each current row
 
 
 def _frame(frame: object, side: str) -> pl.DataFrame:
@@ -349,7 +350,7 @@ def compare(
             )
             for name in numeric
         ),
-        *(categorical_stats(name, kept(name), current.get_column(name), calibrate, rare_share) for name in categorical),
+        *(categorical_stats(name, kept(name), now(name), calibrate, rare_share) for name in categorical),
     ]
 
 

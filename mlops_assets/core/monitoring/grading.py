@@ -98,6 +98,46 @@ def live(stats: FeatureStats) -> bool:
     return stats.reference_rows > 0 and stats.null_rate_reference < 1.0
 
 
+NOT_GRADED = "not graded"
+
+
+def too_few(features: Sequence[FeatureStats], min_rows: int) -> dict[str, int]:
+    """The features compared on fewer than `min_rows` rows of the window, with their rows: reported, never graded (a
+    view's daily rows of a few segments are a few observations a day, however many requests they answered)."""
+    return {s.feature: s.current_rows for s in features if s.current_rows < min_rows}
+
+
+def not_graded_note(few: Mapping[str, int], min_rows: int) -> str:
+    """What a check says of the features it left ungraded (empty when it graded them all)."""
+    if not few:
+        return ""
+    shown = ", ".join(f"{name} ({rows} rows)" for name, rows in list(few.items())[:10])
+    return (
+        f"; not graded, too few rows (fewer than monitoring.min_rows, {min_rows}; a view's row counts once per "
+        f"entity and day, so a longer monitoring.window holds more): {shown}"
+    )
+
+
+def levels(
+    stats: Sequence[FeatureStats],
+    thresholds: Sequence[DriftThresholds],
+    quality: DriftThresholds,
+    few: Mapping[str, int],
+) -> list[pl.Series]:
+    """Each row's distribution level (by its own thresholds) and quality level ('not graded' for those in `few`)."""
+    pairs = list(zip(stats, thresholds, strict=True))
+    return [
+        pl.Series(
+            "distribution_level",
+            [NOT_GRADED if s.feature in few else distribution_level(s, t) for s, t in pairs],
+            pl.String,
+        ),
+        pl.Series(
+            "quality_level", [NOT_GRADED if s.feature in few else quality_level(s, quality) for s in stats], pl.String
+        ),
+    ]
+
+
 def threshold_columns(stats: Sequence[FeatureStats], thresholds: Sequence[DriftThresholds]) -> list[pl.Series]:
     """Per feature, the level each graded statistic had to reach to warn and to fail (floor and noise combined)."""
     bounds = [thresholds_of(s, t) for s, t in zip(stats, thresholds, strict=True)]
@@ -156,14 +196,26 @@ def served_features(log: pl.DataFrame, columns: Columns) -> pl.DataFrame:
 
 @dataclass(frozen=True)
 class ViewRows:
-    """The model inputs that are feature views' rows (not request fields), and the entity keys that own them."""
+    """The model inputs that are feature views' rows (not request fields), the entity keys that own them, and the
+    reference's prediction time (whose day says which daily row a training row holds)."""
 
     features: frozenset[str]
     keys: list[str]
+    timestamp: str
 
     @classmethod
     def of(cls, spec: PipelineSpec, columns: Sequence[str]) -> ViewRows:
-        return cls(frozenset(c for c in columns if c not in spec.request_features), list(spec.entity.keys))
+        features = frozenset(c for c in columns if c not in spec.request_features)
+        return cls(features, list(spec.entity.keys), spec.label.prediction_timestamp)
+
+    def distinct(self, reference: pl.DataFrame, log: pl.DataFrame) -> Distinct:
+        """Each side's entity and day per row: the reference's by its prediction time, the log's by its request's."""
+        day = "__day"
+        return Distinct(
+            self.features,
+            reference.select(*self.keys, pl.col(self.timestamp).dt.date().alias(day)),
+            served_entities(log, self.keys).with_columns(log.get_column("timestamp").dt.date().alias(day)),
+        )
 
 
 def served_entities(log: pl.DataFrame, keys: Sequence[str]) -> pl.DataFrame:
@@ -188,14 +240,11 @@ def window_report(
 ) -> WindowReport:
     """Grade one window of logged predictions: features, dataset, scores and data quality (`masks`: per windowed
     feature, the reference rows whose window had its whole history; `views`: which features are a view's rows, to
-    be counted once per entity and value)."""
+    be counted once per entity and day). A feature compared on fewer than `monitoring.min_rows` rows is reported,
+    not graded."""
     thresholds = monitoring.thresholds
     current = served_features(log, columns)
-    distinct = (
-        Distinct(views.features, reference.select(views.keys), served_entities(log, views.keys))
-        if views is not None
-        else None
-    )
+    distinct = views.distinct(reference, log) if views is not None else None
     features = compare(
         reference.select(columns.all),
         current,
@@ -215,12 +264,9 @@ def window_report(
         reference_outputs, logged_outputs(answered, reference_outputs.task), monitoring.psi_bins, monitoring.p_values
     )
     graded_with = [thresholds] * len(features) + [monitoring.prediction_drift] * len(outputs)
+    few = too_few(features, monitoring.min_rows)
     stats = stats_frame([*features, *outputs]).with_columns(
-        pl.Series(
-            "distribution_level",
-            [distribution_level(s, t) for s, t in zip([*features, *outputs], graded_with, strict=True)],
-        ),
-        pl.Series("quality_level", [quality_level(s, thresholds) for s in [*features, *outputs]]),
+        *levels([*features, *outputs], graded_with, thresholds, few),
         *threshold_columns([*features, *outputs], graded_with),
         pl.lit("served").alias("source"),
     )
@@ -242,8 +288,8 @@ def window_report(
         rows,
         stats,
         {
-            "feature_drift": _feature_drift(window, features, thresholds),
-            "dataset_drift": _dataset_drift(window, features, monitoring),
+            "feature_drift": _feature_drift(window, features, monitoring, few),
+            "dataset_drift": _dataset_drift(window, features, monitoring, few),
             "prediction_drift": _prediction_drift(window, outputs, monitoring),
             "data_quality": _data_quality(
                 window,
@@ -251,7 +297,8 @@ def window_report(
                 log,
                 monitoring,
                 known_versions,
-                out_of_range(reference, current, columns.numeric, masks, distinct),
+                out_of_range(reference, current, [c for c in columns.numeric if c not in few], masks, distinct),
+                few,
             ),
         },
     )
@@ -284,35 +331,49 @@ def calibration_table(features: Sequence[FeatureStats], thresholds: DriftThresho
     return markdown_table(rows)
 
 
-def _feature_drift(window: str, features: list[FeatureStats], thresholds: DriftThresholds) -> CheckVerdict:
-    levels = [(s, distribution_level(s, thresholds)) for s in features]
-    moved = sorted([(s, lv) for s, lv in levels if lv != "ok"], key=lambda x: -(x[0].psi or 0))
-    level = worst([lv for _, lv in levels])
-    evidence: dict[str, object] = {"window": window, "thresholds_table": calibration_table(features, thresholds)}
+def _feature_drift(
+    window: str, features: list[FeatureStats], monitoring: MonitoringSpec, few: Mapping[str, int]
+) -> CheckVerdict:
+    thresholds = monitoring.thresholds
+    graded_ones = [s for s in features if s.feature not in few]
+    found = [(s, distribution_level(s, thresholds)) for s in graded_ones]
+    moved = sorted([(s, lv) for s, lv in found if lv != "ok"], key=lambda x: -(x[0].psi or 0))
+    level = worst([lv for _, lv in found])
+    note = not_graded_note(few, monitoring.min_rows)
+    evidence: dict[str, object] = {
+        "window": window,
+        "thresholds_table": calibration_table(graded_ones, thresholds),
+        **({"not_graded": list(few)} if few else {}),
+    }
+    if not graded_ones:
+        return CheckVerdict("warn", f"{window}: no feature graded{note}", evidence)
     if not moved:
-        return CheckVerdict("ok", f"{window}: no feature drifted", evidence)
+        return CheckVerdict("ok", f"{window}: no feature drifted{note}", evidence)
     text = ", ".join(f"{_describe(s)} {lv}" for s, lv in moved[:10])
     return CheckVerdict(
         level,
-        f"{window}: {len(moved)} features drifted: {text}",
+        f"{window}: {len(moved)} features drifted: {text}{note}",
         {**evidence, "features": [s.feature for s, _ in moved]},
     )
 
 
-def _dataset_drift(window: str, features: list[FeatureStats], monitoring: MonitoringSpec) -> CheckVerdict:
-    counted = [s for s in features if live(s)]
+def _dataset_drift(
+    window: str, features: list[FeatureStats], monitoring: MonitoringSpec, few: Mapping[str, int]
+) -> CheckVerdict:
+    counted = [s for s in features if live(s) and s.feature not in few]
     levels = [distribution_level(s, monitoring.thresholds) for s in counted]
     share = drifted_share(levels)
     level = monitoring.dataset_drift_share.level(share)
     drifted = [s.feature for s, lv in zip(counted, levels, strict=True) if lv == "error"]
-    dead = len(features) - len(counted)
+    dead = sum(not live(s) for s in features if s.feature not in few)
     return CheckVerdict(
         level,
         f"{window}: {share:.0%} of {len(counted)} live features drifted at error level "
         f"(dataset drift: {monitoring.dataset_drift_share.warn:.0%} warns, "
         f"{monitoring.dataset_drift_share.error:.0%} fails)"
         + (f": {', '.join(drifted)}" if drifted else "")
-        + (f"; {dead} features without values in training not counted (see data_quality)" if dead else ""),
+        + (f"; {dead} features without values in training not counted (see data_quality)" if dead else "")
+        + (f"; {len(few)} features with too few rows not counted (see feature_drift)" if few else ""),
         {"window": window, "drifted_share": share, "drifted": drifted, "live_features": len(counted)},
     )
 
@@ -365,6 +426,7 @@ def _data_quality(
     monitoring: MonitoringSpec,
     known: set[str],
     outside: dict[str, tuple[float, Noise]],
+    few: Mapping[str, int],
 ) -> CheckVerdict:
     thresholds = monitoring.thresholds
     problems: list[tuple[Level, str]] = []
@@ -384,7 +446,7 @@ def _data_quality(
         else []
     )
     for s in features:
-        if not live(s):
+        if not live(s) or s.feature in few:
             continue
         if s.current_rows and s.null_rate_current == 1.0:
             problems.append(("error", f"{s.feature} is missing entirely"))
@@ -525,33 +587,39 @@ def offline_stats(frames: OfflineFrames, monitoring: MonitoringSpec) -> pl.DataF
             p_values=monitoring.p_values,
             masks=frames.masks.get(table),
         )
-    thresholds = monitoring.thresholds
+    thresholds = [monitoring.thresholds] * len(stats)
     return stats_frame(stats).with_columns(
-        pl.Series("distribution_level", [distribution_level(s, thresholds) for s in stats], pl.String),
-        pl.Series("quality_level", [quality_level(s, thresholds) for s in stats], pl.String),
-        *threshold_columns(stats, [thresholds] * len(stats)),
+        *levels(stats, thresholds, monitoring.thresholds, too_few(stats, monitoring.min_rows)),
+        *threshold_columns(stats, thresholds),
         pl.lit("offline").alias("source"),
     )
 
 
 def offline_verdict(window: str, stats: pl.DataFrame, monitoring: MonitoringSpec) -> CheckVerdict:
-    """Features computed offline from the window's raw data against the training period: drift before serving."""
+    """Features computed offline from the window's raw data against the training period: drift before serving (a
+    table with fewer than `monitoring.min_rows` rows in the window, such as a few segments' daily rows, not graded)."""
     rows = int(cast("int | None", stats.get_column("current_rows").max()) or 0) if stats.height else 0
     if rows < monitoring.min_rows:
         text = (
             f"{window}: {rows} offline feature rows, fewer than monitoring.min_rows ({monitoring.min_rows}): not graded"
         )
         return CheckVerdict("warn", text, {"window": window, "rows": rows})
-    moved = stats.filter(pl.col("distribution_level") != "ok").sort("psi", descending=True, nulls_last=True)
+    moved = stats.filter(pl.col("distribution_level").is_in(["warn", "error"])).sort(
+        "psi", descending=True, nulls_last=True
+    )
+    few = stats.filter(pl.col("distribution_level") == NOT_GRADED)
+    note = not_graded_note(dict(few.select("feature", "current_rows").iter_rows()), monitoring.min_rows)
     if moved.height == 0:
-        return CheckVerdict("ok", f"{window}: no feature computed offline drifted ({rows} rows)", {"window": window})
+        return CheckVerdict(
+            "ok", f"{window}: no feature computed offline drifted ({rows} rows){note}", {"window": window}
+        )
     level: Level = "error" if "error" in moved.get_column("distribution_level").to_list() else "warn"
     text = ", ".join(
         f"{r['feature']} (KS {r['ks'] or 0:.3f}, PSI {r['psi'] or 0:.3f}) {r['distribution_level']}"
         for r in moved.head(10).iter_rows(named=True)
     )
     evidence: dict[str, object] = {"window": window, "features": moved.get_column("feature").to_list()}
-    return CheckVerdict(level, f"{window}: {moved.height} features drifted offline: {text}", evidence)
+    return CheckVerdict(level, f"{window}: {moved.height} features drifted offline: {text}{note}", evidence)
 
 
 # The offline reference: a seeded sample of the training period's rows is enough for the statistics, bounded in memory.

@@ -86,7 +86,9 @@ def render(
     max_plots: int = 8,
 ) -> Path:
     """Write the page: checks, the statistics table, reference vs current for the drifted features, trends."""
-    moved = stats.filter(pl.col("distribution_level") != "ok").sort("psi", descending=True, nulls_last=True)
+    moved = stats.filter(pl.col("distribution_level").is_in(["warn", "error"])).sort(
+        "psi", descending=True, nulls_last=True
+    )
     plotted = [f for f in moved.get_column("feature").to_list() if f in reference.columns][:max_plots]
     kinds = dict(zip(stats.get_column("feature"), stats.get_column("kind"), strict=True))
     images = [_distribution(f, kinds[f], reference.get_column(f), current.get_column(f)) for f in plotted]

@@ -49,6 +49,8 @@ def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int |
     for row in frame.sort(at).to_dicts():
         moment = row[at] if isinstance(row[at], datetime) else datetime.fromisoformat(str(row[at]))
         request = {f: row[f] for f in fields} | {"timestamp": moment.isoformat()}
+        # Keys travel as text over HTTP (the online store reads them so), whatever type the file holds them in.
+        request |= {k: str(row[k]) for k in spec.entity.keys if row.get(k) is not None}
         if label.request_id and row.get(label.request_id) is not None:
             request["request_id"] = str(row[label.request_id])
         requests.append(request)

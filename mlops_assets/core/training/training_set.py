@@ -119,7 +119,7 @@ def point_in_time_join(
         rows=out.height,
         missing=missing,
         stale=stale,
-        nulls=out.select(pl.col([f for names in features.values() for f in names]).null_count()).row(0, named=True),
+        nulls={f: out.get_column(f).null_count() for names in features.values() for f in names},
         duplicates=duplicates,
     )
 

@@ -145,7 +145,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         known = registry.versions(spec.name)
         label = day if len(days) == 1 else f"{days[0]}..{day}"
         # Served view features are each entity's daily row (the online store syncs daily). Training rows hold those
-        # too when cutoff is previous_day: both sides then count a view's rows once per entity and value. With the
+        # too when cutoff is previous_day: both sides then count a view's rows once per entity and day. With the
         # other cutoffs a training row holds its own moment's value: both sides count rows as requests weight them.
         # PII inputs are logged dropped or hashed: there is nothing of them to grade against the training set.
         pii = set(spec.serving.pii.fields) if spec.serving.pii else set()
