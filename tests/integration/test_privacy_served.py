@@ -33,7 +33,9 @@ def readable_outputs(root: Path) -> Iterator[tuple[Path, bytes]]:
         yield path, str(pl.read_parquet(path).to_dicts()).encode() if path.suffix == ".parquet" else path.read_bytes()
 
 
-def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(tmp_path: Path) -> None:
+def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     project = Project(tmp_path)
     project.run("-m", "mlops_assets.examples.nannyml", "loans", "loans.csv", "--days", str(DAYS))
     project.mlops("new", "loans", "--from", "loans.csv")
@@ -112,7 +114,8 @@ def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(tmp_
         stop(server)
     graded = project.mlops("monitor", "loans", "--day", day)
     assert "loans/prediction_log" in graded and "drift report: file://" in graded
-    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", project.env["DAGSTER_HOME"])  # where its event log storage keeps the runs
+    with dg.DagsterInstance.from_config(project.env["DAGSTER_HOME"]) as instance:
         report = instance.get_latest_materialization_event(dg.AssetKey(["loans", "drift_report"]))
         assert report is not None and report.asset_materialization is not None
         # Hashed or dropped when logged: nothing of them to grade against the training set, and the report says so.
