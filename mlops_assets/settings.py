@@ -11,6 +11,8 @@ from urllib.parse import quote, urlsplit, urlunsplit
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ONLINE_STORE_ENV = "MLOPS_ONLINE_STORE_URL"
 DAGSTER_POSTGRES_ENV = "MLOPS_DAGSTER_POSTGRES_URL"
+# The lake (landing files, Delta tables) in object storage: s3://bucket/prefix, credentials from AWS_* variables.
+LAKE_URI_ENV = "MLOPS_LAKE_URI"
 # Where a browser opens MLflow, when that is not the tracking URI itself (a proxy, or `mlops mlflow` elsewhere).
 MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 MLFLOW_UI_PORT = 5000  # `mlops mlflow` serves the embedded store's UI here

@@ -3,7 +3,6 @@ champion's model card."""
 
 from __future__ import annotations
 
-import glob
 import math
 import statistics
 from collections.abc import Sequence
@@ -14,7 +13,7 @@ from typing import Any
 import polars as pl
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.lake import table_facts, table_path
+from mlops_assets.core.lake import io_path, matching, table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.settings import card_path, drift_report_path
@@ -52,7 +51,7 @@ def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
             entities[place] = spec.entity.name
     facts = []
     for (namespace, view), names in sorted(users.items()):
-        rows, days, last = table_facts(table_path(workspace.root, namespace, view))
+        rows, days, last = table_facts(table_path(workspace.lake, namespace, view))
         facts.append(
             FeatureViewFacts(f"{namespace}/{view}", entities[namespace, view], sorted(names), rows, days, last)
         )
@@ -83,7 +82,7 @@ def daily_volume(workspace: Workspace, spec: PipelineSpec, days: int = 14) -> li
     source = spec.sources[spec.label.source]
     if "{date}" not in source.path:
         return []
-    files = sorted(glob.glob(str(workspace.root / source.path.replace("{date}", "*"))))[-days:]
+    files = [io_path(f) for f in matching(workspace.lake / source.path.replace("{date}", "*"))[-days:]]
     if source.file_format == "csv":
         return [pl.scan_csv(f, infer_schema=False).select(pl.len()).collect().item() for f in files]
     return [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]

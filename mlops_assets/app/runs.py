@@ -157,7 +157,7 @@ def materialize(
     start = start or spec.start_date
     if start < spec.start_date:
         raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
-    rows = [day_rows(spec, workspace.root, start + timedelta(days=i)) for i in range(days)]
+    rows = [day_rows(spec, workspace.lake, start + timedelta(days=i)) for i in range(days)]
     summary = RunSummary()
     for days_range in each_chunk(chunks(start, rows, rows_per_run)):
         if not run_shared(workspace, spec, days_range, summary, accept_definition_change):

@@ -285,7 +285,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             fairness=fairness_section(fairness),
             latency=latency_section(latency, promotion.latency_budget_ms, measured_how(tags)),
         )
-        card_file = card_path(lake.root, spec.name, version)
+        card_file = card_path(lake.data_folder, spec.name, version)
         page = write_card(card_file, f"{spec.name} model version {version}", card)
         registry.attach(spec.name, version, card_file)
         urls = registry.links(spec.name, version, registered.run_id)
@@ -373,6 +373,6 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))
         except RegistryError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.root))
+        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.data_folder))
 
     return champion
