@@ -3,6 +3,7 @@ served over HTTP, and fresh databases of the local services. Helpers are in test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
@@ -74,9 +75,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return specs, data
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_database() -> Iterator[str]:
     require_service("PostgreSQL", 5432)
     import psycopg
 
@@ -90,6 +90,20 @@ def postgres_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards."""
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def mlflow_database() -> Iterator[str]:
+    """Another fresh database, for an MLflow store beside Dagster's (both have a `runs` table)."""
+    with _fresh_database() as url:
+        yield url
 
 
 @pytest.fixture

@@ -152,7 +152,7 @@ def test_a_run_killed_while_it_writes_to_object_storage_leaves_no_partial_table_
     assert len(reference) >= 7 and "lake/fraud/prediction_log" in reference
 
     killed_with_tables = []
-    for delay in (4.0, 7.0, 10.0, 13.0):
+    for delay in (6.0, 8.5, 11.0):
         run = _materialize(specs, tmp_path / "crashed", tmp_path / "crashed_home", crashed)
         time.sleep(delay)
         if run.poll() is not None:  # finished before the kill: nothing more to interrupt
