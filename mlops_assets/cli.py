@@ -24,6 +24,7 @@ from mlops_assets.settings import (
     ONLINE_STORE_ENV,
     TRACKING_URI_ENV,
     redact,
+    redact_secrets,
 )
 from mlops_assets.spec import SpecError, load_specs
 
@@ -94,6 +95,7 @@ class _Commands(click.Group):
             message = _explained(exc)
             for variable in (TRACKING_URI_ENV, ONLINE_STORE_ENV, DAGSTER_POSTGRES_ENV):
                 message = redact(message, os.environ.get(variable, ""))
+            message = redact_secrets(message)
             _fail(f"{message}\n(run again with --debug for the traceback)")
 
 

@@ -13,6 +13,8 @@ ONLINE_STORE_ENV = "MLOPS_ONLINE_STORE_URL"
 DAGSTER_POSTGRES_ENV = "MLOPS_DAGSTER_POSTGRES_URL"
 # The lake (landing files, Delta tables) in object storage: s3://bucket/prefix, credentials from AWS_* variables.
 LAKE_URI_ENV = "MLOPS_LAKE_URI"
+# Object storage's credentials, read by delta-rs, polars, s3fs and boto3 from the environment alone: never shown.
+SECRET_ENVS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Where a browser opens MLflow, when that is not the tracking URI itself (a proxy, or `mlops mlflow` elsewhere).
 MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 MLFLOW_UI_PORT = 5000  # `mlops mlflow` serves the embedded store's UI here
@@ -107,3 +109,11 @@ def redact(text: str, url: str) -> str:
     """`text` (the URL itself, an error message) as it may be shown: the password of `url`, if any, as ***."""
     password = urlsplit(url).password
     return text.replace(password, "***") if password else text
+
+
+def redact_secrets(text: str) -> str:
+    """`text` as it may be shown: the values of the credential variables (SECRET_ENVS) as ***."""
+    for variable in SECRET_ENVS:
+        if value := os.environ.get(variable):
+            text = text.replace(value, "***")
+    return text

@@ -18,11 +18,24 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+from click.testing import CliRunner
 
+from mlops_assets.cli import main
 from mlops_assets.core.lake import PARTITION_COLUMN, location, replace_partitions, scan_table, table_version
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.definitions import build_definitions
-from tests.helpers import DAYS, QUIET, kill_server, lake_tables, s3_lake_tables, s3_objects, small_fraud_specs
+from tests.helpers import (
+    DAYS,
+    QUIET,
+    S3_SECRET,
+    S3_TOKEN,
+    free_port,
+    kill_server,
+    lake_tables,
+    s3_lake_tables,
+    s3_objects,
+    small_fraud_specs,
+)
 from tests.integration.test_crash_recovery import _served_days
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -170,3 +183,30 @@ def test_a_run_killed_while_it_writes_to_object_storage_leaves_no_partial_table_
     logged = scan_table(location(f"{crashed}/lake/fraud/prediction_log")).collect()
     assert logged.height == logged["request_id"].n_unique() == 6 * 5 * 400  # every prediction, once
     assert not (tmp_path / "crashed" / "lake").exists() and not (tmp_path / "crashed" / "landing").exists()
+
+
+def test_a_missing_bucket_or_an_endpoint_that_does_not_answer_is_one_sentence_naming_the_lake(
+    s3_lake: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before anything runs, `mlops` says what is wrong with the lake's location, without a traceback or a
+    credential."""
+    specs = small_fraud_specs(tmp_path / "specs")
+    cli = ["--specs", str(specs), "--data-dir", str(tmp_path / "data")]
+    missing = CliRunner().invoke(main, [*cli, "--lake-uri", "s3://no-such-bucket-here/lake", "materialize", "fraud"])
+    endpoint = os.environ["AWS_ENDPOINT_URL"]
+    assert missing.exit_code == 1
+    assert missing.output.strip() == (
+        f"error: the lake s3://no-such-bucket-here/lake: bucket 'no-such-bucket-here' does not exist at {endpoint}"
+    )
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    monkeypatch.setenv("MLOPS_LAKE_URI", s3_lake)
+    unreachable = CliRunner().invoke(main, [*cli, "features"])
+    assert unreachable.exit_code == 1
+    assert unreachable.output.startswith(f"error: the lake {s3_lake} cannot be reached: Could not connect")
+    assert "Traceback" not in unreachable.output and len(unreachable.output.strip().splitlines()) == 1
+    wrong_scheme = CliRunner().invoke(main, [*cli, "--lake-uri", "gs://bucket/lake", "features"])
+    assert wrong_scheme.output.strip() == (
+        "error: gs://bucket/lake: the lake is a local folder or s3://bucket/prefix, not gs://"
+    )
+    for result in (missing, unreachable, wrong_scheme):
+        assert S3_SECRET not in result.output and S3_TOKEN not in result.output
