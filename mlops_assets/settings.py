@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -52,13 +56,13 @@ def mlflow_links(ui: str, experiment_id: str, run_id: str, model: str, version: 
     }
 
 
-def card_path(root: Path, pipeline: str, version: str) -> Path:
-    """Where the model card of a registered version is written, under the data folder."""
+def card_path(root: Path | UPath, pipeline: str, version: str) -> Path | UPath:
+    """Where the model card of a registered version is written, in the lake (the data folder, or its bucket)."""
     return root / "model_cards" / pipeline / f"v{version}.md"
 
 
-def drift_report_path(root: Path, pipeline: str, day: str) -> Path:
-    """Where the HTML drift report of a served day is written, under the data folder."""
+def drift_report_path(root: Path | UPath, pipeline: str, day: str) -> Path | UPath:
+    """Where the HTML drift report of a served day is written, in the lake (the data folder, or its bucket)."""
     return root / "reports" / pipeline / "drift" / f"{day}.html"
 
 

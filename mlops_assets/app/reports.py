@@ -7,13 +7,12 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.lake import io_path, matching, table_facts, table_path
+from mlops_assets.core.lake import Location, io_path, matching, table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.settings import card_path, drift_report_path
@@ -60,15 +59,19 @@ def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
 
 @dataclass(frozen=True)
 class Reports:
-    drift_report: Path | None  # the latest day's HTML report
-    model_card: Path | None  # the champion's card (its HTML page when there is one)
+    drift_report: Location | None  # the latest day's HTML report
+    model_card: Location | None  # the champion's card (its HTML page when there is one)
     champion: str | None
 
 
 def latest_reports(workspace: Workspace, pipeline: str) -> Reports:
     spec = workspace.spec(pipeline)
-    drift = sorted(drift_report_path(workspace.root, spec.name, "*").parent.glob("*.html"))
-    cards = sorted(card_path(workspace.root, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:]))
+    drift: list[Location] = sorted(
+        drift_report_path(workspace.lake, spec.name, "*").parent.glob("*.html"), key=lambda p: p.name
+    )
+    cards: list[Location] = sorted(
+        card_path(workspace.lake, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:])
+    )
     champion = workspace.registry_reader.aliases(spec.name).get(CHAMPION)
     card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
     if card is not None and card.with_suffix(".html").exists():

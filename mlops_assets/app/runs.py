@@ -257,7 +257,7 @@ def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
         summary.add(result)
         if not result.success:
             break
-    report = drift_report_path(workspace.root, spec.name, day.isoformat())
+    report = drift_report_path(workspace.lake, spec.name, day.isoformat())
     return Graded(summary, report.as_uri() if report.exists() else None)
 
 

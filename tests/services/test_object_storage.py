@@ -41,14 +41,15 @@ from tests.integration.test_crash_recovery import _served_days
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 # What a data folder may hold when the lake is elsewhere: the embedded MLflow store and online store.
-LOCAL_ONLY = {"mlflow.db", "mlartifacts", "model_cards", "online.db"}
+LOCAL_ONLY = {"mlflow.db", "mlartifacts", "online.db"}
 
 
 def test_the_pipeline_keeps_its_landing_files_and_tables_in_the_bucket_and_none_in_the_data_folder(
     s3_lake: str, lake: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Ingest, features, training set and model with MLOPS_LAKE_URI set: the tables are in the bucket, equal to the
-    same days ingested into a local lake (the session's), and the data folder holds only local state."""
+    """Ingest, features, training set and model with MLOPS_LAKE_URI set: the landing files, tables and model card are
+    in the bucket, the tables equal to the same days ingested into a local lake (the session's), and the data folder
+    holds only local state."""
     monkeypatch.setenv("MLOPS_LAKE_URI", s3_lake)
     specs, data = small_fraud_specs(tmp_path / "specs"), tmp_path / "data"
     defs = build_definitions(specs, str(data), tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
@@ -70,6 +71,7 @@ def test_the_pipeline_keeps_its_landing_files_and_tables_in_the_bucket_and_none_
     # The same days in the local lake of the session: the same tables, row for row (the training set is extra).
     assert {name: tables[name] for name in lake_tables(lake[1])} == lake_tables(lake[1])
     assert "lake/fraud/training_set" in tables
+    assert {f"{prefix}/model_cards/fraud/v1.md", f"{prefix}/model_cards/fraud/v1.html"} <= set(keys)
     assert scan_table(location(uri)).select(pl.len()).collect().item() > 0
 
     assert {p.name for p in data.iterdir()} <= LOCAL_ONLY  # no landing file, no table

@@ -2,13 +2,12 @@
 
 from collections.abc import Iterator
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
-from mlops_assets.core.lake import scan_table, table_version
+from mlops_assets.core.lake import Location, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
 from mlops_assets.core.models.approval import identity
@@ -72,7 +71,9 @@ def triggered_by(context: dg.AssetExecutionContext) -> str:
     return f"dagster run {context.run.run_id} ({origin})"
 
 
-def champion_metadata(event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Path) -> dict[str, Any]:
+def champion_metadata(
+    event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Location
+) -> dict[str, Any]:
     """What every champion materialization records, from an asset or from the CLI alike: the change, the live
     version's metrics, and links to its MLflow pages and its card."""
     metrics = registry.version_metrics(spec.name, event.version)
@@ -84,7 +85,7 @@ def champion_metadata(event: ChampionEvent, registry: ModelRegistry, spec: Pipel
 
 
 def record_champion_change(
-    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Path, event: ChampionEvent
+    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Location, event: ChampionEvent
 ) -> None:
     """A champion change made outside the champion asset (CLI, demo), recorded as the asset records one."""
     metadata = champion_metadata(event, registry, spec, root)
@@ -285,7 +286,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             fairness=fairness_section(fairness),
             latency=latency_section(latency, promotion.latency_budget_ms, measured_how(tags)),
         )
-        card_file = card_path(lake.data_folder, spec.name, version)
+        card_file = card_path(lake.root, spec.name, version)
         page = write_card(card_file, f"{spec.name} model version {version}", card)
         registry.attach(spec.name, version, card_file)
         urls = registry.links(spec.name, version, registered.run_id)
@@ -373,6 +374,6 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))
         except RegistryError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.data_folder))
+        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.root))
 
     return champion

@@ -181,7 +181,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             reference.select(graded.all),
             served_features(log, graded),
             history,
-            drift_report_path(lake.data_folder, spec.name, day),
+            drift_report_path(lake.root, spec.name, day),
         )
         is_output = pl.col("feature").str.starts_with(OUTPUT_PREFIX)
         features = report.stats.filter(~is_output)
