@@ -39,10 +39,6 @@ class TableNotFoundError(FileNotFoundError):
     """A table that a step reads has never been written (its asset was not materialized)."""
 
 
-class LakeUnreachableError(OSError):
-    """The object store holding the lake cannot be used: no endpoint answers, the bucket is missing or refused."""
-
-
 def location(where: str | Path) -> Location:
     """`s3://bucket/prefix` as a location in object storage (S3 or a server speaking its API); anything else as a
     local folder, resolved against the working directory."""
