@@ -21,8 +21,17 @@ import pytest
 from click.testing import CliRunner
 
 from mlops_assets.cli import main
-from mlops_assets.core.lake import PARTITION_COLUMN, location, replace_partitions, scan_table, table_version
+from mlops_assets.core.lake import (
+    PARTITION_COLUMN,
+    location,
+    partition_batches,
+    replace_partitions,
+    replace_partitions_streamed,
+    scan_table,
+    table_version,
+)
 from mlops_assets.core.models.registry import ModelRegistry
+from mlops_assets.core.serving.privacy import purge_prediction_log
 from mlops_assets.definitions import build_definitions
 from tests.helpers import (
     DAYS,
@@ -134,6 +143,30 @@ def test_two_writer_processes_replacing_the_same_partitions_of_a_table_in_s3_bot
     per_day = table.group_by(PARTITION_COLUMN).agg(pl.len(), pl.col("writer").unique(), pl.col("round").unique())
     assert sorted(per_day.rows()) == [(d, 200, [last_writer], [rounds - 1]) for d in ("2026-01-01", "2026-01-02")]
     assert table_version(location(uri)) == 2 * rounds
+
+
+def test_a_streamed_write_its_chunked_read_and_the_retention_purge_work_on_a_table_in_s3(
+    s3_lake: str, tmp_path: Path
+) -> None:
+    """What batch scores and the prediction log's retention do to a table, in the bucket: a stream of chunks replaces
+    two days in one commit, a day is read back a chunk at a time, and a purge deletes the older day and vacuums its
+    data files out of the bucket."""
+    uri = f"{s3_lake}/lake/fraud/scores"
+    days = ["2026-01-01", "2026-01-02"]
+    chunks = [pl.DataFrame({"id": list(range(i, i + 50)), PARTITION_COLUMN: days[i // 100]}) for i in range(0, 200, 50)]
+    schema = chunks[0].to_arrow().schema
+    assert replace_partitions_streamed(location(uri), lambda: iter(chunks), days, schema) == 0
+    read = list(partition_batches(location(uri), days[1], ["id"], 30))
+    assert [f.height for f in read] == [30, 30, 30, 10] and sorted(pl.concat(read)["id"]) == list(range(100, 200))
+
+    prefix = uri.removeprefix("s3://").partition("/")[2]
+    old = [k for k in s3_objects(uri) if f"/{PARTITION_COLUMN}={days[0]}/" in k]
+    assert old  # the older day's data files are there before the purge
+    purged = purge_prediction_log(tmp_path / "no_log_folder", location(uri), date(2026, 1, 2))
+    assert purged.table_days == [days[0]] and purged.vacuumed_files == len(old)
+    assert not [k for k in s3_objects(uri) if f"/{PARTITION_COLUMN}={days[0]}/" in k]  # gone from the bucket
+    assert sorted(scan_table(location(uri)).collect()["id"]) == list(range(100, 200))
+    assert any(k.startswith(f"{prefix}/_delta_log/") and "checkpoint" in k for k in s3_objects(uri))
 
 
 def _materialize(specs: Path, data: Path, home: Path, lake_uri: str) -> subprocess.Popen[bytes]:
