@@ -44,6 +44,7 @@ from tests.helpers import (
     s3_lake_tables,
     s3_objects,
     small_fraud_specs,
+    until,
 )
 from tests.integration.test_crash_recovery import _served_days
 
@@ -200,9 +201,13 @@ def test_a_run_killed_while_it_writes_to_object_storage_leaves_no_partial_table_
     assert len(reference) >= 7 and "lake/fraud/prediction_log" in reference
 
     killed_with_tables = []
-    for delay in (6.0, 8.5, 11.0):
+    # The first kill once the run has begun writing the lake (its first object in the bucket), the others later on.
+    for delay in (None, 4.0, 6.5):
         run = _materialize(specs, tmp_path / "crashed", tmp_path / "crashed_home", crashed)
-        time.sleep(delay)
+        if delay is None:
+            until(lambda run=run: s3_objects(f"{crashed}/lake/") or run.poll() is not None, 120, "a write to the lake")
+        else:
+            time.sleep(delay)
         if run.poll() is not None:  # finished before the kill: nothing more to interrupt
             break
         kill_server(run)
