@@ -18,11 +18,13 @@ import click
 
 from mlops_assets.settings import (
     DAGSTER_POSTGRES_ENV,
+    LAKE_URI_ENV,
     MLFLOW_UI_ENV,
     MLFLOW_UI_PORT,
     ONLINE_STORE_ENV,
     TRACKING_URI_ENV,
     redact,
+    redact_secrets,
 )
 from mlops_assets.spec import SpecError, load_specs
 
@@ -39,7 +41,7 @@ def _fail(message: str) -> NoReturn:
 def _workspace(ctx: click.Context) -> Workspace:
     from mlops_assets.app.workspace import Workspace
 
-    return Workspace(ctx.obj["specs"], ctx.obj["data_dir"], ctx.obj["debug"])
+    return Workspace(ctx.obj["specs"], ctx.obj["data_dir"], ctx.obj["debug"], ctx.obj["lake_uri"])
 
 
 def print_summary(summary: RunSummary) -> None:
@@ -93,6 +95,7 @@ class _Commands(click.Group):
             message = _explained(exc)
             for variable in (TRACKING_URI_ENV, ONLINE_STORE_ENV, DAGSTER_POSTGRES_ENV):
                 message = redact(message, os.environ.get(variable, ""))
+            message = redact_secrets(message)
             _fail(f"{message}\n(run again with --debug for the traceback)")
 
 
@@ -127,14 +130,20 @@ def _explained(exc: Exception) -> str:
 @click.option(
     "--data-dir", envvar="MLOPS_DATA_DIR", default="data", show_default=True, help="Data folder (env MLOPS_DATA_DIR)."
 )
+@click.option(
+    "--lake-uri",
+    envvar=LAKE_URI_ENV,
+    help="s3://bucket/prefix holding the lake (landing files, Delta tables) instead of the data folder "
+    f"(env {LAKE_URI_ENV}; credentials from AWS_* variables).",
+)
 @click.option("--debug", is_flag=True, help="Show the traceback of a failure.")
 @click.pass_context
-def main(ctx: click.Context, specs: str | None, data_dir: str, debug: bool) -> None:
+def main(ctx: click.Context, specs: str | None, data_dir: str, lake_uri: str | None, debug: bool) -> None:
     """Declarative MLOps on Dagster assets.
 
     Example: mlops demo    (generates the fraud example and materializes it end to end)
     """
-    ctx.obj = {"specs": specs, "data_dir": data_dir, "debug": debug}
+    ctx.obj = {"specs": specs, "data_dir": data_dir, "lake_uri": lake_uri, "debug": debug}
     # The CLI prints its own progress; MLflow's download bars would interleave with it.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
@@ -224,7 +233,7 @@ def check(ctx: click.Context) -> None:
             from mlops_assets.app.reports import daily_volume, window_advice
             from mlops_assets.app.workspace import Workspace
 
-            workspace = Workspace(ctx.obj["specs"], ctx.obj["data_dir"])
+            workspace = Workspace(ctx.obj["specs"], ctx.obj["data_dir"], lake_uri=ctx.obj["lake_uri"])
             advice = window_advice(daily_volume(workspace, spec), spec.monitoring)
             if advice:
                 click.secho(f"  note: {advice}", fg="yellow")
@@ -542,7 +551,7 @@ def replay(ctx: click.Context, pipeline: str, day: Any, sample: int | None, url:
     try:
         key = os.environ.get(spec.serving.api_key_env)
         check_pipeline(url, spec.name, key)
-        summary = send(url, replay_requests(spec, workspace.root, day.date(), sample), key)
+        summary = send(url, replay_requests(spec, workspace.lake, day.date(), sample), key)
     except ReplayError as exc:
         _fail(str(exc))
     versions = ", ".join(f"{n:,} by version {v}" for v, n in sorted(summary.versions.items()))

@@ -9,8 +9,8 @@ import dagster as dg
 
 from mlops_assets.defs import keys
 from mlops_assets.defs.common.resources import (
-    LakeResource,
     bento_resource,
+    lake_resource,
     mlflow_resource,
     online_store_resource,
 )
@@ -90,11 +90,14 @@ def build_definitions(
     data_dir: str = "data",
     tracking_uri: str | None = None,
     online_store_url: str | None = None,
+    lake_uri: str | None = None,
 ) -> dg.Definitions:
     """Every pipeline of the specs folder (built-in examples by default), sharing one lake and one MLflow.
 
     MLflow defaults to SQLite in the data folder with artifacts beside it; `tracking_uri` points it at a server.
     The online store defaults to SQLite in the data folder; `online_store_url` (redis://...) points it at Redis.
+    The lake (landing files, Delta tables) defaults to the data folder; `lake_uri` (s3://bucket/prefix, or
+    MLOPS_LAKE_URI) puts it in object storage.
 
     Runs execute in-process by default (on a small machine the multiprocess executor costs about a second per step);
     MLOPS_EXECUTOR chooses another for runs the Dagster daemon or UI launches (see `executor_from_environment`).
@@ -113,7 +116,7 @@ def build_definitions(
         ),
         dg.Definitions(
             resources={
-                "lake": LakeResource(data_dir=data_dir),
+                "lake": lake_resource(data_dir, lake_uri),
                 "mlflow_store": mlflow_resource(data_dir, tracking_uri),
                 "online_store": online_store_resource(data_dir, online_store_url),
                 "bentoml_store": bento_resource(data_dir),

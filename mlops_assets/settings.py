@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
+
+if TYPE_CHECKING:
+    from upath import UPath
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
 ONLINE_STORE_ENV = "MLOPS_ONLINE_STORE_URL"
 DAGSTER_POSTGRES_ENV = "MLOPS_DAGSTER_POSTGRES_URL"
+# The lake (landing files, Delta tables) in object storage: s3://bucket/prefix, credentials from AWS_* variables.
+LAKE_URI_ENV = "MLOPS_LAKE_URI"
+# Object storage's credentials, read by delta-rs, polars, s3fs and boto3 from the environment alone: never shown.
+SECRET_ENVS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Where a browser opens MLflow, when that is not the tracking URI itself (a proxy, or `mlops mlflow` elsewhere).
 MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 MLFLOW_UI_PORT = 5000  # `mlops mlflow` serves the embedded store's UI here
@@ -48,13 +56,13 @@ def mlflow_links(ui: str, experiment_id: str, run_id: str, model: str, version: 
     }
 
 
-def card_path(root: Path, pipeline: str, version: str) -> Path:
-    """Where the model card of a registered version is written, under the data folder."""
+def card_path(root: Path | UPath, pipeline: str, version: str) -> Path | UPath:
+    """Where the model card of a registered version is written, in the lake (the data folder, or its bucket)."""
     return root / "model_cards" / pipeline / f"v{version}.md"
 
 
-def drift_report_path(root: Path, pipeline: str, day: str) -> Path:
-    """Where the HTML drift report of a served day is written, under the data folder."""
+def drift_report_path(root: Path | UPath, pipeline: str, day: str) -> Path | UPath:
+    """Where the HTML drift report of a served day is written, in the lake (the data folder, or its bucket)."""
     return root / "reports" / pipeline / "drift" / f"{day}.html"
 
 
@@ -105,3 +113,11 @@ def redact(text: str, url: str) -> str:
     """`text` (the URL itself, an error message) as it may be shown: the password of `url`, if any, as ***."""
     password = urlsplit(url).password
     return text.replace(password, "***") if password else text
+
+
+def redact_secrets(text: str) -> str:
+    """`text` as it may be shown: the values of the credential variables (SECRET_ENVS) as ***."""
+    for variable in SECRET_ENVS:
+        if value := os.environ.get(variable):
+            text = text.replace(value, "***")
+    return text

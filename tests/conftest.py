@@ -3,9 +3,13 @@ served over HTTP, and fresh databases of the local services. Helpers are in test
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
+import sys
+import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +26,9 @@ from tests.helpers import (
     ORDERS,
     QUIET,
     RETURNS,
+    S3_SECRET,
+    S3_TOKEN,
+    SERVER_START_SECONDS,
     SMALL_SPEC,
     Demo,
     Served,
@@ -68,9 +75,8 @@ def lake(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return specs, data
 
 
-@pytest.fixture
-def postgres_database() -> Iterator[str]:
-    """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards."""
+@contextlib.contextmanager
+def _fresh_database() -> Iterator[str]:
     require_service("PostgreSQL", 5432)
     import psycopg
 
@@ -84,6 +90,20 @@ def postgres_database() -> Iterator[str]:
         with admin.cursor() as cursor:
             cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture
+def postgres_database() -> Iterator[str]:
+    """A fresh, uniquely named PostgreSQL database on the local server, dropped afterwards."""
+    with _fresh_database() as url:
+        yield url
+
+
+@pytest.fixture
+def mlflow_database() -> Iterator[str]:
+    """Another fresh database, for an MLflow store beside Dagster's (both have a `runs` table)."""
+    with _fresh_database() as url:
+        yield url
 
 
 @pytest.fixture
@@ -120,6 +140,60 @@ def rabbitmq_url() -> Iterator[str]:
         yield f"amqp://guest:guest@127.0.0.1:5672/{vhost}"
     finally:
         subprocess.run([rabbitmqctl, "delete_vhost", vhost], check=True, capture_output=True)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, once per session (a real HTTP endpoint with conditional writes, as S3 has)."""
+    server = Path(sys.executable).with_name("moto_server")
+    if not server.exists():
+        service_missing(f"{server} is missing: install the test extra (moto[server])")
+    port, log = free_port(), tmp_path_factory.mktemp("moto") / "moto.log"
+    process = subprocess.Popen(
+        [str(server), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + SERVER_START_SECONDS
+    while True:
+        try:
+            urllib.request.urlopen(f"{url}/moto-api/", timeout=2).close()
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise RuntimeError(f"moto's S3 server never answered on {url}: {log.read_text()[-3000:]}") from None
+            time.sleep(0.05)
+    try:
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3_lake(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """s3://BUCKET/lake in a bucket of its own on the session's S3 server, the standard AWS variables set for it
+    (this process and the ones it starts): the code under test knows only that it is S3."""
+    aws = {
+        "AWS_ACCESS_KEY_ID": "AKIAMLOPSTEST",
+        "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+        "AWS_SESSION_TOKEN": S3_TOKEN,
+        "AWS_REGION": "us-east-1",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ALLOW_HTTP": "true",  # delta-rs refuses a plain-HTTP endpoint without it
+    }
+    for name, value in aws.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("MLOPS_LAKE_URI", raising=False)
+    import boto3
+
+    bucket = f"mlops-{uuid.uuid4().hex[:16]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/lake"
 
 
 @pytest.fixture(scope="session")

@@ -22,13 +22,17 @@ from typing import Any
 
 import pytest
 
-from mlops_assets.core.lake import content_hash, scan_table
+from mlops_assets.core.lake import content_hash, location, scan_table
 from mlops_assets.spec import BUILTIN_SPECS_DIR
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 
 DAYS = ("2026-01-01", "2026-01-16")
+
+# The object-storage tests' credentials (tests/conftest.py s3_lake): values no output may ever show.
+S3_SECRET = "mlops-s3-secret-8c1f0e"
+S3_TOKEN = "mlops-s3-session-token-5d2a"
 
 
 SMALL_SPEC = textwrap.dedent(
@@ -121,6 +125,27 @@ def lake_tables(data: Path) -> dict[str, str]:
     for log in sorted((data / "lake").rglob("_delta_log")):
         frame = scan_table(log.parent).collect()
         tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
+    return tables
+
+
+def s3_objects(uri: str) -> list[str]:
+    """The keys under an s3://bucket/prefix, listed with boto3 (the AWS_* variables of the environment)."""
+    import boto3
+
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return sorted(item["Key"] for page in pages for item in page.get("Contents", []))
+
+
+def s3_lake_tables(uri: str) -> dict[str, str]:
+    """`lake_tables` of a lake in object storage: each Delta table under s3://bucket/prefix/lake -> content hash,
+    keyed as `lake_tables` keys a local one (`lake/pipeline/table`)."""
+    prefix = uri.removeprefix("s3://").partition("/")[2]
+    logs = {key.partition("/_delta_log/")[0] for key in s3_objects(f"{uri}/lake/") if "/_delta_log/" in key}
+    tables = {}
+    for table in sorted(logs):
+        frame = scan_table(location(f"s3://{uri.removeprefix('s3://').partition('/')[0]}/{table}")).collect()
+        tables[table.removeprefix(f"{prefix}/")] = content_hash(frame.select(sorted(frame.columns)))
     return tables
 
 

@@ -3,18 +3,16 @@ champion's model card."""
 
 from __future__ import annotations
 
-import glob
 import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.lake import table_facts, table_path
+from mlops_assets.core.lake import Location, io_path, matching, table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.settings import card_path, drift_report_path
@@ -52,7 +50,7 @@ def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
             entities[place] = spec.entity.name
     facts = []
     for (namespace, view), names in sorted(users.items()):
-        rows, days, last = table_facts(table_path(workspace.root, namespace, view))
+        rows, days, last = table_facts(table_path(workspace.lake, namespace, view))
         facts.append(
             FeatureViewFacts(f"{namespace}/{view}", entities[namespace, view], sorted(names), rows, days, last)
         )
@@ -61,15 +59,19 @@ def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
 
 @dataclass(frozen=True)
 class Reports:
-    drift_report: Path | None  # the latest day's HTML report
-    model_card: Path | None  # the champion's card (its HTML page when there is one)
+    drift_report: Location | None  # the latest day's HTML report
+    model_card: Location | None  # the champion's card (its HTML page when there is one)
     champion: str | None
 
 
 def latest_reports(workspace: Workspace, pipeline: str) -> Reports:
     spec = workspace.spec(pipeline)
-    drift = sorted(drift_report_path(workspace.root, spec.name, "*").parent.glob("*.html"))
-    cards = sorted(card_path(workspace.root, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:]))
+    drift: list[Location] = sorted(
+        drift_report_path(workspace.lake, spec.name, "*").parent.glob("*.html"), key=lambda p: p.name
+    )
+    cards: list[Location] = sorted(
+        card_path(workspace.lake, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:])
+    )
     champion = workspace.registry_reader.aliases(spec.name).get(CHAMPION)
     card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
     if card is not None and card.with_suffix(".html").exists():
@@ -83,7 +85,7 @@ def daily_volume(workspace: Workspace, spec: PipelineSpec, days: int = 14) -> li
     source = spec.sources[spec.label.source]
     if "{date}" not in source.path:
         return []
-    files = sorted(glob.glob(str(workspace.root / source.path.replace("{date}", "*"))))[-days:]
+    files = [io_path(f) for f in matching(workspace.lake / source.path.replace("{date}", "*"))[-days:]]
     if source.file_format == "csv":
         return [pl.scan_csv(f, infer_schema=False).select(pl.len()).collect().item() for f in files]
     return [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]

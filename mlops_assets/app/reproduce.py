@@ -18,7 +18,7 @@ from deltalake.exceptions import DeltaError
 from pydantic import ValidationError
 
 from mlops_assets.app.workspace import AppError, Workspace
-from mlops_assets.core.lake import content_hash, overwrite_table, scan_table
+from mlops_assets.core.lake import Location, content_hash, overwrite_table, scan_table
 from mlops_assets.core.models.lineage import LineageError, trained_on
 from mlops_assets.core.models.modeling import (
     predict,
@@ -46,7 +46,7 @@ def recorded_spec(registry: ModelRegistry, pipeline: str, run_id: str) -> Pipeli
         ) from None
 
 
-def pinned(root: Path, key: dg.AssetKey, versions: dict[str, Any]) -> pl.LazyFrame:
+def pinned(root: Location, key: dg.AssetKey, versions: dict[str, Any]) -> pl.LazyFrame:
     """The table of `key` as the version read it (Delta time travel to the recorded version); a version that was
     vacuumed, or a table that is gone, is an AppError naming both."""
     name = key.to_user_string()
@@ -74,7 +74,7 @@ def reproduce(workspace: Workspace, pipeline: str, version: str) -> Reproduction
     spec = recorded_spec(registry, pipeline, registered.run_id)
     if spec.model is None:
         raise AppError(f"the spec version {version} of {pipeline!r} was trained with declares no model")
-    task, root = spec.model.task, workspace.root
+    task, root = spec.model.task, workspace.lake
     versions = json.loads(tags["input_delta_versions"])
     labels = pinned(root, raw_key(spec, spec.label.source), versions)
     features = {view: pinned(root, feature_key(spec, view), versions) for view in spec.feature_views}

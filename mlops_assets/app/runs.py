@@ -157,7 +157,7 @@ def materialize(
     start = start or spec.start_date
     if start < spec.start_date:
         raise AppError(f"--start {start} is before the pipeline's start_date {spec.start_date}")
-    rows = [day_rows(spec, workspace.root, start + timedelta(days=i)) for i in range(days)]
+    rows = [day_rows(spec, workspace.lake, start + timedelta(days=i)) for i in range(days)]
     summary = RunSummary()
     for days_range in each_chunk(chunks(start, rows, rows_per_run)):
         if not run_shared(workspace, spec, days_range, summary, accept_definition_change):
@@ -257,7 +257,7 @@ def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
         summary.add(result)
         if not result.success:
             break
-    report = drift_report_path(workspace.root, spec.name, day.isoformat())
+    report = drift_report_path(workspace.lake, spec.name, day.isoformat())
     return Graded(summary, report.as_uri() if report.exists() else None)
 
 

@@ -12,12 +12,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.models.registry_view import RegistryReader, direct_reader
-from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml, mlflow_settings
+from mlops_assets.settings import (
+    DAGSTER_POSTGRES_ENV,
+    LAKE_URI_ENV,
+    dagster_postgres_problem,
+    dagster_yaml,
+    mlflow_settings,
+)
 from mlops_assets.spec import PipelineSpec, load_specs
 
 if TYPE_CHECKING:
     import dagster as dg
 
+    from mlops_assets.core.lake import Location
     from mlops_assets.core.models.registry import ModelRegistry
 
 DAGSTER_HOME_DIR = ".dagster_home"
@@ -36,10 +43,26 @@ class Workspace:
     specs_dir: str | None
     data_dir: str = "data"
     debug: bool = False  # Dagster's warnings and errors (with tracebacks) on the console, instead of silence
+    lake_uri: str | None = None  # s3://bucket/prefix holding the lake; None: MLOPS_LAKE_URI, else the data folder
 
     @property
     def root(self) -> Path:
+        """The local data folder: what this machine keeps (SQLite stores, BentoML's home, reports, served logs)."""
         return Path(self.data_dir).resolve()
+
+    @cached_property
+    def lake(self) -> Location:
+        """Where the landing files and Delta tables are: the data folder, or an object store's prefix, which must
+        answer (an AppError naming it otherwise)."""
+        from mlops_assets.core.lake import location, unreachable
+
+        try:
+            where = location(self.lake_uri or os.environ.get(LAKE_URI_ENV) or self.data_dir)
+        except ValueError as exc:
+            raise AppError(str(exc)) from None
+        if (problem := unreachable(where)) is not None:
+            raise AppError(problem)
+        return where
 
     @cached_property
     def specs(self) -> dict[str, PipelineSpec]:
@@ -58,7 +81,7 @@ class Workspace:
     def definitions(self) -> dg.Definitions:
         from mlops_assets.definitions import build_definitions
 
-        return build_definitions(self.specs_dir, self.data_dir)
+        return build_definitions(self.specs_dir, self.data_dir, lake_uri=self.lake_uri)
 
     @cached_property
     def instance(self) -> dg.DagsterInstance:

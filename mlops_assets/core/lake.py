@@ -1,7 +1,9 @@
-"""The offline store: Delta tables under the data folder, written atomically, replaced a partition at a time."""
+"""The offline store: Delta tables under the data folder, or under an object store's prefix (s3://bucket/prefix),
+written atomically, replaced a partition at a time."""
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import itertools
 import queue
@@ -14,6 +16,7 @@ from pathlib import Path
 import deltalake
 import polars as pl
 import pyarrow as pa
+from upath import UPath
 
 PARTITION_COLUMN = "partition_date"
 # A replace that loses a race with another writer of the same partitions is re-committed: it replaces them whole.
@@ -26,23 +29,95 @@ STREAM_ROW_GROUP_ROWS = 128 * 1024
 _MASK = 0xFFFFFFFFFFFFFFFF
 
 
+# Where the lake's tables and files are: a local folder (a Path), or a prefix in object storage (a UPath over fsspec,
+# `s3://bucket/prefix/...`), reached with the standard AWS_* variables of the environment (delta-rs, polars and s3fs
+# read the same ones). A local PosixUPath is a Path too: only an object store's location is not.
+Location = Path | UPath
+
+
 class TableNotFoundError(FileNotFoundError):
     """A table that a step reads has never been written (its asset was not materialized)."""
 
 
-def table_path(root: Path, pipeline: str, table: str) -> Path:
+def location(where: str | Path) -> Location:
+    """`s3://bucket/prefix` as a location in object storage (S3 or a server speaking its API); anything else as a
+    local folder, resolved against the working directory."""
+    if isinstance(where, str) and "://" in where:
+        scheme = where.partition("://")[0]
+        if scheme not in ("s3", "s3a"):
+            raise ValueError(f"{where}: the lake is a local folder or s3://bucket/prefix, not {scheme}://")
+        # Listings are never cached: another process (a worker on another host) may have written since.
+        return UPath(where.rstrip("/"), use_listings_cache=False)
+    return Path(where).resolve()
+
+
+def unreachable(root: Location) -> str | None:
+    """Why the lake at `root` in object storage cannot be used (no endpoint answering, a missing or refused bucket),
+    in one sentence naming it; None when it can be, or is a local folder. Credentials are never part of the sentence.
+    """
+    if isinstance(root, Path):
+        return None
+    import boto3  # only for a lake in object storage: boto3 takes a while to import
+    import botocore.config
+    import botocore.exceptions
+
+    bucket = str(root).partition("://")[2].partition("/")[0]
+    # A few seconds and one retry: a lake that does not answer is said at once, not after minutes of backoff.
+    config = botocore.config.Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 2})
+    client = boto3.client("s3", config=config)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as exc:
+        code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket"):
+            return f"the lake {root}: bucket {bucket!r} does not exist at {client.meta.endpoint_url}"
+        if code in ("403", "AccessDenied"):
+            return (
+                f"the lake {root}: access to bucket {bucket!r} is denied at {client.meta.endpoint_url} "
+                "(check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
+            )
+        return f"the lake {root}: bucket {bucket!r} answered {code} at {client.meta.endpoint_url}"
+    except botocore.exceptions.NoCredentialsError:
+        return f"the lake {root}: no AWS credentials in the environment (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY)"
+    except botocore.exceptions.BotoCoreError as exc:
+        # Endpoint and connection errors: their message names the URL tried, never a credential.
+        return f"the lake {root} cannot be reached: {exc}"
+    return None
+
+
+def is_remote(where: Location) -> bool:
+    return not isinstance(where, Path)
+
+
+def io_path(where: Location) -> Path | str:
+    """What polars and delta-rs open: a local path as it is, an object by its URI."""
+    return where if isinstance(where, Path) else str(where)
+
+
+def matching(pattern: Location) -> list[Location]:
+    """The files a glob pattern matches (a plain path: itself, if it exists), sorted by name."""
+    if isinstance(pattern, Path):
+        return sorted(Path(p) for p in glob.glob(str(pattern)))
+    # The location's fsspec file system lists the objects ("bucket/key" each).
+    keys = (
+        pattern.fs.glob(pattern.path) if glob.has_magic(pattern.path) else ([pattern.path] if pattern.exists() else [])
+    )
+    return [pattern.with_segments(f"{pattern.protocol}://{key}") for key in sorted(keys)]
+
+
+def table_path(root: Location, pipeline: str, table: str) -> Location:
     """Where a pipeline's table lives: one name for the asset, the table and the folder."""
     return root / "lake" / pipeline / table
 
 
-def table_version(path: Path) -> int | None:
+def table_version(path: Location) -> int | None:
     try:
         return deltalake.DeltaTable(str(path)).version()
     except deltalake.exceptions.TableNotFoundError:
         return None
 
 
-def replace_partitions(path: Path, frame: pl.DataFrame, days: Sequence[str]) -> int:
+def replace_partitions(path: Location, frame: pl.DataFrame, days: Sequence[str]) -> int:
     """Replace exactly the given daily partitions with `frame`, in one Delta commit; returns the new version.
 
     Re-running the same days gives the same table: rows of those days are removed and written in the same
@@ -81,7 +156,7 @@ def _retried(commit: Callable[[], None]) -> None:
             time.sleep(random.uniform(0.01, 0.05) * attempt)
 
 
-def overwrite_table(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> int:
+def overwrite_table(path: Location, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> int:
     """Replace a whole (unpartitioned) table in one commit, schema included; returns the new version.
 
     Given an iterable of frames of one schema, each is written as it comes, so only one is in memory; if the
@@ -109,7 +184,7 @@ def overwrite_table(path: Path, frames: pl.DataFrame | Iterable[pl.DataFrame]) -
     return deltalake.DeltaTable(str(path)).version()
 
 
-def table_facts(path: Path) -> tuple[int, int, str | None]:
+def table_facts(path: Location) -> tuple[int, int, str | None]:
     """(rows, daily partitions, the last partition day) of a table, from its Delta log alone (no data file read);
     (0, 0, None) before it exists."""
     if table_version(path) is None:
@@ -124,7 +199,7 @@ def table_facts(path: Path) -> tuple[int, int, str | None]:
     return rows, actions[day].n_unique(), str(actions[day].max())
 
 
-def scan_table(path: Path, days: Sequence[str] | None = None) -> pl.LazyFrame:
+def scan_table(path: Location, days: Sequence[str] | None = None) -> pl.LazyFrame:
     """Lazily read a table, pruned to the given daily partitions when they are named."""
     if table_version(path) is None:
         raise TableNotFoundError(f"Delta table {path} does not exist yet: materialize its asset first")
@@ -175,7 +250,7 @@ def hash_text(text: str) -> int:
 
 
 def replace_partitions_streamed(
-    path: Path, frames: Callable[[], Iterable[pl.DataFrame]], days: Sequence[str], schema: pa.Schema
+    path: Location, frames: Callable[[], Iterable[pl.DataFrame]], days: Sequence[str], schema: pa.Schema
 ) -> int:
     """`replace_partitions` for a stream of frames of one `schema`, written as they come (a few in memory at a time),
     in one commit; returns the new version. `frames` makes the stream, again when a concurrent writer of the same
@@ -261,7 +336,7 @@ class _Produced(Iterator[pa.RecordBatch]):
         self._thread.join()
 
 
-def partition_batches(path: Path, day: str, columns: Sequence[str], rows: int) -> Iterator[pl.DataFrame]:
+def partition_batches(path: Location, day: str, columns: Sequence[str], rows: int) -> Iterator[pl.DataFrame]:
     """A daily partition's `columns` as frames of about `rows` rows, read as they come: memory holds one at a time."""
     if table_version(path) is None:
         raise TableNotFoundError(f"Delta table {path} does not exist yet: materialize its asset first")

@@ -4,11 +4,9 @@ jobs, sensors and run tags. Keys read like the lifecycle, prefixed by the pipeli
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import dagster as dg
 
-from mlops_assets.core.lake import table_path
+from mlops_assets.core.lake import Location, table_path
 from mlops_assets.core.monitoring.retraining import TAG_PREFIX
 from mlops_assets.spec import PipelineSpec
 
@@ -23,7 +21,7 @@ def raw_table(source: str) -> str:
     return f"raw_{source}"
 
 
-def table_of(root: Path, key: dg.AssetKey) -> Path:
+def table_of(root: Location, key: dg.AssetKey) -> Location:
     """The Delta table an asset (or a table named like one: `drift_stats`) writes in the lake at `root`."""
     return table_path(root, key.path[0], key.path[-1])
 

@@ -1,7 +1,8 @@
 """The asset graph on the dagster-celery executor: two worker processes started here, RabbitMQ as broker (a virtual
 host of its own), Redis as result backend (a database of its own), Dagster storage on PostgreSQL. Steps land on both
 workers, and the Delta tables, the registry and the online store end up exactly as a run with the in-process
-executor leaves them."""
+executor leaves them: with a data folder the workers share, and with none (the lake in object storage, MLflow on
+PostgreSQL with its artifacts in the bucket, the online store on Redis)."""
 
 import json
 import os
@@ -15,12 +16,14 @@ import pytest
 from mlops_assets.core.features.online import open_store
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
-from tests.helpers import kill_server, lake_tables, small_fraud_specs
+from tests.helpers import kill_server, lake_tables, s3_lake_tables, s3_objects, small_fraud_specs
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAYS = ("2026-01-01", "2026-01-09")
+PARTITIONS = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
+VIEWS = ("customer_spend", "customer_velocity", "customer_channel_mix")
 
 
 def _run(job: str, env: dict[str, str], tags: dict[str, str] | None = None) -> None:
@@ -50,51 +53,47 @@ def _environment(tmp_path: Path, name: str, specs: Path, **extra: str) -> dict[s
     }
 
 
-def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
-    postgres_database: str, rabbitmq_url: str, redis_url: str, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(specs, data folder) after the daily and the training job with the in-process executor: the reference."""
+    tmp_path = tmp_path_factory.mktemp("in_process")
     specs = small_fraud_specs(tmp_path / "specs")
-    partitions = {"dagster/asset_partition_range_start": DAYS[0], "dagster/asset_partition_range_end": DAYS[1]}
-
     local = _environment(tmp_path, "local", specs)
     (Path(local["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("sqlite"))
-    for job, tags in (("fraud_daily", partitions), ("fraud_training", None)):
+    for job, tags in (("fraud_daily", PARTITIONS), ("fraud_training", None)):
         _run(job, local, tags)
+    return specs, Path(local["MLOPS_DATA_DIR"])
 
-    postgres = postgres_database.replace("postgresql://", "postgresql+psycopg2://")
-    celery = _environment(
-        tmp_path,
-        "celery",
-        specs,
-        MLOPS_EXECUTOR="celery",
-        MLOPS_CELERY_BROKER=rabbitmq_url,
-        MLOPS_CELERY_BACKEND=redis_url,
-        MLOPS_DAGSTER_POSTGRES_URL=postgres,
-    )
+
+def _on_two_workers(
+    tmp_path: Path, celery: dict[str, str], rabbitmq_url: str, redis_url: str, worker_env: dict[str, dict[str, str]]
+) -> set[str]:
+    """The daily and the training job on two Celery workers (each with `worker_env[name]` over `celery`): the hosts
+    their steps ran on."""
     (Path(celery["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("postgres"))
     settings = tmp_path / "celery.yaml"
     settings.write_text(f"execution:\n  config:\n    broker: {rabbitmq_url}\n    backend: {redis_url}\n")
     workers = []
-    for name in ("worker_a", "worker_b"):
+    for name, env in worker_env.items():
         command = ["dagster-celery", "worker", "start", "-A", "dagster_celery.app", "-y", str(settings), "-n", name]
         workers.append(
             subprocess.Popen(
                 [str(Path(sys.executable).with_name(command[0])), *command[1:], "--", "--concurrency=1"],
-                env=celery,
-                cwd=ROOT,
+                env={**celery, **env},
+                cwd=env.get("MLOPS_DATA_DIR", ROOT),
                 stdout=(tmp_path / f"{name}.log").open("w"),
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
         )
     try:
-        for job, tags in (("fraud_daily", partitions), ("fraud_training", None)):
+        for job, tags in (("fraud_daily", PARTITIONS), ("fraud_training", None)):
             _run(job, celery, tags)
     finally:
         for worker in workers:
             kill_server(worker)
 
-    os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = postgres
+    os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = celery["MLOPS_DAGSTER_POSTGRES_URL"]
     try:
         with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
             runs = instance.get_runs()
@@ -107,14 +106,80 @@ def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
             }
     finally:
         del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
-    assert {h.split("@")[0] for h in hosts} == {"worker_a", "worker_b"}  # steps landed on both workers
+    return {h.split("@")[0] for h in hosts}
 
-    local_data, celery_data = Path(local["MLOPS_DATA_DIR"]), Path(celery["MLOPS_DATA_DIR"])
+
+def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
+    in_process: tuple[Path, Path], postgres_database: str, rabbitmq_url: str, redis_url: str, tmp_path: Path
+) -> None:
+    specs, local_data = in_process
+    celery = _environment(
+        tmp_path,
+        "celery",
+        specs,
+        MLOPS_EXECUTOR="celery",
+        MLOPS_CELERY_BROKER=rabbitmq_url,
+        MLOPS_CELERY_BACKEND=redis_url,
+        MLOPS_DAGSTER_POSTGRES_URL=postgres_database.replace("postgresql://", "postgresql+psycopg2://"),
+    )
+    hosts = _on_two_workers(tmp_path, celery, rabbitmq_url, redis_url, {"worker_a": {}, "worker_b": {}})
+    assert hosts == {"worker_a", "worker_b"}  # steps landed on both workers
+
+    celery_data = Path(celery["MLOPS_DATA_DIR"])
     assert lake_tables(celery_data) == lake_tables(local_data)
     registries = [ModelRegistry(f"sqlite:///{d / 'mlflow.db'}") for d in (local_data, celery_data)]
     assert [r.aliases("fraud") for r in registries] == [{"champion": "1"}, {"champion": "1"}]
     metrics = [r.version_metrics("fraud", "1") for r in registries]
     assert metrics[0] == metrics[1]
     stores = [open_store(str(d / "online.db")) for d in (local_data, celery_data)]
-    for view in ("customer_spend", "customer_velocity", "customer_channel_mix"):
+    for view in VIEWS:
         assert stores[0].watermark("fraud", view) == stores[1].watermark("fraud", view)
+
+
+def test_the_graph_on_celery_workers_sharing_no_folder_ends_as_it_does_in_process(
+    in_process: tuple[Path, Path],
+    postgres_database: str,
+    mlflow_database: str,
+    rabbitmq_url: str,
+    redis_url: str,
+    s3_lake: str,
+    tmp_path: Path,
+) -> None:
+    """Each worker (and the process launching the runs) with an empty working and data folder of its own: the lake
+    in the bucket, MLflow's store on PostgreSQL with the experiment's artifacts in the bucket, the online store on
+    Redis. What one worker writes, the other reads from there; the result equals the in-process run's."""
+    specs, local_data = in_process
+    tracking = mlflow_database.replace("postgresql://", "postgresql+psycopg2://")
+    bucket = s3_lake.removeprefix("s3://").partition("/")[0]
+    # The experiment keeps its artifacts in the bucket (created here, before any worker opens the store).
+    ModelRegistry(tracking).client.create_experiment("fraud", artifact_location=f"s3://{bucket}/mlflow/fraud")
+    celery = _environment(
+        tmp_path,
+        "launcher",
+        specs,
+        MLOPS_EXECUTOR="celery",
+        MLOPS_CELERY_BROKER=rabbitmq_url,
+        MLOPS_CELERY_BACKEND=redis_url,
+        MLOPS_DAGSTER_POSTGRES_URL=postgres_database.replace("postgresql://", "postgresql+psycopg2://"),
+        MLOPS_LAKE_URI=s3_lake,
+        MLOPS_ONLINE_STORE_URL=redis_url,
+        MLFLOW_TRACKING_URI=tracking,
+    )
+    folders = {name: tmp_path / f"{name}_data" for name in ("launcher", "worker_a", "worker_b")}
+    for folder in folders.values():
+        folder.mkdir()
+    own = {name: {"MLOPS_DATA_DIR": str(folders[name])} for name in ("worker_a", "worker_b")}
+    assert _on_two_workers(tmp_path, celery, rabbitmq_url, redis_url, own) == {"worker_a", "worker_b"}
+
+    assert s3_lake_tables(s3_lake) == lake_tables(local_data)
+    model_files = [k for k in s3_objects(f"s3://{bucket}/mlflow/fraud/") if k.endswith("/MLmodel")]
+    assert model_files  # the registered model's files are in the bucket, where any worker reads them
+    registries = [ModelRegistry(f"sqlite:///{local_data / 'mlflow.db'}"), ModelRegistry(tracking)]
+    assert [r.aliases("fraud") for r in registries] == [{"champion": "1"}, {"champion": "1"}]
+    assert registries[0].version_metrics("fraud", "1") == registries[1].version_metrics("fraud", "1")
+    stores = [open_store(str(local_data / "online.db")), open_store(redis_url)]
+    for view in VIEWS:
+        assert stores[0].watermark("fraud", view) == stores[1].watermark("fraud", view)
+    # Nothing on any machine's disk: the lake, the reports, the registry and the online store are all elsewhere.
+    assert [p for folder in folders.values() for p in folder.rglob("*")] == []
+    assert s3_objects(f"{s3_lake}/model_cards/fraud/v1.md")  # the card, written by whichever worker ran its step

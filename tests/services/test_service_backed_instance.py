@@ -1,6 +1,6 @@
 """The same project on services, configured by environment only: Dagster storage on PostgreSQL (dagster-postgres,
-settings written by `mlops init`), the online store on Redis. Each test starts from a database and Redis keys of
-its own."""
+settings written by `mlops init`), the online store on Redis, the lake in object storage (moto's S3 server). Each
+test starts from a database, Redis keys and a bucket of its own."""
 
 import os
 import subprocess
@@ -16,7 +16,17 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.core.features.online import open_store
-from tests.helpers import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
+from tests.helpers import (
+    BODY,
+    S3_SECRET,
+    S3_TOKEN,
+    free_port,
+    post,
+    s3_objects,
+    small_fraud_specs,
+    stop,
+    wait_for_http,
+)
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -50,11 +60,26 @@ def readable_outputs(*roots: Path) -> Iterator[tuple[Path, bytes]]:
             yield path, path.read_bytes()
 
 
+def bucket_contents(uri: str) -> Iterator[tuple[str, bytes]]:
+    """Every object under an s3://bucket/prefix, as `readable_outputs` reads a file."""
+    import boto3
+
+    client, bucket = boto3.client("s3"), uri.removeprefix("s3://").partition("/")[0]
+    for key in s3_objects(uri):
+        body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+        yield key, pl.read_parquet(body).write_csv().encode() if key.endswith(".parquet") else body
+
+
 def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secret(
-    postgres_database: str, redis_with_password: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    postgres_database: str,
+    redis_with_password: str,
+    s3_lake: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Ingest, features, training, the gate, the bento and its serving, all on services whose URLs carry passwords
-    and behind an API key: none of the secrets is in any output (CLI, server log, Dagster's database, files)."""
+    """Ingest, features, training, the gate, the bento and its serving, all on services whose URLs carry passwords,
+    the lake in a bucket reached with a secret key and a session token, behind an API key: none of the secrets is
+    in any output (CLI, server log, Dagster's database, files, the bucket's objects)."""
     home, data = tmp_path / "home", tmp_path / "data"
     specs = small_fraud_specs(tmp_path / "specs")
     with_password = postgres_database.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
@@ -63,7 +88,8 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     monkeypatch.setenv("MLOPS_ONLINE_STORE_URL", redis_with_password)
     monkeypatch.setenv("MLOPS_API_KEY", API_KEY)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    secrets = (SECRET, REDIS_SECRET, API_KEY)
+    monkeypatch.setenv("MLOPS_LAKE_URI", s3_lake)
+    secrets = (SECRET, REDIS_SECRET, API_KEY, S3_SECRET, S3_TOKEN)
 
     result = CliRunner().invoke(main, ["init", "--storage", "postgres"])
     assert result.exit_code == 0, result.output
@@ -79,6 +105,10 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     assert refused.exit_code == 1 and "must start with postgresql+psycopg2://" in refused.output
     outputs = [refused.output]
     monkeypatch.setenv("MLOPS_DAGSTER_POSTGRES_URL", with_password.replace("postgresql://", "postgresql+psycopg2://"))
+    # A bucket that is not there: said before anything runs, the credentials not in the sentence.
+    no_bucket = CliRunner().invoke(main, ["--lake-uri", "s3://no-such-bucket-here/lake", *materialize])
+    assert no_bucket.exit_code == 1 and "bucket 'no-such-bucket-here' does not exist" in no_bucket.output
+    outputs.append(no_bucket.output)
     result = CliRunner().invoke(main, materialize)
     assert result.exit_code == 0, result.output
     outputs += [result.output, CliRunner().invoke(main, [*cli, "status", "--json"]).output]
@@ -93,6 +123,7 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     store = open_store(redis_with_password)
     assert store.watermark("fraud", "customer_spend") is not None
     assert not (data / "online.db").exists()
+    assert not (data / "lake").exists() and s3_objects(f"{s3_lake}/lake/fraud/training_set/")  # the lake is there
 
     # The bento served on the same services: a right key and a wrong one.
     port, log = free_port(), tmp_path / "serve.log"
@@ -121,3 +152,4 @@ def test_a_whole_run_on_postgres_storage_and_a_redis_online_store_leaks_no_secre
     assert not [s for s in secrets if s in dump]
     leaks = [(str(path), s) for path, content in readable_outputs(data, home) for s in secrets if s.encode() in content]
     assert not leaks
+    assert not [(key, s) for key, content in bucket_contents(s3_lake) for s in secrets if s.encode() in content]

@@ -9,10 +9,15 @@ from mlops_assets.core.lake import (
     TableDigest,
     TableNotFoundError,
     content_hash,
+    io_path,
+    is_remote,
+    location,
     overwrite_table,
     replace_partitions,
     scan_table,
+    table_path,
     table_version,
+    unreachable,
 )
 
 
@@ -128,3 +133,24 @@ def test_a_content_hash_fed_a_frame_at_a_time_equals_the_hash_of_the_whole() -> 
     for part in (frame[:13], frame[13:13], frame[13:]):
         digest.add(part)
     assert digest.rows == 100 and digest.hexdigest() == content_hash(frame.reverse())
+
+
+def test_a_lake_location_is_a_local_folder_as_before_or_an_s3_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The embedded default is the resolved data folder, a plain Path that polars and delta-rs open as before; an
+    s3:// URI is a prefix in object storage that they open by its URI (no request is made to build either)."""
+    monkeypatch.chdir(tmp_path)
+    local = location("data")
+    assert local == tmp_path / "data" and type(local) is type(tmp_path) and not is_remote(local)
+    assert io_path(table_path(local, "fraud", "raw_transactions")) == tmp_path / "data/lake/fraud/raw_transactions"
+    assert unreachable(local) is None  # a local folder is never checked over a network
+
+    remote = location("s3://bucket/some/prefix/")
+    assert is_remote(remote)
+    assert (
+        io_path(table_path(remote, "fraud", "raw_transactions"))
+        == "s3://bucket/some/prefix/lake/fraud/raw_transactions"
+    )
+    with pytest.raises(ValueError, match="a local folder or s3://bucket/prefix, not gs://"):
+        location("gs://bucket/prefix")

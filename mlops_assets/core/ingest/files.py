@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import glob
 import itertools
+import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
@@ -12,7 +13,7 @@ from pathlib import Path
 import polars as pl
 
 from mlops_assets.core.ingest.validation import POLARS_DTYPES, Split, build_schema, split_valid
-from mlops_assets.core.lake import PARTITION_COLUMN
+from mlops_assets.core.lake import PARTITION_COLUMN, Location, io_path, matching
 from mlops_assets.spec import TEXT_BOOLEANS, PipelineSpec, SourceSpec
 
 SOURCE_FILE_COLUMN = "source_file"
@@ -36,31 +37,45 @@ class DayIngest:
     time_zones: dict[str, list[str]]
 
 
-def day_pattern(source: SourceSpec, data_dir: Path, day: date) -> str:
-    return str(data_dir / source.path.replace("{date}", day.isoformat()))
+def _day_location(source: SourceSpec, data_dir: Location, day: date) -> Location:
+    """A day's path (or glob) of a source: relative to the data folder, or to the lake's prefix in object storage
+    (an absolute path stays a local one)."""
+    relative = source.path.replace("{date}", day.isoformat())
+    if isinstance(data_dir, Path):
+        return data_dir / relative
+    return Path(relative) if Path(relative).is_absolute() else data_dir / relative
 
 
-def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Path, day: date) -> Path | None:
+def day_pattern(source: SourceSpec, data_dir: Location, day: date) -> str:
+    return str(_day_location(source, data_dir, day))
+
+
+def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Location, day: date) -> Location | None:
     """Write a generator source's file for `day` unless it exists; the generator is deterministic per day."""
     source = spec.sources[source_name]
     if source.generator is None:
         return None
-    pattern = day_pattern(source, data_dir, day)
-    if glob.has_magic(pattern):
+    path = _day_location(source, data_dir, day)
+    if glob.has_magic(str(path)):
         raise SourceDataError(f"sources.{source_name}.path: a generator source needs a plain file path, not a glob")
-    path = Path(pattern)
     if not path.exists():
         gen_name, _, table = source.generator.partition(".")
         generator = spec.generators[gen_name]
-        generator.load()(generator.params, table, day, path)
+        if isinstance(path, Path):
+            generator.load()(generator.params, table, day, path)
+        else:  # a generator writes a local file: the object is uploaded whole once it is written
+            with tempfile.TemporaryDirectory() as folder:
+                local = Path(folder) / path.name
+                generator.load()(generator.params, table, day, local)
+                path.write_bytes(local.read_bytes())
     return path
 
 
-def _read_file(path: Path, source: SourceSpec, source_name: str, name: str, day: date) -> pl.DataFrame:
+def _read_file(path: Location, source: SourceSpec, source_name: str, name: str, day: date) -> pl.DataFrame:
     try:
         # CSV is read as text: types are applied per column below so a bad value rejects its row only.
         csv = source.file_format == "csv"
-        frame = pl.read_csv(path, infer_schema=False) if csv else pl.read_parquet(path)
+        frame = pl.read_csv(io_path(path), infer_schema=False) if csv else pl.read_parquet(io_path(path))
     except Exception as exc:  # polars raises several error types for unreadable files; all mean the same here
         raise SourceDataError(f"{path}: cannot read as {source.file_format} ({exc})") from exc
     missing = [c for c in source.columns if c not in frame.columns]
@@ -127,21 +142,24 @@ def _time_zones(frame: pl.DataFrame, source: SourceSpec) -> dict[str, list[str]]
 
 
 def ingest_day(
-    source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
+    source: SourceSpec, source_name: str, files: list[Location], day: date, relative_to: Location | None = None
 ) -> Split:
     """Type, check and split one day of a source; accepted + rejected rows = the rows of the files (see `read_days`)."""
     return read_day(source, source_name, files, day, relative_to).split
 
 
 def read_day(
-    source: SourceSpec, source_name: str, files: list[Path], day: date, relative_to: Path | None = None
+    source: SourceSpec, source_name: str, files: list[Location], day: date, relative_to: Location | None = None
 ) -> DayIngest:
     """One day of a source (see `read_days`)."""
     return read_days(source, source_name, {day: files}, relative_to)
 
 
 def read_days(
-    source: SourceSpec, source_name: str, files: Mapping[date, Sequence[Path]], relative_to: Path | None = None
+    source: SourceSpec,
+    source_name: str,
+    files: Mapping[date, Sequence[Location]],
+    relative_to: Location | None = None,
 ) -> DayIngest:
     """Type, check and split days of a source, each day's files given; accepted + rejected rows = the files' rows.
 
@@ -199,24 +217,28 @@ def merged_time_zones(parts: Iterable[dict[str, list[str]]]) -> dict[str, list[s
     return {column: sorted(found) for column, found in sorted(zones.items())}
 
 
-def _name(path: Path, root: Path | None) -> str:
-    return str(path.relative_to(root)) if root is not None and path.is_relative_to(root) else str(path)
+def _name(path: Location, root: Location | None) -> str:
+    if isinstance(path, Path) and isinstance(root, Path):
+        return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+    # In object storage, the name a local data folder gives: rows hash alike wherever the lake is.
+    return str(path) if root is None else str(path).removeprefix(f"{root}/")
 
 
-def source_files(source: SourceSpec, data_dir: Path, day: date) -> list[Path]:
-    return sorted(Path(p) for p in glob.glob(day_pattern(source, data_dir, day)))
+def source_files(source: SourceSpec, data_dir: Location, day: date) -> list[Location]:
+    return matching(_day_location(source, data_dir, day))
 
 
-def file_rows(path: Path, source: SourceSpec) -> int:
+def file_rows(path: Location, source: SourceSpec) -> int:
     """The rows of a source file, counted without reading its values (Parquet's footer; CSV's records)."""
     try:
-        scan = pl.scan_csv(path, infer_schema=False) if source.file_format == "csv" else pl.scan_parquet(path)
+        csv = source.file_format == "csv"
+        scan = pl.scan_csv(io_path(path), infer_schema=False) if csv else pl.scan_parquet(io_path(path))
         return int(scan.select(pl.len()).collect().item())
     except Exception as exc:  # polars raises several error types for unreadable files; all mean the same here
         raise SourceDataError(f"{path}: cannot read as {source.file_format} ({exc})") from exc
 
 
-def day_rows(spec: PipelineSpec, data_dir: Path, day: date) -> int:
+def day_rows(spec: PipelineSpec, data_dir: Location, day: date) -> int:
     """The rows of a day in every source's files, what a run of the day reads: a generator source's file is written
     first, as the run would; a day whose files have not arrived has none."""
     rows = 0

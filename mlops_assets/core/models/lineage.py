@@ -7,13 +7,12 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 from deltalake.exceptions import DeltaError
 
-from mlops_assets.core.lake import content_hash
+from mlops_assets.core.lake import Location, content_hash
 from mlops_assets.core.models.modeling import TrainedCandidate, frozen_holdout
 from mlops_assets.core.models.provenance import git_commit, package_versions
 from mlops_assets.core.models.registry import metric_key
@@ -106,7 +105,7 @@ class LineageError(ValueError):
     """What a version was registered with can no longer be read (a vacuumed Delta version, a table gone)."""
 
 
-def trained_on(spec: PipelineSpec, table: Path, tags: Mapping[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+def trained_on(spec: PipelineSpec, table: Location, tags: Mapping[str, str]) -> tuple[pl.DataFrame, pl.DataFrame]:
     """(training set, frozen holdout) of a registered version: the training set table at `table` read at the Delta
     version the version's tags record, and the rows after its holdout cutoff, which it was evaluated on and never
     trained on."""

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from sklearn.pipeline import Pipeline
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP, to_utc
 from mlops_assets.core.lake import (
     PARTITION_COLUMN,
+    Location,
     partition_batches,
     replace_partitions_streamed,
     scan_table,
@@ -75,7 +75,7 @@ class Population:
     entities: bool
 
 
-def population(spec: PipelineSpec, raw: Path, day: date) -> Population:
+def population(spec: PipelineSpec, raw: Location, day: date) -> Population:
     """The day's population from the source's ingested table `raw` (`raw_<source>`)."""
     scoring = _scoring(spec)
     chosen, keys = scoring.population, spec.entity.keys
@@ -236,7 +236,7 @@ class ScoredDay:
 
 def score_day(
     spec: PipelineSpec,
-    path: Path,
+    path: Location,
     people: Population,
     views: Mapping[str, ViewInput],
     model: ScoringModel,

@@ -20,7 +20,7 @@ from typing import Any
 
 import deltalake
 
-from mlops_assets.core.lake import PARTITION_COLUMN, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, Location, table_version
 from mlops_assets.spec import PipelineSpec, parse_duration
 
 HASH_PREFIX = "hmac-sha256:"
@@ -91,7 +91,7 @@ def retention_cutoff(retention: str, today: date) -> date:
     return today - timedelta(days=parse_duration(retention) // timedelta(days=1) - 1)
 
 
-def purge_prediction_log(folder: Path, table: Path, cutoff: date) -> Purged:
+def purge_prediction_log(folder: Path, table: Location, cutoff: date) -> Purged:
     """Delete the log's day folders and the Delta table's partitions before `cutoff`, then vacuum so the deleted
     partitions' files are gone from disk (not merely unreferenced, as a Delta delete leaves them)."""
     log_days = []
@@ -117,7 +117,8 @@ def purge_prediction_log(folder: Path, table: Path, cutoff: date) -> Purged:
         delta.vacuum(retention_hours=0, enforce_retention_duration=False, dry_run=False)
         if table_days:
             _forget_history(delta)
-        for partition in table.glob(f"{PARTITION_COLUMN}=*"):
+        # Object storage has no folders: a partition's prefix is gone with its last file.
+        for partition in table.glob(f"{PARTITION_COLUMN}=*") if isinstance(table, Path) else []:
             if partition.name.partition("=")[2] < cutoff.isoformat() and not any(partition.iterdir()):
                 partition.rmdir()
     return Purged(cutoff, log_days, table_days, vacuumed)

@@ -9,12 +9,12 @@ import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from pathlib import Path
 from typing import Any
 
 import polars as pl
 
 from mlops_assets.core.ingest.files import source_files
+from mlops_assets.core.lake import Location, io_path
 from mlops_assets.spec import PipelineSpec
 
 BATCH = 100
@@ -31,7 +31,9 @@ class ReplaySummary:
     degraded: int = 0
 
 
-def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int | None = None) -> list[dict[str, Any]]:
+def replay_requests(
+    spec: PipelineSpec, data_dir: Location, day: date, sample: int | None = None
+) -> list[dict[str, Any]]:
     """The day's events of the label source as prediction requests: entity keys, request features, the request id
     and the time the prediction was made (a seeded sample of `sample` of them, in time order)."""
     label = spec.label
@@ -40,7 +42,7 @@ def replay_requests(spec: PipelineSpec, data_dir: Path, day: date, sample: int |
     if not files:
         raise ReplayError(f"no files of source {label.source!r} for {day} ({source.path}): nothing to replay")
     read = pl.read_csv if source.file_format == "csv" else pl.read_parquet
-    frame = pl.concat([read(f) for f in files], how="diagonal_relaxed")
+    frame = pl.concat([read(io_path(f)) for f in files], how="diagonal_relaxed")
     at = label.prediction_timestamp if label.prediction_timestamp in frame.columns else source.event_timestamp
     if sample is not None and sample < frame.height:
         frame = frame.sample(sample, seed=day.toordinal())

@@ -1,13 +1,12 @@
 """Metadata written for people: schemas, markdown tables, Delta table facts."""
 
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
 
 from mlops_assets.core.ingest.validation import Split
-from mlops_assets.core.lake import PARTITION_COLUMN, TableDigest, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, Location, TableDigest, table_version
 from mlops_assets.core.markdown import markdown_table
 
 # A run over a range records one materialization per day, each with the run's metadata: per-day lists are kept
@@ -24,7 +23,7 @@ def column_schema(frame_schema: pl.Schema, descriptions: dict[str, str] | None =
     )
 
 
-def table_metadata(path: Path, frame: pl.DataFrame | TableDigest) -> dict[str, Any]:
+def table_metadata(path: Location, frame: pl.DataFrame | TableDigest) -> dict[str, Any]:
     """What every Delta-backed asset records: rows, version, content hash, schema and location."""
     digest = frame if isinstance(frame, TableDigest) else TableDigest.of(frame)
     return {

@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 import dagster as dg
 from pydantic import Field
 
-from mlops_assets.settings import ONLINE_STORE_ENV, TRACKING_URI_ENV, mlflow_settings, online_store_url
+from mlops_assets.core.lake import Location, location
+from mlops_assets.settings import LAKE_URI_ENV, ONLINE_STORE_ENV, TRACKING_URI_ENV, mlflow_settings, online_store_url
 
 if TYPE_CHECKING:
     from mlops_assets.core.features.online import OnlineStore
@@ -15,13 +16,30 @@ if TYPE_CHECKING:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The embedded offline store: landing files and Delta tables under one data folder."""
+    """The offline store: landing files and Delta tables under the data folder (embedded), or under an object store's
+    prefix when MLOPS_LAKE_URI=s3://bucket/prefix; what stays on the machine (the served prediction log's batches)
+    under the data folder."""
 
     data_dir: str = Field(default="data", description="data folder; relative paths resolve against the cwd")
+    lake_uri: str = Field(
+        default="", description="s3://bucket/prefix holding the lake (landing files, Delta tables); empty: data_dir"
+    )
 
     @property
-    def root(self) -> Path:
+    def root(self) -> Location:
+        """Where the lake is: the landing files of sources and the Delta tables (`lake/`) below it."""
+        return location(_value(self.lake_uri) or self.data_dir)
+
+    @property
+    def data_folder(self) -> Path:
+        """The local data folder, for what this machine keeps whatever the lake's location."""
         return Path(self.data_dir).resolve()
+
+
+def lake_resource(data_dir: str, lake_uri: str | None = None) -> LakeResource:
+    """The lake in the data folder unless an object store's URI is given (or set in MLOPS_LAKE_URI)."""
+    uri = lake_uri or os.environ.get(LAKE_URI_ENV, "")
+    return LakeResource(data_dir=data_dir, lake_uri=_from_environment(uri, LAKE_URI_ENV) if uri else "")
 
 
 class MlflowResource(dg.ConfigurableResource):

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
-from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.core.ingest.files import day_pattern, source_files
+from mlops_assets.core.lake import Location
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.spec import PipelineSpec
 
 
-def missing_source_files(spec: PipelineSpec, data_dir: Path, day: date) -> list[str]:
+def missing_source_files(spec: PipelineSpec, data_dir: Location, day: date) -> list[str]:
     """The sources that read one file set per day (a '{date}' in their path) and have no file for `day` yet, each
     with the pattern it looked for. A generator source writes its own day, so it is never missing."""
     return [

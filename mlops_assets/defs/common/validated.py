@@ -1,13 +1,12 @@
 """A validated table: a daily-partitioned Delta table, its quarantine table and the blocking rows_valid check."""
 
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
 from mlops_assets.core.ingest.validation import Split
-from mlops_assets.core.lake import replace_partitions
+from mlops_assets.core.lake import Location, replace_partitions
 from mlops_assets.defs.common.checks import grade_rows, rows_valid_spec
 from mlops_assets.defs.common.metadata import table_metadata
 from mlops_assets.defs.common.partitions import SINGLE_RUN, daily_partitions
@@ -58,7 +57,7 @@ def validated_table_specs(
 
 
 def publish_split(
-    path: Path, key: dg.AssetKey, split: Split, days: list[str], max_share: float, metadata: dict[str, Any]
+    path: Location, key: dg.AssetKey, split: Split, days: list[str], max_share: float, metadata: dict[str, Any]
 ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
     """Replace the days in the quarantine table, then in the table; report both and grade the rows."""
     q_key = quarantine_key(key)

@@ -2,18 +2,19 @@
 
 from collections.abc import Iterator, Sequence
 from datetime import date
-from pathlib import Path
 
 import dagster as dg
 
 from mlops_assets.core.ingest.files import (
     SOURCE_FILE_COLUMN,
     SourceDataError,
+    day_pattern,
     ensure_generated,
     read_days,
     source_files,
 )
 from mlops_assets.core.ingest.validation import Split
+from mlops_assets.core.lake import Location
 from mlops_assets.defs.common.metadata import file_list, rows_per_day
 from mlops_assets.defs.common.partitions import partition_days
 from mlops_assets.defs.common.resources import LakeResource
@@ -47,14 +48,14 @@ def build_raw_asset(spec: PipelineSpec, source_name: str, users: Sequence[str] =
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         shared = guard_definition(context, key, code_version, users) if users else {}
         days = partition_days(context)
-        files: dict[date, list[Path]] = {}
+        files: dict[date, list[Location]] = {}
         for day in days:
             ensure_generated(spec, source_name, lake.root, day)
             files[day] = source_files(source, lake.root, day)
             if not files[day]:
                 raise dg.Failure(
                     description=f"no file for {day} matches sources.{source_name}.path "
-                    f"({lake.root / source.path.replace('{date}', day.isoformat())})",
+                    f"({day_pattern(source, lake.root, day)})",
                     allow_retries=False,
                 )
         try:

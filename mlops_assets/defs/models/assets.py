@@ -1,12 +1,11 @@
 """Models as assets: candidate (trained and registered), evaluation with the promotion gate, card, champion."""
 
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
 
-from mlops_assets.core.lake import scan_table, table_version
+from mlops_assets.core.lake import Location, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
 from mlops_assets.core.models.approval import identity
@@ -70,7 +69,9 @@ def triggered_by(context: dg.AssetExecutionContext) -> str:
     return f"dagster run {context.run.run_id} ({origin})"
 
 
-def champion_metadata(event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Path) -> dict[str, Any]:
+def champion_metadata(
+    event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Location
+) -> dict[str, Any]:
     """What every champion materialization records, from an asset or from the CLI alike: the change, the live
     version's metrics, and links to its MLflow pages and its card."""
     metrics = registry.version_metrics(spec.name, event.version)
@@ -82,7 +83,7 @@ def champion_metadata(event: ChampionEvent, registry: ModelRegistry, spec: Pipel
 
 
 def record_champion_change(
-    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Path, event: ChampionEvent
+    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Location, event: ChampionEvent
 ) -> None:
     """A champion change made outside the champion asset (CLI, demo), recorded as the asset records one."""
     metadata = champion_metadata(event, registry, spec, root)

@@ -2,14 +2,13 @@
 
 from collections.abc import Iterator
 from datetime import date, datetime
-from pathlib import Path
 from typing import cast
 
 import dagster as dg
 import polars as pl
 
 from mlops_assets.core.features.views import FEATURE_TIMESTAMP
-from mlops_assets.core.lake import PARTITION_COLUMN, replace_partitions, scan_table, table_version
+from mlops_assets.core.lake import PARTITION_COLUMN, Location, replace_partitions, scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.lineage import LineageError, trained_on
@@ -233,7 +232,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     return _drift_report
 
 
-def offline_tables(root: Path, spec: PipelineSpec) -> dict[str, OfflineTable]:
+def offline_tables(root: Location, spec: PipelineSpec) -> dict[str, OfflineTable]:
     """The lake's tables the offline drift reads: every feature view, and the raw source carrying the request fields."""
     # A view's rows as serving meets them: with feature_cutoff previous_day, each entity's last row of each day (what
     # the daily sync writes to the online store); otherwise every row (training joins each event's own).

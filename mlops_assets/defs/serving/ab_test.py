@@ -62,7 +62,7 @@ def build_ab_test_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     def _ab_test(
         lake: LakeResource, mlflow_store: MlflowResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
-        experiment = running(experiments_folder(lake.root, spec.name))
+        experiment = running(experiments_folder(lake.data_folder, spec.name))
         if experiment is None:
             raise dg.Failure(
                 description=f"no A/B experiment is running for {spec.name!r}: start one with `mlops ab start "
