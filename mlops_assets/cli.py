@@ -29,6 +29,7 @@ from mlops_assets.spec import SpecError, load_specs
 if TYPE_CHECKING:
     from mlops_assets.app.runs import RunSummary
     from mlops_assets.app.workspace import Workspace
+    from mlops_assets.core.pages import Page
 
 
 def _fail(message: str) -> NoReturn:
@@ -583,18 +584,29 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
     if found.drift_report is None:
         click.echo("drift report: none yet (materialize the monitoring job)")
     else:
-        click.echo(f"drift report: {found.drift_report.as_uri()}")
+        click.echo(f"drift report: {_page(found.drift_report)}")
     if found.model_card is None:
         click.echo("model card: none yet (materialize training)")
     else:
-        version = found.model_card.stem[1:]
-        live = ", champion" if version == found.champion else ""
-        click.echo(f"model card: {found.model_card.as_uri()} (version {version}{live})")
-    for path in (found.drift_report, found.model_card):
-        if open_them and path is not None:
-            click.launch(str(path))
+        live = ", champion" if found.card_version == found.champion else ""
+        click.echo(f"model card: {_page(found.model_card, f'version {found.card_version}{live}')}")
+    for page in (found.drift_report, found.model_card):
+        if open_them and page is not None and page.url is not None:
+            click.launch(page.url)
     if found.drift_report is None and found.model_card is None:
         sys.exit(1)
+
+
+def _page(page: Page, what: str = "") -> str:
+    """A page as `mlops report` shows it: what a browser opens (a file URL, a presigned link and until when), or,
+    on object storage without a link, where it is and why there is none."""
+    if not page.remote:
+        return f"{page.url} ({what})" if what else str(page.url)
+    notes = [what] if what else []
+    if page.url is not None:
+        expires = page.expires.isoformat(timespec="minutes") if page.expires else "?"
+        return f"{page.url}\n  ({', '.join([*notes, f'{page.location}, the link works until {expires}'])})"
+    return f"{page.location} ({', '.join([*notes, str(page.no_link)])})"
 
 
 @main.command()

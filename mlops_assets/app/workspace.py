@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.models.registry_view import RegistryReader, direct_reader
-from mlops_assets.settings import DAGSTER_POSTGRES_ENV, dagster_postgres_problem, dagster_yaml, mlflow_settings
+from mlops_assets.core.pages import Pages
+from mlops_assets.settings import (
+    DAGSTER_POSTGRES_ENV,
+    REPORTS_URI_ENV,
+    dagster_postgres_problem,
+    dagster_yaml,
+    link_seconds,
+    mlflow_settings,
+    object_store_uri,
+)
 from mlops_assets.spec import PipelineSpec, load_specs
 
 if TYPE_CHECKING:
@@ -69,6 +78,11 @@ class Workspace:
         from mlops_assets.core.models.registry import open_registry
 
         return open_registry(self.data_dir)
+
+    @cached_property
+    def pages(self) -> Pages:
+        """Where drift reports and model cards are: the data folder, or MLOPS_REPORTS_URI (s3://...)."""
+        return Pages(self.root, object_store_uri(REPORTS_URI_ENV), link_seconds())
 
     @cached_property
     def registry_reader(self) -> RegistryReader:

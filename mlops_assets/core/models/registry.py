@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -48,6 +49,10 @@ from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
 if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
+
+
+log = logging.getLogger(__name__)
+_WARNED_ELSEWHERE: set[str] = set()
 
 
 def metric_key(text: str) -> str:
@@ -91,10 +96,12 @@ class ModelRegistry:
     """MLflow tracking and registry at one URI (SQLite file by default, a tracking server when configured)."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | str | None = None) -> None:
-        """`artifact_root`: where new experiments keep their artifacts (a local store); empty or None: the tracking
-        server decides."""
+        """`artifact_root`: where new experiments keep their artifacts (a folder, or an s3://bucket/prefix); empty
+        or None: the tracking server decides."""
         self.tracking_uri = tracking_uri
-        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        root = str(artifact_root or "")
+        # An object store's URI as it is; a folder as a file URI.
+        self.artifact_root = root if "://" in root else Path(root).resolve().as_uri() if root else None
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @contextlib.contextmanager
@@ -115,11 +122,24 @@ class ModelRegistry:
                     os.environ[key] = value
 
     def experiment_id(self, name: str) -> str:
+        """The experiment of model `name`, created under the artifact root the first time. MLflow keeps an
+        experiment's artifact location for good: one created before the root changed stays where it is (said once
+        per process, with what to do)."""
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        if experiment is None:
+            location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+            return self.client.create_experiment(name, artifact_location=location)
+        elsewhere = self.artifact_root and not experiment.artifact_location.startswith(self.artifact_root)
+        if elsewhere and name not in _WARNED_ELSEWHERE:
+            _WARNED_ELSEWHERE.add(name)
+            log.warning(
+                "MLflow experiment %r keeps its artifacts at %s, not under %s: MLflow never moves an experiment; "
+                "to start a new one there, rename this one (MlflowClient().rename_experiment)",
+                name,
+                experiment.artifact_location,
+                self.artifact_root,
+            )
+        return experiment.experiment_id
 
     def log_candidate(
         self,
