@@ -22,6 +22,7 @@ from mlops_assets.settings import (
     MLFLOW_UI_PORT,
     ONLINE_STORE_ENV,
     TRACKING_URI_ENV,
+    SettingError,
     redact,
 )
 from mlops_assets.spec import SpecError, load_specs
@@ -101,8 +102,9 @@ def _explained(exc: Exception) -> str:
     """What went wrong, in the words of the error, with what to do for the ones users meet."""
     from mlops_assets.core.ingest.files import SourceDataError
     from mlops_assets.core.lake import TableNotFoundError
+    from mlops_assets.core.object_store import ObjectStoreError
 
-    if isinstance(exc, SpecError | SourceDataError | TableNotFoundError):
+    if isinstance(exc, SpecError | SourceDataError | TableNotFoundError | SettingError | ObjectStoreError):
         return str(exc)
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
@@ -643,18 +645,26 @@ def reproduce(ctx: click.Context, pipeline: str, version: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3001, show_default=True)
 @click.option("--from-source", is_flag=True, help="Serve this checkout's code and the registry's models, not a bento.")
+@click.option(
+    "--bento",
+    metavar="URI",
+    help="Serve the bento archived at URI (s3://..., as the bento asset exports it with MLOPS_BENTO_URI, or a file), "
+    "imported first into this data folder's BentoML home.",
+)
 @click.pass_context
-def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool) -> None:
+def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool, bento: str | None) -> None:
     """Serve the pipeline's latest bento over HTTP: POST /predict and /predict_batch, /docs.json, /livez, /metrics.
 
     Binds to 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 for every interface). Each serve process keeps
     its metrics in a folder of its own (data/serving/PIPELINE/metrics/), so pipelines served side by side never mix.
+    With --bento, a host that shares no disk with the one that built it serves the bento from object storage (it
+    follows the registry's aliases when MLFLOW_TRACKING_URI names one, else serves the versions it carries).
 
     Example: mlops serve fraud --port 3001
     """
     from mlops_assets.app.serve import serve as run
 
-    run(_workspace(ctx), pipeline, host, port, from_source)
+    run(_workspace(ctx), pipeline, host, port, from_source, bento)
 
 
 @main.command()

@@ -65,6 +65,13 @@ def mlflow_settings(data_dir: str, tracking_uri: str | None = None) -> tuple[str
     return uri, "" if is_tracking_server(uri) else str(root / "mlartifacts")
 
 
+def embedded_registry_missing(data_dir: str) -> bool:
+    """No tracking server is set and the data folder holds no embedded store: a host serving a bento pulled from
+    object storage, which has no registry to follow (the bento carries its models)."""
+    uri = mlflow_settings(data_dir)[0]
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).exists()
+
+
 def is_tracking_server(tracking_uri: str) -> bool:
     """Whether MLflow is a server (which has its own UI and artifact store) rather than a local database."""
     return tracking_uri.startswith(("http://", "https://", "databricks"))

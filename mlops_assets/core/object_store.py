@@ -63,11 +63,25 @@ def explain(uri: str, exc: Exception) -> str:
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return f"{uri}: access denied ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         return f"{uri}: {code or type(exc).__name__}: {error.get('Message', exc)}"
-    if isinstance(exc, FileNotFoundError) and "bucket does not exist" in str(exc):  # s3fs's words for NoSuchBucket
-        return f"{uri}: the bucket {split_uri(uri)[0]!r} does not exist"
+    if isinstance(exc, FileNotFoundError) and uri.startswith("s3://"):  # s3fs's NoSuchBucket and NoSuchKey alike
+        bucket = split_uri(uri)[0]
+        return f"{uri}: the bucket {bucket!r} does not exist" if _no_bucket(bucket) else f"{uri}: no such object"
     if isinstance(exc, FileNotFoundError):
-        return f"{uri}: no such object"
+        return f"{uri}: no such file"
     return f"{uri}: {type(exc).__name__}: {exc}"
+
+
+def _no_bucket(bucket: str) -> bool:
+    """Whether the bucket is known not to exist (a failure to ask is not an answer)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        _client().head_bucket(Bucket=bucket)
+    except ClientError as exc:
+        return str(exc.response.get("Error", {}).get("Code")) in ("404", "NoSuchBucket")
+    except BotoCoreError:
+        return False
+    return False
 
 
 def _failed(uri: str, doing: str, exc: Exception) -> ObjectStoreError:

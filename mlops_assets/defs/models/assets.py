@@ -32,6 +32,7 @@ from mlops_assets.core.models.modeling import (
     train_candidate,
 )
 from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.core.object_store import ObjectStoreError
 from mlops_assets.core.pages import Pages
 from mlops_assets.core.serving.latency import (
     LATENCY_TAG,
@@ -295,9 +296,12 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             latency=latency_section(latency, promotion.latency_budget_ms, measured_how(tags)),
         )
         pages, markdown, html = reports.pages(), card_page(spec.name, version), card_page_html(spec.name, version)
-        with pages.writing(markdown, html) as (card_file, _):
-            write_card(card_file, f"{spec.name} model version {version}", card)
-            registry.attach(spec.name, version, card_file)
+        try:
+            with pages.writing(markdown, html) as (card_file, _):
+                write_card(card_file, f"{spec.name} model version {version}", card)
+                registry.attach(spec.name, version, card_file)
+        except ObjectStoreError as exc:
+            raise dg.Failure(description=f"the model card of version {version}: {exc}") from exc
         urls = registry.links(spec.name, version, registered.run_id)
         table = metrics_rows(candidate, champion)
         governance: dict[str, Any] = {}  # the fairness gaps and the latency figures, beside the metrics

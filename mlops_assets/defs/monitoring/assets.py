@@ -38,6 +38,7 @@ from mlops_assets.core.monitoring.performance import (
     rolling_days,
 )
 from mlops_assets.core.monitoring.report import render, top_movers
+from mlops_assets.core.object_store import ObjectStoreError
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, degraded_share
 from mlops_assets.defs.common.metadata import links, page_metadata, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
@@ -176,16 +177,19 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         replace_partitions(stats_path, stats, [day])
         history = scan_table(stats_path).filter(pl.col("source") == "served").collect()
         pages, page_key = reports.pages(), drift_report_page(spec.name, day)
-        with pages.writing(page_key) as (file,):
-            render(
-                f"{spec.name} drift report, {day} (champion version {champion})",
-                report.stats,
-                {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
-                reference.select(graded.all),
-                served_features(log, graded),
-                history,
-                file,
-            )
+        try:
+            with pages.writing(page_key) as (file,):
+                render(
+                    f"{spec.name} drift report, {day} (champion version {champion})",
+                    report.stats,
+                    {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
+                    reference.select(graded.all),
+                    served_features(log, graded),
+                    history,
+                    file,
+                )
+        except ObjectStoreError as exc:
+            raise dg.Failure(description=f"the drift report of {day}: {exc}") from exc
         is_output = pl.col("feature").str.starts_with(OUTPUT_PREFIX)
         features = report.stats.filter(~is_output)
         top = features.sort("psi", descending=True, nulls_last=True).head(1)
