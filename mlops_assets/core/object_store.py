@@ -49,7 +49,8 @@ def explain(uri: str, exc: Exception) -> str:
     from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     if isinstance(exc, EndpointConnectionError):
-        endpoint = exc.kwargs.get("endpoint_url", "its endpoint")
+        parts = urlsplit(str(exc.kwargs.get("endpoint_url", "")))  # the request's URL: its endpoint is said
+        endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "its endpoint"
         return f"{uri}: the object store does not answer at {endpoint} (check AWS_ENDPOINT_URL)"
     if isinstance(exc, NoCredentialsError):
         return f"{uri}: no credentials for the object store (set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
