@@ -130,7 +130,7 @@ def _bento_run(served: Served, instance: dg.DagsterInstance) -> dg.ExecuteInProc
 
 
 def test_the_bento_asset_exports_its_bento_and_a_missing_bucket_is_one_sentence(
-    aws: S3Server, served: Served, monkeypatch: pytest.MonkeyPatch
+    aws: S3Server, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bucket = aws.bucket()
     monkeypatch.setenv("MLOPS_BENTO_URI", f"s3://{bucket}/bentos")
@@ -143,6 +143,21 @@ def test_the_bento_asset_exports_its_bento_and_a_missing_bucket_is_one_sentence(
         exported = f"s3://{bucket}/bentos/fraud/{name}-{version}.bento"
         assert metadata["exported_to"] == exported and aws.keys(bucket) == [f"bentos/fraud/{name}-{version}.bento"]
         assert metadata["serve"].startswith(f"mlops serve fraud --bento {exported}")
+        # A serving host's own BentoML home imports it, once: a second pull (a restart) finds it there.
+        pull = (
+            "import sys; from mlops_assets.core.serving.bundle import pull_bento; print(*map(pull_bento, sys.argv[1:]))"
+        )
+        home = tmp_path / "bentoml"
+        pulled = subprocess.run(
+            [sys.executable, "-c", pull, exported, exported],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "True"},
+            timeout=120,
+        )
+        assert pulled.returncode == 0, pulled.stderr[-3000:]
+        assert pulled.stdout.split() == [f"{name}:{version}"] * 2
+        assert (home / "bentos" / name / version / "bento.yaml").exists()
 
         monkeypatch.setenv("MLOPS_BENTO_URI", "s3://absent-bucket/bentos")
         failed = _bento_run(served, instance)

@@ -151,13 +151,12 @@ def pull_bento(uri: str) -> str:
     """Import the bento archived at `uri` (s3://..., or a file) into this process's BentoML home (BENTOML_HOME, set
     by the caller), unless that bento is there already; its tag."""
     import bentoml
-    from bentoml._internal.bento.bento import Bento
 
     from mlops_assets.core.object_store import explain, storage_errors
 
     failures: tuple[type[Exception], ...] = (*storage_errors(), ValueError, bentoml.exceptions.BentoMLException)
     try:
-        bento = Bento.import_from(uri)
+        bento = bentoml.Bento.import_from(uri)  # read, not yet in the store
     except failures as exc:
         raise BundleError(f"cannot import the bento {explain(uri, exc)}") from exc
     try:
