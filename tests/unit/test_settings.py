@@ -9,6 +9,7 @@ from mlops_assets.settings import (
     SettingError,
     card_path,
     drift_report_path,
+    embedded_registry_missing,
     link_seconds,
     mlflow_links,
     mlflow_settings,
@@ -72,3 +73,14 @@ def test_links_last_seven_days_unless_told_fewer_seconds(monkeypatch: pytest.Mon
         monkeypatch.setenv("MLOPS_REPORT_LINK_SECONDS", wrong)
         with pytest.raises(SettingError, match="MLOPS_REPORT_LINK_SECONDS must be a number of seconds, 1 to 604800"):
             link_seconds()
+
+
+def test_a_serving_host_without_a_registry_is_one_without_a_tracking_server_or_an_embedded_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert embedded_registry_missing(str(tmp_path))  # a fresh data folder: the bento's versions are served
+    (tmp_path / "mlflow.db").touch()
+    assert not embedded_registry_missing(str(tmp_path))  # the builder's own folder: its registry is followed
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert not embedded_registry_missing(str(tmp_path / "elsewhere"))
