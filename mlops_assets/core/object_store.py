@@ -46,8 +46,11 @@ def _client(signing: bool = False) -> Any:
 
 def explain(uri: str, exc: Exception) -> str:
     """`exc` (botocore's, the file system's) as one sentence about `uri`; it never holds credentials."""
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from boto3.exceptions import Boto3Error
+    from botocore.exceptions import BotoCoreError, ClientError, EndpointConnectionError, NoCredentialsError
 
+    if isinstance(exc, Boto3Error) and isinstance(exc.__context__, ClientError | BotoCoreError):
+        exc = exc.__context__  # boto3's transfers wrap the request's error (S3UploadFailedError)
     if isinstance(exc, EndpointConnectionError):
         parts = urlsplit(str(exc.kwargs.get("endpoint_url", "")))  # the request's URL: its endpoint is said
         endpoint = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "its endpoint"
@@ -58,14 +61,14 @@ def explain(uri: str, exc: Exception) -> str:
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         if code == "NoSuchBucket":
-            return f"{uri}: the bucket {split_uri(uri)[0]!r} does not exist"
+            return f"{uri}: the bucket {error.get('BucketName') or urlsplit(uri).netloc!r} does not exist"
         if code in ("NoSuchKey", "404"):
             return f"{uri}: no such object"
         if code in ("AccessDenied", "403", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
             return f"{uri}: access denied ({code}): check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
         return f"{uri}: {code or type(exc).__name__}: {error.get('Message', exc)}"
     if isinstance(exc, FileNotFoundError) and uri.startswith("s3://"):  # s3fs's NoSuchBucket and NoSuchKey alike
-        bucket = split_uri(uri)[0]
+        bucket = urlsplit(uri).netloc
         return f"{uri}: the bucket {bucket!r} does not exist" if _no_bucket(bucket) else f"{uri}: no such object"
     if isinstance(exc, FileNotFoundError):
         return f"{uri}: no such file"
@@ -89,11 +92,18 @@ def _failed(uri: str, doing: str, exc: Exception) -> ObjectStoreError:
     return ObjectStoreError(f"cannot {doing} {explain(uri, exc)}")
 
 
-def storage_errors() -> tuple[type[Exception], ...]:
-    """What reaching an object store raises: botocore's errors (boto3, s3fs) and the file system's."""
+def s3_errors() -> tuple[type[Exception], ...]:
+    """What only a client of S3 raises (boto3, botocore): a request refused or not answered."""
+    from boto3.exceptions import Boto3Error
     from botocore.exceptions import BotoCoreError, ClientError
 
-    return (BotoCoreError, ClientError, OSError)
+    return (Boto3Error, BotoCoreError, ClientError)
+
+
+def storage_errors() -> tuple[type[Exception], ...]:
+    """What reaching an object store raises: boto3's and botocore's errors (boto3, s3fs, MLflow's S3 artifacts) and
+    the file system's."""
+    return (*s3_errors(), OSError)
 
 
 def put_file(uri: str, file: Path) -> None:

@@ -18,7 +18,7 @@ import polars as pl
 import pytest
 
 from mlops_assets.core.lake import scan_table, table_path
-from mlops_assets.core.models.registry import ModelRegistry, open_registry
+from mlops_assets.core.models.registry import ModelRegistry, RegistryError, open_registry
 from mlops_assets.core.serving.bundle import BundleError, pull_bento
 from mlops_assets.definitions import build_definitions
 from tests.helpers import QUIET, Served
@@ -62,6 +62,19 @@ def test_the_embedded_registry_keeps_a_versions_artifacts_only_in_the_bucket(
     assert hasattr(model, "predict_proba")
     downloaded = registry.download_model("fraud", version, tmp_path / "download")  # what the bento build copies
     assert "serialization_format: skops" in (downloaded / "MLmodel").read_text()
+
+
+def test_an_artifact_bucket_that_is_not_there_fails_the_logging_in_a_sentence_and_registers_nothing(
+    aws: S3Server, tmp_path: Path
+) -> None:
+    registry = ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}", "s3://absent-bucket/mlflow")
+    with pytest.raises(RegistryError) as refused:
+        tiny_version(registry)
+    assert str(refused.value) == (
+        "cannot write the artifacts of 'fraud': s3://absent-bucket/mlflow/fraud: the bucket 'absent-bucket' does not "
+        "exist"
+    )
+    assert registry.versions("fraud") == set()
 
 
 def test_an_experiment_made_before_the_artifact_uri_was_set_stays_where_it_is_and_says_so(

@@ -44,6 +44,7 @@ from mlops_assets.core.models.history import (
 )
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.core.models.registry_view import LiveVersion
+from mlops_assets.core.object_store import explain, s3_errors
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
 
 if TYPE_CHECKING:
@@ -173,25 +174,30 @@ class ModelRegistry:
             signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
             # skops refuses types it does not know; these are the types of the pipeline we just built from the spec.
             trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-            with mlflow.start_run(experiment_id=self.experiment_id(name), tags=tags) as run:
-                mlflow.log_params({k: _param(v) for k, v in params.items()})
-                mlflow.log_metrics(metrics)
-                with tempfile.TemporaryDirectory() as folder:
-                    for file_name, content in artifacts.items():
-                        path = Path(folder) / file_name
-                        text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-                        path.write_text(text)
-                        mlflow.log_artifact(str(path))
-                info = mlflow.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    signature=signature,
-                    # The rows serving checks its compiled scoring of this version on, each time it loads it.
-                    input_example=example,
-                    pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
-                    skops_trusted_types=trusted,
-                    pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
-                )
+            experiment = self.experiment_id(name)
+            try:
+                with mlflow.start_run(experiment_id=experiment, tags=tags) as run:
+                    mlflow.log_params({k: _param(v) for k, v in params.items()})
+                    mlflow.log_metrics(metrics)
+                    with tempfile.TemporaryDirectory() as folder:
+                        for file_name, content in artifacts.items():
+                            path = Path(folder) / file_name
+                            text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                            path.write_text(text)
+                            mlflow.log_artifact(str(path))
+                    info = mlflow.sklearn.log_model(
+                        pipeline,
+                        name="model",
+                        signature=signature,
+                        # The rows serving checks its compiled scoring of this version on, each time it loads it.
+                        input_example=example,
+                        pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
+                        skops_trusted_types=trusted,
+                        pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
+                    )
+            except s3_errors() as exc:  # artifacts written to object storage: the store named, and why it refused
+                location = f"{self.artifact_root}/{name}" if self.artifact_root else "the experiment's artifact store"
+                raise RegistryError(f"cannot write the artifacts of {name!r}: {explain(location, exc)}") from exc
             # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
             # all, whenever the tracking server goes away.
             registered = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)

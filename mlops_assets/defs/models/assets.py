@@ -171,7 +171,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 required=record.required,
                 task=model.task,
             )
-        except (MlflowException, OSError) as exc:
+        except (MlflowException, OSError, RegistryError) as exc:
             uri = mlflow_store.tracking_uri
             raise dg.Failure(
                 description=f"MLflow at {redact(uri, uri)} failed while logging the candidate: {redact(str(exc), uri)}"
