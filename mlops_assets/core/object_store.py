@@ -164,6 +164,7 @@ def presigned_link(uri: str, seconds: int, now: datetime | None = None) -> Link:
     """
     import boto3
 
+    now = now or datetime.now(UTC)  # before signing: the expiry recorded is never later than the link's
     credentials = boto3.Session().get_credentials()
     if credentials is None:
         return Link(uri, None, None, "no link: no credentials for the object store in the environment")
@@ -179,4 +180,4 @@ def presigned_link(uri: str, seconds: int, now: datetime | None = None) -> Link:
     url = _client(signing=True).generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=seconds
     )
-    return Link(uri, url, (now or datetime.now(UTC)) + timedelta(seconds=seconds))
+    return Link(uri, url, now + timedelta(seconds=seconds))
