@@ -23,6 +23,7 @@ from mlops_assets.settings import (
     MLFLOW_UI_PORT,
     ONLINE_STORE_ENV,
     TRACKING_URI_ENV,
+    SettingError,
     redact,
     redact_secrets,
 )
@@ -31,6 +32,7 @@ from mlops_assets.spec import SpecError, load_specs
 if TYPE_CHECKING:
     from mlops_assets.app.runs import RunSummary
     from mlops_assets.app.workspace import Workspace
+    from mlops_assets.core.pages import Page
 
 
 def _fail(message: str) -> NoReturn:
@@ -103,8 +105,9 @@ def _explained(exc: Exception) -> str:
     """What went wrong, in the words of the error, with what to do for the ones users meet."""
     from mlops_assets.core.ingest.files import SourceDataError
     from mlops_assets.core.lake import TableNotFoundError
+    from mlops_assets.core.object_store import ObjectStoreError
 
-    if isinstance(exc, SpecError | SourceDataError | TableNotFoundError):
+    if isinstance(exc, SpecError | SourceDataError | TableNotFoundError | SettingError | ObjectStoreError):
         return str(exc)
     if isinstance(exc, FileNotFoundError | IsADirectoryError | NotADirectoryError | PermissionError):
         return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)
@@ -592,18 +595,29 @@ def report(ctx: click.Context, pipeline: str, open_them: bool) -> None:
     if found.drift_report is None:
         click.echo("drift report: none yet (materialize the monitoring job)")
     else:
-        click.echo(f"drift report: {found.drift_report.as_uri()}")
+        click.echo(f"drift report: {_page(found.drift_report)}")
     if found.model_card is None:
         click.echo("model card: none yet (materialize training)")
     else:
-        version = found.model_card.stem[1:]
-        live = ", champion" if version == found.champion else ""
-        click.echo(f"model card: {found.model_card.as_uri()} (version {version}{live})")
-    for path in (found.drift_report, found.model_card):
-        if open_them and path is not None:
-            click.launch(str(path))
+        live = ", champion" if found.card_version == found.champion else ""
+        click.echo(f"model card: {_page(found.model_card, f'version {found.card_version}{live}')}")
+    for page in (found.drift_report, found.model_card):
+        if open_them and page is not None and page.url is not None:
+            click.launch(page.url)
     if found.drift_report is None and found.model_card is None:
         sys.exit(1)
+
+
+def _page(page: Page, what: str = "") -> str:
+    """A page as `mlops report` shows it: what a browser opens (a file URL, a presigned link and until when), or,
+    on object storage without a link, where it is and why there is none."""
+    if not page.remote:
+        return f"{page.url} ({what})" if what else str(page.url)
+    notes = [what] if what else []
+    if page.url is not None:
+        expires = page.expires.isoformat(timespec="minutes") if page.expires else "?"
+        return f"{page.url}\n  ({', '.join([*notes, f'{page.location}, the link works until {expires}'])})"
+    return f"{page.location} ({', '.join([*notes, str(page.no_link)])})"
 
 
 @main.command()
@@ -640,18 +654,26 @@ def reproduce(ctx: click.Context, pipeline: str, version: str) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=3001, show_default=True)
 @click.option("--from-source", is_flag=True, help="Serve this checkout's code and the registry's models, not a bento.")
+@click.option(
+    "--bento",
+    metavar="URI",
+    help="Serve the bento archived at URI (s3://..., as the bento asset exports it with MLOPS_BENTO_URI, or a file), "
+    "imported first into this data folder's BentoML home.",
+)
 @click.pass_context
-def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool) -> None:
+def serve(ctx: click.Context, pipeline: str, host: str, port: int, from_source: bool, bento: str | None) -> None:
     """Serve the pipeline's latest bento over HTTP: POST /predict and /predict_batch, /docs.json, /livez, /metrics.
 
     Binds to 127.0.0.1 unless --host says otherwise (--host 0.0.0.0 for every interface). Each serve process keeps
     its metrics in a folder of its own (data/serving/PIPELINE/metrics/), so pipelines served side by side never mix.
+    With --bento, a host that shares no disk with the one that built it serves the bento from object storage (it
+    follows the registry's aliases when MLFLOW_TRACKING_URI names one, else serves the versions it carries).
 
     Example: mlops serve fraud --port 3001
     """
     from mlops_assets.app.serve import serve as run
 
-    run(_workspace(ctx), pipeline, host, port, from_source)
+    run(_workspace(ctx), pipeline, host, port, from_source, bento)
 
 
 @main.command()

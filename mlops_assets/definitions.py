@@ -13,6 +13,7 @@ from mlops_assets.defs.common.resources import (
     lake_resource,
     mlflow_resource,
     online_store_resource,
+    reports_resource,
 )
 from mlops_assets.defs.common.schedules import daily_schedule
 from mlops_assets.defs.features import definitions as features
@@ -120,6 +121,7 @@ def build_definitions(
                 "mlflow_store": mlflow_resource(data_dir, tracking_uri),
                 "online_store": online_store_resource(data_dir, online_store_url),
                 "bentoml_store": bento_resource(data_dir),
+                "reports": reports_resource(data_dir, lake_uri),
             },
             executor=executor_from_environment(),
         ),

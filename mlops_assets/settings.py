@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
 
 if TYPE_CHECKING:
-    from upath import UPath
+    pass
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"
@@ -22,18 +22,77 @@ SECRET_ENVS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 # Where a browser opens MLflow, when that is not the tracking URI itself (a proxy, or `mlops mlflow` elsewhere).
 MLFLOW_UI_ENV = "MLOPS_MLFLOW_UI_URL"
 MLFLOW_UI_PORT = 5000  # `mlops mlflow` serves the embedded store's UI here
+# Object storage (s3://bucket/prefix) in place of the data folder, for what people and other hosts read. The
+# credentials and the endpoint are AWS's standard variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+# AWS_SESSION_TOKEN, AWS_REGION, AWS_ENDPOINT_URL), read by each client itself: never a setting of ours.
+ARTIFACT_URI_ENV = "MLOPS_ARTIFACT_URI"  # where new MLflow experiments keep their artifacts
+BENTO_URI_ENV = "MLOPS_BENTO_URI"  # where each built bento is exported, for serving hosts to pull
+REPORTS_URI_ENV = "MLOPS_REPORTS_URI"  # where drift reports and model cards are written
+# How long a presigned link to a report or card opens it. SigV4 signs for at most 7 days, the default.
+LINK_SECONDS_ENV = "MLOPS_REPORT_LINK_SECONDS"
+MAX_LINK_SECONDS = 7 * 24 * 3600
+OBJECT_STORE_SCHEMES = ("s3",)
+
+
+class SettingError(ValueError):
+    """A setting from the environment that cannot be used; the message names the variable and what it expects."""
+
+
+def object_store_uri(variable: str) -> str | None:
+    """The s3://bucket/prefix the variable sets (without a trailing slash), or None when it is unset or empty."""
+    value = os.environ.get(variable, "").strip().rstrip("/")
+    if not value:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in OBJECT_STORE_SCHEMES or not parts.netloc or parts.query or "@" in parts.netloc:
+        raise SettingError(f"{variable} must be an object-store location such as s3://bucket/prefix, not {value!r}")
+    return value
+
+
+def reports_uri(lake_uri: str | None) -> str | None:
+    """Where drift reports and model cards go: MLOPS_REPORTS_URI, else the lake's own prefix when the lake is in
+    object storage (the same layout as the data folder's), else None (the data folder)."""
+    explicit = object_store_uri(REPORTS_URI_ENV)
+    if explicit:
+        return explicit
+    lake = (lake_uri or "").strip().rstrip("/")
+    return lake if urlsplit(lake).scheme in OBJECT_STORE_SCHEMES else None
+
+
+def link_seconds() -> int:
+    """How long presigned links last: MLOPS_REPORT_LINK_SECONDS, 7 days (SigV4's longest) by default."""
+    value = os.environ.get(LINK_SECONDS_ENV, "").strip()
+    if not value:
+        return MAX_LINK_SECONDS
+    if not value.isdigit() or not 1 <= int(value) <= MAX_LINK_SECONDS:
+        raise SettingError(f"{LINK_SECONDS_ENV} must be a number of seconds, 1 to {MAX_LINK_SECONDS}, not {value!r}")
+    return int(value)
 
 
 def mlflow_settings(data_dir: str, tracking_uri: str | None = None) -> tuple[str, str]:
     """(tracking URI, artifact root): SQLite and artifacts in the data folder unless a tracking URI is given (or
     set in MLFLOW_TRACKING_URI).
 
-    A local store (SQLite, files) keeps artifacts in the data folder; a tracking server decides for itself ('').
+    New experiments keep their artifacts under MLOPS_ARTIFACT_URI when it is set (s3://...); otherwise a local
+    store (SQLite, files) keeps them in the data folder, and a tracking server decides for itself ('').
     """
     root = Path(data_dir).resolve()
     uri = tracking_uri or os.environ.get(TRACKING_URI_ENV) or f"sqlite:///{root / 'mlflow.db'}"
-    remote = uri.startswith(("http://", "https://", "databricks"))
-    return uri, "" if remote else str(root / "mlartifacts")
+    if artifacts := object_store_uri(ARTIFACT_URI_ENV):
+        return uri, artifacts
+    return uri, "" if is_tracking_server(uri) else str(root / "mlartifacts")
+
+
+def embedded_registry_missing(data_dir: str) -> bool:
+    """No tracking server is set and the data folder holds no embedded store: a host serving a bento pulled from
+    object storage, which has no registry to follow (the bento carries its models)."""
+    uri = mlflow_settings(data_dir)[0]
+    return uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///").partition("?")[0]).exists()
+
+
+def is_tracking_server(tracking_uri: str) -> bool:
+    """Whether MLflow is a server (which has its own UI and artifact store) rather than a local database."""
+    return tracking_uri.startswith(("http://", "https://", "databricks"))
 
 
 def mlflow_ui_url(tracking_uri: str) -> str:
@@ -56,14 +115,22 @@ def mlflow_links(ui: str, experiment_id: str, run_id: str, model: str, version: 
     }
 
 
-def card_path(root: Path | UPath, pipeline: str, version: str) -> Path | UPath:
-    """Where the model card of a registered version is written, in the lake (the data folder, or its bucket)."""
-    return root / "model_cards" / pipeline / f"v{version}.md"
+def card_page(pipeline: str, version: str) -> str:
+    """Where the model card of a registered version is written, under the data folder or MLOPS_REPORTS_URI."""
+    return f"model_cards/{pipeline}/v{version}.md"
 
 
-def drift_report_path(root: Path | UPath, pipeline: str, day: str) -> Path | UPath:
-    """Where the HTML drift report of a served day is written, in the lake (the data folder, or its bucket)."""
-    return root / "reports" / pipeline / "drift" / f"{day}.html"
+def drift_report_page(pipeline: str, day: str) -> str:
+    """Where the HTML drift report of a served day is written, under the data folder or MLOPS_REPORTS_URI."""
+    return f"reports/{pipeline}/drift/{day}.html"
+
+
+def card_path(root: Path, pipeline: str, version: str) -> Path:
+    return root / card_page(pipeline, version)
+
+
+def drift_report_path(root: Path, pipeline: str, day: str) -> Path:
+    return root / drift_report_page(pipeline, day)
 
 
 def experiments_folder(root: Path, pipeline: str) -> Path:

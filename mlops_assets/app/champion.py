@@ -55,7 +55,7 @@ class ChampionChange:
 
 
 def _record(workspace: Workspace, spec: PipelineSpec, event: ChampionEvent) -> ChampionChange:
-    record_champion_change(workspace.instance, workspace.registry, spec, workspace.lake, event)
+    record_champion_change(workspace.instance, workspace.registry, spec, workspace.pages, event)
     return ChampionChange(event, RunSummary.of(build_bento(workspace, spec)))
 
 

@@ -7,15 +7,17 @@ import math
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
 import polars as pl
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.lake import Location, io_path, matching, table_facts, table_path
+from mlops_assets.core.lake import io_path, matching, table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
-from mlops_assets.settings import card_path, drift_report_path
+from mlops_assets.core.pages import Page
+from mlops_assets.settings import card_page, drift_report_page
 from mlops_assets.spec import MonitoringSpec, PipelineSpec
 
 
@@ -59,24 +61,31 @@ def feature_views(workspace: Workspace) -> list[FeatureViewFacts]:
 
 @dataclass(frozen=True)
 class Reports:
-    drift_report: Location | None  # the latest day's HTML report
-    model_card: Location | None  # the champion's card (its HTML page when there is one)
+    drift_report: Page | None  # the latest day's HTML report
+    model_card: Page | None  # the champion's card (its HTML page when there is one)
+    card_version: str | None  # the version of that card
     champion: str | None
 
 
 def latest_reports(workspace: Workspace, pipeline: str) -> Reports:
-    spec = workspace.spec(pipeline)
-    drift: list[Location] = sorted(
-        drift_report_path(workspace.lake, spec.name, "*").parent.glob("*.html"), key=lambda p: p.name
-    )
-    cards: list[Location] = sorted(
-        card_path(workspace.lake, spec.name, "*").parent.glob("v*.md"), key=lambda p: int(p.stem[1:])
-    )
+    """The latest drift report and the champion's card (else the newest card), in the data folder or under
+    MLOPS_REPORTS_URI, with the links a browser opens."""
+    spec, pages = workspace.spec(pipeline), workspace.pages
+    drift = pages.keys(_folder(drift_report_page(spec.name, "day")), ".html")
+    card_folder = _folder(card_page(spec.name, "version"))
+    markdown = {PurePosixPath(k).stem.removeprefix("v"): k for k in pages.keys(card_folder, ".md")}
+    versions = sorted((v for v in markdown if v.isdigit()), key=int)
     champion = workspace.registry_reader.aliases(spec.name).get(CHAMPION)
-    card = next((c for c in cards if c.stem == f"v{champion}"), cards[-1] if cards else None)
-    if card is not None and card.with_suffix(".html").exists():
-        card = card.with_suffix(".html")  # the page a browser shows; the markdown is beside it
-    return Reports(drift[-1] if drift else None, card, champion)
+    version = champion if champion in versions else versions[-1] if versions else None
+    card = None
+    if version is not None:  # the HTML page a browser shows, when there is one; the markdown is beside it
+        html = markdown[version].removesuffix(".md") + ".html"
+        card = pages.page(html if html in pages.keys(card_folder, ".html") else markdown[version])
+    return Reports(pages.page(drift[-1]) if drift else None, card, version, champion)
+
+
+def _folder(key: str) -> str:
+    return str(PurePosixPath(key).parent)
 
 
 def daily_volume(workspace: Workspace, spec: PipelineSpec, days: int = 14) -> list[int]:

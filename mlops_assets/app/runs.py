@@ -12,7 +12,7 @@ from typing import Any
 from mlops_assets.app.workspace import AppError, Workspace
 from mlops_assets.core.ingest.files import day_rows
 from mlops_assets.defs import keys
-from mlops_assets.settings import drift_report_path
+from mlops_assets.settings import drift_report_page
 from mlops_assets.spec import PipelineSpec
 
 # Source rows per run of the daily job: a range of days holding more is split into runs of whole days (each one
@@ -243,7 +243,7 @@ def build_bento(workspace: Workspace, spec: PipelineSpec) -> Any:
 @dataclass(frozen=True)
 class Graded:
     summary: RunSummary
-    report: str | None  # the drift report's file URL, when one was written
+    report: str | None  # the drift report's link (a file URL, a presigned URL), when one was written
 
 
 def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
@@ -257,8 +257,11 @@ def grade_day(workspace: Workspace, pipeline: str, day: date) -> Graded:
         summary.add(result)
         if not result.success:
             break
-    report = drift_report_path(workspace.lake, spec.name, day.isoformat())
-    return Graded(summary, report.as_uri() if report.exists() else None)
+    key = drift_report_page(spec.name, day.isoformat())
+    if not workspace.pages.exists(key):
+        return Graded(summary, None)
+    report = workspace.pages.page(key)
+    return Graded(summary, report.url or f"{report.location} ({report.no_link})")
 
 
 def score(workspace: Workspace, pipeline: str, start: date, days: int) -> RunSummary:

@@ -63,8 +63,13 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(workspace: Workspace, pipeline: str, host: str, port: int, from_source: bool = False) -> None:
-    """Serve the pipeline's latest bento (or, `from_source`, this checkout's service) until stopped."""
+def serve(
+    workspace: Workspace, pipeline: str, host: str, port: int, from_source: bool = False, bento: str | None = None
+) -> None:
+    """Serve the pipeline's latest bento (or, `from_source`, this checkout's service; or the bento archived at
+    `bento`, s3://... or a file, imported first into this data folder's BentoML home) until stopped."""
+    if from_source and bento:
+        raise AppError("--from-source and --bento exclude each other: serve this checkout, or a bento")
     spec = workspace.spec(pipeline)
     try:  # as the service itself does when it starts, but said here in a sentence, before BentoML starts
         PiiRule.of(spec, os.environ)
@@ -79,20 +84,37 @@ def serve(workspace: Workspace, pipeline: str, host: str, port: int, from_source
         target, env["MLOPS_PIPELINE"] = SERVICE, pipeline
         if workspace.specs_dir:
             env["MLOPS_SPECS_DIR"] = str(Path(workspace.specs_dir).resolve())
-    elif not (Path(env["BENTOML_HOME"]) / "bentos" / bento_name(pipeline) / "latest").exists():
+    elif bento is None and not (Path(env["BENTOML_HOME"]) / "bentos" / bento_name(pipeline) / "latest").exists():
         raise AppError(f"no bento of {pipeline!r} in {env['BENTOML_HOME']}: `mlops materialize {pipeline}` builds one")
     require_port(host, port)
     metrics = metrics_folder(workspace.root, pipeline, port)
     try:
-        _serve_bentoml(target, host, port, env, metrics, workspace.debug)
+        _serve_bentoml(target, host, port, env, metrics, workspace.debug, pull=bento)
     finally:
         shutil.rmtree(metrics, ignore_errors=True)
 
 
-def _serve_bentoml(target: str, host: str, port: int, env: dict[str, str], metrics: Path, debug: bool) -> None:
+def _pull(uri: str, target: str) -> str:
+    """The tag of the bento archived at `uri`, imported into this process's BentoML home; it must be `target`'s."""
+    from mlops_assets.core.serving.bundle import BundleError, pull_bento
+
+    try:
+        tag = pull_bento(uri)
+    except BundleError as exc:
+        raise AppError(str(exc)) from None
+    name = target.partition(":")[0]
+    if not tag.startswith(f"{name}:"):
+        raise AppError(f"the bento at {uri} is {tag}, not a bento of this pipeline ({name})")
+    return tag
+
+
+def _serve_bentoml(
+    target: str, host: str, port: int, env: dict[str, str], metrics: Path, debug: bool, pull: str | None = None
+) -> None:
     """`bentoml serve TARGET` in this process (it becomes BentoML's arbiter; the workers inherit `env`), with the
     Prometheus folder of this process. BentoML 1.4 would use BENTOML_HOME/prometheus_multiproc_dir and empty it at
-    every start, so a second server of the same home, even one that fails, would wipe a running one's metrics."""
+    every start, so a second server of the same home, even one that fails, would wipe a running one's metrics.
+    `pull`: the archive of the bento to serve, imported into BENTOML_HOME first."""
     import click
 
     os.environ.update(env)  # before BentoML reads its configuration
@@ -101,6 +123,8 @@ def _serve_bentoml(target: str, host: str, port: int, env: dict[str, str], metri
 
     BentoMLContainer.bentoml_home.set(env["BENTOML_HOME"])
     BentoMLContainer.prometheus_multiproc_dir.set(str(metrics))
+    if pull is not None:
+        target = _pull(pull, target)
     args = ["serve", target, "--host", host, "--port", str(port)]
     try:
         bentoml_cli.main(args, prog_name="bentoml", standalone_mode=False)

@@ -12,12 +12,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_assets.core.models.registry_view import RegistryReader, direct_reader
+from mlops_assets.core.pages import Pages
 from mlops_assets.settings import (
     DAGSTER_POSTGRES_ENV,
     LAKE_URI_ENV,
     dagster_postgres_problem,
     dagster_yaml,
+    link_seconds,
     mlflow_settings,
+    reports_uri,
 )
 from mlops_assets.spec import PipelineSpec, load_specs
 
@@ -92,6 +95,12 @@ class Workspace:
         from mlops_assets.core.models.registry import open_registry
 
         return open_registry(self.data_dir)
+
+    @cached_property
+    def pages(self) -> Pages:
+        """Where drift reports and model cards are: MLOPS_REPORTS_URI, else beside a lake in object storage, else the
+        data folder."""
+        return Pages(self.root, reports_uri(self.lake_uri or os.environ.get(LAKE_URI_ENV)), link_seconds())
 
     @cached_property
     def registry_reader(self) -> RegistryReader:

@@ -41,7 +41,7 @@ from mlops_assets.serving.middleware import (
     RequestBodyMiddleware,
     TimeoutMiddleware,
 )
-from mlops_assets.settings import online_store_url
+from mlops_assets.settings import embedded_registry_missing, online_store_url
 from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
 
 log = logging.getLogger(__name__)
@@ -224,16 +224,33 @@ class PredictionService:
             raise RuntimeError(str(missing)) from None
         data_dir = os.environ.get("MLOPS_DATA_DIR", "data")
         serving = SPEC.serving
-        registry = open_registry(data_dir)
         self.metrics = PrometheusMetrics(SPEC.name)
-        models = LiveModels.for_spec(
-            SPEC,
-            lambda: registry.aliases(SPEC.name),
-            lambda version: load_version(SPEC.name, version, registry),
-            initial=_initial_aliases(registry),
-            check_rows=lambda version: version_check_rows(SPEC.name, version, registry),
-        )
-        models.watch(serving.refresh_seconds, self._refresh_failed)
+        bundled = bundled_aliases()
+        if bundled and embedded_registry_missing(data_dir):
+            # A bento pulled onto a host of its own (`mlops serve --bento`): it carries its models, and there is no
+            # registry here whose aliases it could follow.
+            log.warning(
+                "no model registry here (MLFLOW_TRACKING_URI unset, no mlflow.db in %s): serving the bento's versions "
+                "%s; set MLFLOW_TRACKING_URI to follow promotions and rollbacks",
+                data_dir,
+                bundled,
+            )
+            models = LiveModels.for_spec(
+                SPEC,
+                lambda: bundled,
+                lambda version: load_version(SPEC.name, version, None),
+                check_rows=lambda version: version_check_rows(SPEC.name, version, None),
+            )
+        else:
+            registry = open_registry(data_dir)
+            models = LiveModels.for_spec(
+                SPEC,
+                lambda: registry.aliases(SPEC.name),
+                lambda version: load_version(SPEC.name, version, registry),
+                initial=_initial_aliases(registry),
+                check_rows=lambda version: version_check_rows(SPEC.name, version, registry),
+            )
+            models.watch(serving.refresh_seconds, self._refresh_failed)
         store = open_store(online_store_url(data_dir))
         features = ResilientFeatures(
             SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size

@@ -134,7 +134,9 @@ def test_a_challenger_waiting_for_its_shadow_comparison_holds_the_sensor_back(
     decided = datetime.now(UTC) - timedelta(days=4)
     run_id = _retraining_run(instance, at=decided)
     # A version as the retraining run registers it (tagged with its Dagster run), made challenger.
-    client = MlflowClient(mlflow_resource("data").tracking_uri)
+    # Its registry named: MLflow's process-wide registry URI may be another test's (set by the fluent API).
+    uri = mlflow_resource("data").tracking_uri
+    client = MlflowClient(uri, registry_uri=uri)
     client.create_registered_model("fraud")
     model = tmp_path / "model"
     model.mkdir()

@@ -1,11 +1,14 @@
-"""Train -> register -> promote -> rollback against a real MLflow tracking server backed by PostgreSQL."""
+"""Train -> register -> promote -> rollback against a real MLflow tracking server backed by PostgreSQL, proxying
+artifacts to S3-compatible object storage."""
 
 import contextlib
+import os
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
@@ -16,19 +19,34 @@ from mlops_assets.cli import main
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.definitions import build_definitions
 from tests.helpers import QUIET, free_port, wait_for_http
+from tests.services.s3 import S3Server, moto_server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
 
+@dataclass(frozen=True)
+class ProxyingServer:
+    url: str
+    s3: S3Server
+    bucket: str
+
+
 @pytest.fixture
-def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[str]:
-    """`mlflow server` on loopback, its backend store a fresh PostgreSQL database, artifacts served by it."""
-    with _server(postgres_database, tmp_path, free_port()) as url:
-        yield url
+def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[ProxyingServer]:
+    """`mlflow server` on loopback, its backend store a fresh PostgreSQL database, the artifacts it serves kept in a
+    bucket of S3-compatible storage (moto's server): the recipe of docs/scaling.md, where only the server holds the
+    object store's credentials."""
+    with moto_server(tmp_path / "moto.log") as s3:
+        bucket = s3.bucket()
+        env = {**os.environ, **s3.env()}
+        with _server(postgres_database, tmp_path, free_port(), f"s3://{bucket}/mlflow", env) as url:
+            yield ProxyingServer(url, s3, bucket)
 
 
 @contextlib.contextmanager
-def _server(postgres_database: str, tmp_path: Path, port: int) -> Iterator[str]:
+def _server(
+    postgres_database: str, tmp_path: Path, port: int, artifacts: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
     log = (tmp_path / "mlflow-server.log").open("w")
     process = subprocess.Popen(
         [
@@ -39,7 +57,7 @@ def _server(postgres_database: str, tmp_path: Path, port: int) -> Iterator[str]:
             "--backend-store-uri",
             postgres_database,
             "--artifacts-destination",
-            (tmp_path / "artifacts").as_uri(),
+            artifacts or (tmp_path / "artifacts").as_uri(),
             "--host",
             "127.0.0.1",
             "--port",
@@ -50,6 +68,7 @@ def _server(postgres_database: str, tmp_path: Path, port: int) -> Iterator[str]:
         stdout=log,
         stderr=subprocess.STDOUT,
         cwd=tmp_path,  # anything the server writes relative to its folder stays in the test's folder
+        env=env,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -62,14 +81,17 @@ def _server(postgres_database: str, tmp_path: Path, port: int) -> Iterator[str]:
 
 
 def test_lifecycle_against_a_tracking_server(
-    lake: tuple[Path, Path], mlflow_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    lake: tuple[Path, Path], mlflow_server: ProxyingServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     specs, data = lake
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    # The clients (runs, CLI) have no credentials for the object store: the server proxies every artifact.
+    for name in [n for n in os.environ if n.startswith("AWS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server.url)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
     (tmp_path / "home").mkdir()
-    defs = build_definitions(specs, str(data), tracking_uri=mlflow_server)
-    registry = ModelRegistry(mlflow_server)
+    defs = build_definitions(specs, str(data), tracking_uri=mlflow_server.url)
+    registry = ModelRegistry(mlflow_server.url)
     job = defs.resolve_job_def("fraud_training")
     with dg.DagsterInstance.get() as instance:
         # The whole chain: training set -> candidate -> evaluation and gate -> card -> champion.
@@ -85,8 +107,14 @@ def test_lifecycle_against_a_tracking_server(
     assert result.exit_code == 0, result.output
     assert registry.aliases("fraud") == {"champion": "1"}
     assert registry.version("fraud", "1").tags["promotion_gate"].startswith("pr_auc")
-    # The artifacts went through the server: the registered model loads and scores from it.
+    # The artifacts went through the server into the bucket: the registered model loads and scores from it.
     assert hasattr(registry.load_sklearn("fraud", "2"), "predict_proba")
+    keys = mlflow_server.s3.keys(mlflow_server.bucket, "mlflow/")
+    assert sum(k.endswith("/MLmodel") for k in keys) == 2 and any(k.endswith("/v1.md") for k in keys), keys
+    assert registry.version("fraud", "2").source.startswith("models:/")
+    assert registry.client.get_run(registry.version("fraud", "2").run_id).info.artifact_uri.startswith(
+        "mlflow-artifacts:"
+    )
 
 
 SECRET = "s3cret-pw-91f2"  # in the tracking URL: the server ignores it; nothing the run writes may show it

@@ -60,6 +60,30 @@ def test_report_prints_the_latest_drift_report_and_model_card(tmp_path: Path, mo
     assert f"model card: {(cards / 'v10.html').as_uri()} (version 10)" in CliRunner().invoke(main, cli).output
 
 
+def test_an_object_store_out_of_reach_or_misconfigured_is_one_sentence(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLOPS_REPORTS_URI", "s3://reports/mlops")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens on port 9
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAMLOPSTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-shown-4d1e")
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "report", "fraud"])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "not-shown-4d1e" not in result.output
+    assert result.output.splitlines()[0] == (
+        "error: cannot list s3://reports/mlops/reports/fraud/drift/: the object store does not answer at "
+        "http://127.0.0.1:9 (check AWS_ENDPOINT_URL)"
+    )
+    monkeypatch.setenv("MLOPS_REPORTS_URI", "/srv/reports")
+    result = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "report", "fraud"])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.output.splitlines()[0] == (
+        "error: MLOPS_REPORTS_URI must be an object-store location such as s3://bucket/prefix, not '/srv/reports'"
+    )
+
+
 def test_help_lists_every_command_once_under_what_a_person_is_doing() -> None:
     result = CliRunner().invoke(main, ["--help"])
     assert result.exit_code == 0

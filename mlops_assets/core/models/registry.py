@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import tempfile
@@ -43,6 +44,7 @@ from mlops_assets.core.models.history import (
 )
 from mlops_assets.core.models.provenance import model_requirements
 from mlops_assets.core.models.registry_view import LiveVersion
+from mlops_assets.core.object_store import explain, s3_errors
 from mlops_assets.settings import mlflow_links, mlflow_settings, mlflow_ui_url
 
 if TYPE_CHECKING:
@@ -50,6 +52,10 @@ if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
 
     from mlops_assets.core.lake import Location
+
+
+log = logging.getLogger(__name__)
+_WARNED_ELSEWHERE: set[str] = set()
 
 
 def metric_key(text: str) -> str:
@@ -93,10 +99,12 @@ class ModelRegistry:
     """MLflow tracking and registry at one URI (SQLite file by default, a tracking server when configured)."""
 
     def __init__(self, tracking_uri: str, artifact_root: Path | str | None = None) -> None:
-        """`artifact_root`: where new experiments keep their artifacts (a local store); empty or None: the tracking
-        server decides."""
+        """`artifact_root`: where new experiments keep their artifacts (a folder, or an s3://bucket/prefix); empty
+        or None: the tracking server decides."""
         self.tracking_uri = tracking_uri
-        self.artifact_root = Path(artifact_root).resolve() if artifact_root else None
+        root = str(artifact_root or "")
+        # An object store's URI as it is; a folder as a file URI.
+        self.artifact_root = root if "://" in root else Path(root).resolve().as_uri() if root else None
         self.client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
 
     @contextlib.contextmanager
@@ -117,11 +125,24 @@ class ModelRegistry:
                     os.environ[key] = value
 
     def experiment_id(self, name: str) -> str:
+        """The experiment of model `name`, created under the artifact root the first time. MLflow keeps an
+        experiment's artifact location for good: one created before the root changed stays where it is (said once
+        per process, with what to do)."""
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        location = (self.artifact_root / name).as_uri() if self.artifact_root else None
-        return self.client.create_experiment(name, artifact_location=location)
+        if experiment is None:
+            location = f"{self.artifact_root}/{name}" if self.artifact_root else None
+            return self.client.create_experiment(name, artifact_location=location)
+        elsewhere = self.artifact_root and not experiment.artifact_location.startswith(self.artifact_root)
+        if elsewhere and name not in _WARNED_ELSEWHERE:
+            _WARNED_ELSEWHERE.add(name)
+            log.warning(
+                "MLflow experiment %r keeps its artifacts at %s, not under %s: MLflow never moves an experiment; "
+                "to start a new one there, rename this one (MlflowClient().rename_experiment)",
+                name,
+                experiment.artifact_location,
+                self.artifact_root,
+            )
+        return experiment.experiment_id
 
     def log_candidate(
         self,
@@ -155,25 +176,30 @@ class ModelRegistry:
             signature = ModelSignature(inputs=inputs, outputs=inferred.outputs)
             # skops refuses types it does not know; these are the types of the pipeline we just built from the spec.
             trusted = skops.io.get_untrusted_types(data=skops.io.dumps(pipeline))
-            with mlflow.start_run(experiment_id=self.experiment_id(name), tags=tags) as run:
-                mlflow.log_params({k: _param(v) for k, v in params.items()})
-                mlflow.log_metrics(metrics)
-                with tempfile.TemporaryDirectory() as folder:
-                    for file_name, content in artifacts.items():
-                        path = Path(folder) / file_name
-                        text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
-                        path.write_text(text)
-                        mlflow.log_artifact(str(path))
-                info = mlflow.sklearn.log_model(
-                    pipeline,
-                    name="model",
-                    signature=signature,
-                    # The rows serving checks its compiled scoring of this version on, each time it loads it.
-                    input_example=example,
-                    pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
-                    skops_trusted_types=trusted,
-                    pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
-                )
+            experiment = self.experiment_id(name)
+            try:
+                with mlflow.start_run(experiment_id=experiment, tags=tags) as run:
+                    mlflow.log_params({k: _param(v) for k, v in params.items()})
+                    mlflow.log_metrics(metrics)
+                    with tempfile.TemporaryDirectory() as folder:
+                        for file_name, content in artifacts.items():
+                            path = Path(folder) / file_name
+                            text = content if isinstance(content, str) else json.dumps(content, indent=2, default=str)
+                            path.write_text(text)
+                            mlflow.log_artifact(str(path))
+                    info = mlflow.sklearn.log_model(
+                        pipeline,
+                        name="model",
+                        signature=signature,
+                        # The rows serving checks its compiled scoring of this version on, each time it loads it.
+                        input_example=example,
+                        pyfunc_predict_fn="predict" if task == "regression" else "predict_proba",
+                        skops_trusted_types=trusted,
+                        pip_requirements=model_requirements([*trusted, *(type(step).__module__ for step in pipeline)]),
+                    )
+            except s3_errors() as exc:  # artifacts written to object storage: the store named, and why it refused
+                location = f"{self.artifact_root}/{name}" if self.artifact_root else "the experiment's artifact store"
+                raise RegistryError(f"cannot write the artifacts of {name!r}: {explain(location, exc)}") from exc
             # Registered last, with its tags, in one call: a version exists whole (artifacts, metrics, tags) or not at
             # all, whenever the tracking server goes away.
             registered = mlflow.register_model(info.model_uri, name, await_registration_for=60, tags=tags)

@@ -4,6 +4,10 @@ A bento holds everything the service needs to answer as it did when it was built
 the challenger and the version the champion replaced (so a rollback needs no download), the pipeline's specs and
 this package's source (the one feature code, for serving as for training). The build runs in a subprocess with
 its own BENTOML_HOME, so the calling process (a Dagster run) keeps no BentoML state.
+
+With an object-store location (s3://bucket/prefix), the build also exports the bento there as one archive,
+`<location>/<pipeline>/<bento name>-<version>.bento`, which a serving host imports (`pull_bento`) without sharing a
+disk with the builder. The endpoint and credentials are AWS's standard environment variables (read by s3fs).
 """
 
 from __future__ import annotations
@@ -53,7 +57,12 @@ def model_tag(pipeline: str, version: str) -> str:
 
 
 class BundleError(RuntimeError):
-    """A bento that cannot be built (no champion, a build that failed); the message says what to do."""
+    """A bento that cannot be built (no champion, a build that failed), exported or pulled; the message says what
+    to do."""
+
+
+# The build subprocess's exit status when the bento was built but could not be exported (its one line says why).
+EXPORT_FAILED = 3
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,7 @@ class BuiltBento:
     path: str
     reused: bool
     source_hash: str
+    exported: str | None = None  # the archive's URI, when exported to object storage
 
 
 def live_versions(registry: ModelRegistry, pipeline: str) -> dict[str, str]:
@@ -93,9 +103,15 @@ def stage_sources(specs_dir: Path, target: Path) -> str:
 
 
 def build_bento(
-    pipeline: str, specs_dir: Path, registry: ModelRegistry, bentoml_home: Path, timeout: float = 600
+    pipeline: str,
+    specs_dir: Path,
+    registry: ModelRegistry,
+    bentoml_home: Path,
+    timeout: float = 600,
+    export_root: str | None = None,
 ) -> BuiltBento:
-    """Import the live versions into BentoML's model store and build a bento, unless an identical one exists."""
+    """Import the live versions into BentoML's model store and build a bento, unless an identical one exists; then,
+    given `export_root` (s3://bucket/prefix), export it there unless it is there already."""
     versions = live_versions(registry, pipeline)
     with tempfile.TemporaryDirectory(prefix="bento-") as folder:
         staging = Path(folder)
@@ -103,7 +119,13 @@ def build_bento(
         models = {}
         for version in sorted(set(versions.values()), key=int):
             models[version] = str(registry.download_model(pipeline, version, staging / "models" / version))
-        request = {"pipeline": pipeline, "versions": versions, "models": models, "source_hash": source_hash}
+        request = {
+            "pipeline": pipeline,
+            "versions": versions,
+            "models": models,
+            "source_hash": source_hash,
+            "export": f"{export_root.rstrip('/')}/{pipeline}" if export_root else None,
+        }
         done = subprocess.run(
             [sys.executable, "-m", "mlops_assets.core.serving.bundle", json.dumps(request)],
             cwd=staging / "context",
@@ -112,9 +134,35 @@ def build_bento(
             text=True,
             timeout=timeout,
         )
+    if done.returncode == EXPORT_FAILED:
+        raise BundleError(done.stdout.strip().splitlines()[-1])
     if done.returncode != 0:
         raise BundleError(f"building the bento of {pipeline!r} failed:\n{done.stderr[-3000:]}")
     return BuiltBento(**json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def bento_file(folder: str, tag: str) -> str:
+    """Where a bento's archive is exported under `folder`: `<name>-<version>.bento`, as `bentoml export` names it."""
+    name, _, version = tag.partition(":")
+    return f"{folder}/{name}-{version}.bento"
+
+
+def pull_bento(uri: str) -> str:
+    """Import the bento archived at `uri` (s3://..., or a file) into this process's BentoML home (BENTOML_HOME, set
+    by the caller), unless that bento is there already; its tag."""
+    import bentoml
+
+    from mlops_assets.core.object_store import explain, storage_errors
+
+    failures: tuple[type[Exception], ...] = (*storage_errors(), ValueError, bentoml.exceptions.BentoMLException)
+    try:
+        bento = bentoml.Bento.import_from(uri)  # read, not yet in the store
+    except failures as exc:
+        raise BundleError(f"cannot import the bento {explain(uri, exc)}") from exc
+    try:
+        return str(bentoml.bentos.get(bento.tag).tag)
+    except bentoml.exceptions.NotFound:
+        return str(bento.save().tag)
 
 
 def load_version(pipeline: str, version: str, registry: ModelRegistry | None) -> Any:
@@ -194,8 +242,35 @@ def _build_here(request: dict[str, Any]) -> BuiltBento:
     path = Path(built.path)
     folders = [path, *(Path(bentoml.models.get(tag).path) for tag in tags)]
     size = sum(f.stat().st_size for folder in folders for f in folder.rglob("*") if f.is_file())
-    return BuiltBento(str(built.tag), versions, size, str(path), reused, request["source_hash"])
+    exported = _export(str(built.tag), request["export"]) if request["export"] else None
+    return BuiltBento(str(built.tag), versions, size, str(path), reused, request["source_hash"], exported)
+
+
+class _ExportFailed(Exception):
+    pass
+
+
+def _export(tag: str, folder: str) -> str:
+    """Runs in the build subprocess: the bento's archive at its place under `folder`, written unless it is there
+    (whole or not at all: BentoML compresses it locally, then uploads it as one object)."""
+    import bentoml
+    import fsspec
+
+    from mlops_assets.core.object_store import explain, storage_errors
+
+    target = bento_file(folder, tag)
+    failures: tuple[type[Exception], ...] = (*storage_errors(), bentoml.exceptions.BentoMLException)
+    try:
+        if not fsspec.url_to_fs(target)[0].exists(target):
+            bentoml.export_bento(tag, target)
+    except failures as exc:
+        raise _ExportFailed(f"the bento {tag} was built but cannot be exported: {explain(target, exc)}") from exc
+    return target
 
 
 if __name__ == "__main__":
-    print(json.dumps(asdict(_build_here(json.loads(sys.argv[1])))))
+    try:
+        print(json.dumps(asdict(_build_here(json.loads(sys.argv[1])))))
+    except _ExportFailed as failed:
+        print(str(failed))
+        sys.exit(EXPORT_FAILED)

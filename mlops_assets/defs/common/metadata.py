@@ -8,6 +8,7 @@ import polars as pl
 from mlops_assets.core.ingest.validation import Split
 from mlops_assets.core.lake import PARTITION_COLUMN, Location, TableDigest, table_version
 from mlops_assets.core.markdown import markdown_table
+from mlops_assets.core.pages import Page
 
 # A run over a range records one materialization per day, each with the run's metadata: per-day lists are kept
 # short, or a backfill's metadata grows with the square of its days (and so does the time to store it).
@@ -38,6 +39,22 @@ def table_metadata(path: Location, frame: pl.DataFrame | TableDigest) -> dict[st
 def links(urls: dict[str, str]) -> dict[str, dg.MetadataValue]:
     """URLs as metadata the UI shows as links: MLflow pages, the model card, the drift report."""
     return {name: dg.MetadataValue.url(url) for name, url in urls.items()}
+
+
+def page_metadata(name: str, page: Page) -> dict[str, dg.MetadataValue]:
+    """A page a person opens (drift report, model card) as metadata: `name` is the link the UI opens (a file URL, or
+    a presigned one with `<name>_link_expires`); on object storage `<name>_uri` says where it is, and when no link
+    can be made `<name>_link` says why."""
+    found: dict[str, dg.MetadataValue] = {}
+    if page.url is not None:
+        found[name] = dg.MetadataValue.url(page.url)
+    if page.remote:
+        found[f"{name}_uri"] = dg.MetadataValue.path(page.location)
+    if page.expires is not None:
+        found[f"{name}_link_expires"] = dg.MetadataValue.text(page.expires.isoformat(timespec="seconds"))
+    if page.no_link is not None:
+        found[f"{name}_link"] = dg.MetadataValue.text(page.no_link)
+    return found
 
 
 def rows_per_day(split: Split, days: list[str]) -> dict[str, Any]:

@@ -8,7 +8,20 @@ import dagster as dg
 from pydantic import Field
 
 from mlops_assets.core.lake import Location, location
-from mlops_assets.settings import LAKE_URI_ENV, ONLINE_STORE_ENV, TRACKING_URI_ENV, mlflow_settings, online_store_url
+from mlops_assets.core.pages import Pages
+from mlops_assets.settings import (
+    ARTIFACT_URI_ENV,
+    BENTO_URI_ENV,
+    LAKE_URI_ENV,
+    ONLINE_STORE_ENV,
+    REPORTS_URI_ENV,
+    TRACKING_URI_ENV,
+    link_seconds,
+    mlflow_settings,
+    object_store_uri,
+    online_store_url,
+    reports_uri,
+)
 
 if TYPE_CHECKING:
     from mlops_assets.core.features.online import OnlineStore
@@ -47,20 +60,26 @@ class MlflowResource(dg.ConfigurableResource):
 
     tracking_uri: str = Field(description="e.g. sqlite:///data/mlflow.db or http://127.0.0.1:5000")
     artifact_root: str = Field(
-        default="", description="where new experiments keep artifacts; empty: the tracking server decides"
+        default="",
+        description="where new experiments keep artifacts (a folder, or s3://bucket/prefix from MLOPS_ARTIFACT_URI); "
+        "empty: the tracking server decides",
     )
 
     def registry(self) -> "ModelRegistry":
         # Imported here: mlflow takes seconds to import, and loading the definitions must stay light.
         from mlops_assets.core.models.registry import ModelRegistry
 
-        return ModelRegistry(_value(self.tracking_uri), self.artifact_root)
+        return ModelRegistry(_value(self.tracking_uri), _value(self.artifact_root).rstrip("/"))
 
 
 def mlflow_resource(data_dir: str, tracking_uri: str | None = None) -> MlflowResource:
-    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given."""
+    """The embedded default (SQLite and artifacts in the data folder) unless a tracking URI is given; artifacts
+    under MLOPS_ARTIFACT_URI when it is set."""
     uri, artifact_root = mlflow_settings(data_dir, tracking_uri)
-    return MlflowResource(tracking_uri=_from_environment(uri, TRACKING_URI_ENV), artifact_root=artifact_root)
+    return MlflowResource(
+        tracking_uri=_from_environment(uri, TRACKING_URI_ENV),
+        artifact_root=_from_environment(artifact_root, ARTIFACT_URI_ENV),
+    )
 
 
 def _value(setting: str) -> str:
@@ -75,17 +94,50 @@ def _from_environment(value: str, variable: str) -> str:
 
 
 class BentoResource(dg.ConfigurableResource):
-    """BentoML's home (model store and bentos): `bentoml` in the data folder by default."""
+    """BentoML's home (model store and bentos): `bentoml` in the data folder by default; each bento built is also
+    exported to object storage when MLOPS_BENTO_URI is set."""
 
     home: str = Field(description="the BENTOML_HOME folder the bento asset builds into and `mlops serve` serves from")
+    export_uri: str = Field(
+        default="", description="s3://bucket/prefix each built bento is exported under (MLOPS_BENTO_URI); empty: none"
+    )
 
     @property
     def root(self) -> Path:
         return Path(self.home).resolve()
 
+    @property
+    def export_root(self) -> str | None:
+        return _value(self.export_uri).rstrip("/") or None
+
 
 def bento_resource(data_dir: str, home: str | None = None) -> BentoResource:
-    return BentoResource(home=home or str(Path(data_dir).resolve() / "bentoml"))
+    export = object_store_uri(BENTO_URI_ENV)
+    return BentoResource(
+        home=home or str(Path(data_dir).resolve() / "bentoml"),
+        export_uri=_from_environment(export, BENTO_URI_ENV) if export else "",
+    )
+
+
+class ReportsResource(dg.ConfigurableResource):
+    """Where drift reports and model cards are written: the data folder by default, object storage (opened by
+    presigned links) when MLOPS_REPORTS_URI is set."""
+
+    data_dir: str = Field(default="data", description="data folder; relative paths resolve against the cwd")
+    uri: str = Field(default="", description="s3://bucket/prefix (MLOPS_REPORTS_URI); empty: the data folder")
+
+    def pages(self) -> Pages:
+        return Pages(Path(self.data_dir).resolve(), _value(self.uri).rstrip("/") or None, link_seconds())
+
+
+def reports_resource(data_dir: str, lake_uri: str | None = None) -> ReportsResource:
+    """Pages under MLOPS_REPORTS_URI, else beside a lake in object storage (its bucket and prefix), else in the data
+    folder."""
+    uri = object_store_uri(REPORTS_URI_ENV)
+    if uri:
+        return ReportsResource(data_dir=data_dir, uri=_from_environment(uri, REPORTS_URI_ENV))
+    lake = reports_uri(lake_uri or os.environ.get(LAKE_URI_ENV))
+    return ReportsResource(data_dir=data_dir, uri=_from_environment(lake, LAKE_URI_ENV) if lake else "")
 
 
 class OnlineStoreResource(dg.ConfigurableResource):

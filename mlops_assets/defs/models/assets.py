@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from mlops_assets.core.lake import Location, scan_table, table_version
+from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHAMPION, TRAINED_BY_TAG
 from mlops_assets.core.models.approval import identity
@@ -30,6 +30,8 @@ from mlops_assets.core.models.modeling import (
     train_candidate,
 )
 from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError
+from mlops_assets.core.object_store import ObjectStoreError
+from mlops_assets.core.pages import Pages
 from mlops_assets.core.serving.latency import (
     LATENCY_TAG,
     Latency,
@@ -39,10 +41,10 @@ from mlops_assets.core.serving.latency import (
     measure_latency,
     measured_how,
 )
-from mlops_assets.defs.common.metadata import links
-from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.common.metadata import links, page_metadata
+from mlops_assets.defs.common.resources import LakeResource, MlflowResource, ReportsResource
 from mlops_assets.defs.keys import PROMOTION_TAG, group, model_keys, table_of, training_set_key
-from mlops_assets.settings import card_path, redact
+from mlops_assets.settings import card_page, redact
 from mlops_assets.spec import PipelineSpec
 
 PROMOTION_GATE = "promotion_gate"
@@ -70,23 +72,30 @@ def triggered_by(context: dg.AssetExecutionContext) -> str:
 
 
 def champion_metadata(
-    event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, root: Location
+    event: ChampionEvent, registry: ModelRegistry, spec: PipelineSpec, pages: Pages
 ) -> dict[str, Any]:
     """What every champion materialization records, from an asset or from the CLI alike: the change, the live
     version's metrics, and links to its MLflow pages and its card."""
     metrics = registry.version_metrics(spec.name, event.version)
-    urls = {
-        **registry.links(spec.name, event.version),
-        "model_card": card_path(root, spec.name, event.version).with_suffix(".html").as_uri(),
+    card = pages.page(card_page_html(spec.name, event.version))
+    return {
+        **event.as_metadata(),
+        **{f"metric/{k}": v for k, v in metrics.items()},
+        **links(registry.links(spec.name, event.version)),
+        **page_metadata("model_card", card),
     }
-    return {**event.as_metadata(), **{f"metric/{k}": v for k, v in metrics.items()}, **links(urls)}
+
+
+def card_page_html(pipeline: str, version: str) -> str:
+    """The card's HTML page, beside its markdown (see core.models.cards.write_card)."""
+    return card_page(pipeline, version).removesuffix(".md") + ".html"
 
 
 def record_champion_change(
-    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, root: Location, event: ChampionEvent
+    instance: dg.DagsterInstance, registry: ModelRegistry, spec: PipelineSpec, pages: Pages, event: ChampionEvent
 ) -> None:
     """A champion change made outside the champion asset (CLI, demo), recorded as the asset records one."""
-    metadata = champion_metadata(event, registry, spec, root)
+    metadata = champion_metadata(event, registry, spec, pages)
     instance.report_runless_asset_event(
         dg.AssetMaterialization(asset_key=model_keys(spec)["champion"], metadata=metadata)
     )
@@ -160,7 +169,7 @@ def build_candidate_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 required=record.required,
                 task=model.task,
             )
-        except (MlflowException, OSError) as exc:
+        except (MlflowException, OSError, RegistryError) as exc:
             uri = mlflow_store.tracking_uri
             raise dg.Failure(
                 description=f"MLflow at {redact(uri, uri)} failed while logging the candidate: {redact(str(exc), uri)}"
@@ -237,7 +246,7 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
         ],
     )
     def candidate_evaluation(
-        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource, reports: ReportsResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["model_candidate"], "model_version"))
@@ -285,9 +294,13 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             fairness=fairness_section(fairness),
             latency=latency_section(latency, promotion.latency_budget_ms, measured_how(tags)),
         )
-        card_file = card_path(lake.root, spec.name, version)
-        page = write_card(card_file, f"{spec.name} model version {version}", card)
-        registry.attach(spec.name, version, card_file)
+        pages, markdown, html = reports.pages(), card_page(spec.name, version), card_page_html(spec.name, version)
+        try:
+            with pages.writing(markdown, html) as (card_file, _):
+                write_card(card_file, f"{spec.name} model version {version}", card)
+                registry.attach(spec.name, version, card_file)
+        except ObjectStoreError as exc:
+            raise dg.Failure(description=f"the model card of version {version}: {exc}") from exc
         urls = registry.links(spec.name, version, registered.run_id)
         table = metrics_rows(candidate, champion)
         governance: dict[str, Any] = {}  # the fairness gaps and the latency figures, beside the metrics
@@ -312,8 +325,9 @@ def build_evaluation_assets(spec: PipelineSpec) -> dg.AssetsDefinition:
             asset_key=keys["model_card"],
             metadata={
                 "model_version": version,
-                "path": dg.MetadataValue.path(str(card_file)),
-                **links({"model_card": page.as_uri(), **urls}),
+                "path": dg.MetadataValue.path(pages.page(markdown).location),
+                **page_metadata("model_card", pages.page(html)),
+                **links(urls),
                 "card": dg.MetadataValue.md(card),
             },
         )
@@ -350,7 +364,7 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         owners=_owners(spec),
     )
     def champion(
-        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+        context: dg.AssetExecutionContext, mlflow_store: MlflowResource, reports: ReportsResource
     ) -> Iterator[dg.MaterializeResult]:
         registry = mlflow_store.registry()
         version = str(latest_metadata(context, keys["candidate_evaluation"], "candidate_version"))
@@ -373,6 +387,6 @@ def build_champion_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             event = registry.promote(spec.name, version, "promotion gate passed", triggered_by(context))
         except RegistryError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
-        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, lake.root))
+        yield dg.MaterializeResult(metadata=champion_metadata(event, registry, spec, reports.pages()))
 
     return champion

@@ -38,10 +38,11 @@ from mlops_assets.core.monitoring.performance import (
     rolling_days,
 )
 from mlops_assets.core.monitoring.report import render, top_movers
+from mlops_assets.core.object_store import ObjectStoreError
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA, degraded_share
-from mlops_assets.defs.common.metadata import links, table_metadata
+from mlops_assets.defs.common.metadata import links, page_metadata, table_metadata
 from mlops_assets.defs.common.partitions import daily_partitions
-from mlops_assets.defs.common.resources import LakeResource, MlflowResource
+from mlops_assets.defs.common.resources import LakeResource, MlflowResource, ReportsResource
 from mlops_assets.defs.keys import (
     drift_report_key,
     drift_stats_key,
@@ -64,7 +65,7 @@ from mlops_assets.defs.monitoring.checks import (
     PREDICTION_DRIFT,
     SKEW,
 )
-from mlops_assets.settings import drift_report_path
+from mlops_assets.settings import drift_report_page
 from mlops_assets.spec import PipelineSpec
 
 SCORED_REFERENCE_ROWS = 50_000
@@ -108,7 +109,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         check_specs=[dg.AssetCheckSpec(name, asset=key, description=text) for name, text in CHECKS.items()],
     )
     def _drift_report(
-        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource
+        context: dg.AssetExecutionContext, lake: LakeResource, mlflow_store: MlflowResource, reports: ReportsResource
     ) -> Iterator[dg.MaterializeResult | dg.AssetCheckResult]:
         day = context.partition_key
         registry = mlflow_store.registry()
@@ -173,15 +174,20 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         replace_partitions(stats_path, stats, [day])
         history = scan_table(stats_path).filter(pl.col("source") == "served").collect()
-        page = render(
-            f"{spec.name} drift report, {day} (champion version {champion})",
-            report.stats,
-            {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
-            reference.select(graded.all),
-            served_features(log, graded),
-            history,
-            drift_report_path(lake.root, spec.name, day),
-        )
+        pages, page_key = reports.pages(), drift_report_page(spec.name, day)
+        try:
+            with pages.writing(page_key) as (file,):
+                render(
+                    f"{spec.name} drift report, {day} (champion version {champion})",
+                    report.stats,
+                    {name: (verdict.level, verdict.description) for name, verdict in checks.items()},
+                    reference.select(graded.all),
+                    served_features(log, graded),
+                    history,
+                    file,
+                )
+        except ObjectStoreError as exc:
+            raise dg.Failure(description=f"the drift report of {day}: {exc}") from exc
         is_output = pl.col("feature").str.starts_with(OUTPUT_PREFIX)
         features = report.stats.filter(~is_output)
         top = features.sort("psi", descending=True, nulls_last=True).head(1)
@@ -206,7 +212,7 @@ def build_drift_report_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
                 "prediction_psi": float(prediction_psi or 0.0),
                 "drifted_share": float(drifted or 0.0),
                 "degraded_share": degraded_share(log),
-                "report": dg.MetadataValue.url(page.as_uri()),
+                **page_metadata("report", pages.page(page_key)),
                 # The champion that served the day: its MLflow version page and the run that trained it.
                 **links(registry.links(spec.name, champion, live.run_id)),
                 "skew_compared_values": int(skew.get_column("compared").sum()),

@@ -145,15 +145,19 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
         automation_condition=dg.AutomationCondition.eager(),
         description="The BentoML bundle that serves this pipeline: the champion, the challenger and the version "
         "the champion replaced, imported from the MLflow registry by alias, with the specs and the feature code. "
-        "Rebuilt only when those change; `mlops serve` serves the latest.",
+        "Rebuilt only when those change; `mlops serve` serves the latest. With MLOPS_BENTO_URI, also exported "
+        "there (`<uri>/<pipeline>/<name>-<version>.bento`) for `mlops serve --bento` on another host.",
     )
     def _bento(mlflow_store: MlflowResource, bentoml_store: BentoResource) -> dg.MaterializeResult:
         from mlops_assets.core.serving.bundle import BundleError, build_bento
 
         try:
-            built = build_bento(spec.name, specs_dir, mlflow_store.registry(), bentoml_store.root)
+            built = build_bento(
+                spec.name, specs_dir, mlflow_store.registry(), bentoml_store.root, export_root=bentoml_store.export_root
+            )
         except BundleError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        serve = f"mlops serve {spec.name}   (or: BENTOML_HOME={bentoml_store.root} bentoml serve {built.tag})"
         return dg.MaterializeResult(
             metadata={
                 "bento_tag": built.tag,
@@ -162,7 +166,10 @@ def build_bento_asset(spec: PipelineSpec, specs_dir: Path) -> dg.AssetsDefinitio
                 "size_bytes": built.size_bytes,
                 "path": dg.MetadataValue.path(built.path),
                 "source_hash": built.source_hash,
-                "serve": f"mlops serve {spec.name}   (or: BENTOML_HOME={bentoml_store.root} bentoml serve {built.tag})",
+                **({"exported_to": dg.MetadataValue.path(built.exported)} if built.exported else {}),
+                "serve": f"mlops serve {spec.name} --bento {built.exported}   (on any host)"
+                if built.exported
+                else serve,
             }
         )
 
