@@ -38,6 +38,7 @@ from tests.helpers import (
     small_fraud_specs,
     write_day_files,
 )
+from tests.services.s3 import S3Server
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -171,6 +172,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.fixture
+def s3(s3_endpoint: str) -> S3Server:
+    """The session's S3 server as the object-storage tests address it (buckets of their own, AWS's variables): one
+    server for every test, so no client cached in the process ever points at a server that is gone."""
+    return S3Server(s3_endpoint)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import pytest
 
 from mlops_assets.core.lake import scan_table, table_version
 from mlops_assets.core.serving.prediction_log import encode, write_batch
-from tests.helpers import kill_server, lake_tables, small_fraud_specs
+from tests.helpers import kill_server, lake_tables, small_fraud_specs, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIG_LOG_BATCHES = 40
@@ -68,9 +68,13 @@ def test_a_killed_materialization_leaves_no_partial_table_and_a_re_run_matches_a
     assert len(reference) >= 7 and "lake/fraud/prediction_log" in reference
 
     data, killed_with_tables = tmp_path / "crashed", []
-    for delay in (4.0, 5.5, 7.0, 8.5, 10.0):
+    # The first kill as soon as the run has begun writing the lake (however fast the machine), the others later on.
+    for delay in (None, 5.5, 7.0, 8.5, 10.0):
         run = _materialize(specs, data, tmp_path / "crashed_home")
-        time.sleep(delay)
+        if delay is None:
+            until(lambda run=run: (data / "lake").exists() or run.poll() is not None, 120, "a write to the lake")
+        else:
+            time.sleep(delay)
         if run.poll() is not None:  # finished before the kill: nothing more to interrupt
             break
         kill_server(run)  # SIGKILL to the run and anything it started

@@ -3,16 +3,9 @@ code under test reaches through AWS's standard environment variables only (it ne
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-from tests.helpers import free_port, wait_for_http
 
 
 @dataclass(frozen=True)
@@ -58,21 +51,3 @@ class S3Server:
     def read(self, bucket: str, key: str) -> bytes:
         body: bytes = self.client().get_object(Bucket=bucket, Key=key)["Body"].read()
         return body
-
-
-@contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[S3Server]:
-    """moto's S3 server on a free loopback port, stopped afterwards."""
-    port = free_port()
-    with log.open("w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/moto-api/", process, log)
-            yield S3Server(f"http://127.0.0.1:{port}")
-        finally:
-            process.terminate()
-            process.wait(timeout=30)

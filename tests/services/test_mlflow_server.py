@@ -19,7 +19,7 @@ from mlops_assets.cli import main
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.definitions import build_definitions
 from tests.helpers import QUIET, free_port, wait_for_http
-from tests.services.s3 import S3Server, moto_server
+from tests.services.s3 import S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -32,15 +32,14 @@ class ProxyingServer:
 
 
 @pytest.fixture
-def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[ProxyingServer]:
+def mlflow_server(postgres_database: str, s3: S3Server, tmp_path: Path) -> Iterator[ProxyingServer]:
     """`mlflow server` on loopback, its backend store a fresh PostgreSQL database, the artifacts it serves kept in a
     bucket of S3-compatible storage (moto's server): the recipe of docs/scaling.md, where only the server holds the
     object store's credentials."""
-    with moto_server(tmp_path / "moto.log") as s3:
-        bucket = s3.bucket()
-        env = {**os.environ, **s3.env()}
-        with _server(postgres_database, tmp_path, free_port(), f"s3://{bucket}/mlflow", env) as url:
-            yield ProxyingServer(url, s3, bucket)
+    bucket = s3.bucket()
+    env = {**os.environ, **s3.env()}
+    with _server(postgres_database, tmp_path, free_port(), f"s3://{bucket}/mlflow", env) as url:
+        yield ProxyingServer(url, s3, bucket)
 
 
 @contextlib.contextmanager

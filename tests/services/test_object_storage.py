@@ -79,7 +79,9 @@ def test_the_pipeline_keeps_its_landing_files_and_tables_in_the_bucket_and_none_
     assert len(landing) == 2 * 16  # both generated sources' 16 days, written to the bucket
     tables = s3_lake_tables(s3_lake)
     # The same days in the local lake of the session: the same tables, row for row (the training set is extra).
-    assert {name: tables[name] for name in lake_tables(lake[1])} == lake_tables(lake[1])
+    # The session's lake holds ingest and features; a test before this one may have built its training set there.
+    local = {name: digest for name, digest in lake_tables(lake[1]).items() if not name.endswith("/training_set")}
+    assert {name: tables[name] for name in local} == local
     assert "lake/fraud/training_set" in tables
     assert {f"{prefix}/model_cards/fraud/v1.md", f"{prefix}/model_cards/fraud/v1.html"} <= set(keys)
     assert scan_table(location(uri)).select(pl.len()).collect().item() > 0
@@ -132,18 +134,19 @@ def test_two_writer_processes_replacing_the_same_partitions_of_a_table_in_s3_bot
     assert [job.exitcode for job in jobs] == [0, 0]
 
     versions = [json.loads(f.read_text()) for f in files]
-    # Each writer's commits, in its own order; together, every version after the seed exactly once.
+    # Each writer's commits, in its own order, each its own version. A commit delta-rs reported refused after it had
+    # landed is committed again by the retry (the same rows): one more version, reported by no writer, never a gap.
+    reported, last = sorted(versions[0] + versions[1]), table_version(location(uri))
     assert all(v == sorted(v) and len(v) == rounds for v in versions)
-    assert sorted(versions[0] + versions[1]) == list(range(1, 2 * rounds + 1))
+    assert len(set(reported)) == 2 * rounds and reported[0] >= 1 and reported[-1] == last
     prefix = uri.removeprefix("s3://").partition("/")[2]
     commits = sorted(k for k in s3_objects(uri) if k.startswith(f"{prefix}/_delta_log/") and k.endswith(".json"))
-    assert [int(Path(k).stem) for k in commits] == list(range(2 * rounds + 1))  # the log on S3 has no gap
+    assert [int(Path(k).stem) for k in commits] == list(range(last + 1))  # the log on S3 has no gap
 
     table = scan_table(location(uri)).collect()
     last_writer = 0 if versions[0][-1] > versions[1][-1] else 1
     per_day = table.group_by(PARTITION_COLUMN).agg(pl.len(), pl.col("writer").unique(), pl.col("round").unique())
     assert sorted(per_day.rows()) == [(d, 200, [last_writer], [rounds - 1]) for d in ("2026-01-01", "2026-01-02")]
-    assert table_version(location(uri)) == 2 * rounds
 
 
 def test_a_streamed_write_its_chunked_read_and_the_retention_purge_work_on_a_table_in_s3(

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -24,15 +23,9 @@ from mlops_assets.definitions import build_definitions
 from tests.helpers import QUIET, Served
 from tests.integration.test_drift_report import _log_window
 from tests.integration.test_registry import tiny_version
-from tests.services.s3 import S3Server, moto_server
+from tests.services.s3 import S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
-    with moto_server(tmp_path_factory.mktemp("moto") / "moto.log") as server:
-        yield server
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from click.testing import CliRunner
 from mlops_assets.cli import main
 from mlops_assets.core.features.online import open_store
 from tests.helpers import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
-from tests.services.s3 import S3Server, moto_server
+from tests.services.s3 import S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -29,12 +29,6 @@ SECRET = f"pw-{uuid.uuid4().hex[:10]}"  # trust auth ignores it; it must appear 
 REDIS_SECRET = f"redis-{uuid.uuid4().hex[:10]}"
 API_KEY = f"key-{uuid.uuid4().hex[:10]}"
 SESSION_TOKEN = f"session-{uuid.uuid4().hex[:10]}"  # temporary credentials: AWS_SESSION_TOKEN beside the secret key
-
-
-@pytest.fixture
-def s3(tmp_path: Path) -> Iterator[S3Server]:
-    with moto_server(tmp_path / "moto.log") as server:
-        yield server
 
 
 @pytest.fixture
