@@ -19,10 +19,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 BIG_LOG_BATCHES = 40
 
 
-def _materialize(specs: Path, data: Path, home: Path) -> subprocess.Popen[bytes]:
+def _materialize(specs: Path, data: Path, home: Path, lake_uri: str | None = None) -> subprocess.Popen[bytes]:
+    """`mlops materialize` of six days (no training) in a process of its own; the lake at `lake_uri` when given."""
     home.mkdir(exist_ok=True)
     command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", str(data)]
-    env = {**os.environ, "DAGSTER_HOME": str(home)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), **({"MLOPS_LAKE_URI": lake_uri} if lake_uri else {})}
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("MLOPS_ONLINE_STORE_URL", None)
     return subprocess.Popen(

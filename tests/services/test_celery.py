@@ -109,19 +109,27 @@ def _on_two_workers(
     return {h.split("@")[0] for h in hosts}
 
 
+def _celery_environment(
+    tmp_path: Path, name: str, specs: Path, postgres: str, broker: str, backend: str, **extra: str
+) -> dict[str, str]:
+    """`_environment` for runs on the celery executor, Dagster's storage on PostgreSQL."""
+    return _environment(
+        tmp_path,
+        name,
+        specs,
+        MLOPS_EXECUTOR="celery",
+        MLOPS_CELERY_BROKER=broker,
+        MLOPS_CELERY_BACKEND=backend,
+        MLOPS_DAGSTER_POSTGRES_URL=postgres.replace("postgresql://", "postgresql+psycopg2://"),
+        **extra,
+    )
+
+
 def test_the_graph_on_celery_workers_ends_as_it_does_in_process(
     in_process: tuple[Path, Path], postgres_database: str, rabbitmq_url: str, redis_url: str, tmp_path: Path
 ) -> None:
     specs, local_data = in_process
-    celery = _environment(
-        tmp_path,
-        "celery",
-        specs,
-        MLOPS_EXECUTOR="celery",
-        MLOPS_CELERY_BROKER=rabbitmq_url,
-        MLOPS_CELERY_BACKEND=redis_url,
-        MLOPS_DAGSTER_POSTGRES_URL=postgres_database.replace("postgresql://", "postgresql+psycopg2://"),
-    )
+    celery = _celery_environment(tmp_path, "celery", specs, postgres_database, rabbitmq_url, redis_url)
     hosts = _on_two_workers(tmp_path, celery, rabbitmq_url, redis_url, {"worker_a": {}, "worker_b": {}})
     assert hosts == {"worker_a", "worker_b"}  # steps landed on both workers
 
@@ -153,14 +161,13 @@ def test_the_graph_on_celery_workers_sharing_no_folder_ends_as_it_does_in_proces
     bucket = s3_lake.removeprefix("s3://").partition("/")[0]
     # The experiment keeps its artifacts in the bucket (created here, before any worker opens the store).
     ModelRegistry(tracking).client.create_experiment("fraud", artifact_location=f"s3://{bucket}/mlflow/fraud")
-    celery = _environment(
+    celery = _celery_environment(
         tmp_path,
         "launcher",
         specs,
-        MLOPS_EXECUTOR="celery",
-        MLOPS_CELERY_BROKER=rabbitmq_url,
-        MLOPS_CELERY_BACKEND=redis_url,
-        MLOPS_DAGSTER_POSTGRES_URL=postgres_database.replace("postgresql://", "postgresql+psycopg2://"),
+        postgres_database,
+        rabbitmq_url,
+        redis_url,
         MLOPS_LAKE_URI=s3_lake,
         MLOPS_ONLINE_STORE_URL=redis_url,
         MLFLOW_TRACKING_URI=tracking,

@@ -9,8 +9,6 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
-import subprocess
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -46,7 +44,7 @@ from tests.helpers import (
     small_fraud_specs,
     until,
 )
-from tests.integration.test_crash_recovery import _served_days
+from tests.integration.test_crash_recovery import _materialize, _served_days
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
 
@@ -171,22 +169,6 @@ def test_a_streamed_write_its_chunked_read_and_the_retention_purge_work_on_a_tab
     assert not [k for k in s3_objects(uri) if f"/{PARTITION_COLUMN}={days[0]}/" in k]  # gone from the bucket
     assert sorted(scan_table(location(uri)).collect()["id"]) == list(range(100, 200))
     assert any(k.startswith(f"{prefix}/_delta_log/") and "checkpoint" in k for k in s3_objects(uri))
-
-
-def _materialize(specs: Path, data: Path, home: Path, lake_uri: str) -> subprocess.Popen[bytes]:
-    """`mlops materialize` of six days (no training) in a process of its own, the lake at `lake_uri`."""
-    home.mkdir(exist_ok=True)
-    command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", str(data)]
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MLOPS_LAKE_URI": lake_uri}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    env.pop("MLOPS_ONLINE_STORE_URL", None)
-    return subprocess.Popen(
-        [*command, "materialize", "fraud", "--days", "6", "--no-training"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        start_new_session=True,
-    )
 
 
 def test_a_run_killed_while_it_writes_to_object_storage_leaves_no_partial_table_and_a_re_run_matches_a_clean_one(

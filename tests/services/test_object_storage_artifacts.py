@@ -10,7 +10,6 @@ import sys
 import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import dagster as dg
 import polars as pl
@@ -21,7 +20,7 @@ from mlops_assets.core.models.registry import ModelRegistry, RegistryError, open
 from mlops_assets.core.serving.bundle import BundleError, pull_bento
 from mlops_assets.definitions import build_definitions
 from tests.helpers import QUIET, Served
-from tests.integration.test_drift_report import _log_window
+from tests.integration.test_drift_report import _log_window, _report
 from tests.integration.test_registry import tiny_version
 from tests.services.s3 import S3Server
 
@@ -83,20 +82,6 @@ def test_an_experiment_made_before_the_artifact_uri_was_set_stays_where_it_is_an
     assert "rename" in warning
 
 
-def _drift_report(served: Served, day: str) -> dict[str, Any]:
-    defs = build_definitions(served.specs, str(served.data), tracking_uri=served.tracking)
-    with dg.DagsterInstance.ephemeral() as instance:
-        result = defs.resolve_job_def("fraud_monitoring").execute_in_process(
-            instance=instance,
-            partition_key=day,
-            asset_selection=[dg.AssetKey(["fraud", "drift_report"])],
-            run_config=QUIET,
-        )
-    assert result.success
-    (event,) = result.get_asset_materialization_events()
-    return {k: getattr(v, "value", v) for k, v in event.materialization.metadata.items()}
-
-
 def test_a_drift_report_on_object_storage_is_linked_by_a_presigned_url_that_opens_it(
     aws: S3Server, served: Served, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -106,7 +91,7 @@ def test_a_drift_report_on_object_storage_is_linked_by_a_presigned_url_that_open
     training = scan_table(table_path(served.data, "fraud", "training_set")).collect()
     _log_window(served, day, training.filter(pl.col("transaction_ts") >= datetime(2026, 1, 8)).sample(300, seed=2))
     before = datetime.now(UTC)
-    metadata = _drift_report(served, day)
+    metadata, _ = _report(served, day)
 
     uri = f"s3://{bucket}/mlops/reports/fraud/drift/{day}.html"
     assert metadata["report_uri"] == uri
