@@ -764,6 +764,15 @@ class ServingSpec(SpecSection):
             raise ValueError(f"the prediction log is kept by whole days (30d, 12w), got {retention!r}")
         return retention
 
+    @property
+    def challenger_share(self) -> float:
+        """The share of entities (sticky) the challenger answers for: the canary's, the A/B test's, else none."""
+        if self.rollout == "canary":
+            return self.canary_share
+        if self.rollout == "ab" and self.ab_test is not None:
+            return self.ab_test.challenger_share
+        return 0.0
+
 
 class Threshold(SpecSection):
     """Levels of one effect size: at or above `warn` a check warns, at or above `error` it fails."""

@@ -318,17 +318,13 @@ class Scorer:
         self._shadow = threading.Thread(target=self._shadow_loop, name="shadow", daemon=True)
         self._shadow.start()
         self.recent_ids = RecentIds(spec.serving.recent_request_ids)
+        self.challenger_share = spec.serving.challenger_share  # per process, not per request
 
     def routed_to_challenger(self, request: Mapping[str, Any]) -> bool:
-        serving = self.spec.serving
-        if serving.rollout == "canary":
-            share = serving.canary_share
-        elif serving.rollout == "ab" and serving.ab_test is not None:
-            share = serving.ab_test.challenger_share
-        else:
+        if not self.challenger_share:
             return False
         entity = [str(request[k]) for k in self.spec.entity.keys]
-        return canary_bucket(self.spec.name, entity) < share
+        return canary_bucket(self.spec.name, entity) < self.challenger_share
 
     def score(self, requests: Sequence[Mapping[str, Any]]) -> list[Answer]:
         """The answers to validated requests. Their log records (and the shadow's scores) follow once the answers

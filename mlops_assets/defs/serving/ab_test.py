@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import dagster as dg
 import polars as pl
 
+from mlops_assets.core.ingest.validation import POLARS_DTYPES
 from mlops_assets.core.lake import PARTITION_COLUMN, scan_table
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.aliases import CHALLENGER, CHAMPION
@@ -35,7 +36,6 @@ def build_ab_test_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     assert ab is not None and spec.model is not None
     key = ab_test_key(spec)
     source = ab.outcome.source if ab.outcome else spec.label.source
-    plan = design(ab.minimum_detectable_effect, ab.alpha, ab.power, ab.looks)
 
     @dg.asset(
         key=key,
@@ -92,11 +92,13 @@ def build_ab_test_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
         outcomes_path = table_of(lake.root, raw_key(spec, source))
-        outcomes = pl.read_delta(str(outcomes_path)) if outcomes_path.exists() else _no_rows(spec)
+        outcomes = pl.read_delta(str(outcomes_path)) if outcomes_path.exists() else _no_rows(spec, source)
         try:
             rows = experiment_rows(log, outcomes, spec, experiment.champion, experiment.challenger, experiment.since)
         except ABError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
+        # Designed when the asset runs, not when the definitions load (design is cached per settings).
+        plan = design(ab.minimum_detectable_effect, ab.alpha, ab.power, ab.looks)
         result = analyse(rows, plan, ab.challenger_share, ab.higher_is_better)
         evidence = {
             "experiment": experiment.id,
@@ -119,18 +121,10 @@ def build_ab_test_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
     return _ab_test
 
 
-def _no_rows(spec: PipelineSpec) -> pl.DataFrame:
+def _no_rows(spec: PipelineSpec, source: str) -> pl.DataFrame:
     """The outcome source before its first ingested day: its declared columns, no rows."""
-    ab = spec.serving.ab_test
-    source = spec.sources[ab.outcome.source if ab and ab.outcome else spec.label.source]
-    types: dict[str, pl.DataType | type[pl.DataType]] = {
-        "bool": pl.Boolean,
-        "int": pl.Int64,
-        "float": pl.Float64,
-        "datetime": pl.Datetime("us"),
-        "date": pl.Date,
-    }
-    return pl.DataFrame(schema={name: types.get(c.dtype, pl.String) for name, c in source.columns.items()})
+    columns = spec.sources[source].columns
+    return pl.DataFrame(schema={name: POLARS_DTYPES[c.dtype] for name, c in columns.items()})
 
 
 def _metadata(result: ABResult, metric: str, inflation: float) -> dict[str, dg.RawMetadataValue]:

@@ -21,15 +21,16 @@ def definitions(spec: PipelineSpec, specs_dir: Path) -> dg.Definitions:
     if spec.model is None:
         return dg.Definitions(assets=assets)
     bento, shadow = build_bento_asset(spec, specs_dir), build_shadow_evaluation_asset(spec)
-    ab = [build_ab_test_asset(spec)] if spec.serving.ab_test is not None else []
-    ab_jobs = [
-        dg.define_asset_job(
-            keys.ab_job(spec),
-            selection=dg.AssetSelection.assets(*ab),
-            description="Analyse the running A/B experiment: the group-sequential test and its decision.",
-        )
-        for _ in ab
-    ]
+    ab, ab_jobs = [], []
+    if spec.serving.ab_test is not None:
+        ab = [build_ab_test_asset(spec)]
+        ab_jobs = [
+            dg.define_asset_job(
+                keys.ab_job(spec),
+                selection=dg.AssetSelection.assets(*ab),
+                description="Analyse the running A/B experiment: the group-sequential test and its decision.",
+            )
+        ]
     return dg.Definitions(
         assets=[*assets, bento, shadow, *ab],
         jobs=[
