@@ -43,9 +43,12 @@ def location(where: str | Path) -> Location:
     """`s3://bucket/prefix` as a location in object storage (S3 or a server speaking its API); anything else as a
     local folder, resolved against the working directory."""
     if isinstance(where, str) and "://" in where:
-        scheme = where.partition("://")[0]
-        if scheme not in ("s3", "s3a"):
+        scheme, _, rest = where.partition("://")
+        if scheme != "s3":
             raise ValueError(f"{where}: the lake is a local folder or s3://bucket/prefix, not {scheme}://")
+        if not rest.partition("/")[0] or "?" in rest or "@" in rest.partition("/")[0]:
+            # Options and credentials are AWS's environment variables, never part of the location.
+            raise ValueError(f"{where}: the lake is s3://bucket/prefix, without a query or credentials")
         # Listings are never cached: another process (a worker on another host) may have written since.
         return UPath(where.rstrip("/"), use_listings_cache=False)
     return Path(where).resolve()

@@ -154,3 +154,7 @@ def test_a_lake_location_is_a_local_folder_as_before_or_an_s3_prefix(
     )
     with pytest.raises(ValueError, match="a local folder or s3://bucket/prefix, not gs://"):
         location("gs://bucket/prefix")
+    # One rule with MLOPS_REPORTS_URI's (settings.object_store_uri): s3:// only, no query, no credentials in it.
+    for refused in ("s3a://bucket/lake", "s3://bucket/lake?x=1", "s3://key:secret@bucket/lake", "s3:///lake"):
+        with pytest.raises(ValueError, match="the lake is"):
+            location(refused)
