@@ -10,6 +10,7 @@ import queue
 import random
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -27,6 +28,9 @@ _HASH_SEEDS = (0x6D6C6F70, 0x73617373)
 STREAM_FILE_BYTES = 32 * 2**20
 STREAM_ROW_GROUP_ROWS = 128 * 1024
 _MASK = 0xFFFFFFFFFFFFFFFF
+# Each commit carries a token of its own in its commit info: the version it landed as is found by it, not read as the
+# table's latest (which a concurrent writer may have moved on by then).
+COMMIT_TOKEN = "mlops.commit"
 
 
 # Where the lake's tables and files are: a local folder (a Path), or a prefix in object storage (a UPath over fsspec,
@@ -133,8 +137,9 @@ def replace_partitions(path: Location, frame: pl.DataFrame, days: Sequence[str])
         raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
     quoted = ", ".join(f"'{d}'" for d in days)
     data = frame.to_arrow()
-    _retried(
-        lambda: deltalake.write_deltalake(
+    return _committed(
+        path,
+        lambda properties: deltalake.write_deltalake(
             str(path),
             data,
             mode="overwrite",
@@ -142,21 +147,34 @@ def replace_partitions(path: Location, frame: pl.DataFrame, days: Sequence[str])
             partition_by=[PARTITION_COLUMN],
             # Additive evolution only (a new column, e.g. in the prediction log): older partitions read it as null.
             schema_mode="merge",
-        )
+            commit_properties=properties,
+        ),
     )
-    return deltalake.DeltaTable(str(path)).version()
 
 
-def _retried(commit: Callable[[], None]) -> None:
-    """Run a Delta commit; when a concurrent writer of the same partitions made Delta refuse it, again (with jitter)."""
-    for attempt in range(1, COMMIT_ATTEMPTS + 1):
+def _committed(
+    path: Location, commit: Callable[[deltalake.CommitProperties], None], attempts: int = COMMIT_ATTEMPTS
+) -> int:
+    """Run a Delta commit, again (with jitter, up to `attempts` times) when a concurrent writer of the same partitions
+    made Delta refuse it; returns the version it landed as, found by its token (a commit refused after it landed,
+    then retried, lands twice with the same rows: the later one is returned)."""
+    token = uuid.uuid4().hex
+    properties = deltalake.CommitProperties(custom_metadata={COMMIT_TOKEN: token})
+    for attempt in range(1, attempts + 1):
         try:
-            commit()
-            return
+            commit(properties)
+            break
         except deltalake.exceptions.CommitFailedError:
-            if attempt == COMMIT_ATTEMPTS:
+            if attempt == attempts:
                 raise
             time.sleep(random.uniform(0.01, 0.05) * attempt)
+    # Newest first. delta-rs's history() numbers the commits it lists by counting down from a latest version read
+    # apart from them, so a writer committing meanwhile shifts its numbers: each commit file is read by its name.
+    latest = deltalake.DeltaTable(str(path)).version()
+    for version in range(latest, -1, -1):
+        if token in (path / "_delta_log" / f"{version:020d}.json").read_text():
+            return version
+    raise RuntimeError(f"the commit to {path} landed but is not in its log")
 
 
 def overwrite_table(path: Location, frames: pl.DataFrame | Iterable[pl.DataFrame]) -> int:
@@ -178,13 +196,18 @@ def overwrite_table(path: Location, frames: pl.DataFrame | Iterable[pl.DataFrame
             raise
 
     data = pa.RecordBatchReader.from_batches(first.schema, itertools.chain(first.to_batches(), rest()))
-    try:
-        deltalake.write_deltalake(str(path), data, mode="overwrite", schema_mode="overwrite")
-    except deltalake.exceptions.DeltaError:
-        if failed:  # the stream's own error, not delta-rs's wrapping of it
-            raise failed[0] from None
-        raise
-    return deltalake.DeltaTable(str(path)).version()
+
+    def commit(properties: deltalake.CommitProperties) -> None:
+        try:
+            deltalake.write_deltalake(
+                str(path), data, mode="overwrite", schema_mode="overwrite", commit_properties=properties
+            )
+        except deltalake.exceptions.DeltaError:
+            if failed:  # the stream's own error, not delta-rs's wrapping of it
+                raise failed[0] from None
+            raise
+
+    return _committed(path, commit, attempts=1)  # the stream is consumed: a refused commit is not retried
 
 
 def table_facts(path: Location) -> tuple[int, int, str | None]:
@@ -267,7 +290,7 @@ def replace_partitions_streamed(
                 raise ValueError(f"{outside} rows of {path.name} fall outside the partitions being replaced")
             yield from frame.to_arrow().select(schema.names).cast(schema).to_batches()
 
-    def commit() -> None:
+    def commit(properties: deltalake.CommitProperties) -> None:
         stream = _Produced(checked())
         try:
             deltalake.write_deltalake(
@@ -279,6 +302,7 @@ def replace_partitions_streamed(
                 predicate=f"{PARTITION_COLUMN} IN ({quoted})",
                 partition_by=[PARTITION_COLUMN],
                 schema_mode="merge",
+                commit_properties=properties,
             )
         except deltalake.exceptions.CommitFailedError:
             raise
@@ -289,8 +313,7 @@ def replace_partitions_streamed(
         finally:
             stream.close()
 
-    _retried(commit)
-    return deltalake.DeltaTable(str(path)).version()
+    return _committed(path, commit)
 
 
 class _Produced(Iterator[pa.RecordBatch]):

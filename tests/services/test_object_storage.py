@@ -132,8 +132,9 @@ def test_two_writer_processes_replacing_the_same_partitions_of_a_table_in_s3_bot
     assert [job.exitcode for job in jobs] == [0, 0]
 
     versions = [json.loads(f.read_text()) for f in files]
-    # Each writer's commits, in its own order, each its own version. A commit delta-rs reported refused after it had
-    # landed is committed again by the retry (the same rows): one more version, reported by no writer, never a gap.
+    # Each writer's commits, in its own order, each its own version (never the version the other writer's commit had
+    # moved the table on to). A commit delta-rs reported refused after it had landed is committed again by the retry
+    # (the same rows): one more version, reported by no writer, never a gap.
     reported, last = sorted(versions[0] + versions[1]), table_version(location(uri))
     assert all(v == sorted(v) and len(v) == rounds for v in versions)
     assert len(set(reported)) == 2 * rounds and reported[0] >= 1 and reported[-1] == last

@@ -1,3 +1,4 @@
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,13 +75,16 @@ def test_content_hash_ignores_row_order_but_not_content() -> None:
 
 
 def _writer(path: str, writer: int, days: list[str], rounds: int) -> None:
-    """One process replacing `days` of a shared table `rounds` times, each time with rows saying who wrote them."""
+    """One process replacing `days` of a shared table `rounds` times, each time with rows saying who wrote them; the
+    versions its commits returned go to `<path>.<writer>.json`."""
+    versions = []
     for round_ in range(rounds):
         for day in days:
             frame = pl.DataFrame(
                 {"row": list(range(500)), "writer": [writer] * 500, "round": [round_] * 500, PARTITION_COLUMN: day}
             )
-            replace_partitions(Path(path), frame, [day])
+            versions.append(replace_partitions(Path(path), frame, [day]))
+    Path(f"{path}.{writer}.json").write_text(json.dumps(versions))
 
 
 def test_concurrent_writers_of_one_table_lose_and_duplicate_nothing(tmp_path: Path) -> None:
@@ -109,6 +113,9 @@ def test_concurrent_writers_of_one_table_lose_and_duplicate_nothing(tmp_path: Pa
     assert sorted(per_day.rows()) == [(d, 500, 1, 1) for d in ("2026-01-01", "2026-01-02", "2026-01-03")]
     assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-02")["writer"].unique().to_list() == [0]
     assert table.filter(pl.col(PARTITION_COLUMN) == "2026-01-03")["writer"].unique().to_list() == [1]
+    # Each commit's own version, never the version another writer's commit moved the table on to.
+    versions = [json.loads(Path(f"{path}.{w}.json").read_text()) for w in (0, 1)]
+    assert all(v == sorted(set(v)) and len(v) == 24 for v in versions) and not set(versions[0]) & set(versions[1])
 
 
 def test_a_table_overwritten_from_a_stream_of_frames_commits_once_or_not_at_all(tmp_path: Path) -> None:
