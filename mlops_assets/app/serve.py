@@ -13,7 +13,7 @@ from pathlib import Path
 from mlops_assets.app.workspace import AppError, Workspace, project_instance
 from mlops_assets.core.serving.bundle import SERVICE, bento_name
 from mlops_assets.core.serving.privacy import PiiKeyMissing, PiiRule
-from mlops_assets.settings import TRACKING_URI_ENV, mlflow_settings, mlflow_ui_url
+from mlops_assets.settings import LAKE_URI_ENV, TRACKING_URI_ENV, mlflow_settings, mlflow_ui_url
 
 
 def port_problem(host: str, port: int) -> str | None:
@@ -79,6 +79,8 @@ def serve(
         "MLOPS_DATA_DIR": str(workspace.root),
         "BENTOML_HOME": os.environ.get("BENTOML_HOME", str(workspace.root / "bentoml")),
     }
+    if workspace.lake_uri:  # the served bento writes its prediction log beside the lake
+        env[LAKE_URI_ENV] = workspace.lake_uri
     target = f"{bento_name(pipeline)}:latest"
     if from_source:
         target, env["MLOPS_PIPELINE"] = SERVICE, pipeline

@@ -14,7 +14,6 @@ import re
 from collections.abc import Callable
 from datetime import UTC, datetime, time
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal, cast
 
 import bentoml
@@ -23,6 +22,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from threadpoolctl import threadpool_limits  # type: ignore[import-untyped]  # the package ships no type hints
 
 from mlops_assets.core.features.online import ResilientFeatures, open_store
+from mlops_assets.core.lake import location
 from mlops_assets.core.models.registry import ModelRegistry, open_registry
 from mlops_assets.core.serving.bundle import bundled_aliases, load_version, version_check_rows
 from mlops_assets.core.serving.delivery import DeliveryMiddleware
@@ -41,7 +41,7 @@ from mlops_assets.serving.middleware import (
     RequestBodyMiddleware,
     TimeoutMiddleware,
 )
-from mlops_assets.settings import embedded_registry_missing, online_store_url
+from mlops_assets.settings import LAKE_URI_ENV, embedded_registry_missing, object_store_uri, online_store_url
 from mlops_assets.spec import DEFAULT_MAX_LENGTH, ColumnSpec, PipelineSpec, load_specs, parse_duration
 
 log = logging.getLogger(__name__)
@@ -145,6 +145,11 @@ class PrometheusMetrics:
         self.shadow_skips = Counter(
             "mlops_shadow_skipped", "Answers logged without a shadow score (its backlog was full)", ["pipeline"]
         )
+        self.log_failures = Counter(
+            "mlops_prediction_log_write_failures",
+            "Records a failed prediction-log write kept in memory, to write again (lost if the worker stops first)",
+            ["pipeline"],
+        )
         self.pipeline = pipeline
 
     def answered(self, model_version: str, degraded: bool, fallback: bool) -> None:
@@ -154,6 +159,9 @@ class PrometheusMetrics:
 
     def shadow_skipped(self, rows: int) -> None:
         self.shadow_skips.labels(self.pipeline).inc(rows)
+
+    def log_write_failed(self, records: int) -> None:
+        self.log_failures.labels(self.pipeline).inc(records)
 
     def shadow_scored(self, disagreed: bool) -> None:
         self.shadow.labels(self.pipeline).inc()
@@ -255,10 +263,13 @@ class PredictionService:
         features = ResilientFeatures(
             SPEC, store, timeout=serving.online_timeout_ms / 1000, cache_size=serving.cache_size
         )
+        # Beside the lake, where the prediction_log asset ingests it: MLOPS_LAKE_URI's prefix when the lake is in
+        # object storage (a serving host shares no disk with Dagster's), else the data folder.
         writer = PredictionLogWriter(
-            log_folder(Path(data_dir).resolve(), SPEC.name),
+            log_folder(location(object_store_uri(LAKE_URI_ENV) or data_dir), SPEC.name),
             batch_size=serving.log_batch_size,
             flush_interval=serving.log_flush_seconds,
+            on_failure=self.metrics.log_write_failed,
         )
         self.scorer = Scorer(SPEC, models, features, writer, self.metrics, pii=pii)
         # One native thread per call: a worker answers many small calls at once, and an estimator that starts an

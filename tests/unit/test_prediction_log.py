@@ -1,6 +1,8 @@
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from mlops_assets.core.serving.prediction_log import PredictionLogWriter, read_day
 from tests.helpers import until
 
@@ -61,3 +63,22 @@ def test_a_record_written_before_the_reason_was_logged_whole_keeps_its_reason(tm
     writer.close()
     frame = read_day(tmp_path, datetime.now(UTC).date())
     assert frame["reason"].to_list() == ["online store timeout", None] and "degraded_reason" not in frame.columns
+
+
+def test_a_write_that_fails_fails_no_answer_and_its_records_are_written_once_storage_is_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    folder = tmp_path / "log"
+    folder.write_text("")  # a file where the log's folder goes: every write fails, as with a bucket unreachable
+    failures: list[int] = []
+    writer = PredictionLogWriter(folder, batch_size=2, flush_interval=60, on_failure=failures.append)
+    for i in range(5):
+        writer.log(_record(i))  # the second fills a batch whose write fails; the answers never see it
+    assert failures == [2]  # while writes fail, a full batch waits for the interval: requests never retry
+    writer.flush()  # the interval's flush: still failing, all five kept
+    assert failures == [2, 5] and "5 records kept in memory" in caplog.text
+    folder.unlink()
+    writer.flush()  # storage is back
+    writer.log(_record(5))
+    writer.close()
+    assert read_day(folder, datetime.now(UTC).date())["request_id"].to_list() == [f"r{i}" for i in range(6)]

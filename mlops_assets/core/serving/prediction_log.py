@@ -1,26 +1,36 @@
 """The prediction log: every prediction recorded durably, in batches, with a stated loss bound.
 
 Records are buffered in memory and written as one JSON-lines file per batch, atomically (temporary file, fsync,
-rename), when `batch_size` records are waiting or `flush_interval` seconds have passed. A process killed at any
-moment loses at most the records not yet flushed: fewer than `batch_size`, and none older than `flush_interval`
-seconds (plus the time of one write). Readers only ever see whole files.
+rename; in object storage, one PUT of the whole object), when `batch_size` records are waiting or `flush_interval`
+seconds have passed. A process killed at any moment loses at most the records not yet flushed: fewer than
+`batch_size`, and none older than `flush_interval` seconds (plus the time of one write). Readers only ever see whole
+files.
+
+A batch that cannot be written (storage unreachable, disk full) is kept in memory and written again at the next
+flush interval; the answer that logged it is never failed by it. While writes fail, the records kept are the ones a
+killed process loses too: each failure is logged with their count, and reported to `on_failure`.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import polars as pl
+from upath import UPath
 
+from mlops_assets.core.lake import Location, matching
 from mlops_assets.core.models.modeling import Outputs
+
+log = logging.getLogger(__name__)
 
 LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "request_id": pl.String,
@@ -43,8 +53,9 @@ LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
 }
 
 
-def log_folder(root: Path, pipeline: str) -> Path:
-    """Where serving writes a pipeline's prediction log under the data folder at `root` (one folder per day)."""
+def log_folder(root: Location, pipeline: str) -> Location:
+    """Where serving writes a pipeline's prediction log (one folder per day) under the lake's root: the data folder,
+    or the lake's prefix in object storage, where the ingesting run reads it with no disk shared with serving."""
     return root / "prediction_log" / pipeline
 
 
@@ -54,11 +65,19 @@ class PredictionLogWriter:
     A record is filed under the UTC day of its `timestamp` (a replayed request of an earlier day lands in that day).
     """
 
-    def __init__(self, folder: Path, batch_size: int = 200, flush_interval: float = 1.0) -> None:
+    def __init__(
+        self,
+        folder: Location,
+        batch_size: int = 200,
+        flush_interval: float = 1.0,
+        on_failure: Callable[[int], None] | None = None,
+    ) -> None:
         self.folder = folder
         self.batch_size = batch_size
         self.flush_interval = flush_interval
+        self.on_failure = on_failure  # called with the number of records a failed write kept in memory
         self._buffer: list[tuple[date, str]] = []
+        self._failing = False  # the last write failed: only the flush interval tries again, never a request
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically, name="prediction-log", daemon=True)
@@ -69,18 +88,41 @@ class PredictionLogWriter:
         day = _day(record.get("timestamp"))
         with self._lock:
             self._buffer.append((day, line))
-            full = len(self._buffer) >= self.batch_size
+            full = len(self._buffer) >= self.batch_size and not self._failing
         if full:
             self.flush()
 
     def flush(self) -> None:
+        """Write what is waiting, a batch per day; what cannot be written is kept, in order, for the next flush."""
         with self._lock:
             lines, self._buffer = self._buffer, []
         by_day: dict[date, list[str]] = {}
         for day, line in lines:
             by_day.setdefault(day, []).append(line)
-        for day, day_lines in by_day.items():
-            write_batch(self.folder, day_lines, day)
+        written: set[date] = set()
+        try:
+            for day, day_lines in by_day.items():
+                write_batch(self.folder, day_lines, day)
+                written.add(day)
+        except Exception as exc:
+            kept = [(day, line) for day, line in lines if day not in written]
+            with self._lock:
+                self._buffer[:0] = kept
+                self._failing, waiting = True, len(self._buffer)
+            log.warning(
+                "the prediction log could not be written to %s (%s): %d records kept in memory, written again in "
+                "%.3g s; a process stopped before then loses them",
+                self.folder,
+                exc,
+                waiting,
+                self.flush_interval,
+            )
+            if self.on_failure is not None:
+                self.on_failure(len(kept))
+            return
+        if lines:
+            with self._lock:
+                self._failing = False
 
     def _flush_periodically(self) -> None:
         while not self._stop.wait(self.flush_interval):
@@ -90,6 +132,12 @@ class PredictionLogWriter:
         self._stop.set()
         self._flusher.join()
         self.flush()
+        if self._buffer:
+            log.error(
+                "the prediction log lost %d records: %s could not be written at shutdown",
+                len(self._buffer),
+                self.folder,
+            )
 
 
 def _day(timestamp: Any) -> date:
@@ -106,14 +154,18 @@ def encode(record: Mapping[str, Any]) -> str:
     return json.dumps(flat, default=str)
 
 
-def write_batch(folder: Path, lines: list[str], day: date | None = None) -> Path:
+def write_batch(folder: Location, lines: list[str], day: date | None = None) -> Location:
     """One batch file, all or nothing: readers see it whole or not at all."""
     target = folder / (day or datetime.now(UTC).date()).isoformat()
-    target.mkdir(parents=True, exist_ok=True)
     name = f"{datetime.now(UTC):%H%M%S%f}-{uuid.uuid4().hex[:8]}.jsonl"
+    text = "\n".join(lines) + "\n"
+    if not isinstance(target, Path):  # an object is stored whole by one PUT, or not at all
+        (target / name).write_text(text)
+        return target / name
+    target.mkdir(parents=True, exist_ok=True)
     temporary = target / f".{name}.tmp"
     with open(temporary, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(temporary, target / name)
@@ -123,14 +175,21 @@ def write_batch(folder: Path, lines: list[str], day: date | None = None) -> Path
 LEGACY_REASON = "degraded_reason"
 
 
-def read_day(folder: Path, day: date) -> pl.DataFrame:
+def read_day(folder: Location, day: date) -> pl.DataFrame:
     """The day's logged predictions, typed; a record found twice (a batch file copied) is kept once. Two records
     of one request id are two answers (a client that reused an id across restarts): both are kept, and counted by
     `duplicate_request_ids`."""
-    files = sorted((folder / day.isoformat()).glob("*.jsonl"))
+    files = matching(folder / day.isoformat() / "*.jsonl")
     # Records written before the answer's reason was logged whole name it `degraded_reason`: read into `reason`.
     schema = {**{k: pl.String for k in LOG_SCHEMA}, LEGACY_REASON: pl.String}
-    frames = [pl.read_ndjson(f, schema=schema) for f in files]
+    sources: list[str | bytes]
+    if isinstance(folder, Path):
+        sources = [str(f) for f in files]
+    else:  # a GET per object, fetched concurrently
+        keys = [cast("UPath", f).path for f in files]
+        fetched = folder.fs.cat(keys) if keys else {}
+        sources = [fetched[key] for key in keys]
+    frames = [pl.read_ndjson(source, schema=schema) for source in sources]
     if not frames:
         return pl.DataFrame(schema=LOG_SCHEMA)
     text = pl.concat(frames).with_columns(pl.coalesce("reason", LEGACY_REASON).alias("reason"))

@@ -91,14 +91,18 @@ def retention_cutoff(retention: str, today: date) -> date:
     return today - timedelta(days=parse_duration(retention) // timedelta(days=1) - 1)
 
 
-def purge_prediction_log(folder: Path, table: Location, cutoff: date) -> Purged:
+def purge_prediction_log(folder: Location, table: Location, cutoff: date) -> Purged:
     """Delete the log's day folders and the Delta table's partitions before `cutoff`, then vacuum so the deleted
     partitions' files are gone from disk (not merely unreferenced, as a Delta delete leaves them)."""
     log_days = []
-    for day_folder in sorted(folder.iterdir()) if folder.is_dir() else []:
+    days: list[Location] = sorted(folder.iterdir(), key=lambda f: f.name) if folder.is_dir() else []
+    for day_folder in days:
         day = _day(day_folder.name)
         if day_folder.is_dir() and day is not None and day < cutoff:
-            shutil.rmtree(day_folder)
+            if isinstance(day_folder, Path):
+                shutil.rmtree(day_folder)
+            else:  # a prefix in object storage: every object under it
+                day_folder.fs.rm(day_folder.path, recursive=True)
             log_days.append(day_folder.name)
     table_days: list[str] = []
     vacuumed = 0

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 
 class LakeResource(dg.ConfigurableResource):
-    """The offline store: landing files and Delta tables under the data folder (embedded), or under an object store's
-    prefix when MLOPS_LAKE_URI=s3://bucket/prefix; what stays on the machine (the served prediction log's batches)
-    under the data folder."""
+    """The offline store: landing files, Delta tables and the served prediction log's batches under the data folder
+    (embedded), or under an object store's prefix when MLOPS_LAKE_URI=s3://bucket/prefix; what stays on the machine
+    (the A/B test's record) under the data folder."""
 
     data_dir: str = Field(default="data", description="data folder; relative paths resolve against the cwd")
     lake_uri: str = Field(

@@ -97,7 +97,7 @@ def build_prediction_log_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         )
         def _prediction_log(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
             days = partition_days(context)
-            folder = log_folder(lake.data_folder, spec.name)
+            folder = log_folder(lake.root, spec.name)
             cutoff = retention_cutoff(retention, datetime.now(UTC).date()) if retention else None
             # A day past retention is not ingested again (its partition is emptied, then purged with the rest).
             frame = pl.concat(
