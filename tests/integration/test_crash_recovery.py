@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_assets.core.lake import scan_table, table_version
-from mlops_assets.core.serving.prediction_log import encode, write_batch
+from mlops_assets.core.lake import Location, scan_table, table_version
+from mlops_assets.core.serving.prediction_log import encode, log_folder, write_batch
 from tests.helpers import kill_server, lake_tables, small_fraud_specs, until
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -35,8 +35,9 @@ def _materialize(specs: Path, data: Path, home: Path, lake_uri: str | None = Non
     )
 
 
-def _served_days(data: Path, first: date, days: int, batches: int = 5) -> None:
-    """What serving logged on each day: batches of 400 predictions, for the daily runs to ingest."""
+def _served_days(root: Location, first: date, days: int, batches: int = 5) -> None:
+    """What serving logged on each day under the lake's `root`: batches of 400 predictions, for the daily runs to
+    ingest."""
     for offset in range(days):
         day = first + timedelta(days=offset)
         for batch in range(batches):
@@ -54,7 +55,7 @@ def _served_days(data: Path, first: date, days: int, batches: int = 5) -> None:
                 }
                 for i in range(400)
             ]
-            write_batch(data / "prediction_log" / "fraud", [encode(r) for r in records], day)
+            write_batch(log_folder(root, "fraud"), [encode(r) for r in records], day)
 
 
 def test_a_killed_materialization_leaves_no_partial_table_and_a_re_run_matches_a_clean_one(tmp_path: Path) -> None:

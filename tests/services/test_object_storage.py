@@ -179,12 +179,14 @@ def test_a_run_killed_while_it_writes_to_object_storage_leaves_no_partial_table_
     can open there is whole (what the clean run wrote), and the re-run's tables equal the clean run's."""
     specs = small_fraud_specs(tmp_path / "specs")
     clean, crashed = f"{s3_lake}/clean", f"{s3_lake}/crashed"
-    for data in (tmp_path / "clean", tmp_path / "crashed"):  # what serving logged stays on the serving machine
-        _served_days(data, date(2026, 1, 1), 6)
+    for lake in (clean, crashed):  # what serving logged, in the bucket beside the lake
+        _served_days(location(lake), date(2026, 1, 1), 6)
     run = _materialize(specs, tmp_path / "clean", tmp_path / "clean_home", clean)
     assert run.wait(timeout=300) == 0
     reference = s3_lake_tables(clean)
     assert len(reference) >= 7 and "lake/fraud/prediction_log" in reference
+    logged = scan_table(location(f"{clean}/lake/fraud/prediction_log")).select(pl.len()).collect().item()
+    assert logged == 6 * 5 * 400  # every batch ingested from the bucket
 
     killed_with_tables = []
     # The first kill once the run has begun writing the lake (its first object in the bucket), the others later on.

@@ -20,7 +20,8 @@ from click.testing import CliRunner
 
 from mlops_assets.cli import main
 from mlops_assets.core.features.online import open_store
-from tests.helpers import BODY, free_port, post, small_fraud_specs, stop, wait_for_http
+from mlops_assets.core.lake import location, scan_table
+from tests.helpers import BODY, free_port, post, small_fraud_specs, stop, until, wait_for_http
 from tests.services.s3 import S3Server
 
 pytestmark = [pytest.mark.services, pytest.mark.slow]
@@ -29,6 +30,7 @@ SECRET = f"pw-{uuid.uuid4().hex[:10]}"  # trust auth ignores it; it must appear 
 REDIS_SECRET = f"redis-{uuid.uuid4().hex[:10]}"
 API_KEY = f"key-{uuid.uuid4().hex[:10]}"
 SESSION_TOKEN = f"session-{uuid.uuid4().hex[:10]}"  # temporary credentials: AWS_SESSION_TOKEN beside the secret key
+SERVED_DAY = "2026-01-12"  # the last of the 12 materialized days
 
 
 @pytest.fixture
@@ -75,10 +77,14 @@ def test_a_whole_run_on_postgres_storage_a_redis_online_store_and_object_storage
     postgres_database: str, redis_with_password: str, s3: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Ingest, features, training, the gate, the bento and its serving on a second host that shares no disk with
-    the first, all on services whose URLs carry passwords, object storage reached with temporary AWS credentials, and
-    behind an API key: none of the secrets is in any output (CLI, server log, Dagster's database, files, objects)."""
+    the first, its prediction log written to the bucket and graded on the first host (ingested, a drift report), all
+    on services whose URLs carry passwords, object storage reached with temporary AWS credentials, and behind an API
+    key: none of the secrets is in any output (CLI, server log, Dagster's database, files, objects)."""
     home, data = tmp_path / "home", tmp_path / "data"
-    specs = small_fraud_specs(tmp_path / "specs")
+    # Replays allowed: a request of a materialized day is answered and logged under that day, for it to be graded.
+    specs = small_fraud_specs(
+        tmp_path / "specs", **{"  online_timeout_ms: 100": "  online_timeout_ms: 100\n  allow_replay: true"}
+    )
     with_password = postgres_database.replace("postgresql://postgres@", f"postgresql://postgres:{SECRET}@")
     bucket = s3.bucket()
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -158,6 +164,12 @@ def test_a_whole_run_on_postgres_storage_a_redis_online_store_and_object_storage
         assert post(f"{url}/predict", {"request": BODY}, key=API_KEY)[0] == 200
         assert post(f"{url}/models", {}, key=API_KEY) == (200, {"pipeline": "fraud", "champion": "1"})
         assert post(f"{url}/predict", {"request": BODY}, key=f"{API_KEY}-wrong")[0] == 401
+        # A request of a materialized day: its record is filed under that day, in the bucket beside the lake.
+        served = {**BODY, "timestamp": f"{SERVED_DAY}T23:00:00Z", "request_id": "served-day"}
+        status, answer = post(f"{url}/predict", {"request": served}, key=API_KEY)
+        assert status == 200, answer
+        batches = f"lake/prediction_log/fraud/{SERVED_DAY}/"
+        until(lambda: any(k.startswith(batches) for k in s3.keys(bucket)), what="the log batch in the bucket")
     finally:
         stop(server)
     outputs.append(log.read_text())
@@ -165,6 +177,16 @@ def test_a_whole_run_on_postgres_storage_a_redis_online_store_and_object_storage
     assert (host / "data" / "bentoml" / "bentos" / "mlops_fraud").is_dir() and not (
         host / "data" / "mlflow.db"
     ).exists()
+    assert not (host / "data" / "prediction_log").exists()  # the log went to the bucket only
+
+    # The first host grades the served day: the log ingested from the bucket, its drift report written there.
+    graded = CliRunner().invoke(main, [*cli, "monitor", "fraud", "--day", SERVED_DAY])
+    outputs.append(graded.output)
+    assert f"pages/reports/fraud/drift/{SERVED_DAY}.html" in graded.output, graded.output
+    logged = scan_table(location(f"s3://{bucket}/lake/lake/fraud/prediction_log"), [SERVED_DAY]).collect()
+    assert logged["request_id"].to_list() == ["served-day"] and logged["model_version"].to_list() == ["1"]
+    assert f"pages/reports/fraud/drift/{SERVED_DAY}.html" in s3.keys(bucket)
+    assert not (data / "prediction_log").exists()
 
     for output in outputs:
         assert not [s for s in secrets if s in output], output[-3000:]
