@@ -1,5 +1,6 @@
 """The MLflow registry operations on a real (SQLite) tracking store, with tiny models."""
 
+import threading
 from datetime import UTC, datetime, timedelta
 from importlib.metadata import version as version_of
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
-from mlops_assets.core.models.registry import ModelRegistry, RegistryError
+from mlops_assets.core.models.registry import ChampionEvent, ModelRegistry, RegistryError
 from mlops_assets.definitions import build_definitions
 
 pytestmark = pytest.mark.integration
@@ -56,6 +57,24 @@ def test_retention_archives_only_stale_unpromoted_versions(registry: ModelRegist
     # Archived, not deleted: the version and its run are still there.
     assert registry.client.get_run(registry.version("fraud", "5").run_id).info.lifecycle_stage == "active"
     assert registry.archive_stale("fraud", timedelta(days=30), now=later) == []
+
+
+def test_champion_changes_recorded_at_once_by_several_processes_are_all_kept(registry: ModelRegistry) -> None:
+    """Each change is recorded under a key of its own: recorders that start together (as two `mlops promote` or a
+    promotion and a rollback can) never overwrite each other's record."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tiny_version(registry)
+    start = threading.Barrier(4)
+
+    def record(i: int) -> None:
+        start.wait()
+        registry._record_change("fraud", ChampionEvent("1", None, f"change {i}", "test", f"2026-01-0{i + 1}T00:00:00"))
+
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(record, range(4)))
+    history = registry.champion_history("fraud")
+    assert [c.at.day for c in history] == [1, 2, 3, 4]
 
 
 def test_promote_and_rollback_refuse_what_makes_no_sense(registry: ModelRegistry) -> None:

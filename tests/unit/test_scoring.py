@@ -256,10 +256,10 @@ def _at(text: str) -> dt.datetime:
 
 def test_the_champion_of_a_moment_is_the_last_change_at_or_before_it() -> None:
     recorded = {
-        change_tag(1): change_record("1", None, "2026-01-05T00:00:00+00:00"),
-        change_tag(2): change_record("2", "1", "2026-01-08T12:00:00+00:00"),
-        change_tag(3): change_record("1", "2", "2026-01-09T00:00:00+00:00"),  # a rollback
-        change_tag(4): change_record("2", "1", "2026-01-09T00:00:00+00:00"),  # promoted again in the same second
+        change_tag(1, "1"): change_record("1", None, "2026-01-05T00:00:00+00:00"),
+        change_tag(2, "2"): change_record("2", "1", "2026-01-08T12:00:00+00:00"),
+        change_tag(3, "1"): change_record("1", "2", "2026-01-09T00:00:00+00:00"),  # a rollback
+        change_tag(4, "2"): change_record("2", "1", "2026-01-09T00:00:00+00:00"),  # promoted again in the same second
     }
     # The versions' own tags keep only their latest promotion: they add nothing the record has.
     versions = {
@@ -275,6 +275,22 @@ def test_the_champion_of_a_moment_is_the_last_change_at_or_before_it() -> None:
         champion_at(history, _at("2026-01-04T23:59:59+00:00"))
     with pytest.raises(NoChampionError, match="none is recorded"):
         champion_at([], _at("2026-01-04T00:00:00+00:00"))
+
+
+def test_changes_numbered_by_an_older_registry_and_stamped_by_a_newer_one_read_as_one_history() -> None:
+    recorded = {
+        "champion_change.000001": change_record("1", None, "2026-01-05T00:00:00+00:00"),
+        "champion_change.000002": change_record("2", "1", "2026-01-09T00:00:00+00:00"),
+        # Recorded after the upgrade, in the same second as the last numbered change: it comes after it.
+        change_tag(1_796_774_400_000_000_000, "1"): change_record("1", "2", "2026-01-09T00:00:00+00:00"),
+    }
+    assert [(c.version, c.previous) for c in champion_history(recorded, {})] == [("1", None), ("2", "1"), ("1", "2")]
+
+
+def test_a_hand_edited_change_record_is_named_with_what_a_record_holds() -> None:
+    for text in ("{not json", '{"version": "2"}', '{"version": "2", "at": "yesterday"}'):
+        with pytest.raises(ValueError, match=r"registered model tag 'champion_change.000003' is not a champion change"):
+            champion_history({"champion_change.000003": text}, {})
 
 
 def test_a_registry_without_the_record_rebuilds_its_history_from_the_versions_tags() -> None:

@@ -1,10 +1,11 @@
 """The champion history: which version was live when, rebuilt from what the registry records of each change.
 
-Each promotion and rollback appends a change to the registered model's tags (`champion_change.<n>`: version,
-previous, time), in order. Versions also carry `promoted_at` (the time of their latest promotion) and, once rolled
-back from, `rolled_back_at`: each of those is a change too, and adds the changes made before the appended record
-existed (older registries). The history is the union of both, one entry per (time, version), in time order (by
-record number where times tie).
+Each promotion and rollback appends a change to the registered model's tags (`champion_change.<stamp>.<version>`:
+version, previous, time), keyed by when it was recorded, so that two processes recording at once keep both. Versions
+also carry `promoted_at` (the time of their latest promotion) and, once rolled back from, `rolled_back_at`: each of
+those is a change too, and adds the changes made before the appended record existed (older registries). The history
+is the union of both, one entry per (time, version), in time order (by record key where times tie; older registries
+numbered their records `champion_change.<n>`, read alike).
 
 The champion at a moment is the version of the last change at or before it; before the first change there is none.
 """
@@ -35,9 +36,25 @@ class NoChampionError(LookupError):
     """A moment before the first recorded champion."""
 
 
-def change_tag(number: int) -> str:
-    """The registered-model tag of the `number`th change (1-based), zero-padded so tags sort in order."""
-    return f"{CHANGE_TAG_PREFIX}{number:06d}"
+def change_tag(stamp: int, version: str) -> str:
+    """The registered-model tag of a change to `version` recorded at `stamp` (nanoseconds since the epoch): a key no
+    other change has. (A count of the tags was not: two changes recorded at once counted alike, and one overwrote
+    the other.) Zero-padded so that tags sort in order."""
+    return f"{CHANGE_TAG_PREFIX}{stamp:020d}.{version}"
+
+
+def _change(tag: str, text: str) -> tuple[int, ChampionSince]:
+    """(order key, change) of a recorded change: its stamp, or an older registry's record number."""
+    try:
+        record = json.loads(text)
+        return int(tag[len(CHANGE_TAG_PREFIX) :].partition(".")[0]), ChampionSince(
+            utc(record["at"]), str(record["version"]), record.get("previous")
+        )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ValueError(
+            f"registered model tag {tag!r} is not a champion change ({type(exc).__name__}: {exc}); expected "
+            f'{CHANGE_TAG_PREFIX}<number> = {{"version": ..., "previous": ..., "at": ISO time}}'
+        ) from None
 
 
 def change_record(version: str, previous: str | None, at: str) -> str:
@@ -57,9 +74,8 @@ def champion_history(
     numbered: list[tuple[datetime, int, ChampionSince]] = []
     for tag, text in model_tags.items():
         if tag.startswith(CHANGE_TAG_PREFIX):
-            record = json.loads(text)
-            change = ChampionSince(utc(record["at"]), str(record["version"]), record.get("previous"))
-            numbered.append((change.at, int(tag[len(CHANGE_TAG_PREFIX) :]), change))
+            key, change = _change(tag, text)
+            numbered.append((change.at, key, change))
     seen = {(at, change.version) for at, _, change in numbered}
     for version, tags in version_tags.items():
         derived = []

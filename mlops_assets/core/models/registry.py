@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import tempfile
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,6 @@ from mlops_assets.core.models.aliases import (
     ROLLED_BACK_BY_TAG,
 )
 from mlops_assets.core.models.history import (
-    CHANGE_TAG_PREFIX,
     ChampionSince,
     champion_history,
     change_record,
@@ -384,9 +384,8 @@ class ModelRegistry:
 
     def _record_change(self, name: str, event: ChampionEvent) -> None:
         """Append the change to the model's champion history (see core/models/history.py)."""
-        count = sum(tag.startswith(CHANGE_TAG_PREFIX) for tag in self.client.get_registered_model(name).tags)
         record = change_record(event.version, event.previous, event.at)
-        self.client.set_registered_model_tag(name, change_tag(count + 1), record)
+        self.client.set_registered_model_tag(name, change_tag(time.time_ns(), event.version), record)
 
     def champion_history(self, name: str) -> list[ChampionSince]:
         """Every change of the champion, oldest first: the recorded changes and those the versions' tags tell."""
