@@ -2,6 +2,7 @@
 
 import json
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -12,13 +13,16 @@ from mlops_assets.core.monitoring.grading import (
     OfflineFrames,
     ViewRows,
     WindowReport,
+    distribution_level,
     offline_stats,
     offline_verdict,
     out_of_range,
+    output_stats,
     served_features,
     warm_masks,
     window_report,
 )
+from mlops_assets.core.serving.prediction_log import logged_outputs
 from mlops_assets.spec import MonitoringSpec, load_specs
 
 
@@ -65,6 +69,14 @@ def test_values_outside_the_training_range_are_counted_per_feature() -> None:
     assert out_of_range(reference.head(0), current, ["amount"]) == {}
 
 
+def _requests(rows: int) -> dict[str, list[object]]:
+    """The time and entity of `rows` logged requests of one day, each of its own customer."""
+    return {
+        "timestamp": [datetime(2026, 1, 1, 12)] * rows,
+        "entity": [json.dumps({"customer_id": f"c{i:06d}"}) for i in range(rows)],
+    }
+
+
 def _window(task: str, shift: float, rows: int = 2000) -> WindowReport:
     rng = np.random.default_rng(0)
     classes = ("a", "b", "c")
@@ -82,6 +94,7 @@ def _window(task: str, shift: float, rows: int = 2000) -> WindowReport:
     log = pl.DataFrame(
         {
             "model_version": ["1"] * rows,
+            **_requests(rows),
             "features": [json.dumps({"x": float(v)}) for v in rng.normal(size=rows)],
             "degraded": [False] * rows,
             **extra,
@@ -124,6 +137,7 @@ def test_a_windowed_feature_is_compared_only_on_training_rows_whose_window_was_f
     log = pl.DataFrame(
         {
             "model_version": ["1"] * 500,
+            **_requests(500),
             "features": [json.dumps(r) for r in served.iter_rows(named=True)],
             "degraded": [False] * 500,
             "score": rng.random(500),
@@ -256,3 +270,46 @@ def test_an_offline_table_of_a_few_segments_daily_rows_is_reported_not_graded() 
     verdict = offline_verdict("2026-03-01", stats, monitoring)
     assert verdict.level == "ok" and "not graded, too few rows" in verdict.description
     assert "events_1d (3 rows)" in verdict.description
+
+
+def _segment_day(rng: np.random.Generator, levels: np.ndarray, per_segment: int) -> pl.DataFrame:
+    """A day's log of a segment-keyed pipeline: each segment's requests answered from its one daily row, so their
+    scores sit near the segment's level of the day."""
+    rows = len(levels) * per_segment
+    score = np.clip(np.repeat(levels, per_segment) + rng.normal(0, 0.01, rows), 0, 1)
+    return pl.DataFrame(
+        {
+            "model_version": ["1"] * rows,
+            "timestamp": [datetime(2026, 1, 1, 12)] * rows,
+            "entity": [json.dumps({"segment": f"s{i // per_segment}"}) for i in range(rows)],
+            "features": [json.dumps({"x": float(v)}) for v in rng.normal(size=rows)],
+            "degraded": [False] * rows,
+            "score": score,
+            "probabilities": [None] * rows,
+        }
+    )
+
+
+def test_scores_that_move_together_by_entity_and_day_are_graded_at_their_effective_size() -> None:
+    """1,000 answers of a day from 10 segments are about 10 observations of the score's distribution, not 1,000.
+    Graded as independent rows, unchanged days of such a pipeline warn nearly always; at their effective size (the
+    rows over the design effect of the scores clustered by entity and day) none of 20 does, and a real shift still
+    fails."""
+    rng = np.random.default_rng(3)
+    reference, features = Outputs("binary", rng.beta(2, 5, 5000)), pl.DataFrame({"x": rng.normal(size=5000)})
+
+    def graded(levels: np.ndarray) -> tuple[Any, str]:
+        log = _segment_day(rng, levels, 100)
+        report = window_report("2026-01-01", MonitoringSpec(), features, reference, log, Columns(["x"], []), "1", {"1"})
+        as_independent = distribution_level(
+            output_stats(reference, logged_outputs(log, "binary"), 10)[0], MonitoringSpec().prediction_drift
+        )
+        return report.checks["prediction_drift"], as_independent
+
+    unchanged = [graded(rng.beta(2, 5, 10)) for _ in range(20)]
+    assert [verdict.level for verdict, _ in unchanged] == ["ok"] * 20
+    assert sum(level != "ok" for _, level in unchanged) >= 15  # what grading them as 1,000 rows said
+    assert all(verdict.evidence["design_effect"] > 50 for verdict, _ in unchanged)
+    assert "1000 answers, worth 10 independent ones" in unchanged[0][0].description
+    shifted, _ = graded(rng.beta(5, 2, 10))
+    assert shifted.level == "error", shifted.description

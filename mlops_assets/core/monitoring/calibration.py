@@ -14,6 +14,11 @@ and fails only above both the floor's error level and its `ERROR_QUANTILE`. "No 
 - KS: the two-sample Kolmogorov distribution at the effective size n·m/(n+m) (conservative for tied values).
 - Null rate increase: the binomial quantile of the window's null count at the reference's null rate.
 
+A window of logged predictions is not a sample of independent rows: the requests of one entity on one day share its
+view's features, so their scores move together (a segment-keyed pipeline answers hundreds of requests a day from a few
+segments' rows). Its outputs are calibrated at their effective size, the rows divided by Kish's design effect of the
+scores clustered by entity and day (`design_effect`); independent rows have a design effect of 1.
+
 Thresholds are deterministic: the draws are seeded by the feature's name and the window's size.
 """
 
@@ -117,6 +122,28 @@ def ks_noise(reference_rows: int, rows: int) -> Noise:
     effective = max(1, round(reference_rows * rows / (reference_rows + rows)))
     warn, error = scipy_stats.kstwo.ppf([WARN_QUANTILE, ERROR_QUANTILE], effective)
     return Noise(float(warn), float(error))
+
+
+def design_effect(values: np.ndarray, clusters: np.ndarray) -> float:
+    """Kish's design effect of `values` drawn in `clusters`: 1 + (m - 1)·rho, with m the size-weighted mean cluster size
+    (Σm²/n) and rho the intraclass correlation (one-way ANOVA estimate, clipped to [0, 1]). n clustered values carry
+    about as much information as n / deff independent ones. 1 when there is nothing to estimate it from (fewer than
+    two clusters, or each value its own cluster). Non-finite values are left out."""
+    finite = np.isfinite(values)
+    values, clusters = np.asarray(values, dtype=np.float64)[finite], np.asarray(clusters)[finite]
+    n = len(values)
+    _, index, sizes = np.unique(clusters, return_inverse=True, return_counts=True)
+    k = len(sizes)
+    if k < 2 or n <= k:
+        return 1.0
+    means = np.bincount(index, weights=values) / sizes
+    between = float((sizes * (means - values.mean()) ** 2).sum()) / (k - 1)
+    within = float(((values - means[index]) ** 2).sum()) / (n - k)
+    squares = float((sizes.astype(np.float64) ** 2).sum())
+    typical = (n - squares / n) / (k - 1)  # the ANOVA's cluster size for unequal clusters
+    spread = between + (typical - 1) * within
+    rho = min(1.0, max(0.0, (between - within) / spread)) if spread > 0 else 0.0
+    return 1.0 + (squares / n - 1.0) * rho
 
 
 def null_rate_noise(reference_rate: float, rows: int) -> Noise:

@@ -82,6 +82,11 @@ class FeatureStats:
         return self.null_rate_current - self.null_rate_reference
 
 
+def effective(rows: int, design_effect: float) -> int:
+    """How many independent rows `rows` clustered ones are worth (at least 1 of any)."""
+    return max(1 if rows else 0, round(rows / design_effect))
+
+
 def _rate(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
@@ -131,9 +136,11 @@ def numeric_stats(
     bins: int = 10,
     calibrate: bool = False,
     p_values: bool = True,
+    design_effect: float = 1.0,
 ) -> FeatureStats:
     """KS, PSI over `bins` quantile bins of the reference, and null rates of one numeric feature; with `calibrate`,
-    the noise of each at the current window's size; the KS p-value only with `p_values`."""
+    the noise of each at the current window's size (its rows over `design_effect`, for clustered rows: see
+    core/monitoring/calibration.py); the KS p-value only with `p_values`."""
     ref_all = np.asarray(reference, dtype=np.float64)
     cur_all = np.asarray(current, dtype=np.float64)
     # Sorted once per side: non-finite values (NaN sorts last, infinities at the ends) are set aside as nulls, so the
@@ -150,10 +157,12 @@ def numeric_stats(
         ref_counts = _numeric_bin_counts(ref, edges)
         psi = _psi(ref_counts, _numeric_bin_counts(cur, edges))
         if calibrate:
-            noise["ks"] = ks_noise(len(ref), len(cur))
-            noise["psi"] = psi_noise(feature, ref_counts, len(cur), EPS)[0]
+            noise["ks"] = ks_noise(len(ref), effective(len(cur), design_effect))
+            noise["psi"] = psi_noise(feature, ref_counts, effective(len(cur), design_effect), EPS)[0]
     if calibrate:
-        noise["null_rate_increase"] = null_rate_noise(_rate(ref_nulls, len(ref_all)), len(cur_all))
+        noise["null_rate_increase"] = null_rate_noise(
+            _rate(ref_nulls, len(ref_all)), effective(len(cur_all), design_effect)
+        )
     return FeatureStats(
         feature=feature,
         kind="numeric",
@@ -228,10 +237,15 @@ def _category_counts(
 
 
 def categorical_stats(
-    feature: str, reference: pl.Series, current: pl.Series, calibrate: bool = False, rare_share: float = RARE_SHARE
+    feature: str,
+    reference: pl.Series,
+    current: pl.Series,
+    calibrate: bool = False,
+    rare_share: float = RARE_SHARE,
+    design_effect: float = 1.0,
 ) -> FeatureStats:
     """Chi-squared, PSI over the categories, unseen share and null rates of one categorical feature; with
-    `calibrate`, the noise of each at the current window's size."""
+    `calibrate`, the noise of each at the current window's size (its rows over `design_effect`)."""
     counted = _category_counts(feature, reference, current, rare_share)
     ref_counts, cur_counts = counted.reference, counted.current
     ref_total, cur_total = int(ref_counts.sum()), int(cur_counts.sum())
@@ -245,11 +259,13 @@ def categorical_stats(
         unseen = float(cur_counts[ref_counts == 0].sum() / cur_total)
         if calibrate:
             seen = ref_counts[ref_counts > 0]
-            noise["psi"], unseen_noise = psi_noise(feature, seen, cur_total, EPS, counted.singletons / ref_total)
+            noise["psi"], unseen_noise = psi_noise(
+                feature, seen, effective(cur_total, design_effect), EPS, counted.singletons / ref_total
+            )
             noise["unseen_share"] = unseen_noise or Noise(0.0, 0.0)
     null_reference = _rate(_categories(feature, reference).null_count(), reference.len())
     if calibrate:
-        noise["null_rate_increase"] = null_rate_noise(null_reference, current.len())
+        noise["null_rate_increase"] = null_rate_noise(null_reference, effective(current.len(), design_effect))
     return FeatureStats(
         feature=feature,
         kind="categorical",

@@ -20,7 +20,7 @@ from mlops_assets.core.features.views import FEATURE_TIMESTAMP, KNOWN_AT
 from mlops_assets.core.lake import PARTITION_COLUMN
 from mlops_assets.core.markdown import markdown_table
 from mlops_assets.core.models.modeling import Columns, Outputs
-from mlops_assets.core.monitoring.calibration import ERROR_QUANTILE, WARN_QUANTILE, Noise
+from mlops_assets.core.monitoring.calibration import ERROR_QUANTILE, WARN_QUANTILE, Noise, design_effect
 from mlops_assets.core.monitoring.drift import (
     Distinct,
     FeatureStats,
@@ -29,6 +29,7 @@ from mlops_assets.core.monitoring.drift import (
     compare,
     compared_values,
     drifted_share,
+    effective,
     graded,
     numeric_stats,
     stats_frame,
@@ -48,24 +49,40 @@ def probability_row(name: str) -> str:
     return f"__proba_{name}__"
 
 
-def output_stats(reference: Outputs, current: Outputs, bins: int, p_values: bool = False) -> list[FeatureStats]:
+def output_stats(
+    reference: Outputs, current: Outputs, bins: int, p_values: bool = False, design_effect: float = 1.0
+) -> list[FeatureStats]:
     """Drift of the model's outputs: the distribution of scores or predicted values; for multiclass, of the
-    predicted classes (chi-squared, PSI) and of each class's probability; calibrated to the window's size."""
+    predicted classes (chi-squared, PSI) and of each class's probability; calibrated to the window's size, its rows
+    over `design_effect` when they are clustered (see `served_design_effect`)."""
+    deff = design_effect
     if reference.task != "multiclass":
-        return [numeric_stats(SCORE, reference.values, current.values.astype(float), bins, True, p_values)]
+        return [numeric_stats(SCORE, reference.values, current.values.astype(float), bins, True, p_values, deff)]
     stats = [
         categorical_stats(
             LABEL,
             pl.Series(reference.labels, dtype=pl.String),
             pl.Series(current.labels if len(current) else [], dtype=pl.String),
             calibrate=True,
+            design_effect=deff,
         )
     ]
     for j, name in enumerate(reference.classes):
         column = current.classes.index(name) if name in current.classes else None
         values = current.values[:, column] if column is not None else np.zeros(len(current))
-        stats.append(numeric_stats(probability_row(name), reference.values[:, j], values, bins, True, p_values))
+        stats.append(numeric_stats(probability_row(name), reference.values[:, j], values, bins, True, p_values, deff))
     return stats
+
+
+def served_design_effect(log: pl.DataFrame) -> float:
+    """The design effect of logged scores clustered by entity and UTC day: the requests of one entity on one day
+    share its view's features (a segment-keyed pipeline, hundreds a day), so their scores are not independent rows
+    (core/monitoring/calibration.py)."""
+    if log.height < 2:
+        return 1.0
+    clusters = log.select(pl.concat_str("entity", pl.col("timestamp").dt.date().cast(pl.String), separator="|"))
+    scores = log.get_column("score").cast(pl.Float64).fill_null(float("nan")).to_numpy()
+    return design_effect(scores, clusters.to_series().fill_null("").to_numpy())
 
 
 _ORDER = {"ok": 0, "warn": 1, "error": 2}
@@ -260,8 +277,13 @@ def window_report(
     for column in ("score", "probabilities"):  # a log written before multiclass existed has no probabilities
         if column not in answered.columns:
             answered = answered.with_columns(pl.lit(None, pl.String).alias(column))
+    deff = served_design_effect(answered)
     outputs = output_stats(
-        reference_outputs, logged_outputs(answered, reference_outputs.task), monitoring.psi_bins, monitoring.p_values
+        reference_outputs,
+        logged_outputs(answered, reference_outputs.task),
+        monitoring.psi_bins,
+        monitoring.p_values,
+        deff,
     )
     graded_with = [thresholds] * len(features) + [monitoring.prediction_drift] * len(outputs)
     few = too_few(features, monitoring.min_rows)
@@ -290,7 +312,7 @@ def window_report(
         {
             "feature_drift": _feature_drift(window, features, monitoring, few),
             "dataset_drift": _dataset_drift(window, features, monitoring, few),
-            "prediction_drift": _prediction_drift(window, outputs, monitoring),
+            "prediction_drift": _prediction_drift(window, outputs, monitoring, deff),
             "data_quality": _data_quality(
                 window,
                 features,
@@ -378,7 +400,9 @@ def _dataset_drift(
     )
 
 
-def _prediction_drift(window: str, outputs: list[FeatureStats], monitoring: MonitoringSpec) -> CheckVerdict:
+def _prediction_drift(
+    window: str, outputs: list[FeatureStats], monitoring: MonitoringSpec, design_effect: float
+) -> CheckVerdict:
     if outputs[0].current_rows == 0:
         return CheckVerdict(
             "warn",
@@ -388,10 +412,23 @@ def _prediction_drift(window: str, outputs: list[FeatureStats], monitoring: Moni
     levels = [distribution_level(s, monitoring.prediction_drift) for s in outputs]
     described = ", ".join(f"{_describe(s)} {lv}" for s, lv in zip(outputs, levels, strict=True))
     worst_output = max(outputs, key=lambda s: s.psi or 0.0)
+    rows = outputs[0].current_rows
+    clustered = (
+        f" ({rows} answers, worth {effective(rows, design_effect)} independent ones: those of one entity on one day "
+        f"move together, design effect {design_effect:.2f})"
+        if design_effect >= 1.05
+        else ""
+    )
     return CheckVerdict(
         worst(levels),
-        f"{window}: champion outputs vs its training set: {described}",
-        {"window": window, "ks": worst_output.ks, "psi": worst_output.psi, "output": worst_output.feature},
+        f"{window}: champion outputs vs its training set: {described}{clustered}",
+        {
+            "window": window,
+            "ks": worst_output.ks,
+            "psi": worst_output.psi,
+            "output": worst_output.feature,
+            "design_effect": round(design_effect, 3),
+        },
     )
 
 
