@@ -400,21 +400,26 @@ def per_request_values(joined: pl.DataFrame, spec: PipelineSpec) -> pl.DataFrame
     return joined.with_columns(pl.Series("value", -(y * np.log(p) + (1 - y) * np.log(1 - p))))
 
 
-def experiment_rows(
-    log: pl.DataFrame, outcomes: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str, since: datetime
-) -> pl.DataFrame:
-    """One row per answered request of the experiment whose label (or outcome) arrived: request_id, entity,
-    challenger, arrived_at, value; in the order the labels arrived (then by request id), which fixes the looks."""
+def outcome_columns(spec: PipelineSpec) -> tuple[str, tuple[str, str, str]]:
+    """Where an A/B test's outcomes come from (for messages), and their (request id, value, arrival time) columns:
+    `serving.ab_test.outcome`'s, else the label's."""
     ab = spec.serving.ab_test
     assert ab is not None
     if ab.outcome is None and spec.label.request_id is None:
         raise ABError("label.request_id is not declared: logged predictions cannot be joined to their labels")
     if ab.outcome is not None:
         where = f"serving.ab_test.outcome (source {ab.outcome.source!r})"
-        keys = (ab.outcome.request_id, ab.outcome.column, spec.sources[ab.outcome.source].event_timestamp)
-    else:
-        where = f"label (source {spec.label.source!r})"
-        keys = (str(spec.label.request_id), spec.label.column, spec.label.timestamp)
+        return where, (ab.outcome.request_id, ab.outcome.column, spec.sources[ab.outcome.source].event_timestamp)
+    label = spec.label
+    return f"label (source {label.source!r})", (str(label.request_id), label.column, label.timestamp)
+
+
+def experiment_rows(
+    log: pl.DataFrame, outcomes: pl.DataFrame, spec: PipelineSpec, champion: str, challenger: str, since: datetime
+) -> pl.DataFrame:
+    """One row per answered request of the experiment whose label (or outcome) arrived: request_id, entity,
+    challenger, arrived_at, value; in the order the labels arrived (then by request id), which fixes the looks."""
+    where, keys = outcome_columns(spec)
     try:
         known = outcomes_by_request(outcomes, *keys, where)
     except ShadowError as exc:

@@ -20,6 +20,7 @@ from mlops_assets.core.monitoring.ab import (
     analyse,
     design,
     experiment_rows,
+    outcome_columns,
 )
 from mlops_assets.core.serving.experiments import running
 from mlops_assets.core.serving.prediction_log import LOG_SCHEMA
@@ -92,8 +93,17 @@ def build_ab_test_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
             else pl.DataFrame(schema=LOG_SCHEMA)
         )
         outcomes_path = table_of(lake.root, raw_key(spec, source))
-        outcomes = pl.read_delta(str(outcomes_path)) if outcomes_path.exists() else _no_rows(spec, source)
         try:
+            # The outcomes of answers since the start arrived since then: those days' partitions, three columns.
+            columns = list(outcome_columns(spec)[1])
+            outcomes = (
+                scan_table(outcomes_path)
+                .filter(pl.col(PARTITION_COLUMN) >= experiment.since.date().isoformat())
+                .select(columns)
+                .collect()
+                if outcomes_path.exists()
+                else _no_rows(spec, source).select(columns)
+            )
             rows = experiment_rows(log, outcomes, spec, experiment.champion, experiment.challenger, experiment.since)
         except ABError as exc:
             raise dg.Failure(description=str(exc), allow_retries=False) from exc
