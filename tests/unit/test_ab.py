@@ -337,6 +337,22 @@ def test_the_better_model_wins_on_real_labels_and_the_same_model_shows_no_differ
     assert result.repeated_ci is not None and (result.repeated_ci[0] > 0 or result.repeated_ci[1] < 0)
 
 
+def test_a_damaged_or_hand_edited_experiment_record_is_named_and_kept(tmp_path: Path) -> None:
+    folder = tmp_path / "experiments" / "fraud"
+    first = experiments.start(folder, "fraud", "1", "2", "abc", "tester")
+    experiments.end(folder, first, "champion_wins", "tester")
+    experiments.start(folder, "fraud", "1", "3", "abc", "tester")
+    record = folder / "running.json"
+    for text in ('{"id": "x", "pipeline": "fraud"', '{"id": "x", "pipeline": "fraud", "note": 1}', "[1, 2]"):
+        record.write_text(text)
+        with pytest.raises(ExperimentError, match=rf"{record} is not an A/B experiment record \(.*restore it"):
+            experiments.running(folder)
+        assert record.read_text() == text  # nothing is rewritten or dropped
+    (folder / f"{first.id}.json").write_text("{")
+    with pytest.raises(ExperimentError, match=rf"{folder / first.id}.json is not an A/B experiment record"):
+        experiments.history(folder)
+
+
 def test_experiments_start_when_asked(tmp_path: Path) -> None:
     at = datetime(2018, 1, 1, tzinfo=UTC)
     started = experiments.start(tmp_path, "fraud", "1", "2", "abc", "tester", at=at)

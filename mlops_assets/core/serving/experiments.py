@@ -52,7 +52,18 @@ def running(folder: Path) -> Experiment | None:
     path = folder / RUNNING
     if not path.exists():
         return None
-    return Experiment(**json.loads(path.read_text()))
+    return _read(path)
+
+
+def _read(path: Path) -> Experiment:
+    """The experiment a record holds; a damaged or hand-edited one is an ExperimentError naming the file."""
+    try:
+        return Experiment(**json.loads(path.read_text()))
+    except (ValueError, TypeError) as exc:  # not JSON, not an object, fields missing or unknown
+        raise ExperimentError(
+            f"{path} is not an A/B experiment record ({type(exc).__name__}: {exc}); it was damaged or edited by hand. "
+            f"Its fields are {', '.join(Experiment.__dataclass_fields__)}: restore it, or move it away to forget it"
+        ) from None
 
 
 def start(
@@ -95,7 +106,7 @@ def end(folder: Path, experiment: Experiment, outcome: str, by: str) -> Experime
 
 def history(folder: Path) -> list[Experiment]:
     """The ended experiments, in the order they ended."""
-    ended = [Experiment(**json.loads(p.read_text())) for p in folder.glob("*.json") if p.name != RUNNING]
+    ended = [_read(p) for p in folder.glob("*.json") if p.name != RUNNING]
     return sorted(ended, key=lambda e: e.ended_at or "")
 
 
