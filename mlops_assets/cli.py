@@ -199,7 +199,7 @@ def new(ctx: click.Context, pipeline: str, events: Path, force: bool) -> None:
 
     specs_dir = Path(ctx.obj["specs"] or "specs")
     try:
-        made = new_pipeline(specs_dir, Path(ctx.obj["data_dir"]), pipeline, events, force)
+        made = new_pipeline(specs_dir, _workspace(ctx).lake, pipeline, events, force)
     except StarterError as exc:
         _fail(str(exc))
     click.echo(f"wrote {made.spec_file}, guessing:")

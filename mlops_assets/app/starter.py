@@ -17,6 +17,7 @@ from typing import Any, cast
 import polars as pl
 import yaml
 
+from mlops_assets.core.lake import Location, write_whole
 from mlops_assets.spec import MODEL_OUTPUT_TOKENS, name_tokens
 
 # Names are matched word by word (split on `_` and camelCase), never as substrings: `y` is not in `y_pred`.
@@ -557,20 +558,18 @@ class _Plain(yaml.SafeDumper):
         return True
 
 
-def write_days(frame: pl.DataFrame, event_timestamp: str, folder: Path) -> tuple[dict[date, int], int]:
-    """The events as daily Parquet files `folder/<day>.parquet`, the layout the spec's source reads: rows a day, and
-    how many rows had no event time (kept in `folder/../events_without_a_time.parquet`, not dropped)."""
-    folder.mkdir(parents=True, exist_ok=True)
+def write_days(frame: pl.DataFrame, event_timestamp: str, folder: Location) -> tuple[dict[date, int], int]:
+    """The events as daily Parquet files `folder/<day>.parquet` (a folder, or a prefix in object storage), the layout
+    the spec's source reads: rows a day, and how many rows had no event time (kept in
+    `folder/../events_without_a_time.parquet`, not dropped). Whole files only: a reader never sees half a day."""
     timeless = frame.filter(pl.col(event_timestamp).is_null())
     if timeless.height:
-        timeless.write_parquet(folder.parent / "events_without_a_time.parquet")
+        write_whole(timeless, folder.parent / "events_without_a_time.parquet")
     written = {}
     day = pl.col(event_timestamp).dt.date().alias("__day")
     timed = frame.filter(pl.col(event_timestamp).is_not_null()).with_columns(day)
     for (value,), part in timed.group_by("__day", maintain_order=True):
-        temporary = folder / f".{value}.parquet.tmp"
-        part.drop("__day").sort(event_timestamp).write_parquet(temporary)
-        temporary.replace(folder / f"{value}.parquet")  # whole files only: a reader never sees half a day
+        write_whole(part.drop("__day").sort(event_timestamp), folder / f"{value}.parquet")
         written[value] = part.height
     return dict(sorted(written.items())), timeless.height
 
@@ -579,14 +578,15 @@ def write_days(frame: pl.DataFrame, event_timestamp: str, folder: Path) -> tuple
 class NewPipeline:
     spec_file: Path
     guesses: list[str]
-    landing: Path  # where its events were laid out as daily files
+    landing: Location  # where its events were laid out as daily files (the lake's landing folder or prefix)
     days: dict[date, int]  # events per day
     timeless: int  # events without an event time, kept beside the daily files
 
 
-def new_pipeline(specs_dir: Path, data_dir: Path, pipeline: str, events: Path, force: bool = False) -> NewPipeline:
-    """A starter spec guessed from an event file, written with its guesses, and the events laid out as the daily
-    files the spec's source reads; the spec written must load."""
+def new_pipeline(specs_dir: Path, lake: Location, pipeline: str, events: Path, force: bool = False) -> NewPipeline:
+    """A starter spec guessed from an event file, written with its guesses, and the events laid out under the lake
+    (the data folder, or its prefix in object storage) as the daily files the spec's source reads; the spec written
+    must load."""
     from mlops_assets.spec import load_spec
 
     target = specs_dir / f"{pipeline}.yaml"
@@ -594,7 +594,7 @@ def new_pipeline(specs_dir: Path, data_dir: Path, pipeline: str, events: Path, f
         raise StarterError(f"{target} exists; --force replaces it")
     frame = read_events(events)
     starter = guess_spec(pipeline, frame, events)
-    landing = data_dir / "landing" / pipeline / "events"
+    landing = lake / "landing" / pipeline / "events"
     days, timeless = write_days(frame, starter.event_timestamp, landing)
     specs_dir.mkdir(parents=True, exist_ok=True)
     target.write_text(render(starter, events))

@@ -50,7 +50,8 @@ class Workspace:
 
     @property
     def root(self) -> Path:
-        """The local data folder: what this machine keeps (SQLite stores, BentoML's home, reports, served logs)."""
+        """The local data folder: what this machine keeps (SQLite stores, BentoML's home, A/B records; reports and
+        the prediction log unless the lake is in object storage)."""
         return Path(self.data_dir).resolve()
 
     @cached_property

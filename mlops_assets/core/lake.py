@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import io
 import itertools
 import queue
 import random
@@ -110,6 +111,20 @@ def matching(pattern: Location) -> list[Location]:
         pattern.fs.glob(pattern.path) if glob.has_magic(pattern.path) else ([pattern.path] if pattern.exists() else [])
     )
     return [pattern.with_segments(f"{pattern.protocol}://{key}") for key in sorted(keys)]
+
+
+def write_whole(frame: pl.DataFrame, target: Location) -> None:
+    """`frame` as the Parquet file `target`, whole or not at all: in a folder written aside, then renamed; in object
+    storage, one PUT of the whole object."""
+    if isinstance(target, Path):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        temporary = target.with_name(f".{target.name}.tmp")
+        frame.write_parquet(temporary)
+        temporary.replace(target)
+        return
+    buffer = io.BytesIO()
+    frame.write_parquet(buffer)
+    target.write_bytes(buffer.getvalue())
 
 
 def table_path(root: Location, pipeline: str, table: str) -> Location:

@@ -31,6 +31,7 @@ from mlops_assets.core.lake import (
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.core.serving.privacy import purge_prediction_log
 from mlops_assets.definitions import build_definitions
+from mlops_assets.examples.nannyml import dataset
 from tests.helpers import (
     DAYS,
     QUIET,
@@ -238,3 +239,21 @@ def test_a_missing_bucket_or_an_endpoint_that_does_not_answer_is_one_sentence_na
     )
     for result in (missing, unreachable, wrong_scheme):
         assert S3_SECRET not in result.output and S3_TOKEN not in result.output
+
+
+def test_mlops_new_lays_a_public_files_days_out_in_the_bucket_when_the_lake_is_there(
+    s3_lake: str, tmp_path: Path
+) -> None:
+    """With the lake in a bucket, `mlops new` writes the event file's daily files where the spec's source reads
+    them (its landing prefix in the bucket), nothing to the local data folder; the starter spec then checks."""
+    dataset("loans", days=5).write_csv(tmp_path / "loans.csv")
+    cli = ["--specs", str(tmp_path / "specs"), "--data-dir", str(tmp_path / "data"), "--lake-uri", s3_lake]
+    made = CliRunner().invoke(main, [*cli, "new", "loans", "--from", str(tmp_path / "loans.csv")])
+    assert made.exit_code == 0, made.output
+    prefix = s3_lake.removeprefix("s3://").partition("/")[2]
+    days = sorted(k for k in s3_objects(s3_lake) if k.startswith(f"{prefix}/landing/loans/events/"))
+    assert len(days) == 5 and all(k.endswith(".parquet") for k in days), days
+    assert "daily files of" in made.output and f"to {s3_lake}/landing/loans/events/" in made.output
+    assert not (tmp_path / "data" / "landing").exists()
+    checked = CliRunner().invoke(main, [*cli, "check"])
+    assert checked.exit_code == 0 and "loans: ok" in checked.output, checked.output
