@@ -3,6 +3,7 @@ generous deadline. Fixtures live in the conftest.py of the folder that uses them
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -19,9 +20,12 @@ from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import pytest
+from click.testing import CliRunner, Result
 
+from mlops_assets.cli import main
 from mlops_assets.core.lake import content_hash, location, scan_table
 from mlops_assets.spec import BUILTIN_SPECS_DIR
 
@@ -296,8 +300,9 @@ def call(
 
 @dataclass
 class Project:
-    """A user's project folder driven through the CLI in subprocesses, with a Dagster home of its own and none of
-    this machine's MLOPS_/MLFLOW_ settings."""
+    """A user's project folder driven through the CLI, with a Dagster home of its own and none of this machine's
+    MLOPS_/MLFLOW_ settings: `mlops` commands in this process (in a process each, every command would pay seconds of
+    imports), examples and servers in processes of their own."""
 
     folder: Path
 
@@ -312,8 +317,17 @@ class Project:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result.stdout
 
+    def invoke(self, *args: str) -> Result:
+        """`mlops --specs specs ARGS` as if run in the folder with the project's environment (this process's working
+        folder and environment are restored afterwards): its exit code, stdout and stderr."""
+        with mock.patch.dict(os.environ, self.env, clear=True), contextlib.chdir(self.folder):
+            return CliRunner().invoke(main, ["--specs", "specs", *args])
+
     def mlops(self, *args: str) -> str:
-        return self.run("-m", "mlops_assets.cli", "--specs", "specs", *args)
+        """`mlops --specs specs ARGS`' output, or its output and error in the assertion when it fails."""
+        result = self.invoke(*args)
+        assert result.exit_code == 0, result.output[-6000:] + repr(result.exception)
+        return result.stdout
 
     def serve(self, pipeline: str, port: int, log: Path) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "serve", pipeline, "--port", str(port)]

@@ -63,14 +63,8 @@ def test_a_served_day_keeps_no_raw_pii_value_anywhere_under_the_data_folder(
         ("alice", "version 1 of 'loans' is already the champion"),  # past the approval check, to the registry's
     ]:
         project.env["MLOPS_ACTOR"] = actor
-        refused_promotion = subprocess.run(
-            [sys.executable, "-m", "mlops_assets.cli", "--specs", "specs", "promote", "loans", "1", "--reason", "ok"],
-            cwd=tmp_path,
-            env=project.env,
-            capture_output=True,
-            text=True,
-        )
-        assert refused_promotion.returncode == 1 and refusal in refused_promotion.stderr, refused_promotion.stderr
+        refused_promotion = project.invoke("promote", "loans", "1", "--reason", "ok")
+        assert refused_promotion.exit_code == 1 and refusal in refused_promotion.stderr, refused_promotion.output
     data = tmp_path / "data"
     raw = [str(CAR_VALUE).encode(), str(TENURE).encode()]
     assert not [p for p, text in readable_outputs(data) for value in raw if value in text]
