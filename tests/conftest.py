@@ -41,14 +41,6 @@ from tests.helpers import (
 from tests.services.s3 import S3Server
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Each test file runs on one worker, as `--dist loadfile` would (its module fixtures are set up once); a file
-    marked with an xdist group runs on that group's worker: the demo's story and UI tests share the session's demo."""
-    for item in items:
-        if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))
-
-
 @pytest.fixture
 def shop(tmp_path: Path) -> tuple[Path, Path]:
     """(specs folder, data folder) of a tiny CSV pipeline with one bad day of orders."""

@@ -28,7 +28,8 @@ from mlops_assets.spec import PipelineSpec, load_spec
 from tests.public_data import nannyml_csv
 from tests.unit.test_spec import _fraud_with
 
-pytestmark = pytest.mark.integration
+# One worker runs the whole file: its module fixtures (a served bento, a materialized run) are set up once.
+pytestmark = [pytest.mark.integration, pytest.mark.xdist_group("ab_test")]
 
 AB_TEST = "{metric: recall, minimum_detectable_effect: 0.05, looks: 4, challenger_share: 0.4}"
 SHADOW = "rollout: shadow              # a challenger scores beside the champion; 'canary' lets it answer a share"

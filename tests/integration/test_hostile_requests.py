@@ -44,7 +44,8 @@ from tests.helpers import (
     wait_for_http,
 )
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One worker runs the whole file: its module fixtures (a served bento, a materialized run) are set up once.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("hostile")]
 
 MAX_IN_FLIGHT, MAX_BATCH_ROWS = 4, 50
 EDITS = {

@@ -25,7 +25,8 @@ from mlops_assets.core.serving.prediction_log import read_day
 from mlops_assets.definitions import build_definitions
 from tests.helpers import BODY, KEY, QUIET, Served, answered_count, call, kill_server, post, stop, until
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+# One worker runs the whole file: its module fixtures (a served bento, a materialized run) are set up once.
+pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.xdist_group("service")]
 
 
 def logged_today(data: Path) -> Any:

@@ -18,7 +18,8 @@ from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
 from tests.helpers import kill_server, lake_tables, s3_lake_tables, s3_objects, small_fraud_specs
 
-pytestmark = [pytest.mark.services, pytest.mark.slow]
+# One worker runs the whole file: its module fixtures (a served bento, a materialized run) are set up once.
+pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.xdist_group("celery")]
 
 ROOT = Path(__file__).resolve().parents[2]
 DAYS = ("2026-01-01", "2026-01-09")
