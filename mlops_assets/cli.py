@@ -36,7 +36,10 @@ if TYPE_CHECKING:
 
 
 def _fail(message: str) -> NoReturn:
-    click.secho(f"error: {message}", fg="red", err=True)
+    """The error in one line, with the passwords of service URLs and the object store's secrets masked."""
+    for variable in (TRACKING_URI_ENV, ONLINE_STORE_ENV, DAGSTER_POSTGRES_ENV):
+        message = redact(message, os.environ.get(variable, ""))
+    click.secho(f"error: {redact_secrets(message)}", fg="red", err=True)
     sys.exit(1)
 
 
@@ -94,11 +97,7 @@ class _Commands(click.Group):
         except Exception as exc:
             if ctx.params.get("debug") or (ctx.obj and ctx.obj.get("debug")):
                 raise
-            message = _explained(exc)
-            for variable in (TRACKING_URI_ENV, ONLINE_STORE_ENV, DAGSTER_POSTGRES_ENV):
-                message = redact(message, os.environ.get(variable, ""))
-            message = redact_secrets(message)
-            _fail(f"{message}\n(run again with --debug for the traceback)")
+            _fail(f"{_explained(exc)}\n(run again with --debug for the traceback)")
 
 
 def _explained(exc: Exception) -> str:

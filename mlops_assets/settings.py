@@ -5,11 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
 from urllib.parse import quote, urlsplit, urlunsplit
-
-if TYPE_CHECKING:
-    pass
 
 # The environment variables that replace an embedded default with a service; nothing else changes between the two.
 TRACKING_URI_ENV = "MLFLOW_TRACKING_URI"

@@ -142,6 +142,8 @@ def dagster_ui(workspace: Workspace, host: str, port: int) -> None:
     project_instance()
     require_port(host, port)
     env = {**os.environ, "MLOPS_DATA_DIR": str(workspace.root)}
+    if workspace.lake_uri:  # the UI's definitions and the runs it launches use the same lake
+        env[LAKE_URI_ENV] = workspace.lake_uri
     if workspace.specs_dir:
         env["MLOPS_SPECS_DIR"] = str(Path(workspace.specs_dir).resolve())
     dagster = Path(sys.executable).with_name("dagster")

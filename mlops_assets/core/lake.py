@@ -187,8 +187,11 @@ def _committed(
     # apart from them, so a writer committing meanwhile shifts its numbers: each commit file is read by its name.
     latest = deltalake.DeltaTable(str(path)).version()
     for version in range(latest, -1, -1):
-        if token in (path / "_delta_log" / f"{version:020d}.json").read_text():
-            return version
+        try:
+            if token in (path / "_delta_log" / f"{version:020d}.json").read_text():
+                return version
+        except FileNotFoundError:  # older commits cleaned up behind a checkpoint (the prediction log's purge)
+            break
     raise RuntimeError(f"the commit to {path} landed but is not in its log")
 
 

@@ -63,3 +63,8 @@ def test_a_version_is_judged_on_its_own_training_set_version_and_the_rows_after_
     assert holdout.get_column("x").to_list() == [4, 5]
     with pytest.raises(LineageError, match=r"training_set at Delta version 7 cannot be read"):
         trained_on(spec, table, {**tags, "training_set_delta_version": "7"})
+    # A version whose lineage tags are gone or edited says which tag, not a bare KeyError.
+    with pytest.raises(LineageError, match=r"the version's tag 'holdout_cutoff' is missing"):
+        trained_on(spec, table, {"training_set_delta_version": "0"})
+    with pytest.raises(LineageError, match=r"tags are unreadable \(invalid literal"):
+        trained_on(spec, table, {**tags, "training_set_delta_version": "latest"})

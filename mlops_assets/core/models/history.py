@@ -53,7 +53,7 @@ def _change(tag: str, text: str) -> tuple[int, ChampionSince]:
     except (ValueError, TypeError, KeyError) as exc:
         raise ValueError(
             f"registered model tag {tag!r} is not a champion change ({type(exc).__name__}: {exc}); expected "
-            f'{CHANGE_TAG_PREFIX}<number> = {{"version": ..., "previous": ..., "at": ISO time}}'
+            f'{CHANGE_TAG_PREFIX}<stamp>.<version> = {{"version": ..., "previous": ..., "at": ISO time}}'
         ) from None
 
 

@@ -109,9 +109,15 @@ def trained_on(spec: PipelineSpec, table: Location, tags: Mapping[str, str]) -> 
     """(training set, frozen holdout) of a registered version: the training set table at `table` read at the Delta
     version the version's tags record, and the rows after its holdout cutoff, which it was evaluated on and never
     trained on."""
-    version = int(tags["training_set_delta_version"])
+    try:
+        version, cutoff = int(tags["training_set_delta_version"]), datetime.fromisoformat(tags["holdout_cutoff"])
+    except (KeyError, ValueError) as exc:
+        problem = f"tag {exc} is missing" if isinstance(exc, KeyError) else f"tags are unreadable ({exc})"
+        raise LineageError(
+            f"the version's {problem}: training_set_delta_version and holdout_cutoff say what it was trained on"
+        ) from None
     try:
         training = pl.read_delta(str(table), version=version)
     except (DeltaError, OSError) as exc:
         raise LineageError(f"the training set {table} at Delta version {version} cannot be read ({exc})") from None
-    return training, frozen_holdout(spec, training, datetime.fromisoformat(tags["holdout_cutoff"]))
+    return training, frozen_holdout(spec, training, cutoff)

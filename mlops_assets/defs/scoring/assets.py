@@ -92,7 +92,8 @@ def build_scores_asset(spec: PipelineSpec) -> dg.AssetsDefinition:
         path = table_of(lake.root, key)
         # The reference first: a version whose training set cannot be read fails the day before anything is written.
         try:
-            _, holdout = trained_on(spec, table_of(lake.root, training_set_key(spec)), version.tags)
+            # The holdout only: the training set read with it is not kept while the day is scored.
+            holdout = trained_on(spec, table_of(lake.root, training_set_key(spec)), version.tags)[1]
         except LineageError as exc:
             raise dg.Failure(description=f"{key.to_user_string()} {day}: {exc}", allow_retries=False) from exc
         reference = reference_outputs(spec, holdout, model)
