@@ -71,14 +71,18 @@ def test_a_write_that_fails_fails_no_answer_and_its_records_are_written_once_sto
     folder = tmp_path / "log"
     folder.write_text("")  # a file where the log's folder goes: every write fails, as with a bucket unreachable
     failures: list[int] = []
-    writer = PredictionLogWriter(folder, batch_size=2, flush_interval=60, on_failure=failures.append)
+    writer = PredictionLogWriter(folder, batch_size=2, flush_interval=60, on_failure=failures.append, max_kept=6)
     for i in range(5):
         writer.log(_record(i))  # the second fills a batch whose write fails; the answers never see it
     assert failures == [2]  # while writes fail, a full batch waits for the interval: requests never retry
-    writer.flush()  # the interval's flush: still failing, all five kept
-    assert failures == [2, 5] and "5 records kept in memory" in caplog.text
+    writer.flush()  # the interval's flush: still failing, all five kept; the two kept before are not counted again
+    assert failures == [2, 3] and "5 records kept in memory" in caplog.text
+    for i in range(5, 8):
+        writer.log(_record(i))
+    writer.flush()  # eight wait, six at most: the two oldest go, and an error says so
+    assert failures == [2, 3, 3] and "dropped its 2 oldest records: it keeps 6 at most" in caplog.text
     folder.unlink()
     writer.flush()  # storage is back
-    writer.log(_record(5))
+    writer.log(_record(8))
     writer.close()
-    assert read_day(folder, datetime.now(UTC).date())["request_id"].to_list() == [f"r{i}" for i in range(6)]
+    assert read_day(folder, datetime.now(UTC).date())["request_id"].to_list() == [f"r{i}" for i in range(2, 9)]

@@ -8,7 +8,8 @@ files.
 
 A batch that cannot be written (storage unreachable, disk full) is kept in memory and written again at the next
 flush interval; the answer that logged it is never failed by it. While writes fail, the records kept are the ones a
-killed process loses too: each failure is logged with their count, and reported to `on_failure`.
+killed process loses too: each failure is logged with their count, and the records it newly kept are reported to
+`on_failure`. Past `max_kept` waiting records, the oldest are dropped, and said so in an error.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from mlops_assets.core.lake import Location, matching
 from mlops_assets.core.models.modeling import Outputs
 
 log = logging.getLogger(__name__)
+# While writes fail, a worker keeps at most this many records in memory (a few hundred MB at most), the newest.
+MAX_KEPT = 100_000
 
 LOG_SCHEMA: dict[str, pl.DataType | type[pl.DataType]] = {
     "request_id": pl.String,
@@ -71,12 +74,15 @@ class PredictionLogWriter:
         batch_size: int = 200,
         flush_interval: float = 1.0,
         on_failure: Callable[[int], None] | None = None,
+        max_kept: int = MAX_KEPT,
     ) -> None:
         self.folder = folder
         self.batch_size = batch_size
         self.flush_interval = flush_interval
-        self.on_failure = on_failure  # called with the number of records a failed write kept in memory
+        self.on_failure = on_failure  # called with the number of records a failed write newly kept in memory
+        self.max_kept = max_kept  # beyond this many waiting records, the oldest are dropped (said in an error)
         self._buffer: list[tuple[date, str]] = []
+        self._kept = 0  # the records at the front of the buffer that a failed write kept (counted once)
         self._failing = False  # the last write failed: only the flush interval tries again, never a request
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -95,7 +101,8 @@ class PredictionLogWriter:
     def flush(self) -> None:
         """Write what is waiting, a batch per day; what cannot be written is kept, in order, for the next flush."""
         with self._lock:
-            lines, self._buffer = self._buffer, []
+            lines, self._buffer, counted = self._buffer, [], self._kept
+            self._kept = 0
         by_day: dict[date, list[str]] = {}
         for day, line in lines:
             by_day.setdefault(day, []).append(line)
@@ -108,7 +115,12 @@ class PredictionLogWriter:
             kept = [(day, line) for day, line in lines if day not in written]
             with self._lock:
                 self._buffer[:0] = kept
+                dropped = max(0, len(self._buffer) - self.max_kept)
+                del self._buffer[:dropped]
+                self._kept = len(kept) - min(dropped, len(kept))
                 self._failing, waiting = True, len(self._buffer)
+            if dropped:
+                log.error("the prediction log dropped its %d oldest records: it keeps %d at most", dropped, waiting)
             log.warning(
                 "the prediction log could not be written to %s (%s): %d records kept in memory, written again in "
                 "%.3g s; a process stopped before then loses them",
@@ -118,7 +130,7 @@ class PredictionLogWriter:
                 self.flush_interval,
             )
             if self.on_failure is not None:
-                self.on_failure(len(kept))
+                self.on_failure(max(0, len(kept) - counted))
             return
         if lines:
             with self._lock:
