@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
-import polars as pl
-
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.lake import io_path, matching, table_facts, table_path
+from mlops_assets.core.ingest.files import every_day_files, file_rows
+from mlops_assets.core.lake import table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status
 from mlops_assets.core.pages import Page
@@ -94,10 +93,7 @@ def daily_volume(workspace: Workspace, spec: PipelineSpec, days: int = 14) -> li
     source = spec.sources[spec.label.source]
     if "{date}" not in source.path:
         return []
-    files = [io_path(f) for f in matching(workspace.lake / source.path.replace("{date}", "*"))[-days:]]
-    if source.file_format == "csv":
-        return [pl.scan_csv(f, infer_schema=False).select(pl.len()).collect().item() for f in files]
-    return [pl.scan_parquet(f).select(pl.len()).collect().item() for f in files]
+    return [file_rows(f, source) for f in every_day_files(source, workspace.lake)[-days:]]
 
 
 def window_advice(daily_rows: Sequence[int], monitoring: MonitoringSpec) -> str | None:

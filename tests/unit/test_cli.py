@@ -86,6 +86,10 @@ def test_an_object_store_out_of_reach_or_misconfigured_is_one_sentence(
     # into a location by mistake, never reaches the terminal.
     result = CliRunner().invoke(main, ["--lake-uri", "s3://lake/p?secret=not-shown-4d1e", "features"])
     assert result.exit_code == 1 and "without a query" in result.output and "not-shown-4d1e" not in result.output
+    # A spec is valid whether or not its files can be read: `check` says it, and that the volume was not checked.
+    checked = CliRunner().invoke(main, ["--data-dir", str(tmp_path), "--lake-uri", "s3://lake/p", "check"])
+    assert checked.exit_code == 0 and "fraud: ok" in checked.output, checked.output
+    assert "note: daily volume not checked: the lake s3://lake/p cannot be reached" in checked.output
 
 
 def test_help_lists_every_command_once_under_what_a_person_is_doing() -> None:

@@ -37,10 +37,10 @@ class DayIngest:
     time_zones: dict[str, list[str]]
 
 
-def _day_location(source: SourceSpec, data_dir: Location, day: date) -> Location:
-    """A day's path (or glob) of a source: relative to the data folder, or to the lake's prefix in object storage
-    (an absolute path stays a local one)."""
-    relative = source.path.replace("{date}", day.isoformat())
+def _day_location(source: SourceSpec, data_dir: Location, day: date | None) -> Location:
+    """A day's path (or glob) of a source (every day's, for None): relative to the data folder, or to the lake's
+    prefix in object storage (an absolute path stays a local one)."""
+    relative = source.path.replace("{date}", day.isoformat() if day else "*")
     if isinstance(data_dir, Path):
         return data_dir / relative
     return Path(relative) if Path(relative).is_absolute() else data_dir / relative
@@ -48,6 +48,11 @@ def _day_location(source: SourceSpec, data_dir: Location, day: date) -> Location
 
 def day_pattern(source: SourceSpec, data_dir: Location, day: date) -> str:
     return str(_day_location(source, data_dir, day))
+
+
+def every_day_files(source: SourceSpec, data_dir: Location) -> list[Location]:
+    """The files of every day of a daily source (`{date}` in its path) there are, in day order."""
+    return matching(_day_location(source, data_dir, None))
 
 
 def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Location, day: date) -> Location | None:
