@@ -94,9 +94,10 @@ def _post(url: str, body: Any) -> Any:
         return json.loads(response.read())
 
 
-def _serve(specs: Path, data: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def _serve(specs: Path, data: Path, port: int, log: Path, lake_uri: str | None) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if k != "MLOPS_API_KEY"}
     command = [sys.executable, "-m", "mlops_assets.cli", "--specs", str(specs), "--data-dir", str(data)]
+    command += ["--lake-uri", lake_uri] if lake_uri else []
     process = subprocess.Popen(
         [*command, "serve", "fraud", "--port", str(port)],
         stdout=log.open("w"),
@@ -122,6 +123,7 @@ class Story:
 
     def __init__(self, workspace: Workspace, echo: Callable[[str], None]) -> None:
         self.data, self.debug, self.log = workspace.root, workspace.debug, StoryLog(echo=echo)
+        self.lake_uri = workspace.lake_uri  # --lake-uri, if given: the story's runs and its served bento use it too
 
     def run(self, history: int, days: int, customers: int, per_day: int, sample: int, port: int) -> StoryLog:
         from mlops_assets.app.runs import grade_day, materialize
@@ -129,7 +131,7 @@ class Story:
 
         shift = FIRST_DAY + timedelta(days=history + 1)
         specs = story_specs(self.data / "story_specs", shift, customers, per_day)
-        self.workspace = Workspace(str(specs), str(self.data), self.debug)
+        self.workspace = Workspace(str(specs), str(self.data), self.debug, self.lake_uri)
         self.specs, self.spec = specs, self.workspace.spec("fraud")
         self.log(
             FIRST_DAY,
@@ -143,7 +145,7 @@ class Story:
             raise RuntimeError(f"the first model could not be built: {summary.failures}")
         last = FIRST_DAY + timedelta(days=history - 1)
         self.log(last, f"champion version {self._aliases()[CHAMPION]} trained, gated and bundled into a bento")
-        server = _serve(specs, self.data, port, self.data / "story_serve.log")
+        server = _serve(specs, self.data, port, self.data / "story_serve.log", self.lake_uri)
         url = f"http://127.0.0.1:{port}"
         self.log(last, f"the bento serves on {url}")
         cursor: str | None = None
@@ -184,7 +186,7 @@ class Story:
 
     def _logged(self, day: date, requests: int, timeout: float = 60) -> None:
         """Until every answer of the day (with its shadow score) is in the log files the daily job ingests."""
-        folder, deadline = log_folder(self.data, self.spec.name), time.monotonic() + timeout
+        folder, deadline = log_folder(self.workspace.lake, self.spec.name), time.monotonic() + timeout
         while read_day(folder, day).height < requests and time.monotonic() < deadline:
             time.sleep(0.5)
 
