@@ -57,8 +57,11 @@ def _on(scope: dict[str, Any], paths: Collection[str]) -> bool:
 
 
 class TimeoutMiddleware:
-    """Answers 504 with the one error body when a request's answer has not started within `timeout` seconds, and
-    cancels its work (what it would have logged is not: the answer was never sent). An answer that started runs on."""
+    """Answers 504 with the one error body when a request's answer has not started within `timeout` seconds. Its
+    work is not cancelled (a scoring runs in a worker thread, which cancelling would abandon with what it records):
+    it finishes, its answer goes nowhere, and DeliveryMiddleware undoes what it would have logged and frees its
+    request id. BentoML's own timeout, later, is the backstop for work that never ends. An answer that started runs
+    on."""
 
     def __init__(self, app: Any, timeout: float = REQUEST_TIMEOUT) -> None:
         self.app, self.timeout = app, timeout
@@ -83,10 +86,9 @@ class TimeoutMiddleware:
                 await work
                 return
             timed_out = True
-            work.cancel()
             log.warning("%s %s answered 504: no answer within %g s", scope.get("method"), scope["path"], self.timeout)
             await _reject(send, 504, f"the service did not answer within {self.timeout:g} s; retry later")
-            await asyncio.wait((work,))  # its undo runs (DeliveryMiddleware)
+            await asyncio.wait((work,))  # it ends, failing to send: its undo runs (DeliveryMiddleware)
             if not work.cancelled():
                 work.exception()  # retrieved and dropped: it belongs to an answer nobody gets
         finally:

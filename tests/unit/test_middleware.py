@@ -264,9 +264,9 @@ def test_a_request_not_answered_in_time_gets_a_504_in_the_one_error_body_and_its
     scoring = threading.Event()
 
     async def slow(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        def handler() -> None:  # a scoring slower than the timeout, in a worker thread as BentoML runs it
+        def handler() -> None:  # a scoring slower than the timeout, in a worker thread as BentoML runs it: the
+            scoring.wait()  # thread cannot be cancelled, and it records its answer's follow-ups at its end
             after_answer(lambda: events.append("commit"), lambda: events.append("undo"))
-            scoring.wait()
 
         await anyio.to_thread.run_sync(handler)
         await send({"type": "http.response.start", "status": 200, "headers": []})
