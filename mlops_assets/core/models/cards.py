@@ -3,14 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from mlops_assets.core.markdown import html_page, markdown_table
 from mlops_assets.core.models.modeling import Evaluation, GateDecision
 from mlops_assets.spec import LOWER_IS_BETTER, PipelineSpec
-
-if TYPE_CHECKING:
-    from mlops_assets.core.lake import Location
 
 # What a model of each kind answers, and what its permutation importance measures.
 ANSWERS = {
@@ -124,7 +121,7 @@ def render_card(
     )
 
 
-def write_card(path: Location, title: str, card: str) -> Location:
+def write_card(path: Path, title: str, card: str) -> Path:
     """The card as markdown at `path` and as the HTML page a browser shows beside it; the page's path."""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(card)

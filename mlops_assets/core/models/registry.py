@@ -51,8 +51,6 @@ if TYPE_CHECKING:
     import pandas as pd
     from sklearn.pipeline import Pipeline
 
-    from mlops_assets.core.lake import Location
-
 
 log = logging.getLogger(__name__)
 _WARNED_ELSEWHERE: set[str] = set()
@@ -321,16 +319,10 @@ class ModelRegistry:
         self.client.set_tag(run_id, "promotion_gate", "passed" if passed else "failed")
         self.client.set_model_version_tag(name, version, "promotion_gate", "; ".join(reasons))
 
-    def attach(self, name: str, version: str, file: Location) -> None:
-        """A file (the model card) as an artifact of the run that trained `version`."""
-        run_id = self.version(name, version).run_id
-        if isinstance(file, Path):
-            self.client.log_artifact(run_id, str(file))
-            return
-        with tempfile.TemporaryDirectory() as folder:  # MLflow logs local files: a copy of the object, same name
-            local = Path(folder) / file.name
-            local.write_bytes(file.read_bytes())
-            self.client.log_artifact(run_id, str(local))
+    def attach(self, name: str, version: str, file: Path) -> None:
+        """A local file (the model card, written by `Pages.writing`) as an artifact of the run that trained
+        `version`."""
+        self.client.log_artifact(self.version(name, version).run_id, str(file))
 
     def register_again(self, name: str, version: str) -> str:
         """A new version of the model files of `version` (the same artifacts and run): the new version number.

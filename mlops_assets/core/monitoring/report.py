@@ -15,8 +15,6 @@ from mlops_assets.core.markdown import PAGE_STYLE, markdown_table
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mlops_assets.core.lake import Location
-
 
 def _png(figure: Figure) -> str:
     buffer = io.BytesIO()
@@ -84,9 +82,9 @@ def render(
     reference: pl.DataFrame,
     current: pl.DataFrame,
     history: pl.DataFrame,
-    target: Location,
+    target: Path,
     max_plots: int = 8,
-) -> Location:
+) -> Path:
     """Write the page: checks, the statistics table, reference vs current for the drifted features, trends."""
     moved = stats.filter(pl.col("distribution_level").is_in(["warn", "error"])).sort(
         "psi", descending=True, nulls_last=True
@@ -126,9 +124,6 @@ def render(
         "</body></html>",
     ]
     target.parent.mkdir(parents=True, exist_ok=True)
-    if not isinstance(target, Path):  # an object is replaced whole by one write: readers see the old page or the new
-        target.write_text("\n".join(parts))
-        return target
     temporary = target.with_suffix(".tmp")
     temporary.write_text("\n".join(parts))
     temporary.replace(target)
