@@ -102,7 +102,7 @@ class _Commands(click.Group):
 
 def _explained(exc: Exception) -> str:
     """What went wrong, in the words of the error, with what to do for the ones users meet."""
-    from mlops_assets.core.ingest.files import SourceDataError
+    from mlops_assets.core.ingest.paths import SourceDataError
     from mlops_assets.core.lake import TableNotFoundError
     from mlops_assets.core.object_store import ObjectStoreError
 
@@ -235,7 +235,7 @@ def check(ctx: click.Context) -> None:
         if spec.model is not None:
             from mlops_assets.app.reports import daily_volume, window_advice
             from mlops_assets.app.workspace import AppError
-            from mlops_assets.core.ingest.files import SourceDataError
+            from mlops_assets.core.ingest.paths import SourceDataError
 
             try:  # advice from the files there are: a spec is valid whether or not they can be read
                 advice = window_advice(daily_volume(workspace, spec), spec.monitoring)

@@ -11,7 +11,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from mlops_assets.app.workspace import Workspace
-from mlops_assets.core.ingest.files import every_day_files, file_rows
+from mlops_assets.core.ingest.paths import every_day_files, file_rows
 from mlops_assets.core.lake import table_facts, table_path
 from mlops_assets.core.models.aliases import CHAMPION
 from mlops_assets.core.models.registry_view import live_status

@@ -4,7 +4,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from mlops_assets.core.ingest.files import SourceDataError, ingest_day, read_day, source_files
+from mlops_assets.core.ingest.files import ingest_day, read_day, source_files
+from mlops_assets.core.ingest.paths import SourceDataError
 from mlops_assets.core.ingest.validation import REASONS_COLUMN
 from mlops_assets.spec import load_specs
 from tests.helpers import ORDERS, write_day_files

@@ -12,16 +12,13 @@ from pathlib import Path
 
 import polars as pl
 
+from mlops_assets.core.ingest.paths import SourceDataError, day_location, file_rows
 from mlops_assets.core.ingest.validation import POLARS_DTYPES, Split, build_schema, split_valid
 from mlops_assets.core.lake import PARTITION_COLUMN, Location, io_path, matching
 from mlops_assets.spec import TEXT_BOOLEANS, PipelineSpec, SourceSpec
 
 SOURCE_FILE_COLUMN = "source_file"
 SOURCE_ROW_COLUMN = "source_row"
-
-
-class SourceDataError(ValueError):
-    """A source file that cannot be ingested at all (missing, unreadable, or missing declared columns)."""
 
 
 # Text that ends in a UTC offset (`Z`, `+02`, `+0200`, `+02:00`) after a time: read as an instant, stored in UTC.
@@ -37,30 +34,12 @@ class DayIngest:
     time_zones: dict[str, list[str]]
 
 
-def _day_location(source: SourceSpec, data_dir: Location, day: date | None) -> Location:
-    """A day's path (or glob) of a source (every day's, for None): relative to the data folder, or to the lake's
-    prefix in object storage (an absolute path stays a local one)."""
-    relative = source.path.replace("{date}", day.isoformat() if day else "*")
-    if isinstance(data_dir, Path):
-        return data_dir / relative
-    return Path(relative) if Path(relative).is_absolute() else data_dir / relative
-
-
-def day_pattern(source: SourceSpec, data_dir: Location, day: date) -> str:
-    return str(_day_location(source, data_dir, day))
-
-
-def every_day_files(source: SourceSpec, data_dir: Location) -> list[Location]:
-    """The files of every day of a daily source (`{date}` in its path) there are, in day order."""
-    return matching(_day_location(source, data_dir, None))
-
-
 def ensure_generated(spec: PipelineSpec, source_name: str, data_dir: Location, day: date) -> Location | None:
     """Write a generator source's file for `day` unless it exists; the generator is deterministic per day."""
     source = spec.sources[source_name]
     if source.generator is None:
         return None
-    path = _day_location(source, data_dir, day)
+    path = day_location(source, data_dir, day)
     if glob.has_magic(str(path)):
         raise SourceDataError(f"sources.{source_name}.path: a generator source needs a plain file path, not a glob")
     if not path.exists():
@@ -230,17 +209,7 @@ def _name(path: Location, root: Location | None) -> str:
 
 
 def source_files(source: SourceSpec, data_dir: Location, day: date) -> list[Location]:
-    return matching(_day_location(source, data_dir, day))
-
-
-def file_rows(path: Location, source: SourceSpec) -> int:
-    """The rows of a source file, counted without reading its values (Parquet's footer; CSV's records)."""
-    try:
-        csv = source.file_format == "csv"
-        scan = pl.scan_csv(io_path(path), infer_schema=False) if csv else pl.scan_parquet(io_path(path))
-        return int(scan.select(pl.len()).collect().item())
-    except Exception as exc:  # polars raises several error types for unreadable files; all mean the same here
-        raise SourceDataError(f"{path}: cannot read as {source.file_format} ({exc})") from exc
+    return matching(day_location(source, data_dir, day))
 
 
 def day_rows(spec: PipelineSpec, data_dir: Location, day: date) -> int:

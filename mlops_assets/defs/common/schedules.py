@@ -6,7 +6,8 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from mlops_assets.core.ingest.files import day_pattern, source_files
+from mlops_assets.core.ingest.files import source_files
+from mlops_assets.core.ingest.paths import day_pattern
 from mlops_assets.core.lake import Location
 from mlops_assets.defs.common.resources import LakeResource
 from mlops_assets.spec import PipelineSpec

@@ -5,14 +5,8 @@ from datetime import date
 
 import dagster as dg
 
-from mlops_assets.core.ingest.files import (
-    SOURCE_FILE_COLUMN,
-    SourceDataError,
-    day_pattern,
-    ensure_generated,
-    read_days,
-    source_files,
-)
+from mlops_assets.core.ingest.files import SOURCE_FILE_COLUMN, ensure_generated, read_days, source_files
+from mlops_assets.core.ingest.paths import SourceDataError, day_pattern
 from mlops_assets.core.ingest.validation import Split
 from mlops_assets.core.lake import Location
 from mlops_assets.defs.common.metadata import file_list, rows_per_day
