@@ -215,8 +215,9 @@ def test_challenger_shadow_promotion_and_rollback_reach_the_running_service(serv
 def test_sigkill_under_load_loses_at_most_one_unflushed_batch(service: str, served: Served) -> None:
     """Clients record every answered request; after SIGKILL the log holds all of them but the last batch. The
     service already running beside it (same pipeline, same data folder) keeps its own metrics throughout."""
-    before = answered_count(service)
-    assert before > 0  # earlier tests were answered: a wiped folder would show as fewer
+    assert post(f"{service}/predict", {"request": BODY})[0] == 200  # answered here, whatever ran before
+    until(lambda: answered_count(service) > 0, what="the running service's count of answers")
+    before = answered_count(service)  # a wiped metrics folder would show as fewer
     url, process = served.start("kill")
     folders = sorted(p.name for p in (served.data / "serving" / "fraud" / "metrics").iterdir())
     assert len(folders) == 2 and len({name.rsplit("-", 2)[1] for name in folders}) == 2  # one per serve (port)
