@@ -264,9 +264,12 @@ def kill_server(process: subprocess.Popen[bytes]) -> int:
     """SIGKILL a server and every process it started, at once (a crash); returns how many were killed."""
     import psutil
 
+    if process.poll() is not None:
+        return 0
     victims = [psutil.Process(process.pid), *psutil.Process(process.pid).children(recursive=True)]
     for victim in victims:
-        victim.kill()
+        with contextlib.suppress(psutil.NoSuchProcess):
+            victim.kill()
     process.wait(timeout=10)
     psutil.wait_procs(victims, timeout=10)
     return len(victims)

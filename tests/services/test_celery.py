@@ -9,7 +9,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import pytest
@@ -82,6 +85,8 @@ def _on_two_workers(
     """The daily and the training job on two Celery workers (each with `worker_env[name]` over `celery`): the hosts
     their steps ran on."""
     (Path(celery["DAGSTER_HOME"]) / "dagster.yaml").write_text(dagster_yaml("postgres"))
+    with _instance(celery):  # Dagster's tables, created once here: two workers creating them together, one dies
+        pass
     settings = tmp_path / "celery.yaml"
     settings.write_text(f"execution:\n  config:\n    broker: {rabbitmq_url}\n    backend: {redis_url}\n")
     workers = []
@@ -106,20 +111,26 @@ def _on_two_workers(
         for worker in workers:
             kill_server(worker)
 
-    os.environ["MLOPS_DAGSTER_POSTGRES_URL"] = celery["MLOPS_DAGSTER_POSTGRES_URL"]
-    try:
-        with dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance:
-            runs = instance.get_runs()
-            assert len(runs) == 2 and all(r.is_success for r in runs)
-            engine = [e for r in runs for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
-            hosts = {
-                str(e.dagster_event.engine_event_data.metadata["Celery worker"].value)  # type: ignore[union-attr]
-                for e in engine
-                if "in celery worker" in (e.message or "")
-            }
-    finally:
-        del os.environ["MLOPS_DAGSTER_POSTGRES_URL"]
+    with _instance(celery) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.is_success for r in runs)
+        engine = [e for r in runs for e in instance.all_logs(r.run_id, of_type=dg.DagsterEventType.ENGINE_EVENT)]
+        hosts = {
+            str(e.dagster_event.engine_event_data.metadata["Celery worker"].value)  # type: ignore[union-attr]
+            for e in engine
+            if "in celery worker" in (e.message or "")
+        }
     return {h.split("@")[0] for h in hosts}
+
+
+@contextmanager
+def _instance(celery: dict[str, str]) -> Iterator[dg.DagsterInstance]:
+    """The runs' Dagster instance (its storage on PostgreSQL), opened in this process."""
+    with (
+        mock.patch.dict(os.environ, {"MLOPS_DAGSTER_POSTGRES_URL": celery["MLOPS_DAGSTER_POSTGRES_URL"]}),
+        dg.DagsterInstance.from_config(celery["DAGSTER_HOME"]) as instance,
+    ):
+        yield instance
 
 
 def _celery_environment(
