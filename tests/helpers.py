@@ -26,7 +26,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from mlops_assets.cli import main
-from mlops_assets.core.lake import content_hash, location, scan_table
+from mlops_assets.core.lake import content_hash, location, scan_table, table_version
 from mlops_assets.spec import BUILTIN_SPECS_DIR
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -124,9 +124,12 @@ def small_fraud_specs(folder: Path, **replace: str) -> Path:
 
 
 def lake_tables(data: Path) -> dict[str, str]:
-    """Every Delta table under a data folder's lake, read as a reader would: table -> content hash."""
+    """Every Delta table under a data folder's lake, read as a reader would: table -> content hash. A `_delta_log`
+    folder without a commit (a writer killed before its first one) is no table."""
     tables = {}
     for log in sorted((data / "lake").rglob("_delta_log")):
+        if table_version(log.parent) is None:
+            continue
         frame = scan_table(log.parent).collect()
         tables[str(log.parent.relative_to(data))] = content_hash(frame.select(sorted(frame.columns)))
     return tables
