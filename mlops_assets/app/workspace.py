@@ -54,6 +54,11 @@ class Workspace:
         the prediction log unless the lake is in object storage)."""
         return Path(self.data_dir).resolve()
 
+    @property
+    def lake_setting(self) -> str | None:
+        """The lake's object-storage URI this workspace was given (--lake-uri, else MLOPS_LAKE_URI); None: local."""
+        return self.lake_uri or os.environ.get(LAKE_URI_ENV)
+
     @cached_property
     def lake(self) -> Location:
         """Where the landing files and Delta tables are: the data folder, or an object store's prefix, which must
@@ -61,7 +66,7 @@ class Workspace:
         from mlops_assets.core.lake import location, unreachable
 
         try:
-            where = location(self.lake_uri or os.environ.get(LAKE_URI_ENV) or self.data_dir)
+            where = location(self.lake_setting or self.data_dir)
         except ValueError as exc:
             raise AppError(str(exc)) from None
         if (problem := unreachable(where)) is not None:
@@ -101,7 +106,7 @@ class Workspace:
     def pages(self) -> Pages:
         """Where drift reports and model cards are: MLOPS_REPORTS_URI, else beside a lake in object storage, else the
         data folder."""
-        return Pages(self.root, reports_uri(self.lake_uri or os.environ.get(LAKE_URI_ENV)), link_seconds())
+        return Pages(self.root, reports_uri(self.lake_setting), link_seconds())
 
     @cached_property
     def registry_reader(self) -> RegistryReader:
