@@ -146,12 +146,14 @@ def s3_objects(uri: str) -> list[str]:
 
 def s3_lake_tables(uri: str) -> dict[str, str]:
     """`lake_tables` of a lake in object storage: each Delta table under s3://bucket/prefix/lake -> content hash,
-    keyed as `lake_tables` keys a local one (`lake/pipeline/table`)."""
-    prefix = uri.removeprefix("s3://").partition("/")[2]
+    keyed as `lake_tables` keys a local one (`lake/pipeline/table`); likewise, a log without a commit is no table."""
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
     logs = {key.partition("/_delta_log/")[0] for key in s3_objects(f"{uri}/lake/") if "/_delta_log/" in key}
     tables = {}
     for table in sorted(logs):
-        frame = scan_table(location(f"s3://{uri.removeprefix('s3://').partition('/')[0]}/{table}")).collect()
+        if table_version(where := location(f"s3://{bucket}/{table}")) is None:
+            continue
+        frame = scan_table(where).collect()
         tables[table.removeprefix(f"{prefix}/")] = content_hash(frame.select(sorted(frame.columns)))
     return tables
 
