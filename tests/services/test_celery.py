@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +19,15 @@ import pytest
 from mlops_assets.core.features.online import open_store
 from mlops_assets.core.models.registry import ModelRegistry
 from mlops_assets.settings import dagster_yaml
-from tests.helpers import SERVER_START_SECONDS, kill_server, lake_tables, s3_lake_tables, s3_objects, small_fraud_specs
+from tests.helpers import (
+    SERVER_START_SECONDS,
+    kill_server,
+    lake_tables,
+    s3_lake_tables,
+    s3_objects,
+    small_fraud_specs,
+    until,
+)
 
 # One worker runs the whole file: its module fixtures (a served bento, a materialized run) are set up once.
 pytestmark = [pytest.mark.services, pytest.mark.slow, pytest.mark.xdist_group("celery")]
@@ -70,15 +77,6 @@ def in_process(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return specs, Path(local["MLOPS_DATA_DIR"])
 
 
-def _wait_until_ready(log: Path, worker: subprocess.Popen[bytes]) -> None:
-    """Until the Celery worker logs that it consumes from the broker; its log in the error if it exits or never does."""
-    deadline = time.monotonic() + SERVER_START_SECONDS
-    while " ready." not in log.read_text():
-        if worker.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{log.stem} never became ready: {log.read_text()[-3000:]}")
-        time.sleep(0.2)
-
-
 def _on_two_workers(
     tmp_path: Path, celery: dict[str, str], rabbitmq_url: str, redis_url: str, worker_env: dict[str, dict[str, str]]
 ) -> set[str]:
@@ -103,8 +101,14 @@ def _on_two_workers(
             )
         )
     try:
-        for name, worker in zip(worker_env, workers, strict=True):
-            _wait_until_ready(tmp_path / f"{name}.log", worker)  # else the first to connect takes every step
+        for name, worker in zip(worker_env, workers, strict=True):  # else the first to connect takes every step
+            log = tmp_path / f"{name}.log"
+            until(
+                lambda log=log, worker=worker: " ready." in log.read_text() or worker.poll() is not None,
+                SERVER_START_SECONDS,
+                f"celery worker {name} ready",
+            )
+            assert worker.poll() is None, log.read_text()[-3000:]
         for job, tags in (("fraud_daily", PARTITIONS), ("fraud_training", None)):
             _run(job, celery, tags)
     finally:
